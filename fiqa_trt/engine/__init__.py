@@ -1,0 +1,1 @@
+"""What runs at scoring time: inputs, perturbations, the DALI pipeline, runners, the scorer, output sinks."""

@@ -1,0 +1,109 @@
+"""Input listing and per-item checks: what INPUT names, and which items can be scored.
+
+INPUT is a folder (recursive, sorted, hidden files skipped), a single image, or a text file listing image paths
+(one per line, relative to the list file's folder, `#` comments allowed). Every file a folder holds becomes an
+item, so that nothing the user gave is silently lost: a file that is not an image becomes an error row.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fiqa_trt.errors import FiqaError
+
+# Formats DALI's image decoder reads (PIL format names), checked from the file header before decoding.
+DECODABLE = {"JPEG", "PNG", "BMP", "TIFF", "JPEG2000", "WEBP", "PPM"}
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*", b"\x00\x00\x00\x0cjP", b"\xffO\xffQ",
+          b"GIF8", b"P5", b"P6", b"P4", b"P2", b"P3")
+
+
+@dataclass
+class Item:
+    """One input image. `key` identifies it for seeding (path relative to the INPUT folder); `path` is shown."""
+
+    path: str
+    key: str
+    data: np.ndarray | None = None  # encoded bytes, once read
+    size: tuple[int, int] | None = None  # (height, width) from the header
+    error: str | None = None
+
+
+def _looks_like_image(head: bytes) -> bool:
+    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def list_items(source: str | os.PathLike) -> list[Item]:
+    """List the items INPUT names. Raises FiqaError when INPUT itself is missing or unusable."""
+    root = Path(source)
+    if root.is_dir():
+        items = []
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if not name.startswith("."):
+                    full = Path(dirpath) / name
+                    items.append(Item(str(full), full.relative_to(root).as_posix()))
+        if not items:
+            raise FiqaError(f"the folder {root} holds no files")
+        return items
+    if not root.exists():
+        raise FiqaError(f"input not found: {root}")
+    if not root.is_file():
+        raise FiqaError(f"input is neither a folder nor a file: {root}")
+    with root.open("rb") as f:
+        head = f.read(16)
+    if _looks_like_image(head):
+        return [Item(str(root), root.name)]
+    try:
+        text = root.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise FiqaError(f"{root} is neither an image nor a text file listing image paths") from None
+    items = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            path = Path(line) if os.path.isabs(line) else root.parent / line
+            items.append(Item(str(path), line))
+    if not items:
+        raise FiqaError(f"the list file {root} names no images")
+    return items
+
+
+def check_item(item: Item) -> Item:
+    """Read the bytes and the header; set `error` for what cannot be decoded. Never raises for a bad file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        raw = Path(item.path).read_bytes()
+    except FileNotFoundError:
+        item.error = "file not found"
+        return item
+    except OSError as exc:
+        item.error = f"cannot read file: {exc.strerror or exc}"
+        return item
+    if not raw:
+        item.error = "empty file (0 bytes)"
+        return item
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            fmt, (w, h) = im.format, im.size
+    except UnidentifiedImageError:
+        item.error = "not an image (unrecognised file format)"
+        return item
+    except Exception as exc:  # PIL raises assorted errors on damaged headers
+        item.error = f"damaged image header ({exc})"
+        return item
+    if fmt not in DECODABLE:
+        item.error = f"unsupported image format {fmt} (supported: {', '.join(sorted(DECODABLE))})"
+        return item
+    if w < 8 or h < 8:
+        item.error = f"image too small ({w}x{h})"
+        return item
+    item.data = np.frombuffer(raw, dtype=np.uint8)
+    item.size = (h, w)
+    return item

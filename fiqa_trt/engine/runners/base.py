@@ -1,0 +1,19 @@
+"""The runner interface every backend implements (Polygraphy-style: one interface, many backends)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from fiqa_trt.engine.model_config import ModelConfig
+
+
+class Runner(Protocol):
+    config: ModelConfig
+    device: str  # "cpu" or "cuda:N"
+    name: str  # backend name, for reports
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) (or NHWC per config) float32, already normalised -> (B, D) float32 embeddings."""
+        ...

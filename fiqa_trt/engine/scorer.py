@@ -1,0 +1,183 @@
+"""The scorer: batches items through the DALI pipeline and the runner, and turns embeddings into qualities.
+
+quality(I) = aggregate_k cos(E(I), E(P_k(I))). Per batch of N images the pipeline yields the N originals and
+their N*K views, embedded together in one runner call (the original embedding is computed once and shared by
+all K views). Decoding and perturbing batch i+1 runs in a worker thread while batch i is in the model.
+Per-item failures (unreadable, not an image, undecodable) become error rows; the other items are still scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
+
+import numpy as np
+
+from fiqa_trt import kernels
+from fiqa_trt.engine.inputs import Item, check_item
+from fiqa_trt.engine.perturbations import DEFAULT_SPEC, View, parse_spec, plan_views
+from fiqa_trt.engine.pipeline import INPUT_NAMES, PerturbPipeline, mixup_partner
+from fiqa_trt.engine.runners.base import Runner
+from fiqa_trt.errors import FiqaError
+
+log = logging.getLogger("fiqa_trt")
+
+
+@dataclass
+class Result:
+    path: str
+    quality: float
+    cosines: np.ndarray  # (K,), NaN where the item failed
+    error: str | None = None
+
+
+@dataclass
+class _Batch:
+    items: list[Item]  # every item of the batch, in input order (failed ones carry `error`)
+    tensor: np.ndarray | None  # (n_ok, 1+K, C, H, W) for the items without error, in order
+
+
+def _dali_message(exc: Exception) -> str:
+    text = str(exc)
+    if "decoders" in text:
+        return "cannot decode image (corrupt or truncated file)"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "Critical error" not in ln]
+    return "perturbation pipeline failed: " + (lines[-1] if lines else type(exc).__name__)[:200]
+
+
+class Scorer:
+    """Scores images with one FR runner and one set of perturbations.
+
+    Same items + model + perturbations + seed (+ batch size, for DALI's pixel noise) give the same scores.
+    """
+
+    def __init__(self, runner: Runner, perturb: list[str] | None = None, views: int = 1, agg: str = "mean",
+                 seed: int = 0, batch_size: int = 32, threads: int | None = None):
+        if agg not in kernels.AGGREGATIONS:
+            raise FiqaError(f"unknown aggregation '{agg}'; use one of: {', '.join(kernels.AGGREGATIONS)}")
+        if batch_size < 1:
+            raise FiqaError("--batch-size must be at least 1")
+        self.runner, self.agg, self.seed, self.batch_size = runner, agg, seed, batch_size
+        self.threads = threads or os.cpu_count() or 1
+        self.specs = [parse_spec(s) for s in (perturb or [DEFAULT_SPEC])]
+        self.views: list[View] = plan_views(self.specs, views)
+        self.resized = 0  # items that were not at the model's input size
+
+    @property
+    def view_labels(self) -> list[str]:
+        return [v.label for v in self.views]
+
+    # ---- producer side: read, check, decode, perturb ----
+
+    def _partners(self, items: list[Item], all_items: list[Item], start: int) -> dict[int, list[Item]] | None:
+        mix = [v for v in self.views if "partner" in INPUT_NAMES[v.spec.kind.name]]
+        if not mix:
+            return None
+        keys = [it.key for it in all_items]
+        partners: dict[int, list[Item]] = {}
+        for view in mix:
+            chosen = []
+            for own in range(start, start + len(items)):
+                index = mixup_partner(own, keys, view, self.seed)
+                for _ in range(len(all_items)):  # a partner that cannot be read is replaced by the next item
+                    candidate = check_item(Item(all_items[index].path, all_items[index].key))
+                    if candidate.error is None and index != own:
+                        break
+                    index = (index + 1) % len(all_items)
+                else:
+                    raise FiqaError("mixup needs a second readable image, and none of the inputs is one")
+                chosen.append(candidate)
+            partners[view.index] = chosen
+        return partners
+
+    def _run_pipeline(self, pipe: PerturbPipeline, items: list[Item], partners) -> np.ndarray | None:
+        """Run the good items; if the batch fails, find the failing items one by one and run the rest."""
+        good = [i for i, it in enumerate(items) if it.error is None]
+        if not good:
+            return None
+        pick = lambda idx: {k: [v[i] for i in idx] for k, v in partners.items()} if partners else None  # noqa
+        try:
+            return pipe.run([items[i] for i in good], pick(good))
+        except Exception as exc:  # DALI reports one error for the whole batch
+            first = exc
+        outs = []
+        for i in good:
+            try:
+                outs.append(pipe.run([items[i]], pick([i])))
+            except Exception as exc:
+                items[i].error = _dali_message(exc)
+        if not outs:
+            log.debug("batch failed: %s", first)
+            return None
+        return np.concatenate(outs)
+
+    def _produce(self, all_items: list[Item], out: queue.Queue, stop: threading.Event) -> None:
+        try:
+            h, w = self.runner.config.input_size
+            pipe = PerturbPipeline(self.views, self.runner.config, seed=self.seed, batch_size=self.batch_size,
+                                   num_threads=self.threads)
+            for start in range(0, len(all_items), self.batch_size):
+                if stop.is_set():
+                    return
+                items = [check_item(replace(it, data=None, size=None, error=None))
+                         for it in all_items[start : start + self.batch_size]]
+                for it in items:
+                    if it.error is None and it.size != (h, w):
+                        if not self.resized:
+                            log.warning("%s is %dx%d, not %dx%d: images are resized to the model's input size "
+                                        "(scores assume aligned face crops)", it.path, it.size[1], it.size[0], w, h)
+                        self.resized += 1
+                partners = self._partners(items, all_items, start)
+                tensor = self._run_pipeline(pipe, items, partners)
+                for it in items:
+                    it.data = None
+                out.put(_Batch(items, tensor))
+            out.put(None)
+        except BaseException as exc:  # hand every failure to the consumer, which re-raises it
+            out.put(exc)
+
+    # ---- consumer side: embed and score ----
+
+    def score(self, items: list[Item], progress: Callable[[int], None] | None = None) -> Iterator[Result]:
+        """Yield one Result per item, in input order."""
+        k = len(self.views)
+        batches: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        worker = threading.Thread(target=self._produce, args=(items, batches, stop), daemon=True)
+        worker.start()
+        try:
+            while (batch := batches.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                yield from self._score_batch(batch, k)
+                if progress:
+                    progress(len(batch.items))
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    batches.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+
+    def _score_batch(self, batch: _Batch, k: int) -> Iterator[Result]:
+        nan = np.full(k, np.nan, np.float32)
+        if batch.tensor is not None:
+            n = len(batch.tensor)
+            emb = self.runner.embed(batch.tensor.reshape(n * (1 + k), *batch.tensor.shape[2:]))
+            cos, q = kernels.quality(emb.reshape(n, 1 + k, -1), self.agg)
+        ok = iter(range(len(batch.tensor) if batch.tensor is not None else 0))
+        for it in batch.items:
+            if it.error is not None:
+                yield Result(it.path, float("nan"), nan, it.error)
+                continue
+            j = next(ok)
+            if np.isnan(cos[j]).any():
+                yield Result(it.path, float("nan"), nan, "the model returned a zero or non-finite embedding")
+            else:
+                yield Result(it.path, float(q[j]), cos[j], None)
+

@@ -1,0 +1,1 @@
+"""ONNX graph tools and exporters: dynamic batch rewriting, model-config metadata."""

@@ -1,0 +1,104 @@
+"""ONNX graph rewriting that is exact: make a fixed batch dimension dynamic; read and write fiqa-trt metadata.
+
+A model exported with a fixed batch of 1 (common for ONNX files found in the wild) carries the batch in three
+places: the graph inputs and outputs, the intermediate shape annotations, and constant shapes fed to `Reshape`
+(for example `[1, -1]` before the final fully connected layer). `make_batch_dynamic` rewrites all three; the
+caller checks the result numerically against the original (see `runners.onnxruntime`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+BATCH_DIM = "batch"
+METADATA_KEY = "fiqa_trt.model_config"
+
+
+def fixed_batch_size(model: onnx.ModelProto) -> int | None:
+    """The fixed batch size of the first graph input, or None when it is already symbolic."""
+    dim0 = _real_inputs(model)[0].type.tensor_type.shape.dim[0]
+    return dim0.dim_value if dim0.HasField("dim_value") else None
+
+
+def _real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {init.name for init in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def _constant_tensors(graph: onnx.GraphProto) -> dict[str, tuple[str, object]]:
+    """name -> ('init', TensorProto) or ('node', AttributeProto) for every constant the graph holds."""
+    found: dict[str, tuple[str, object]] = {init.name: ("init", init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    found[node.output[0]] = ("node", attr)
+    return found
+
+
+def make_batch_dynamic(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Return a copy whose batch dimension is symbolic, and the number of Reshape shapes rewritten.
+
+    A constant Reshape target whose first entry equals the old batch size gets 0 there ("copy this dimension
+    from the input", valid because `allowzero` is 0 in every graph this touches), which keeps the batch.
+    """
+    fixed = fixed_batch_size(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    if fixed is None:
+        return out, 0
+    graph = out.graph
+    for value in list(_real_inputs(out)) + list(graph.output):
+        dim0 = value.type.tensor_type.shape.dim[0]
+        dim0.ClearField("dim_value")
+        dim0.dim_param = BATCH_DIM
+    del graph.value_info[:]  # inferred intermediate shapes carry the old batch; ONNX Runtime re-infers them
+    constants = _constant_tensors(graph)
+    rewritten = 0
+    shared_uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            shared_uses[name] = shared_uses.get(name, 0) + 1
+    for node in graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in constants:
+            continue
+        if any(a.name == "allowzero" and a.i == 1 for a in node.attribute):
+            continue
+        kind, holder = constants[node.input[1]]
+        tensor = holder if kind == "init" else holder.t
+        shape = numpy_helper.to_array(tensor).copy()
+        if shape.ndim != 1 or shape.size == 0 or shape[0] != fixed:
+            continue
+        shape[0] = 0
+        new_tensor = numpy_helper.from_array(shape.astype(np.int64), tensor.name)
+        if shared_uses.get(node.input[1], 0) > 1:  # do not change a constant another node reads
+            new_name = f"{node.input[1]}__dynamic_batch"
+            new_tensor.name = new_name
+            graph.initializer.append(new_tensor)
+            node.input[1] = new_name
+        elif kind == "init":
+            tensor.CopyFrom(new_tensor)
+        else:
+            holder.t.CopyFrom(new_tensor)
+        rewritten += 1
+    return out, rewritten
+
+
+def read_metadata(model: onnx.ModelProto) -> dict | None:
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    return None
+
+
+def write_metadata(model: onnx.ModelProto, config: dict) -> None:
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(config, sort_keys=True)

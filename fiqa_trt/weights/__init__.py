@@ -1,0 +1,1 @@
+"""Known models: one record per model file (checksum, source, licence, preprocessing)."""
