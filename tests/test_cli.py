@@ -1,0 +1,134 @@
+"""The `fiqa-trt` command as a user runs it: outputs, bad input, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_image
+from tests.onnx_models import non_image_model
+
+
+def fiqa(*args, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def messy_folder(tmp_path, face_like):
+    """Good images plus every kind of bad input the issue names, in nested folders."""
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    for p in face_like:
+        shutil.copy(p, root / p.name)
+    arr = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(face_like[0]))
+    write_image(root / "sub" / "grey.png", arr[..., 0])
+    write_image(root / "sub" / "rgba.png", np.dstack([arr, np.full(arr.shape[:2], 200, np.uint8)]))
+    from PIL import Image
+
+    Image.fromarray(arr).resize((160, 200)).save(root / "sub" / "large.jpg")
+    Image.fromarray(arr).save(root / "full.jpg")
+    data = (root / "full.jpg").read_bytes()
+    (root / "sub" / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image")
+    (root / ".hidden.png").write_bytes(b"ignored")
+    return root
+
+
+def test_messy_folder_scores_what_it_can_and_records_the_rest(messy_folder, random_model, tmp_path):
+    out = tmp_path / "scores.csv"
+    proc = fiqa("score", messy_folder, "--model", random_model, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["path"].split("/in/")[1]: r for r in read_csv(out)}
+    assert set(rows) == {"img0.png", "img1.png", "img2.png", "img3.png", "full.jpg", "empty.jpg", "notes.txt",
+                         "sub/grey.png", "sub/rgba.png", "sub/large.jpg", "sub/truncated.jpg"}
+    errors = {k: r["error"] for k, r in rows.items() if r["error"]}
+    assert set(errors) == {"empty.jpg", "notes.txt", "sub/truncated.jpg"}
+    assert "empty file" in errors["empty.jpg"] and "not an image" in errors["notes.txt"]
+    assert "corrupt or truncated" in errors["sub/truncated.jpg"]
+    for k, r in rows.items():
+        assert (r["quality"] == "") == (k in errors)
+        if k not in errors:
+            assert -1 <= float(r["quality"]) <= 1 and r["quality"] == r["cos_affine"]
+    assert proc.stderr.count("not 112x112") == 1  # a one-time warning for the resized image
+    assert "failed" in proc.stderr
+
+
+def test_output_formats_agree(face_like, random_model, tmp_path):
+    folder = face_like[0].parent
+    spec = ["--perturb", "gaussian:sigma=5", "--views", "2", "--perturb", "border:thickness=4"]
+    fiqa("score", folder, "-m", random_model, "-o", tmp_path / "s.csv", *spec)
+    fiqa("score", folder, "-m", random_model, "-o", tmp_path / "s.jsonl", *spec)
+    fiqa("score", folder, "-m", random_model, "-o", tmp_path / "s.parquet", *spec)
+    rows = read_csv(tmp_path / "s.csv")
+    assert list(rows[0]) == ["path", "quality", "cos_gaussian0", "cos_gaussian1", "cos_border", "error"]
+    lines = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    for r, j, p in zip(rows, lines, table):
+        assert r["path"] == j["path"] == p["path"]
+        assert float(r["quality"]) == pytest.approx(j["quality"], abs=1e-6) == pytest.approx(p["quality"], abs=1e-6)
+        mean = np.mean([j["cos_gaussian0"], j["cos_gaussian1"], j["cos_border"]])
+        assert j["quality"] == pytest.approx(mean, abs=1e-6)
+    meta = json.loads(pq.read_schema(tmp_path / "s.parquet").metadata[b"fiqa_trt"])
+    assert meta["views"] == ["gaussian0", "gaussian1", "border"] and meta["seed"] == 0
+
+
+def test_single_image_and_list_file_inputs(face_like, random_model, tmp_path):
+    single = fiqa("score", face_like[0], "-m", random_model, "-q")
+    assert single.returncode == 0 and len(single.stdout.strip().splitlines()) == 2  # header + one row on stdout
+    (tmp_path / "lists").mkdir()
+    listing = tmp_path / "lists" / "list.txt"  # relative entries are read from the list's own folder
+    listing.write_text("# two images\n" + f"{face_like[1]}\n" + f"{face_like[2].name}\n")
+    shutil.copy(face_like[2], tmp_path / "lists" / face_like[2].name)
+    rows = list(csv.DictReader(fiqa("score", listing, "-m", random_model, "-q").stdout.splitlines()))
+    assert len(rows) == 2 and all(r["error"] == "" for r in rows)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["score", "{in}", "--model", "{tmp}/missing.onnx"], "model file not found"),
+    (["score", "{in}", "--model", "{tmp}/bad.onnx"], "not a valid ONNX model"),
+    (["score", "{in}", "--model", "{tmp}/vec.onnx"], "3-channel image input"),
+    (["score", "{in}"], "no model given"),
+    (["score", "{tmp}/nowhere", "--model", "{model}"], "input not found"),
+    (["score", "{in}", "--model", "{model}", "--perturb", "blur"], "available: affine"),
+    (["score", "{in}", "--model", "{model}", "--out", "{tmp}/x.xlsx"], "unknown output format"),
+    (["score", "{in}", "--model", "{model}", "--agg", "max"], "unknown aggregation"),
+])
+def test_user_mistakes_exit_2_with_a_message(face_like, random_model, tmp_path, args, fragment):
+    (tmp_path / "bad.onnx").write_text("nope")
+    non_image_model(tmp_path / "vec.onnx")
+    values = {"in": face_like[0].parent, "tmp": tmp_path, "model": random_model}
+    proc = fiqa(*[a.format(**values) for a in args])
+    assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr
+
+
+def test_nothing_scorable_exits_1(tmp_path, random_model):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "b.txt").write_text("x")
+    proc = fiqa("score", tmp_path, "--model", random_model, "--out", tmp_path / "o.csv")
+    assert proc.returncode == 1 and "no image could be scored" in proc.stderr
+    assert len(read_csv(tmp_path / "o.csv")) == 2
+
+
+def test_perturbations_lists_the_registry():
+    proc = fiqa("perturbations")
+    assert proc.returncode == 0
+    for name in ("affine", "gaussian", "poisson", "saltpepper", "occlusion", "border", "elastic", "selfmixup",
+                 "mixup"):
+        assert name in proc.stdout

@@ -1,0 +1,180 @@
+"""The DALI perturbation pipeline on the CPU: each perturbation does what its registry entry says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fiqa_trt.engine.inputs import Item, check_item
+from fiqa_trt.engine.model_config import ModelConfig
+from fiqa_trt.engine.perturbations import parse_spec, plan_views
+from fiqa_trt.engine.pipeline import PerturbPipeline, mixup_partner
+from tests.conftest import write_image
+
+RAW = ModelConfig(input_size=(112, 112), mean=0.0, std=1.0)  # normalisation off: outputs are pixel values
+
+
+def items_of(tmp_path, arrays, fmt="png") -> list[Item]:
+    out = []
+    for i, a in enumerate(arrays):
+        path = write_image(tmp_path / f"im{i}.{fmt}", a)
+        out.append(check_item(Item(str(path), path.name)))
+        assert out[-1].error is None
+    return out
+
+
+def run(items, spec, views=1, seed=0, config=RAW, partners=None):
+    pipe = PerturbPipeline(plan_views([parse_spec(spec)], views), config, seed=seed, batch_size=8, num_threads=2)
+    out = pipe.run(items, partners)  # (N, 1+K, C, H, W)
+    return np.transpose(out, (0, 1, 3, 4, 2))  # -> (N, 1+K, H, W, C)
+
+
+@pytest.fixture
+def pictures():
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:112, 0:112]
+    smooth = np.stack([xx * 2, yy * 2, (xx + yy)], -1).astype(np.uint8)
+    noisy = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    grey = np.full((112, 112, 3), 128, np.uint8)
+    return {"smooth": smooth, "noisy": noisy, "grey": grey}
+
+
+def test_original_is_the_decoded_image(tmp_path, pictures):
+    out = run(items_of(tmp_path, [pictures["noisy"]]), "affine")
+    np.testing.assert_array_equal(out[0, 0], pictures["noisy"])
+
+
+def test_affine_flip_translation_rotation_are_exact(tmp_path, pictures):
+    items = items_of(tmp_path, [pictures["noisy"]])
+    img = pictures["noisy"].astype(np.float32)
+    np.testing.assert_array_equal(run(items, "affine:rot=0,scale=1,flip=1")[0, 1], img[:, ::-1])
+    np.testing.assert_array_equal(run(items, "affine:rot=0,scale=1,flip=0,tx=3")[0, 1][:, 3:], img[:, :-3])
+    np.testing.assert_array_equal(run(items, "affine:rot=0,scale=1,flip=0,ty=-2")[0, 1][:-2], img[2:])
+    rot = run(items, "affine:rot=90,scale=1,flip=0")[0, 1]
+    np.testing.assert_array_equal(rot[1:-1, 1:-1], np.rot90(img, 1)[1:-1, 1:-1])  # counter-clockwise
+
+
+def test_default_affine_is_a_slight_change(tmp_path, pictures):
+    out = run(items_of(tmp_path, [pictures["smooth"]]), "affine")
+    flipped = pictures["smooth"][:, ::-1].astype(np.float32)
+    assert 0 < np.abs(out[0, 1] - flipped).mean() < 3  # flip + 0.5 degree + 1% zoom
+
+
+def test_gaussian_noise_has_the_requested_sigma(tmp_path, pictures):
+    out = run(items_of(tmp_path, [pictures["grey"]] * 2), "gaussian:sigma=10", views=3)
+    noise = out[:, 1:] - 128
+    assert abs(noise.std() - 10) < 0.5 and abs(noise.mean()) < 0.5
+    assert not np.array_equal(out[0, 1], out[0, 2])  # views differ
+
+
+def test_poisson_noise_variance_follows_intensity(tmp_path, pictures):
+    dark, bright = np.full((112, 112, 3), 20, np.uint8), np.full((112, 112, 3), 200, np.uint8)
+    out = run(items_of(tmp_path, [dark, bright]), "poisson:factor=1")
+    assert abs(out[0, 1].var() / 20 - 1) < 0.1 and abs(out[1, 1].var() / 200 - 1) < 0.1
+    assert abs(out[1, 1].mean() - 200) < 1
+
+
+def test_salt_and_pepper_amount_and_values(tmp_path, pictures):
+    out = run(items_of(tmp_path, [pictures["grey"]]), "saltpepper:amount=0.1,salt=0.5")[0, 1]
+    changed = (out != 128).any(-1)
+    assert abs(changed.mean() - 0.1) < 0.01
+    values = out[changed]
+    assert set(np.unique(values)) <= {0.0, 255.0}
+    assert (values[:, 0:1] == values).all()  # all channels together
+    assert abs((values[:, 0] == 255).mean() - 0.5) < 0.05
+
+
+def test_random_occlusion_is_one_black_square_inside(tmp_path):
+    white = np.full((112, 112, 3), 255, np.uint8)
+    out = run(items_of(tmp_path, [white] * 3), "occlusion:size=20", views=4)
+    positions = set()
+    for n in range(3):
+        for k in range(1, 5):
+            ys, xs = np.nonzero((out[n, k] == 0).all(-1))
+            assert len(ys) == 400 and np.ptp(ys) == 19 and np.ptp(xs) == 19
+            assert ((out[n, k] == 0).all(-1) | (out[n, k] == 255).all(-1)).all()
+            positions.add((ys.min(), xs.min()))
+    assert len(positions) > 6  # positions vary over images and views
+
+
+def test_border_occlusion_is_a_black_frame(tmp_path, pictures):
+    out = run(items_of(tmp_path, [pictures["noisy"]]), "border:thickness=7")[0, 1]
+    inner = np.zeros((112, 112), bool)
+    inner[7:-7, 7:-7] = True
+    assert (out[~inner] == 0).all()
+    np.testing.assert_array_equal(out[inner], pictures["noisy"][inner])
+
+
+def test_elastic_deforms_smoothly_and_alpha_zero_is_identity(tmp_path, pictures):
+    items = items_of(tmp_path, [pictures["smooth"]])
+    np.testing.assert_array_equal(run(items, "elastic:alpha=0")[0, 1], pictures["smooth"])
+    out = run(items, "elastic:alpha=200,sigma=6", views=2)
+    diff = np.abs(out[0, 1:, 8:-8, 8:-8] - out[0, 0, 8:-8, 8:-8])
+    assert 0.5 < diff.mean() < 20
+    assert not np.array_equal(out[0, 1], out[0, 2])
+
+
+def test_selfmixup_shuffles_tiles_with_none_in_place(tmp_path, pictures):
+    img = pictures["noisy"]
+    for grid in (2, 4, 5):
+        out = run(items_of(tmp_path, [img]), f"selfmixup:grid={grid},lam=0")[0, 1]
+        t = 112 // grid
+        tiles = {img[r * t:(r + 1) * t, c * t:(c + 1) * t].tobytes(): (r, c) for r in range(grid) for c in range(grid)}
+        sources = [tiles.get(out[r * t:(r + 1) * t, c * t:(c + 1) * t].astype(np.uint8).tobytes())
+                   for r in range(grid) for c in range(grid)]
+        assert None not in sources and len(set(sources)) == grid * grid  # a permutation of the tiles
+        assert all(src != (r, c) for src, (r, c) in zip(sources, [(r, c) for r in range(grid) for c in range(grid)]))
+        np.testing.assert_array_equal(out[grid * t:], img[grid * t:])  # the remainder stays in place
+    blended = run(items_of(tmp_path, [img]), "selfmixup:grid=2,lam=0.75")[0]
+    shuffled = run(items_of(tmp_path, [img]), "selfmixup:grid=2,lam=0")[0, 1]
+    np.testing.assert_allclose(blended[1], np.round(0.75 * img + 0.25 * shuffled), atol=1)
+
+
+def test_mixup_blends_with_another_input_image(tmp_path, pictures):
+    arrays = [pictures["noisy"], pictures["smooth"], pictures["grey"]]
+    items = items_of(tmp_path, arrays)
+    keys = [it.key for it in items]
+    view = plan_views([parse_spec("mixup:lam=0.6")], 1)[0]
+    chosen = [mixup_partner(i, keys, view, seed=0) for i in range(3)]
+    assert all(c != i for i, c in enumerate(chosen))
+    partners = {0: [items[c] for c in chosen]}
+    out = run(items, "mixup:lam=0.6", partners=partners)
+    for i, c in enumerate(chosen):
+        expected = 0.6 * arrays[i].astype(np.float32) + 0.4 * arrays[c]
+        np.testing.assert_allclose(out[i, 1], np.round(expected), atol=1)
+
+
+def test_normalisation_and_colour_order_come_from_the_config(tmp_path, pictures):
+    items = items_of(tmp_path, [pictures["smooth"]])
+    rgb = PerturbPipeline(plan_views([], 1), ModelConfig((112, 112), "RGB", 127.5, 127.5), batch_size=2).run(items)
+    bgr = PerturbPipeline(plan_views([], 1), ModelConfig((112, 112), "BGR", (10, 20, 30), 50), batch_size=2).run(items)
+    img = pictures["smooth"].astype(np.float32)
+    np.testing.assert_allclose(rgb[0, 0], (img.transpose(2, 0, 1) - 127.5) / 127.5, atol=1e-6)
+    np.testing.assert_allclose(bgr[0, 0], (img[..., ::-1].transpose(2, 0, 1) - np.array([10, 20, 30])[:, None, None])
+                               / 50, atol=1e-5)
+    nhwc = ModelConfig((112, 112), mean=0, std=1, layout="NHWC")
+    assert PerturbPipeline(plan_views([], 1), nhwc, batch_size=2).run(items).shape == (1, 2, 112, 112, 3)
+
+
+def test_other_sizes_grey_and_rgba_become_model_sized_rgb(tmp_path, pictures):
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(pictures["smooth"]).resize((150, 200)))
+    grey = pictures["smooth"][..., 0]
+    rgba = np.dstack([pictures["smooth"], np.full((112, 112), 255, np.uint8)])
+    items = items_of(tmp_path, [big, grey, rgba])
+    assert items[0].size == (200, 150)
+    out = run(items, "affine")
+    assert out.shape == (3, 2, 112, 112, 3)
+    np.testing.assert_array_equal(out[1, 0], np.repeat(grey[..., None], 3, -1))
+    np.testing.assert_array_equal(out[2, 0], pictures["smooth"])
+
+
+def test_same_seed_same_views_other_seed_other_views(tmp_path, pictures):
+    items = items_of(tmp_path, [pictures["noisy"], pictures["smooth"]])
+    spec = "affine:rot=-5:5,scale=0.9:1.1,flip=0.5"
+    a, b, c = run(items, spec, 3, seed=1), run(items, spec, 3, seed=1), run(items, spec, 3, seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[:, 1:], c[:, 1:])
+    # parameters drawn from ranges do not depend on the batch: the second image alone gets the same views
+    np.testing.assert_array_equal(run(items[1:], spec, 3, seed=1)[0], a[1])
