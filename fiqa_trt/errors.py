@@ -1,12 +1,15 @@
 """The one exception type for user mistakes: its message says what to do; the CLI prints it without a traceback."""
 
+from __future__ import annotations
+
 
 class FiqaError(Exception):
     """A user-facing error (bad option, missing model, unusable input). Never a bug in fiqa-trt."""
 
 
 class MissingDependency(FiqaError):
-    """An optional dependency is not installed; the message names the extra that provides it."""
+    """A dependency is not installed; the message says what to install (the extra, for optional ones)."""
 
-    def __init__(self, module: str, extra: str):
-        super().__init__(f"'{module}' is not installed: pip install 'fiqa-trt[{extra}]'")
+    def __init__(self, module: str, extra: str | None = None):
+        target = f"'fiqa-trt[{extra}]'" if extra else "fiqa-trt (a core dependency: reinstall the package)"
+        super().__init__(f"'{module}' is not installed: pip install {target}")

@@ -30,7 +30,7 @@ def _dali():
     try:
         import nvidia.dali as dali
     except ImportError:
-        raise MissingDependency("nvidia-dali-cuda130", "cpu") from None
+        raise MissingDependency("nvidia-dali-cuda130") from None
     return dali
 
 

@@ -36,7 +36,7 @@ class Sink:
             try:
                 import pyarrow  # noqa: F401
             except ImportError:
-                raise MissingDependency("pyarrow", "parquet") from None
+                raise MissingDependency("pyarrow") from None
         self.path = Path(out) if out else None
         if self.path is not None and not self.path.parent.exists():
             raise FiqaError(f"the output folder {self.path.parent} does not exist")

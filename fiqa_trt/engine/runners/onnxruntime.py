@@ -91,7 +91,7 @@ class OnnxRuntimeRunner:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise MissingDependency("onnxruntime", "cpu") from None
+            raise MissingDependency("onnxruntime") from None
         model, self.config = inspect_model(model_path, **overrides)
         self.path = Path(model_path)
         self.max_batch = max_batch
