@@ -48,6 +48,9 @@ def score(
     seed: int = typer.Option(0, help="Seed for every random draw."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch (each brings 1+K samples)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for decoding and inference (default: all)."),
+    backend: str = typer.Option("auto", help="Runner: auto (fastest installed), openvino or onnxruntime."),
+    precision: str = typer.Option("auto", help="auto (bf16/fp16 only where a ranking check passed), fp32, bf16, "
+                                  "fp16."),
     color: Optional[str] = typer.Option(None, help="Override the model's colour order: RGB or BGR."),
     mean: Optional[float] = typer.Option(None, help="Override the model's input mean (0-255 units)."),
     std: Optional[float] = typer.Option(None, help="Override the model's input std (0-255 units)."),
@@ -64,7 +67,8 @@ def score(
     if model is None:
         raise FiqaError("no model given: pass --model PATH to an ONNX face-recognition model")
     items = list_items(input)
-    runner = load_runner(model, threads=threads, color=color.upper() if color else None, mean=mean, std=std)
+    runner = load_runner(model, backend=backend, precision=precision, threads=threads,
+                         color=color.upper() if color else None, mean=mean, std=std)
     scorer = Scorer(runner, perturb, views=views, agg=agg, seed=seed, batch_size=batch_size, threads=threads)
     cfg = runner.config
     sink = Sink(out, scorer.view_labels, metadata={
@@ -72,7 +76,7 @@ def score(
         "views": scorer.view_labels, "agg": agg, "seed": seed, "batch_size": batch_size})
     if not quiet:
         err.print(f"[bold]{len(items)}[/] items, model [bold]{cfg.name}[/] ({cfg.color}, {cfg.input_size[0]}x"
-                  f"{cfg.input_size[1]}, from {cfg.source}), {len(scorer.views)} view(s): "
+                  f"{cfg.input_size[1]}, from {cfg.source}) on {runner.name} {runner.precision}, {len(scorer.views)} view(s): "
                   + ", ".join(s.label() for s in scorer.specs))
     scored, failures, qualities, started = 0, [], [], time.perf_counter()
     progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), RateColumn(),
@@ -131,6 +135,53 @@ def _summary(scored: int, failures: list, qualities: list, elapsed: float, resiz
 
 
 @app.command()
+def bench(
+    model: str = typer.Option(..., "--model", "-m", help="ONNX face-recognition model."),
+    data: str = typer.Option(..., "--data", "-d", help="Images to score (a folder, an image or a list file)."),
+    images: int = typer.Option(512, help="Images per measurement."),
+    backend: Optional[list[str]] = typer.Option(None, help="Backend(s) to measure (default: all installed)."),
+    precision: Optional[list[str]] = typer.Option(None, help="Precision(s) (default: all the CPU runs natively)."),
+    views: list[int] = typer.Option([1, 4], "--views", "-k", help="Views per image K (repeatable)."),
+    batch_size: list[int] = typer.Option([32], "--batch-size", "-b", help="Batch size(s), in images."),
+    ranking_images: int = typer.Option(1000, help="Images for the reduced-precision ranking check."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
+) -> None:
+    """Measure quality scores/s per backend, precision, K and batch size, with FLOP/s against the measured peak."""
+    import json
+
+    from fiqa_trt.benchmark import run_benchmark
+
+    _setup_logging(False)
+    logging.getLogger("fiqa_trt").setLevel(logging.WARNING)
+    report = run_benchmark(model, data, images=images, backends=backend, precisions=precision, views=tuple(views),
+                           batch_sizes=tuple(batch_size), ranking_images=ranking_images,
+                           progress=lambda msg: err.print(f"[dim]{msg}[/]"))
+    table = Table(title=f"{report['model']} on {report['machine']['cpu']} ({report['machine']['cores']} cores), "
+                        f"{report['images']} images")
+    for col in ("backend", "precision", "K", "batch", "scores/s", "inference img/s", "e2e/inf", "GFLOP/s",
+                "of peak", "p50/p99 ms", "decode+perturb / inference / kernels / io"):
+        table.add_column(col, justify="right")
+    for r in report["rows"]:
+        f = r["stage_fraction"]
+        table.add_row(r["backend"], r["precision"], str(r["views"]), str(r["batch_size"]),
+                      f"{r['quality_scores_per_s']:.1f}", f"{r['inference_images_per_s']:.1f}",
+                      f"{r['end_to_end_vs_inference']:.2f}", f"{r['achieved_gflops']:.0f}",
+                      f"{100 * r['fraction_of_peak']:.1f}%",
+                      f"{r['inference_latency_ms_p50']:.0f}/{r['inference_latency_ms_p99']:.0f}",
+                      f"{f['decode_perturb']:.0%} / {f['inference']:.0%} / {f['kernels']:.0%} / {f['io']:.0%}")
+    Console().print(table)
+    for c in report["ranking_checks"]:
+        Console().print(f"ranking check {c['backend']} {c['precision']}: Spearman {c['spearman_vs_fp32']:.4f} vs "
+                        f"fp32 on {c['images']} images ({'passed' if c['passed'] else 'FAILED'}, threshold "
+                        f"{c['threshold']})")
+    if out:
+        from pathlib import Path
+
+        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+        err.print(f"written {out}")
+
+
+@app.command()
 def perturbations() -> None:
     """List the perturbations, their parameters and defaults."""
     from fiqa_trt.engine.perturbations import DEFAULT_SPEC, describe
@@ -141,6 +192,11 @@ def perturbations() -> None:
         for pname, default, phelp in params:
             console.print(f"    {pname} = {default:<6} {phelp}")
     console.print(f"\ndefault: --perturb '{DEFAULT_SPEC}'. A value may be a range low:high, drawn per view.")
+
+
+from fiqa_trt.evaluation.cli import register as _register_evaluation  # noqa: E402
+
+_register_evaluation(app)
 
 
 def main() -> None:

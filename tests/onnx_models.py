@@ -10,10 +10,15 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 def fixed_batch_embedder(path: Path, input_shape=(1, 3, 112, 112), dim: int = 64, seed: int = 0,
-                         shape_as_constant_node: bool = False) -> Path:
-    """Conv(stride 4) -> PRelu -> Conv(stride 4) -> Reshape([batch, -1]) -> Gemm: a miniature FR network."""
+                         shape_as_constant_node: bool = False, transpose_input: bool = False) -> Path:
+    """Conv(stride 4) -> PRelu -> Conv(stride 4) -> Reshape([batch, -1]) -> Gemm: a miniature FR network.
+
+    transpose_input: the graph takes NHWC (`input_shape` given as (1, H, W, C)) and transposes it first."""
     rng = np.random.default_rng(seed)
-    b, c, h, w = input_shape
+    if transpose_input:
+        b, h, w, c = input_shape
+    else:
+        b, c, h, w = input_shape
     w1 = rng.standard_normal((8, c, 3, 3)).astype(np.float32) * 0.2
     w2 = rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2
     out = lambda n: ((n - 1) // 4 + 1 - 1) // 4 + 1  # noqa: E731  two convs: kernel 3, stride 4, pad 1
@@ -22,8 +27,10 @@ def fixed_batch_embedder(path: Path, input_shape=(1, 3, 112, 112), dim: int = 64
     slope = np.full((8, 1, 1), 0.25, np.float32)
     inits = [numpy_helper.from_array(a, n) for a, n in
              [(w1, "w1"), (w2, "w2"), (fc, "fc"), (slope, "slope")]]
-    nodes = [
-        helper.make_node("Conv", ["input", "w1"], ["c1"], strides=[4, 4], pads=[1, 1, 1, 1]),
+    nodes = [helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2])] if transpose_input else []
+    nodes += [
+        helper.make_node("Conv", ["nchw" if transpose_input else "input", "w1"], ["c1"], strides=[4, 4],
+                         pads=[1, 1, 1, 1]),
         helper.make_node("PRelu", ["c1", "slope"], ["r1"]),
         helper.make_node("Conv", ["r1", "w2"], ["c2"], strides=[4, 4], pads=[1, 1, 1, 1]),
     ]

@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from fiqa_trt.engine.runners import load_runner
+from fiqa_trt.engine.runners import available_backends, load_runner, supported_precisions
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.onnx_export import graph
 from tests.onnx_models import fixed_batch_embedder, non_image_model
@@ -16,6 +16,16 @@ from tests.onnx_models import fixed_batch_embedder, non_image_model
 def _per_sample(path, x):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return np.concatenate([session.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def _images(n, seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (n, 112, 112, 3), dtype=np.uint8)
+
+
+def _reference(path, images, mean=127.5, std=127.5):
+    """The original graph, one sample at a time, on images normalised by hand in float64."""
+    x = ((images.astype(np.float64) - mean) / std).astype(np.float32).transpose(0, 3, 1, 2).copy()
+    return _per_sample(path, x)
 
 
 @pytest.mark.parametrize("constant_node", [False, True])
@@ -29,11 +39,57 @@ def test_fixed_batch_rewrite_is_exact(tmp_path, constant_node):
     np.testing.assert_allclose(got[0], _per_sample(path, x), rtol=1e-5, atol=1e-6)
 
 
-def test_runner_embeds_large_batches_of_a_fixed_batch_model(random_model):
-    runner = load_runner(str(random_model))
-    assert runner.batch_limit is None and runner.config.embedding_size == 64
-    x = np.random.default_rng(1).standard_normal((70, 3, 112, 112)).astype(np.float32)  # > max_batch: chunked
-    np.testing.assert_allclose(runner.embed(x), _per_sample(random_model, x), rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("backend", available_backends())
+def test_runner_embeds_large_batches_of_a_fixed_batch_model(random_model, backend):
+    runner = load_runner(str(random_model), backend, "fp32")
+    assert runner.batch_limit is None and runner.config.embedding_size == 64 and runner.precision == "fp32"
+    images = _images(70)  # > max_batch: chunked
+    want = _reference(random_model, images)
+    np.testing.assert_allclose(runner.embed(images), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.skipif("openvino" not in available_backends(), reason="openvino not installed")
+def test_reduced_precision_is_close_to_fp32_and_reports_what_ran(random_model):
+    from fiqa_trt.engine.runners.openvino import cpu_precisions
+
+    images = _images(16, seed=2)
+    want = _reference(random_model, images).astype(np.float64)
+    for precision in cpu_precisions()[1:]:
+        runner = load_runner(str(random_model), "openvino", precision)
+        assert runner.precision == precision
+        got = runner.embed(images).astype(np.float64)
+        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+        assert cos.min() > 0.999
+    with pytest.raises(FiqaError, match="not"):
+        load_runner(str(random_model), "onnxruntime", "bf16")
+
+
+def test_auto_precision_needs_a_passing_ranking_check(random_model, tmp_path, monkeypatch):
+    from fiqa_trt.engine import precision
+    from fiqa_trt.engine.runners.onnx_model import sha256_of
+
+    monkeypatch.setenv("FIQA_TRT_CACHE", str(tmp_path))
+    backend = "openvino" if "openvino" in available_backends() else "onnxruntime"
+    assert load_runner(str(random_model)).name == backend
+    assert load_runner(str(random_model)).precision == "fp32"  # nothing recorded yet
+    reduced = [p for p in supported_precisions(backend) if p != "fp32"]
+    if not reduced:
+        pytest.skip("this CPU has no reduced precision")
+    digest = sha256_of(random_model)
+    precision.record(digest, backend, reduced[0], 0.990, 100, "test")  # below the threshold: not used
+    assert load_runner(str(random_model)).precision == "fp32"
+    precision.record(digest, backend, reduced[0], 0.998, 100, "test")
+    assert load_runner(str(random_model)).precision == reduced[0]
+    assert load_runner(str(random_model), precision="fp32").precision == "fp32"
+
+
+def test_spearman_with_ties():
+    from fiqa_trt.engine.precision import spearman
+
+    assert spearman(np.array([1, 2, 3, 4.0]), np.array([10, 20, 30, 40.0])) == pytest.approx(1.0)
+    assert spearman(np.array([1, 2, 3, 4.0]), np.array([4, 3, 2, 1.0])) == pytest.approx(-1.0)
+    # ranks with ties averaged: a = [1, 2.5, 2.5, 4], b = [1, 2, 3, 4] -> Pearson of ranks = 0.9487
+    assert spearman(np.array([1, 2, 2, 3.0]), np.array([1, 2, 3, 4.0])) == pytest.approx(0.9486833, abs=1e-6)
 
 
 def test_metadata_round_trip_sets_the_config(tmp_path, random_model):
@@ -53,16 +109,34 @@ def test_unknown_model_gets_the_arcface_convention_with_a_warning(random_model, 
 
 
 def test_the_shared_model_is_recognised_and_batched(real_model, lfw_files):
-    runner = load_runner(str(real_model))
+    runner = load_runner(str(real_model), "onnxruntime")
     cfg = runner.config
     assert (cfg.name, cfg.color, cfg.mean, cfg.std, cfg.embedding_size) == (
         "faceplugin-mobilefacenet", "RGB", (127.0,) * 3, (128.0,) * 3, 512)
     assert runner.batch_limit is None
     from PIL import Image
 
-    x = np.stack([(np.asarray(Image.open(f).convert("RGB"), np.float32) - 127) / 128 for f in lfw_files[:6]])
-    x = x.transpose(0, 3, 1, 2).copy()
-    np.testing.assert_allclose(runner.embed(x), _per_sample(real_model, x), rtol=1e-4, atol=1e-4)
+    images = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in lfw_files[:6]])
+    want = _reference(real_model, images, mean=127.0, std=128.0)
+    np.testing.assert_allclose(runner.embed(images), want, rtol=1e-4, atol=1e-4)
+
+
+def test_normalisation_and_layout_come_from_the_config(tmp_path, random_model):
+    model = onnx.load(str(random_model))
+    graph.write_metadata(model, {"input_size": [112, 112], "color": "BGR", "mean": [10, 20, 30], "std": 50})
+    onnx.save(model, str(tmp_path / "bgr.onnx"))
+    images = _images(3)
+    for backend in available_backends():
+        got = load_runner(str(tmp_path / "bgr.onnx"), backend, "fp32").embed(images)
+        want = _reference(random_model, images, mean=np.array([10, 20, 30]), std=50)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    nhwc = tmp_path / "nhwc.onnx"
+    fixed_batch_embedder(nhwc, input_shape=(1, 112, 112, 3), transpose_input=True)
+    got = load_runner(str(nhwc), "onnxruntime").embed(images)
+    session = ort.InferenceSession(str(nhwc), providers=["CPUExecutionProvider"])
+    x = ((images.astype(np.float64) - 127.5) / 127.5).astype(np.float32)
+    want = np.concatenate([session.run(None, {"input": x[i:i + 1]})[0] for i in range(3)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("make, fragment", [

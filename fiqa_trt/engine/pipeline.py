@@ -1,7 +1,7 @@
-"""The DALI pipeline: decode -> resize to the model size where needed -> K perturbed views -> normalise -> stack.
+"""The DALI pipeline: decode -> resize to the model size where needed -> K perturbed views -> stack.
 
 One graph definition for both devices: on "cpu" every operator is a DALI CPU operator (decoders.image,
-warp_affine, noise.*, erase, multi_paste, arithmetic, crop_mirror_normalize, stack); on "gpu" decoding is "mixed"
+warp_affine, noise.*, erase, multi_paste, arithmetic, stack); on "gpu" decoding is "mixed"
 and the same operators run on the GPU. The only operator DALI lacks on the CPU (remap, for elastic) lives in
 `cpu_fallbacks`.
 
@@ -146,7 +146,7 @@ def _noise_seed(seed: int, view_index: int) -> int:
 
 
 class PerturbPipeline:
-    """Runs the graph for one batch of decoded-to-be items and returns (N, 1+K, C, H, W) float32 (or NHWC)."""
+    """Runs the graph for one batch of items and returns (N, 1+K, H, W, 3) uint8 in the model's colour order."""
 
     def __init__(self, views: list[View], config: ModelConfig, *, seed: int = 0, batch_size: int = 32,
                  num_threads: int = 2, device: str = "cpu", device_id: int | None = None):
@@ -197,17 +197,12 @@ class PerturbPipeline:
                 return blend(image, decode_resized(f"v{view.index}_partner"), src["lam"])
             raise AssertionError(kind)
 
-        mean, std = list(cfg.mean), list(cfg.std)
-        layout = "CHW" if cfg.layout == "NCHW" else "HWC"
-
         @dali.pipeline_def(batch_size=self.batch_size, num_threads=num_threads, device_id=device_id,
                            exec_dynamic=True, prefetch_queue_depth=1, enable_conditionals=True)
         def graph():
             image = decode_resized("enc")
-            branches = [image] + [perturb(image, view) for view in self.views]
-            normalised = [fn.crop_mirror_normalize(b, mean=mean, std=std, output_layout=layout,
-                                                   dtype=types.FLOAT) for b in branches]
-            return fn.stack(*normalised)
+            # uint8, in the model's colour order: normalisation and layout are the runner's (fused into the model)
+            return fn.stack(image, *(perturb(image, view) for view in self.views))
 
         pipe = graph()
         pipe.build()

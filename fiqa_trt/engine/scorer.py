@@ -4,6 +4,8 @@ quality(I) = aggregate_k cos(E(I), E(P_k(I))). Per batch of N images the pipelin
 their N*K views, embedded together in one runner call (the original embedding is computed once and shared by
 all K views). Decoding and perturbing batch i+1 runs in a worker thread while batch i is in the model.
 Per-item failures (unreadable, not an image, undecodable) become error rows; the other items are still scored.
+`Scorer.embed` yields the raw (n, 1+K, D) embeddings per batch, for callers that need them (evaluation: the
+originals give the verification similarities); `Scorer.score` is `embed` followed by the quality kernel.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import os
 import queue
 import threading
+import time
+from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
@@ -25,6 +29,7 @@ from fiqa_trt.engine.runners.base import Runner
 from fiqa_trt.errors import FiqaError
 
 log = logging.getLogger("fiqa_trt")
+STAGES = ("io", "decode_perturb", "inference", "kernels")  # io: reading files and headers (worker thread)
 
 
 @dataclass
@@ -33,6 +38,15 @@ class Result:
     quality: float
     cosines: np.ndarray  # (K,), NaN where the item failed
     error: str | None = None
+
+
+@dataclass
+class Embedded:
+    """One batch from `Scorer.embed`: every item in input order (failed ones carry `error`) and the embeddings of
+    the others, in the same order: (n_ok, 1+K, D) float32, the original first, then the views of `Scorer.views`."""
+
+    items: list[Item]
+    embeddings: np.ndarray | None  # None when no item of the batch could be decoded
 
 
 @dataclass
@@ -66,6 +80,7 @@ class Scorer:
         self.specs = [parse_spec(s) for s in (perturb or [DEFAULT_SPEC])]
         self.views: list[View] = plan_views(self.specs, views)
         self.resized = 0  # items that were not at the model's input size
+        self.timings = dict.fromkeys(STAGES, 0.0)  # seconds per stage, summed over the last `score` call
 
     @property
     def view_labels(self) -> list[str]:
@@ -123,6 +138,7 @@ class Scorer:
             for start in range(0, len(all_items), self.batch_size):
                 if stop.is_set():
                     return
+                t0 = time.perf_counter()
                 items = [check_item(replace(it, data=None, size=None, error=None))
                          for it in all_items[start : start + self.batch_size]]
                 for it in items:
@@ -132,7 +148,10 @@ class Scorer:
                                         "(scores assume aligned face crops)", it.path, it.size[1], it.size[0], w, h)
                         self.resized += 1
                 partners = self._partners(items, all_items, start)
+                t1 = time.perf_counter()
                 tensor = self._run_pipeline(pipe, items, partners)
+                self.timings["io"] += t1 - t0
+                self.timings["decode_perturb"] += time.perf_counter() - t1
                 for it in items:
                     it.data = None
                 out.put(_Batch(items, tensor))
@@ -142,9 +161,10 @@ class Scorer:
 
     # ---- consumer side: embed and score ----
 
-    def score(self, items: list[Item], progress: Callable[[int], None] | None = None) -> Iterator[Result]:
-        """Yield one Result per item, in input order."""
+    def embed(self, items: list[Item], progress: Callable[[int], None] | None = None) -> Iterator[Embedded]:
+        """Yield one `Embedded` per batch, in input order: originals and views embedded in one runner call."""
         k = len(self.views)
+        self.timings = dict.fromkeys(STAGES, 0.0)
         batches: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
         worker = threading.Thread(target=self._produce, args=(items, batches, stop), daemon=True)
@@ -153,7 +173,14 @@ class Scorer:
             while (batch := batches.get()) is not None:
                 if isinstance(batch, BaseException):
                     raise batch
-                yield from self._score_batch(batch, k)
+                emb = None
+                if batch.tensor is not None:
+                    n = len(batch.tensor)
+                    t0 = time.perf_counter()
+                    emb = self.runner.embed(batch.tensor.reshape(n * (1 + k), *batch.tensor.shape[2:]))
+                    self.timings["inference"] += time.perf_counter() - t0
+                    emb = emb.reshape(n, 1 + k, -1)
+                yield Embedded(batch.items, emb)
                 if progress:
                     progress(len(batch.items))
         finally:
@@ -164,13 +191,19 @@ class Scorer:
                 except queue.Empty:
                     pass
 
-    def _score_batch(self, batch: _Batch, k: int) -> Iterator[Result]:
-        nan = np.full(k, np.nan, np.float32)
-        if batch.tensor is not None:
-            n = len(batch.tensor)
-            emb = self.runner.embed(batch.tensor.reshape(n * (1 + k), *batch.tensor.shape[2:]))
-            cos, q = kernels.quality(emb.reshape(n, 1 + k, -1), self.agg)
-        ok = iter(range(len(batch.tensor) if batch.tensor is not None else 0))
+    def score(self, items: list[Item], progress: Callable[[int], None] | None = None) -> Iterator[Result]:
+        """Yield one Result per item, in input order."""
+        with closing(self.embed(items, progress)) as batches:
+            for batch in batches:
+                yield from self._score_batch(batch)
+
+    def _score_batch(self, batch: Embedded) -> Iterator[Result]:
+        nan = np.full(len(self.views), np.nan, np.float32)
+        if batch.embeddings is not None:
+            t0 = time.perf_counter()
+            cos, q = kernels.quality(batch.embeddings, self.agg)
+            self.timings["kernels"] += time.perf_counter() - t0
+        ok = iter(range(len(batch.embeddings) if batch.embeddings is not None else 0))
         for it in batch.items:
             if it.error is not None:
                 yield Result(it.path, float("nan"), nan, it.error)
@@ -180,4 +213,3 @@ class Scorer:
                 yield Result(it.path, float("nan"), nan, "the model returned a zero or non-finite embedding")
             else:
                 yield Result(it.path, float(q[j]), cos[j], None)
-

@@ -102,3 +102,41 @@ def write_metadata(model: onnx.ModelProto, config: dict) -> None:
     entry = model.metadata_props.add()
     entry.key = METADATA_KEY
     entry.value = json.dumps(config, sort_keys=True)
+
+
+IMAGE_INPUT = "fiqa_image_u8"
+
+
+def add_preprocessing(model: onnx.ModelProto, input_size: tuple[int, int], mean, std, layout: str) -> onnx.ModelProto:
+    """A copy that takes decoded images as they are, uint8 (N, H, W, 3) in the model's colour order, and applies
+    the model's normalisation inside the graph: Cast -> (Transpose to NCHW) -> Sub(mean) -> Div(std).
+
+    Runners then receive 1 byte per pixel instead of 4, and backends fuse the normalisation into the first layer.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    initializers = {init.name for init in graph.initializer}
+    (old,) = [i for i in graph.input if i.name not in initializers]
+    batch = old.type.tensor_type.shape.dim[0]
+    h, w = input_size
+    new_input = onnx.helper.make_tensor_value_info(IMAGE_INPUT, onnx.TensorProto.UINT8,
+                                                   [batch.dim_param or batch.dim_value or BATCH_DIM, h, w, 3])
+    shape = (1, 3, 1, 1) if layout == "NCHW" else (1, 1, 1, 3)
+    graph.initializer.extend([
+        numpy_helper.from_array(np.asarray(mean, np.float32).reshape(shape), f"{IMAGE_INPUT}_mean"),
+        numpy_helper.from_array(np.asarray(std, np.float32).reshape(shape), f"{IMAGE_INPUT}_std"),
+    ])
+    nodes = [onnx.helper.make_node("Cast", [IMAGE_INPUT], [f"{IMAGE_INPUT}_f32"], to=onnx.TensorProto.FLOAT)]
+    source = f"{IMAGE_INPUT}_f32"
+    if layout == "NCHW":
+        nodes.append(onnx.helper.make_node("Transpose", [source], [f"{IMAGE_INPUT}_nchw"], perm=[0, 3, 1, 2]))
+        source = f"{IMAGE_INPUT}_nchw"
+    nodes += [onnx.helper.make_node("Sub", [source, f"{IMAGE_INPUT}_mean"], [f"{IMAGE_INPUT}_centred"]),
+              onnx.helper.make_node("Div", [f"{IMAGE_INPUT}_centred", f"{IMAGE_INPUT}_std"], [old.name])]
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + existing)
+    graph.input.remove(old)
+    graph.input.insert(0, new_input)
+    return out

@@ -5,7 +5,7 @@ Keyed by the file's sha256, so a renamed copy is still recognised and a differen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fiqa_trt.engine.model_config import ModelConfig
 
@@ -17,6 +17,8 @@ class KnownModel:
     source: str
     licence: str
     config: dict
+    # "backend:precision" -> Spearman of quality scores against fp32, measured by `fiqa-trt bench` on shared LFW
+    precision_checks: dict = field(default_factory=dict)
 
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (

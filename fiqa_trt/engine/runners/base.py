@@ -15,5 +15,7 @@ class Runner(Protocol):
     name: str  # backend name, for reports
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
-        """(B, 3, H, W) (or NHWC per config) float32, already normalised -> (B, D) float32 embeddings."""
+        """(B, H, W, 3) uint8 decoded images in the model's colour order -> (B, D) float32 embeddings.
+
+        The runner applies the model's normalisation and layout (from `config`) itself."""
         ...

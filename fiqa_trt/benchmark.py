@@ -1,0 +1,234 @@
+"""Throughput benchmark: quality scores/s per backend, precision, batch size and K, with FLOP/s against peak.
+
+For each configuration it measures, in the same run:
+- inference only: the runner on pre-made batches of N*(1+K) samples (latency per batch p50/p99);
+- end to end: `Scorer.score` over the images (read, decode, perturb, embed, score), with its stage breakdown;
+- the model's FLOPs (from the ONNX graph) times forward passes/s, against the peak of a large matrix product run
+  through the same backend in the same precision;
+- for each reduced precision, the Spearman correlation of its quality scores with ONNX Runtime fp32 on the same
+  images; a passing check is recorded (`engine.precision`) so that `precision="auto"` may use it.
+Nothing here asserts a time: the numbers are reported, and ratios are taken within one run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fiqa_trt.engine import precision as checks
+from fiqa_trt.engine.inputs import check_item, list_items
+from fiqa_trt.engine.perturbations import DEFAULT_SPEC
+from fiqa_trt.engine.pipeline import PerturbPipeline
+from fiqa_trt.engine.runners import available_backends, load_runner, supported_precisions
+from fiqa_trt.engine.scorer import STAGES, Scorer
+from fiqa_trt.errors import FiqaError
+
+MULTI_VIEW_SPEC = "affine:rot=-1:1,scale=1:1.02,flip=1"  # the study's setting with jitter, so that K views differ
+
+
+def spec_for(views: int) -> list[str]:
+    return [DEFAULT_SPEC] if views == 1 else [MULTI_VIEW_SPEC]
+
+
+def machine() -> dict:
+    cpu, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    import nvidia.dali
+    import onnxruntime
+
+    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "numpy": np.__version__, "dali": nvidia.dali.__version__, "onnxruntime": onnxruntime.__version__,
+            "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile",
+                                         "avx512_fp16"})}
+    if "openvino" in available_backends():
+        import openvino
+
+        info["openvino"] = openvino.__version__
+    return info
+
+
+def model_flops(proto) -> float:
+    """FLOPs (2 x multiply-adds) of one image through Conv, ConvTranspose-free FR graphs' Conv / Gemm / MatMul."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    inits = {i.name: i for i in model.graph.initializer}
+    real = [i for i in model.graph.input if i.name not in inits][0]
+    real.type.tensor_type.shape.dim[0].dim_value = 1
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {}
+    for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
+    for name, init in inits.items():
+        shapes[name] = list(numpy_helper.to_array(init).shape)
+    total = 0.0
+    for node in inferred.graph.node:
+        if node.op_type == "Conv":
+            w, out = shapes.get(node.input[1]), shapes.get(node.output[0])
+            if w and out and all(out):
+                total += 2.0 * np.prod(out) * np.prod(w[1:])  # out elements x (Cin/groups x kh x kw)
+        elif node.op_type in ("Gemm", "MatMul"):
+            a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
+            if a and out and all(out):
+                trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+                total += 2.0 * np.prod(out) * (a[-2] if trans_a else a[-1])
+    return total
+
+
+def measure_peak(backend: str, precision: str, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of an n x n x n matrix product through `backend` in `precision` (best of `repeats`)."""
+    import tempfile
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    a = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "a")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "a"], ["y"])], "peak",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [a])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    x = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "peak.onnx"
+        onnx.save(model, str(path))
+        if backend == "openvino":
+            import openvino as ov
+
+            from fiqa_trt.engine.runners.openvino import HINTS
+
+            compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": HINTS[precision],
+                                                                 "PERFORMANCE_HINT": "LATENCY"})
+            request = compiled.create_infer_request()
+            run = lambda: request.infer({0: x})  # noqa: E731
+        else:
+            from fiqa_trt.engine.runners.onnx_model import _ort_session
+
+            session = _ort_session(model)
+            run = lambda: session.run(None, {"x": x})  # noqa: E731
+        run()
+        best = min(_timed(run) for _ in range(repeats))
+    return 2.0 * n**3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _qualities(runner, items, views: int, batch_size: int) -> np.ndarray:
+    return np.array([r.quality for r in Scorer(runner, spec_for(views), views=views,
+                                               batch_size=batch_size).score(items)])
+
+
+def run_benchmark(model: str, data: str, images: int = 512, backends: list[str] | None = None,
+                  precisions: list[str] | None = None, views: tuple[int, ...] = (1, 4),
+                  batch_sizes: tuple[int, ...] = (32,), ranking_images: int = 1000, progress=print) -> dict:
+    all_items = list_items(data)
+    items = all_items[:images]
+    backends = backends or available_backends()
+    for b in backends:
+        if b not in available_backends():
+            raise FiqaError(f"backend '{b}' is not installed; available: {', '.join(available_backends())}")
+    reference = load_runner(model, "onnxruntime", "fp32")
+    flops = model_flops(reference.model.proto)
+    report = {"benchmark": "fiqa-trt bench", "machine": machine(), "model": Path(model).name,
+              "model_sha256": reference.model.sha256, "model_gflops_per_image": round(flops / 1e9, 4),
+              "images": len(items), "data": str(data), "peak_gflops": {}, "ranking_checks": [], "rows": []}
+    checked = [check_item(it) for it in items]
+    if any(it.error for it in checked):
+        raise FiqaError("the benchmark needs readable images; these are not: "
+                        + ", ".join(it.path for it in checked if it.error)[:300])
+
+    # decode+perturb (and decode alone) once per (K, batch size): the same for every backend
+    prepared: dict[tuple[int, int], dict] = {}
+    for k in views:
+        for bs in batch_sizes:
+            scorer = Scorer(reference, spec_for(k), views=k, batch_size=bs)
+            decode_only = PerturbPipeline([], reference.config, batch_size=bs, num_threads=os.cpu_count())
+            start = time.perf_counter()
+            for i in range(0, len(checked), bs):
+                decode_only.run(checked[i : i + bs])
+            decode_rate = len(checked) / (time.perf_counter() - start)
+            pipe = PerturbPipeline(scorer.views, reference.config, batch_size=bs, num_threads=os.cpu_count())
+            start = time.perf_counter()
+            tensors = [pipe.run(checked[i : i + bs]) for i in range(0, len(checked), bs)]
+            prepared[(k, bs)] = {"tensors": tensors, "decode": decode_rate,
+                                 "decode_perturb": len(checked) / (time.perf_counter() - start),
+                                 "perturb": [s.label() for s in scorer.specs], "k": len(scorer.views)}
+
+    for backend in backends:
+        for prec in precisions or supported_precisions(backend):
+            if prec not in supported_precisions(backend):
+                progress(f"skip {backend} {prec}: not supported on this CPU")
+                continue
+            runner = load_runner(model, backend, prec)
+            key = f"{backend}:{runner.precision}"
+            report["peak_gflops"][key] = round(measure_peak(backend, runner.precision) / 1e9, 1)
+            for (k, bs), prep in prepared.items():
+                tensors = prep["tensors"]
+                runner.embed(tensors[0].reshape(-1, *tensors[0].shape[2:]))  # warm-up
+                latencies = [_timed(lambda t=t: runner.embed(t.reshape(-1, *t.shape[2:]))) for t in tensors]
+                inference = len(checked) / sum(latencies)
+                scorer = Scorer(runner, spec_for(k), views=k, batch_size=bs)
+                marks = [time.perf_counter()]
+                start = marks[0]
+                results = list(scorer.score(items, progress=lambda n: marks.append(time.perf_counter())))
+                e2e = len(items) / (time.perf_counter() - start)
+                if any(r.error for r in results):
+                    raise FiqaError("benchmark images failed to score: " + str(next(r for r in results if r.error)))
+                stage_total = sum(scorer.timings.values()) or 1.0
+                passes = inference * (1 + prep["k"])
+                row = {
+                    "backend": backend, "precision": runner.precision, "views": prep["k"], "batch_size": bs,
+                    "perturb": prep["perturb"],
+                    "quality_scores_per_s": round(e2e, 1), "inference_images_per_s": round(inference, 1),
+                    "end_to_end_vs_inference": round(e2e / inference, 3),
+                    "forward_passes_per_s_inference": round(passes, 1),
+                    "forward_passes_per_s_end_to_end": round(e2e * (1 + prep["k"]), 1),
+                    "achieved_gflops": round(passes * flops / 1e9, 1),
+                    "fraction_of_peak": round(passes * flops / 1e9 / report["peak_gflops"][key], 4),
+                    "inference_latency_ms_p50": round(1e3 * float(np.percentile(latencies, 50)), 2),
+                    "inference_latency_ms_p99": round(1e3 * float(np.percentile(latencies, 99)), 2),
+                    "end_to_end_batch_interval_ms_p50": round(1e3 * float(np.percentile(np.diff(marks), 50)), 2),
+                    "end_to_end_batch_interval_ms_p99": round(1e3 * float(np.percentile(np.diff(marks), 99)), 2),
+                    "decode_images_per_s": round(prep["decode"], 1),
+                    "decode_perturb_images_per_s": round(prep["decode_perturb"], 1),
+                    "stage_seconds": {s: round(scorer.timings[s], 3) for s in STAGES},
+                    "stage_fraction": {s: round(scorer.timings[s] / stage_total, 3) for s in STAGES},
+                }
+                report["rows"].append(row)
+                progress(f"{backend} {runner.precision} K={prep['k']} batch {bs}: {e2e:.1f} quality scores/s "
+                         f"(inference alone {inference:.1f} images/s)")
+            if runner.precision != "fp32":
+                report["ranking_checks"].append(_ranking_check(model, reference, runner, all_items,
+                                                               ranking_images, data))
+                progress(f"ranking check {key}: Spearman {report['ranking_checks'][-1]['spearman_vs_fp32']:.4f}")
+    return report
+
+
+def _ranking_check(model, reference, runner, all_items, n: int, data: str) -> dict:
+    items = all_items[:n]
+    q_ref = _qualities(reference, items, 1, 32)
+    q = _qualities(runner, items, 1, 32)
+    rho = checks.spearman(q_ref, q)
+    passed = rho >= checks.RANKING_THRESHOLD
+    if passed:
+        checks.record(runner.model.sha256, runner.name, runner.precision, rho, len(items), str(data))
+    return {"backend": runner.name, "precision": runner.precision, "images": len(items), "spearman_vs_fp32":
+            round(rho, 5), "threshold": checks.RANKING_THRESHOLD, "passed": passed,
+            "max_abs_quality_difference": round(float(np.abs(q - q_ref).max()), 5)}

@@ -1,0 +1,67 @@
+"""OpenVINO CPU runner: fp32, or bf16 / fp16 execution where the CPU has it (AVX-512 BF16, AMX).
+
+The precision is OpenVINO's inference-precision hint; the precision actually compiled is read back and reported,
+so a CPU without bf16 never passes fp32 results off as bf16.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import numpy as np
+
+from fiqa_trt.engine.runners.onnx_model import OnnxModel
+from fiqa_trt.errors import FiqaError, MissingDependency
+
+HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def _core():
+    try:
+        import openvino as ov
+    except ImportError:
+        raise MissingDependency("openvino", "openvino") from None
+    return ov.Core()
+
+
+def cpu_precisions() -> list[str]:
+    """Precisions this CPU executes natively through OpenVINO ("fp32" always; "bf16" / "fp16" where supported)."""
+    caps = set(_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return ["fp32"] + [p for p, cap in (("bf16", "BF16"), ("fp16", "FP16")) if cap in caps]
+
+
+class OpenVinoRunner:
+    name = "openvino"
+    device = "cpu"
+
+    def __init__(self, model: OnnxModel, precision: str = "fp32", threads: int | None = None, max_batch: int = 64):
+        if precision not in HINTS:
+            raise FiqaError(f"unknown precision '{precision}' for OpenVINO; use one of: {', '.join(HINTS)}")
+        if precision not in cpu_precisions():
+            raise FiqaError(f"this CPU has no native {precision} in OpenVINO; available: {', '.join(cpu_precisions())}")
+        core = _core()
+        self.model, self.config, self.path = model, model.config, model.path
+        self.batch_limit, self.max_batch = model.batch_limit, max_batch
+        try:
+            ov_model = core.read_model(model.with_preprocessing().SerializeToString())
+            compiled = core.compile_model(ov_model, "CPU", {
+                "INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1})
+        except Exception as exc:
+            raise FiqaError(f"OpenVINO cannot compile {model.path.name}: {str(exc)[:300]}") from None
+        compiled_type = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
+        self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(compiled_type, compiled_type)
+        self._request = compiled.create_infer_request()
+        if not self.config.embedding_size:
+            probe = self.embed(np.zeros((1, *model.image_shape()), np.uint8))
+            self.config = replace(self.config, embedding_size=int(probe.shape[1]))
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        step = self.batch_limit or self.max_batch
+        outs = []
+        for start in range(0, len(batch), step):
+            chunk = np.ascontiguousarray(batch[start : start + step], dtype=np.uint8)
+            result = self._request.infer({0: chunk})
+            outs.append(np.array(result[0], dtype=np.float32).reshape(len(chunk), -1))
+        return np.concatenate(outs)
