@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from typing import Optional
 
@@ -169,9 +170,10 @@ def bench(
                       f"{100 * r['fraction_of_peak']:.1f}%",
                       f"{r['inference_latency_ms_p50']:.0f}/{r['inference_latency_ms_p99']:.0f}",
                       f"{f['decode_perturb']:.0%} / {f['inference']:.0%} / {f['kernels']:.0%} / {f['io']:.0%}")
-    Console().print(table)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
     for c in report["ranking_checks"]:
-        Console().print(f"ranking check {c['backend']} {c['precision']}: Spearman {c['spearman_vs_fp32']:.4f} vs "
+        console.print(f"ranking check {c['backend']} {c['precision']}: Spearman {c['spearman_vs_fp32']:.4f} vs "
                         f"fp32 on {c['images']} images ({'passed' if c['passed'] else 'FAILED'}, threshold "
                         f"{c['threshold']})")
     if out:

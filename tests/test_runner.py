@@ -149,3 +149,11 @@ def test_bad_models_raise_clear_errors(tmp_path, make, fragment):
     with pytest.raises(FiqaError) as info:
         load_runner(str(make(tmp_path)))
     assert fragment in str(info.value)
+
+
+def test_the_shared_model_runs_in_bf16_where_its_ranking_check_passed(real_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("FIQA_TRT_CACHE", str(tmp_path))  # only the registry's record counts
+    if "openvino" not in available_backends() or "bf16" not in supported_precisions("openvino"):
+        pytest.skip("needs OpenVINO on a CPU with native bf16")
+    runner = load_runner(str(real_model))
+    assert (runner.name, runner.precision) == ("openvino", "bf16")
