@@ -52,6 +52,10 @@ def score(
     backend: str = typer.Option("auto", help="Runner: auto (fastest installed), openvino or onnxruntime."),
     precision: str = typer.Option("auto", help="auto (bf16/fp16 only where a ranking check passed), fp32, bf16, "
                                   "fp16."),
+    align: bool = typer.Option(False, "--align", help="Photos are not aligned: detect the largest face and align "
+                               "it to the ArcFace 112x112 template first (dlib)."),
+    all_faces: bool = typer.Option(False, "--all-faces", help="With --align: score every face (rows path#faceN)."),
+    detector: str = typer.Option("hog", help="With --align: dlib face detector, hog (fast) or cnn (MMOD)."),
     color: Optional[str] = typer.Option(None, help="Override the model's colour order: RGB or BGR."),
     mean: Optional[float] = typer.Option(None, help="Override the model's input mean (0-255 units)."),
     std: Optional[float] = typer.Option(None, help="Override the model's input std (0-255 units)."),
@@ -70,7 +74,13 @@ def score(
     items = list_items(input)
     runner = load_runner(model, backend=backend, precision=precision, threads=threads,
                          color=color.upper() if color else None, mean=mean, std=std)
-    scorer = Scorer(runner, perturb, views=views, agg=agg, seed=seed, batch_size=batch_size, threads=threads)
+    aligner = None
+    if align or all_faces:
+        from fiqa_trt.engine.align import FaceAligner
+
+        aligner = FaceAligner(detector=detector, all_faces=all_faces)
+    scorer = Scorer(runner, perturb, views=views, agg=agg, seed=seed, batch_size=batch_size, threads=threads,
+                    aligner=aligner)
     cfg = runner.config
     sink = Sink(out, scorer.view_labels, metadata={
         "model": model, "config": cfg.to_dict(), "perturb": [s.label() for s in scorer.specs],

@@ -31,6 +31,7 @@ class Item:
     data: np.ndarray | None = None  # encoded bytes, once read
     size: tuple[int, int] | None = None  # (height, width) from the header
     error: str | None = None
+    index: int = -1  # position in the input list (set by the scorer; several faces of one photo share it)
 
 
 def _looks_like_image(head: bytes) -> bool:

@@ -29,7 +29,7 @@ from fiqa_trt.engine.runners.base import Runner
 from fiqa_trt.errors import FiqaError
 
 log = logging.getLogger("fiqa_trt")
-STAGES = ("io", "decode_perturb", "inference", "kernels")  # io: reading files and headers (worker thread)
+STAGES = ("io", "align", "decode_perturb", "inference", "kernels")  # io: reading files and headers (worker thread)
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Embedded:
 @dataclass
 class _Batch:
     items: list[Item]  # every item of the batch, in input order (failed ones carry `error`)
-    tensor: np.ndarray | None  # (n_ok, 1+K, C, H, W) for the items without error, in order
+    tensor: np.ndarray | None  # (n_ok, 1+K, H, W, 3) uint8 for the items without error, in order
 
 
 def _dali_message(exc: Exception) -> str:
@@ -70,12 +70,13 @@ class Scorer:
     """
 
     def __init__(self, runner: Runner, perturb: list[str] | None = None, views: int = 1, agg: str = "mean",
-                 seed: int = 0, batch_size: int = 32, threads: int | None = None):
+                 seed: int = 0, batch_size: int = 32, threads: int | None = None, aligner=None):
         if agg not in kernels.AGGREGATIONS:
             raise FiqaError(f"unknown aggregation '{agg}'; use one of: {', '.join(kernels.AGGREGATIONS)}")
         if batch_size < 1:
             raise FiqaError("--batch-size must be at least 1")
         self.runner, self.agg, self.seed, self.batch_size = runner, agg, seed, batch_size
+        self.aligner = aligner  # engine.align.FaceAligner: detect and align photos before scoring
         self.threads = threads or os.cpu_count() or 1
         self.specs = [parse_spec(s) for s in (perturb or [DEFAULT_SPEC])]
         self.views: list[View] = plan_views(self.specs, views)
@@ -88,7 +89,7 @@ class Scorer:
 
     # ---- producer side: read, check, decode, perturb ----
 
-    def _partners(self, items: list[Item], all_items: list[Item], start: int) -> dict[int, list[Item]] | None:
+    def _partners(self, items: list[Item], all_items: list[Item]) -> dict[int, list[Item]] | None:
         mix = [v for v in self.views if "partner" in INPUT_NAMES[v.spec.kind.name]]
         if not mix:
             return None
@@ -96,10 +97,12 @@ class Scorer:
         partners: dict[int, list[Item]] = {}
         for view in mix:
             chosen = []
-            for own in range(start, start + len(items)):
+            for own in (it.index for it in items):
                 index = mixup_partner(own, keys, view, self.seed)
                 for _ in range(len(all_items)):  # a partner that cannot be read is replaced by the next item
-                    candidate = check_item(Item(all_items[index].path, all_items[index].key))
+                    candidate = check_item(Item(all_items[index].path, all_items[index].key, index=index))
+                    if self.aligner is not None and candidate.error is None:
+                        candidate = self._align([candidate])[0]  # the partner's largest face
                     if candidate.error is None and index != own:
                         break
                     index = (index + 1) % len(all_items)
@@ -108,6 +111,29 @@ class Scorer:
                 chosen.append(candidate)
             partners[view.index] = chosen
         return partners
+
+    def _align(self, items: list[Item]) -> list[Item]:
+        """Replace each photo by its aligned face(s), encoded as PNG for the pipeline; no face -> an error row."""
+        import cv2
+
+        out = []
+        for it in items:
+            if it.error is not None:
+                out.append(it)
+                continue
+            photo = cv2.imdecode(it.data, cv2.IMREAD_COLOR)
+            if photo is None:
+                out.append(replace(it, data=None, error="cannot decode image (corrupt or truncated file)"))
+                continue
+            faces = self.aligner.align(cv2.cvtColor(photo, cv2.COLOR_BGR2RGB))
+            if not faces:
+                out.append(replace(it, data=None, error="no face found"))
+            for j, face in enumerate(faces):
+                png = cv2.imencode(".png", cv2.cvtColor(face.crop, cv2.COLOR_RGB2BGR))[1]
+                suffix = f"#face{j}" if self.aligner.all_faces else ""
+                out.append(replace(it, path=it.path + suffix, key=it.key + suffix, data=png.reshape(-1),
+                                   size=face.crop.shape[:2]))
+        return out
 
     def _run_pipeline(self, pipe: PerturbPipeline, items: list[Item], partners) -> np.ndarray | None:
         """Run the good items; if the batch fails, find the failing items one by one and run the rest."""
@@ -139,18 +165,24 @@ class Scorer:
                 if stop.is_set():
                     return
                 t0 = time.perf_counter()
-                items = [check_item(replace(it, data=None, size=None, error=None))
-                         for it in all_items[start : start + self.batch_size]]
+                items = [check_item(replace(it, data=None, size=None, error=None, index=i))
+                         for i, it in enumerate(all_items[start : start + self.batch_size], start)]
+                aligning = 0.0
+                if self.aligner is not None:
+                    t_align = time.perf_counter()
+                    items = self._align(items)
+                    aligning = time.perf_counter() - t_align
+                    self.timings["align"] += aligning
                 for it in items:
                     if it.error is None and it.size != (h, w):
                         if not self.resized:
                             log.warning("%s is %dx%d, not %dx%d: images are resized to the model's input size "
                                         "(scores assume aligned face crops)", it.path, it.size[1], it.size[0], w, h)
                         self.resized += 1
-                partners = self._partners(items, all_items, start)
+                partners = self._partners(items, all_items)
                 t1 = time.perf_counter()
                 tensor = self._run_pipeline(pipe, items, partners)
-                self.timings["io"] += t1 - t0
+                self.timings["io"] += t1 - t0 - aligning
                 self.timings["decode_perturb"] += time.perf_counter() - t1
                 for it in items:
                     it.data = None
@@ -181,8 +213,8 @@ class Scorer:
                     self.timings["inference"] += time.perf_counter() - t0
                     emb = emb.reshape(n, 1 + k, -1)
                 yield Embedded(batch.items, emb)
-                if progress:
-                    progress(len(batch.items))
+                if progress:  # in input files (one photo may give several faces)
+                    progress(len({it.index for it in batch.items}))
         finally:
             stop.set()
             while worker.is_alive():  # unblock a producer waiting on a full queue

