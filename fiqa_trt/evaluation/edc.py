@@ -1,0 +1,186 @@
+"""EDC and pAUC in NumPy: the threshold at a target FMR, and FNMR as the lowest-quality pairs are discarded.
+
+Every pair has a similarity (higher = more alike), a label (mated or not) and a pair quality (higher = better).
+
+- Decision: a pair is a match when its similarity is strictly above the threshold t.
+- Threshold for a target FMR over m non-mated similarities: k = floor(target * m) false matches are allowed and t
+  is the (k+1)-th highest non-mated similarity. At most k non-mated pairs lie strictly above t (exactly k without
+  a tie at t), so the achieved FMR never exceeds the target. When target * m < 1, t is the highest non-mated
+  similarity (achieved FMR 0): the pair set is too small to resolve the target; the achieved FMR and the number
+  of non-mated pairs are reported with every result so that this shows.
+- Pair quality: min (default), max or mean of the two images' qualities (`pair_quality`).
+- Discarding: all pairs, mated and non-mated, are ranked by pair quality and discarded from the lowest; pairs of
+  equal quality are discarded together, so the curve has one step per distinct quality, at the fraction actually
+  discarded. FNMR(f) at any fraction f is the value after discarding the largest run of whole tie groups whose
+  fraction does not exceed f (a right-continuous step function). With no mated pair left, FNMR is 0.
+- Mode "fixed" (the EDC definition of ISO/IEC 29794-1): the threshold is set once, at 0% discard.
+  Mode "recomputed" (a compatibility mode, the convention of some published code): the threshold is derived again
+  from the non-mated pairs that remain at every step; its FNMR is NaN where no non-mated pair remains.
+- pAUC(L) is the area under the step curve FNMR(f) from f = 0 to L. normalised pAUC = pAUC / (FNMR(0) * L): the
+  ratio to random discarding, whose expected FNMR stays at FNMR(0). 1.0 = no better than random, lower is better;
+  NaN when FNMR(0) = 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fiqa_trt.errors import FiqaError
+
+PAIR_RULES = ("min", "max", "mean")
+MODES = ("fixed", "recomputed")
+
+
+def reject_nan(values: np.ndarray, what: str, names: list[str] | None = None) -> None:
+    """Raise FiqaError naming how many `values` are NaN (or infinite) and which (by name or by index)."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(values, dtype=np.float64)))
+    if len(bad) == 0:
+        return
+    shown = [names[i] if names is not None else f"#{i}" for i in bad[:5]]
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    verb = "is" if len(bad) == 1 else "are"
+    raise FiqaError(f"{len(bad)} of {len(values)} {what} {verb} NaN or infinite ({', '.join(shown)}{more}): "
+                    "every image needs a finite quality; fix or remove them before evaluating")
+
+
+def pair_quality(qa: np.ndarray, qb: np.ndarray, rule: str = "min") -> np.ndarray:
+    """The quality of a pair from its two images' qualities: min, max or mean."""
+    if rule not in PAIR_RULES:
+        raise FiqaError(f"unknown pair-quality rule '{rule}'; use one of: {', '.join(PAIR_RULES)}")
+    qa, qb = np.asarray(qa, np.float64), np.asarray(qb, np.float64)
+    if rule == "min":
+        return np.minimum(qa, qb)
+    if rule == "max":
+        return np.maximum(qa, qb)
+    return (qa + qb) / 2
+
+
+def _check_target(target: float) -> None:
+    if not 0 < target < 1:
+        raise FiqaError(f"target FMR {target:g} must be strictly between 0 and 1 (e.g. 1e-3)")
+
+
+def threshold_at_fmr(nonmated: np.ndarray, target: float) -> tuple[float, float]:
+    """(threshold, achieved FMR) for `target` over the non-mated similarities; see the module's convention."""
+    _check_target(target)
+    scores = np.asarray(nonmated, np.float64)
+    if len(scores) == 0:
+        raise FiqaError("no non-mated pairs: a threshold at a target FMR needs impostor pairs")
+    k = int(math.floor(target * len(scores) + 1e-9))  # false matches allowed (1e-9: 0.29 * 100 is 28.999...)
+    t = float(-np.partition(-scores, k)[k])  # the (k+1)-th highest
+    return t, float(np.count_nonzero(scores > t) / len(scores))
+
+
+@dataclass
+class Curve:
+    """One EDC: FNMR after discarding `discard[j]` of the pairs, for the steps j (discard[0] = 0)."""
+
+    discard: np.ndarray  # fractions at which the steps begin, increasing from 0
+    fnmr: np.ndarray  # FNMR from discard[j] up to discard[j + 1]
+    threshold: np.ndarray  # the threshold used at each step (constant in fixed mode)
+    target_fmr: float
+    achieved_fmr: float  # at 0% discard
+    mode: str  # "fixed" or "recomputed"
+    n_mated: int
+    n_nonmated: int
+    complete: float  # the curve is known up to this discard fraction (1.0 unless limited by max_discard)
+
+    @property
+    def fnmr0(self) -> float:
+        return float(self.fnmr[0])
+
+    def at(self, fraction: float | np.ndarray) -> float | np.ndarray:
+        """FNMR at discard fraction(s) `fraction` (the step function; NaN beyond the computed range)."""
+        f = np.asarray(fraction, np.float64)
+        j = np.searchsorted(self.discard, f, side="right") - 1
+        out = np.where(f <= self.complete, self.fnmr[np.clip(j, 0, len(self.fnmr) - 1)], np.nan)
+        return float(out) if out.ndim == 0 else out
+
+    def pauc(self, limit: float) -> float:
+        """Area under FNMR(f) for f in [0, limit]."""
+        if not 0 < limit <= 1:
+            raise FiqaError(f"pAUC limit {limit:g} must be in (0, 1]")
+        if limit > self.complete + 1e-12:
+            raise ValueError(f"the curve was computed up to {self.complete:g} discard, not {limit:g}")
+        ends = np.append(self.discard[1:], max(1.0, limit))
+        widths = np.clip(np.minimum(ends, limit) - self.discard, 0.0, None)
+        return float(np.sum(np.where(widths > 0, self.fnmr * widths, 0.0)))
+
+    def normalised_pauc(self, limit: float) -> float:
+        """pAUC / (FNMR(0) * limit): 1.0 = no better than random discarding; NaN when FNMR(0) is 0."""
+        base = self.fnmr0 * limit
+        return self.pauc(limit) / base if base > 0 else float("nan")
+
+
+def edc(similarity: np.ndarray, mated: np.ndarray, quality: np.ndarray, target_fmr: float, mode: str = "fixed",
+        names: list[str] | None = None, max_discard: float = 1.0) -> Curve:
+    """The error-versus-discard curve of pair qualities `quality` (see the module docstring for the convention).
+
+    `names` (one per pair) only serve the message when a quality is NaN. `max_discard` limits how far the
+    recomputed mode is evaluated (its cost grows with every step); the fixed mode is always complete.
+    """
+    if mode not in MODES:
+        raise FiqaError(f"unknown EDC mode '{mode}'; use one of: {', '.join(MODES)}")
+    _check_target(target_fmr)
+    sim = np.asarray(similarity, np.float64)
+    lab = np.asarray(mated, bool)
+    q = np.asarray(quality, np.float64)
+    if not (len(sim) == len(lab) == len(q)):
+        raise ValueError(f"similarity, mated and quality differ in length ({len(sim)}, {len(lab)}, {len(q)})")
+    reject_nan(q, "pair qualities", names)
+    reject_nan(sim, "similarities", names)
+    n, n_mated = len(sim), int(lab.sum())
+    if n_mated == 0 or n_mated == n:
+        raise FiqaError(f"an EDC needs both mated and non-mated pairs; got {n_mated} mated of {n}")
+    t0, fmr0 = threshold_at_fmr(sim[~lab], target_fmr)
+
+    order = np.argsort(q, kind="stable")
+    qs, ls, ss = q[order], lab[order], sim[order]
+    # discarded counts at each step: 0, then the end of every tie group of qualities
+    counts = np.concatenate([[0], np.flatnonzero(np.append(qs[1:] != qs[:-1], True)) + 1])
+    mated_left = n_mated - np.concatenate([[0], np.cumsum(ls)])[counts]
+
+    if mode == "fixed":
+        errors = ls & (ss <= t0)
+        errors_left = int(errors.sum()) - np.concatenate([[0], np.cumsum(errors)])[counts]
+        fnmr = np.divide(errors_left, mated_left, out=np.zeros(len(counts)), where=mated_left > 0)
+        return Curve(counts / n, fnmr, np.full(len(counts), t0), target_fmr, fmr0, mode, n_mated, n - n_mated, 1.0)
+
+    steps = int(np.searchsorted(counts / n, max_discard, side="right"))  # steps with fraction <= max_discard
+    steps = min(len(counts), steps + 1)  # and the next one, which closes the last step
+    fnmr, thresholds = np.empty(steps), np.empty(steps)
+    for j in range(steps):
+        rest = slice(counts[j], n)
+        impostors = ss[rest][~ls[rest]]
+        genuine = ss[rest][ls[rest]]
+        if len(genuine) == 0:
+            fnmr[j], thresholds[j] = 0.0, np.nan
+            continue
+        if len(impostors) == 0:
+            fnmr[j], thresholds[j] = np.nan, np.nan
+            continue
+        thresholds[j] = threshold_at_fmr(impostors, target_fmr)[0]
+        fnmr[j] = np.count_nonzero(genuine <= thresholds[j]) / len(genuine)
+    discard = counts[:steps] / n
+    complete = 1.0 if steps == len(counts) else float(discard[-1])
+    return Curve(discard, fnmr, thresholds, target_fmr, fmr0, mode, n_mated, n - n_mated, complete)
+
+
+def best_accuracy(similarity: np.ndarray, mated: np.ndarray) -> tuple[float, float]:
+    """(accuracy, threshold) of the single best threshold (match when similarity > threshold) over these pairs."""
+    sim = np.asarray(similarity, np.float64)
+    lab = np.asarray(mated, bool)
+    reject_nan(sim, "similarities")
+    order = np.argsort(sim, kind="stable")
+    s, m = sim[order], lab[order]
+    ends = np.flatnonzero(np.append(s[1:] != s[:-1], True))  # last index of every tie group
+    rejected_mated = np.cumsum(m)[ends]
+    rejected_nonmated = np.cumsum(~m)[ends]
+    correct = rejected_nonmated + (int(m.sum()) - rejected_mated)
+    best = int(np.argmax(correct))
+    if correct[best] <= m.sum():  # accepting everything is at least as good
+        return float(m.sum() / len(s)), float("-inf")
+    return float(correct[best] / len(s)), float(s[ends[best]])
