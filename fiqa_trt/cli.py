@@ -57,6 +57,12 @@ def score(
                                "it to the ArcFace 112x112 template first (dlib)."),
     all_faces: bool = typer.Option(False, "--all-faces", help="With --align: score every face (rows path#faceN)."),
     detector: str = typer.Option("hog", help="With --align: dlib face detector, hog (fast) or cnn (MMOD)."),
+    ray: bool = typer.Option(False, "--ray", help="Score with Ray Data actors; --out is then a folder of Parquet "
+                             "files, and a re-run skips what it holds."),
+    ray_address: Optional[str] = typer.Option(None, help="With --ray: a running cluster (default: start a local "
+                                              "Ray instance)."),
+    workers: int = typer.Option(2, help="With --ray: scorer actors (model loaded once each)."),
+    cpus_per_worker: int = typer.Option(1, help="With --ray: CPUs reserved per actor (its decode/inference threads)."),
     color: Optional[str] = typer.Option(None, help="Override the model's colour order: RGB or BGR."),
     mean: Optional[float] = typer.Option(None, help="Override the model's input mean (0-255 units)."),
     std: Optional[float] = typer.Option(None, help="Override the model's input std (0-255 units)."),
@@ -74,9 +80,13 @@ def score(
         from fiqa_trt.weights.default_model import default_model_path
 
         model = str(default_model_path())
+    overrides = dict(color=color.upper() if color else None, mean=mean, std=std)
+    if ray:
+        _score_with_ray(input, out, model, workers, ray_address, cpus_per_worker, backend, precision, perturb, views,
+                        agg, seed, batch_size, overrides, quiet)
+        return
     items = list_items(input)
-    runner = load_runner(model, backend=backend, precision=precision, threads=threads,
-                         color=color.upper() if color else None, mean=mean, std=std)
+    runner = load_runner(model, backend=backend, precision=precision, threads=threads, **overrides)
     aligner = None
     if align or all_faces:
         from fiqa_trt.engine.align import FaceAligner
@@ -122,6 +132,27 @@ def score(
         err.print("[yellow]interrupted[/]: the rows scored so far are written")
         raise typer.Exit(130)
     if scored == 0:
+        err.print("[red]error:[/] no image could be scored")
+        raise typer.Exit(1)
+
+
+def _score_with_ray(input, out, model, workers, address, cpus_per_worker, backend, precision, perturb, views, agg,
+                    seed, batch_size, overrides, quiet) -> None:
+    from fiqa_trt.engine.ray_scoring import ray_score
+
+    if out is None:
+        raise FiqaError("--ray needs --out FOLDER (Ray writes a folder of Parquet files)")
+    summary = ray_score(input, out, model, workers=workers, address=address, cpus_per_worker=cpus_per_worker,
+                        backend=backend, precision=precision, perturb=perturb, views=views, agg=agg, seed=seed,
+                        batch_size=batch_size, config_overrides=overrides)
+    if not quiet:
+        table = Table(show_header=False, box=None)
+        for key in ("items", "already_done", "scored", "failed", "workers", "seconds", "out"):
+            table.add_row(key.replace("_", " "), str(summary[key]))
+        if summary["seconds"]:
+            table.add_row("rate", f"{(summary['scored'] + summary['failed']) / summary['seconds']:.1f} images/s")
+        err.print(table)
+    if summary["scored"] == 0 and summary["already_done"] == 0:
         err.print("[red]error:[/] no image could be scored")
         raise typer.Exit(1)
 

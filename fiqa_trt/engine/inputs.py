@@ -38,8 +38,56 @@ def _looks_like_image(head: bytes) -> bool:
     return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
+def is_uri(path: str | os.PathLike) -> bool:
+    return "://" in str(path)
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of a local path, or of a URI any pyarrow filesystem reads (file://, s3://, gs://, hdfs://, ...)."""
+    if is_uri(path):
+        from pyarrow import fs
+
+        filesystem, inner = fs.FileSystem.from_uri(path)
+        with filesystem.open_input_stream(inner) as f:
+            return f.read()
+    return Path(path).read_bytes()
+
+
+def _list_uri(source: str) -> list[Item]:
+    from pyarrow import fs
+
+    try:
+        filesystem, inner = fs.FileSystem.from_uri(source)
+        info = filesystem.get_file_info(inner)
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for unknown schemes or missing credentials
+        raise FiqaError(f"cannot open {source}: {exc}") from None
+    prefix = source[: source.index("://") + 3]
+    if info.type == fs.FileType.File:
+        return [Item(prefix + info.path, info.base_name, index=0)]
+    if info.type != fs.FileType.Directory:
+        raise FiqaError(f"input not found: {source}")
+    root = info.path.rstrip("/")
+    files = sorted((f for f in filesystem.get_file_info(fs.FileSelector(root, recursive=True))
+                    if f.type == fs.FileType.File), key=lambda f: f.path)
+    rel = [(f, f.path[len(root) + 1:]) for f in files]
+    items = [Item(prefix + f.path, r, index=i) for i, (f, r) in
+             enumerate((f, r) for f, r in rel if not any(part.startswith(".") for part in r.split("/")))]
+    if not items:
+        raise FiqaError(f"the folder {source} holds no files")
+    return items
+
+
 def list_items(source: str | os.PathLike) -> list[Item]:
-    """List the items INPUT names. Raises FiqaError when INPUT itself is missing or unusable."""
+    """List the items INPUT names, in a stable order (`index` = position). FiqaError when INPUT is unusable."""
+    if is_uri(source):
+        return _list_uri(str(source))
+    items = _list_local(source)
+    for i, item in enumerate(items):
+        item.index = i
+    return items
+
+
+def _list_local(source: str | os.PathLike) -> list[Item]:
     root = Path(source)
     if root.is_dir():
         items = []
@@ -80,7 +128,7 @@ def check_item(item: Item) -> Item:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        raw = Path(item.path).read_bytes()
+        raw = read_file(item.path)
     except FileNotFoundError:
         item.error = "file not found"
         return item

@@ -156,7 +156,8 @@ class Scorer:
             return None
         return np.concatenate(outs)
 
-    def _produce(self, all_items: list[Item], out: queue.Queue, stop: threading.Event) -> None:
+    def _produce(self, all_items: list[Item], population: list[Item] | None, out: queue.Queue,
+                 stop: threading.Event) -> None:
         try:
             h, w = self.runner.config.input_size
             pipe = PerturbPipeline(self.views, self.runner.config, seed=self.seed, batch_size=self.batch_size,
@@ -165,8 +166,10 @@ class Scorer:
                 if stop.is_set():
                     return
                 t0 = time.perf_counter()
-                items = [check_item(replace(it, data=None, size=None, error=None, index=i))
-                         for i, it in enumerate(all_items[start : start + self.batch_size], start)]
+                chunk = all_items[start : start + self.batch_size]
+                items = [check_item(replace(it, data=None, size=None, error=None,
+                                            index=it.index if it.index >= 0 else i))
+                         for i, it in enumerate(chunk, start)]
                 aligning = 0.0
                 if self.aligner is not None:
                     t_align = time.perf_counter()
@@ -179,7 +182,7 @@ class Scorer:
                             log.warning("%s is %dx%d, not %dx%d: images are resized to the model's input size "
                                         "(scores assume aligned face crops)", it.path, it.size[1], it.size[0], w, h)
                         self.resized += 1
-                partners = self._partners(items, all_items)
+                partners = self._partners(items, population or all_items)
                 t1 = time.perf_counter()
                 tensor = self._run_pipeline(pipe, items, partners)
                 self.timings["io"] += t1 - t0 - aligning
@@ -193,13 +196,17 @@ class Scorer:
 
     # ---- consumer side: embed and score ----
 
-    def embed(self, items: list[Item], progress: Callable[[int], None] | None = None) -> Iterator[Embedded]:
-        """Yield one `Embedded` per batch, in input order: originals and views embedded in one runner call."""
+    def embed(self, items: list[Item], progress: Callable[[int], None] | None = None,
+              population: list[Item] | None = None) -> Iterator[Embedded]:
+        """Yield one `Embedded` per batch, in input order: originals and views embedded in one runner call.
+
+        `population`: the whole input list when `items` is a shard of it (items keep their `index` in it), so that
+        mixup partners are drawn exactly as in a single run over everything."""
         k = len(self.views)
         self.timings = dict.fromkeys(STAGES, 0.0)
         batches: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
-        worker = threading.Thread(target=self._produce, args=(items, batches, stop), daemon=True)
+        worker = threading.Thread(target=self._produce, args=(items, population, batches, stop), daemon=True)
         worker.start()
         try:
             while (batch := batches.get()) is not None:
@@ -223,9 +230,10 @@ class Scorer:
                 except queue.Empty:
                     pass
 
-    def score(self, items: list[Item], progress: Callable[[int], None] | None = None) -> Iterator[Result]:
-        """Yield one Result per item, in input order."""
-        with closing(self.embed(items, progress)) as batches:
+    def score(self, items: list[Item], progress: Callable[[int], None] | None = None,
+              population: list[Item] | None = None) -> Iterator[Result]:
+        """Yield one Result per item, in input order (`population`: see `embed`)."""
+        with closing(self.embed(items, progress, population)) as batches:
             for batch in batches:
                 yield from self._score_batch(batch)
 

@@ -23,6 +23,20 @@ def _num(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
+def row(result: Result, cols: list[str]) -> dict:
+    """One result as a row of `columns(...)`: NaN becomes None (null / empty)."""
+    return dict(zip(cols, [result.path, _num(result.quality), *map(_num, result.cosines.tolist()), result.error]))
+
+
+def arrow_table(results: list[Result], cols: list[str], metadata: dict | None = None):
+    """Results as a pyarrow Table: path and error strings, float32 quality and cosines."""
+    import pyarrow as pa
+
+    schema = pa.schema([("path", pa.string())] + [(c, pa.float32()) for c in cols[1:-1]] + [("error", pa.string())],
+                       metadata={"fiqa_trt": json.dumps(metadata or {})})
+    return pa.Table.from_pylist([row(r, cols) for r in results], schema=schema)
+
+
 class Sink:
     def __init__(self, out: str | None, view_labels: list[str], metadata: dict | None = None):
         self.columns = columns(view_labels)
@@ -30,7 +44,7 @@ class Sink:
         self.format = "csv" if out is None else FORMATS.get(Path(out).suffix.lower())
         if self.format is None:
             raise FiqaError(f"unknown output format '{Path(out).suffix}': use one of {', '.join(FORMATS)}")
-        self._parquet_rows: list[dict] = []
+        self._parquet_rows: list[Result] = []
         self._writer = None
         if self.format == "parquet":
             try:
@@ -47,9 +61,6 @@ class Sink:
                 self._csv = csv.writer(self._file)
                 self._csv.writerow(self.columns)
 
-    def _row(self, r: Result) -> dict:
-        return dict(zip(self.columns, [r.path, _num(r.quality), *map(_num, r.cosines.tolist()), r.error]))
-
     def write(self, results: list[Result]) -> None:
         if self.format == "csv":
             for r in results:
@@ -57,23 +68,20 @@ class Sink:
                 self._csv.writerow(cells + [r.error or ""])
         elif self.format == "jsonl":
             for r in results:
-                self._file.write(json.dumps(self._row(r)) + "\n")
+                self._file.write(json.dumps(row(r, self.columns)) + "\n")
         else:
-            self._parquet_rows.extend(self._row(r) for r in results)
+            self._parquet_rows.extend(results)
             if len(self._parquet_rows) >= 4096:
                 self._flush_parquet()
         if self._file is not None:
             self._file.flush()
 
     def _flush_parquet(self) -> None:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = pa.schema([("path", pa.string())] + [(c, pa.float32()) for c in self.columns[1:-1]]
-                           + [("error", pa.string())], metadata={"fiqa_trt": json.dumps(self.metadata)})
-        table = pa.Table.from_pylist(self._parquet_rows, schema=schema)
+        table = arrow_table(self._parquet_rows, self.columns, self.metadata)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(str(self.path), schema)
+            self._writer = pq.ParquetWriter(str(self.path), table.schema)
         self._writer.write_table(table)
         self._parquet_rows.clear()
 

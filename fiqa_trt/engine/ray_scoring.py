@@ -1,0 +1,114 @@
+"""Scale-out scoring with Ray Data: the same scorer inside Ray actors, one Parquet dataset out.
+
+`ray_score` lists INPUT (local paths or any URI a pyarrow filesystem reads), skips what an earlier run already wrote
+to the output folder, and maps batches of paths through `_ScoreActor`s: each actor loads the model and builds its
+Scorer once, then scores its batches exactly as the single-machine CLI does. Every actor knows the whole input list
+(through Ray's object store), so keyed per-view draws and mixup partners are the same as in one process; the pixel
+noise of DALI's noise operators follows the stream position (see engine.pipeline) and so differs between a
+sharded and a single run. Output columns and types are those of `fiqa-trt score --out x.parquet`.
+Ray is the `ray` extra and only this module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from fiqa_trt.engine.inputs import Item, list_items
+from fiqa_trt.errors import FiqaError, MissingDependency
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise MissingDependency("ray[data]", "ray") from None
+    return ray
+
+
+class _ScoreActor:
+    """One per Ray worker: the runner and scorer are built once, then every batch goes through `Scorer.score`."""
+
+    def __init__(self, model: str, runner_options: dict, scorer_options: dict, population_ref):
+        import ray
+
+        from fiqa_trt.engine import sinks
+        from fiqa_trt.engine.runners import load_runner
+        from fiqa_trt.engine.scorer import Scorer
+
+        self.runner = load_runner(model, **runner_options)
+        self.scorer = Scorer(self.runner, **scorer_options)
+        self.population = [Item(p, k, index=i) for i, (p, k) in enumerate(ray.get(population_ref))]
+        self.columns = sinks.columns(self.scorer.view_labels)
+
+    def __call__(self, batch):
+        from fiqa_trt.engine import sinks
+
+        items = [Item(p, k, index=i) for p, k, i in zip(batch["path"].to_pylist(), batch["key"].to_pylist(),
+                                                         batch["index"].to_pylist())]
+        results = list(self.scorer.score(items, population=self.population))
+        return sinks.arrow_table(results, self.columns)
+
+
+def done_paths(out_dir: Path) -> set[str]:
+    """Paths an earlier run already wrote to `out_dir` (its Parquet files), so that a re-run skips them."""
+    import pyarrow.dataset as pads
+
+    files = sorted(out_dir.glob("*.parquet")) if out_dir.is_dir() else []
+    if not files:
+        return set()
+    return set(pads.dataset([str(f) for f in files], format="parquet").to_table(columns=["path"])["path"].to_pylist())
+
+
+def ray_score(input: str, out_dir: str, model: str, *, workers: int = 2, address: str | None = None,
+              cpus_per_worker: int = 1, backend: str = "auto", precision: str = "auto",
+              perturb: list[str] | None = None, views: int = 1, agg: str = "mean", seed: int = 0,
+              batch_size: int = 32, config_overrides: dict | None = None) -> dict:
+    """Score INPUT with `workers` Ray actors and write Parquet files into `out_dir`. Returns a summary dict."""
+    if workers < 1:
+        raise FiqaError("--workers must be at least 1")
+    ray = _ray()
+    out = Path(out_dir)
+    if out.suffix and out.exists() and not out.is_dir():
+        raise FiqaError(f"{out} exists and is not a folder: Ray writes a folder of Parquet files")
+    items = list_items(input)
+    done = done_paths(out)
+    todo = [it for it in items if it.path not in done]
+    summary = {"items": len(items), "already_done": len(items) - len(todo), "scored": 0, "failed": 0,
+               "workers": workers, "seconds": 0.0, "out": str(out)}
+    if not todo:
+        return summary
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker), include_dashboard=False,
+                     log_to_driver=False)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    population = ray.put([(it.path, it.key) for it in items])
+    dataset = ray.data.from_items([{"path": it.path, "key": it.key, "index": it.index} for it in todo])
+    start = time.perf_counter()
+    scored = dataset.map_batches(
+        _ScoreActor, batch_format="pyarrow", batch_size=batch_size, concurrency=workers, num_cpus=cpus_per_worker,
+        fn_constructor_kwargs=dict(
+            model=model, population_ref=population,
+            runner_options=dict(backend=backend, precision=precision, threads=cpus_per_worker,
+                                **(config_overrides or {})),
+            scorer_options=dict(perturb=perturb, views=views, agg=agg, seed=seed, batch_size=batch_size,
+                                threads=cpus_per_worker)))
+    scored.write_parquet(str(out))
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    errors = _new_rows(out, done)
+    summary["scored"] = sum(1 for e in errors if e is None)
+    summary["failed"] = sum(1 for e in errors if e is not None)
+    return summary
+
+
+def _new_rows(out: Path, before: set[str]) -> list[str | None]:
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(str(out), format="parquet").to_table(columns=["path", "error"])
+    return [e for p, e in zip(table["path"].to_pylist(), table["error"].to_pylist()) if p not in before]
