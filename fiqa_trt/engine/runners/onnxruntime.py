@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
+from fiqa_trt.engine.runners.base import HostRunner
 from fiqa_trt.engine.runners.onnx_model import OnnxModel, _ort_session
 from fiqa_trt.errors import FiqaError
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(HostRunner):
     name = "onnxruntime"
     device = "cpu"
     precision = "fp32"
@@ -24,14 +23,7 @@ class OnnxRuntimeRunner:
         except Exception as exc:
             raise FiqaError(f"ONNX Runtime cannot run {model.path.name}: {str(exc)[:300]}") from None
         self._input = self._session.get_inputs()[0].name
-        if not self.config.embedding_size:
-            probe = self.embed(np.zeros((1, *model.image_shape()), np.uint8))
-            self.config = replace(self.config, embedding_size=int(probe.shape[1]))
+        self._probe_embedding_size()
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        step = self.batch_limit or self.max_batch
-        outs = []
-        for start in range(0, len(batch), step):
-            chunk = np.ascontiguousarray(batch[start : start + step], dtype=np.uint8)
-            outs.append(self._session.run(None, {self._input: chunk})[0].reshape(len(chunk), -1))
-        return np.concatenate(outs).astype(np.float32, copy=False)
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: chunk})[0]

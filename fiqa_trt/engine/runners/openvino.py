@@ -7,10 +7,10 @@ so a CPU without bf16 never passes fp32 results off as bf16.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import numpy as np
 
+from fiqa_trt.engine.runners.base import HostRunner
 from fiqa_trt.engine.runners.onnx_model import OnnxModel
 from fiqa_trt.errors import FiqaError, MissingDependency
 
@@ -31,7 +31,7 @@ def cpu_precisions() -> list[str]:
     return ["fp32"] + [p for p, cap in (("bf16", "BF16"), ("fp16", "FP16")) if cap in caps]
 
 
-class OpenVinoRunner:
+class OpenVinoRunner(HostRunner):
     name = "openvino"
     device = "cpu"
 
@@ -53,15 +53,7 @@ class OpenVinoRunner:
         compiled_type = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
         self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(compiled_type, compiled_type)
         self._request = compiled.create_infer_request()
-        if not self.config.embedding_size:
-            probe = self.embed(np.zeros((1, *model.image_shape()), np.uint8))
-            self.config = replace(self.config, embedding_size=int(probe.shape[1]))
+        self._probe_embedding_size()
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        step = self.batch_limit or self.max_batch
-        outs = []
-        for start in range(0, len(batch), step):
-            chunk = np.ascontiguousarray(batch[start : start + step], dtype=np.uint8)
-            result = self._request.infer({0: chunk})
-            outs.append(np.array(result[0], dtype=np.float32).reshape(len(chunk), -1))
-        return np.concatenate(outs)
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        return self._request.infer({0: chunk})[0]
