@@ -131,8 +131,8 @@ def eval_command(
                     max_mated_per_identity=max_mated, impostors=impostors, pair_limit=pair_limit,
                     perturb=perturb, all_kinds=all_kinds, views=views, agg=agg, pair_quality=pair_quality,
                     fmrs=fmr, pauc_limits=pauc_limit, compat=compat, external=external, lower_is_better=lower_better,
-                    seed=seed, batch_size=batch_size, threads=threads, backend=backend, precision=precision, color=color, mean=mean, std=std,
-                    plots=pictures, plot_max_discard=max_discard)
+                    seed=seed, batch_size=batch_size, threads=threads, backend=backend, precision=precision,
+                    color=color, mean=mean, std=std, plots=pictures, plot_max_discard=max_discard)
     report = run_eval(out_dir=out_dir, quiet=quiet, **settings)
     if not quiet:
         _summary(report)

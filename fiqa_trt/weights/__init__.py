@@ -1,1 +1,2 @@
-"""Known models: one record per model file (checksum, source, licence, preprocessing)."""
+"""Known models: preprocessing records keyed by checksum (`registry`), the model zoo of architectures and published
+weights (`zoo`), where weights files are looked for (`locations`), and downloads with checksum checks (`fetch`)."""
