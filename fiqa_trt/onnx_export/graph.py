@@ -88,6 +88,15 @@ def make_batch_dynamic(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return out, rewritten
 
 
+def graph_normalises_input(model: onnx.ModelProto) -> bool:
+    """insightface's rule for its model-zoo files: a Sub and a Mul among the first 8 nodes (by op type or
+    MXNet-style name) mean the graph normalises raw 0-255 pixels itself (feed mean 0, std 1)."""
+    first = model.graph.node[:8]
+    sub = any(n.op_type == "Sub" or n.name.startswith(("Sub", "_minus")) for n in first)
+    mul = any(n.op_type == "Mul" or n.name.startswith(("Mul", "_mul")) for n in first)
+    return sub and mul
+
+
 def read_metadata(model: onnx.ModelProto) -> dict | None:
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
