@@ -112,3 +112,24 @@ def test_score_align_on_photos(lfw_files, real_model, tmp_path):
         scored = {k: r for k, r in rows.items() if k != "no_face.png"}
         assert all(r["error"] == "" and 0 < float(r["quality"]) <= 1 for r in scored.values())
     assert {"two_faces.png#face0", "two_faces.png#face1", "astronaut.jpg#face0"} <= set(rows)
+
+
+def test_default_model_scores_real_photos_with_align_and_no_shared_data(tmp_path):
+    """The fresh-machine path: no --model (the default dlib model, converted on first use), --align on a real photo."""
+    pytest.importorskip("dlib")
+    import os
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "astronaut.jpg"), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
+    flipped = cv2.flip(cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR), 1)
+    cv2.imwrite(str(photos / "astronaut_mirrored.png"), flipped)
+    env = {**os.environ, "FIQA_TRT_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "scores.csv"
+    proc = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(photos), "--align", "--out", str(out)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and all(r["error"] == "" and 0.5 < float(r["quality"]) <= 1 for r in rows)
+    assert abs(float(rows[0]["quality"]) - float(rows[1]["quality"])) < 0.05  # a mirror image scores alike
