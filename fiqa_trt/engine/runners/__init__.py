@@ -49,11 +49,11 @@ def load_runner(model: str, backend: str = "auto", precision: str = "auto", thre
         for reduced in [p for p in supported_precisions(backend) if p != "fp32"]:
             if (rho := checks.validated(opened.sha256, backend, reduced)) is not None:
                 precision = reduced
-                log.info("%s %s: ranking check passed (Spearman %.4f vs fp32)", backend, reduced, rho)
+                log.debug("%s %s: ranking check passed (Spearman %.4f vs fp32)", backend, reduced, rho)
                 break
         else:
             if len(supported_precisions(backend)) > 1:
-                log.info("using fp32: no ranking check recorded for a reduced precision of this model "
+                log.debug("using fp32: no ranking check recorded for a reduced precision of this model "
                          "(`fiqa-trt bench --model ...` measures one)")
     elif precision not in supported_precisions(backend):
         raise FiqaError(f"{backend} on this CPU runs {', '.join(supported_precisions(backend))}, not {precision}")

@@ -137,6 +137,6 @@ def _dynamic_batch(model, path: Path, config: ModelConfig):
         log.warning("%s has a fixed batch of %d that could not be made dynamic exactly; running it %d at a time "
                     "(slower)", path.name, fixed, fixed)
         return model, fixed
-    log.info("%s: fixed batch %d made dynamic (%d reshape(s) rewritten, checked numerically)", path.name, fixed,
+    log.debug("%s: fixed batch %d made dynamic (%d reshape(s) rewritten, checked numerically)", path.name, fixed,
              rewritten)
     return dynamic, None
