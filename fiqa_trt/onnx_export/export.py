@@ -279,30 +279,14 @@ def _save(model: onnx.ModelProto | bytes, out: str | Path, source: Path) -> Path
 # ---------------------------------------------------------------------------------------------------- ONNX import
 
 
-def _dims(value) -> list:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value.type.tensor_type.shape.dim]
-
-
 def import_onnx(path: str | Path, out: str | Path | None = None, fp16: bool = False, fp16_io: bool = False,
                 check: bool = True, samples: int = 4, name: str | None = None) -> ExportResult:
     started = time.perf_counter()
     path = Path(path)
-    try:
-        original = onnx.load(str(path))
-    except Exception as exc:
-        raise FiqaError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
-    initializers = {i.name for i in original.graph.initializer}
-    inputs = [i for i in original.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise FiqaError(f"{path.name}: an FR model needs exactly one input, this one has {len(inputs)}")
-    dims = _dims(inputs[0])
-    if len(dims) != 4 or 3 not in (dims[1], dims[3]):
-        raise FiqaError(f"{path.name}: input shape {dims} is not a 3-channel image")
-    layout = "NCHW" if dims[1] == 3 else "NHWC"
-    hw = dims[2:4] if layout == "NCHW" else dims[1:3]
-    if not all(isinstance(v, int) and v > 0 for v in hw):
-        raise FiqaError(f"{path.name}: the input size is not fixed in the graph ({hw})")
-    out_dims = _dims(original.graph.output[0])
+    fr = graph.load_fr_graph(path)
+    if not fr.fixed_size:
+        raise FiqaError(f"{path.name}: the input size is not fixed in the graph ({fr.hw})")
+    original, layout, hw, out_dims = fr.model, fr.layout, fr.hw, fr.output_dims
     self_normalising = graph.graph_normalises_input(original)
     mean, std = (0.0, 1.0) if self_normalising else (127.5, 127.5)
     model, rewritten = graph.make_batch_dynamic(original)

@@ -9,6 +9,7 @@ caller checks the result numerically against the original (see `runners.onnxrunt
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -149,3 +150,51 @@ def add_preprocessing(model: onnx.ModelProto, input_size: tuple[int, int], mean,
     graph.input.remove(old)
     graph.input.insert(0, new_input)
     return out
+
+
+def dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    """The shape of a graph input/output: ints where fixed, the symbolic name (or "?") where not."""
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value.type.tensor_type.shape.dim]
+
+
+@dataclass
+class FrGraph:
+    """An ONNX file checked to be usable as an FR model: one 3-channel image input."""
+
+    model: onnx.ModelProto
+    input_dims: list
+    layout: str  # "NCHW" or "NHWC"
+    hw: list  # [H, W], ints where fixed
+    output_dims: list
+
+    @property
+    def fixed_size(self) -> bool:
+        return all(isinstance(v, int) and v > 0 for v in self.hw)
+
+
+def load_fr_graph(path) -> FrGraph:
+    """Load `path` and check it is an FR model graph; FiqaError with what is wrong otherwise."""
+    from pathlib import Path
+
+    from fiqa_trt.errors import FiqaError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FiqaError(f"model file not found: {path}")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError, ValueError, ... for non-ONNX files
+        raise FiqaError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not model.graph.node:
+        raise FiqaError(f"{path} is not a valid ONNX model (the graph is empty)")
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise FiqaError(f"{path}: an FR model needs exactly one input, this one has {len(inputs)}")
+    shape = dims(inputs[0])
+    if len(shape) != 4 or 3 not in (shape[1], shape[3]):
+        raise FiqaError(f"{path}: input '{inputs[0].name}' has shape {shape}; fiqa-trt needs a 3-channel image input "
+                        "(N, 3, H, W) or (N, H, W, 3)")
+    layout = "NCHW" if shape[1] == 3 else "NHWC"
+    hw = shape[2:4] if layout == "NCHW" else shape[1:3]
+    return FrGraph(model, shape, layout, hw, dims(model.graph.output[0]))

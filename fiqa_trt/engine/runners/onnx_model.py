@@ -48,10 +48,6 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _dims(value) -> list[int | str]:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in value.type.tensor_type.shape.dim]
-
-
 def _ort_session(proto, threads: int | None = None):
     try:
         import onnxruntime as ort
@@ -66,32 +62,12 @@ def _ort_session(proto, threads: int | None = None):
 
 def open_onnx_model(path: str | os.PathLike, **overrides) -> OnnxModel:
     """Load and validate an ONNX FR model; `overrides` (color, mean, std) replace its config. FiqaError if unusable."""
-    import onnx
-
     from fiqa_trt.weights import registry
 
     path = Path(path)
-    if not path.is_file():
-        raise FiqaError(f"model file not found: {path}")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # onnx raises DecodeError, ValueError, ... for non-ONNX files
-        raise FiqaError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if not model.graph.node:
-        raise FiqaError(f"{path} is not a valid ONNX model (the graph is empty)")
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise FiqaError(f"{path}: an FR model needs exactly one input, this one has {len(inputs)}")
-    dims = _dims(inputs[0])
-    if len(dims) != 4 or 3 not in (dims[1], dims[3]):
-        raise FiqaError(f"{path}: input '{inputs[0].name}' has shape {dims}; fiqa-trt needs a 3-channel image input "
-                        "(N, 3, H, W) or (N, H, W, 3)")
-    layout = "NCHW" if dims[1] == 3 else "NHWC"
-    hw = dims[2:4] if layout == "NCHW" else dims[1:3]
-    fixed_hw = all(isinstance(v, int) and v > 0 for v in hw)
-    out_dims = _dims(model.graph.output[0])
-    embedding = out_dims[-1] if isinstance(out_dims[-1], int) and out_dims[-1] > 0 else 0
+    fr = onnx_graph.load_fr_graph(path)
+    model, layout, hw, fixed_hw = fr.model, fr.layout, fr.hw, fr.fixed_size
+    embedding = fr.output_dims[-1] if isinstance(fr.output_dims[-1], int) and fr.output_dims[-1] > 0 else 0
     digest = sha256_of(path)
 
     meta = onnx_graph.read_metadata(model)
@@ -108,7 +84,8 @@ def open_onnx_model(path: str | os.PathLike, **overrides) -> OnnxModel:
                         "convention (RGB, (x - 127.5) / 127.5). Pass --color/--mean/--std if it differs.", path.name)
     config = config.with_overrides(**overrides)
     if config.layout != layout or (fixed_hw and tuple(config.input_size) != tuple(hw)):
-        raise FiqaError(f"{path}: its config says {config.layout} {config.input_size}, the graph input is {dims}")
+        raise FiqaError(f"{path}: its config says {config.layout} {config.input_size}, the graph input is "
+                        f"{fr.input_dims}")
 
     proto, batch_limit = _dynamic_batch(model, path, config)
     return OnnxModel(path, digest, proto, config, batch_limit)
