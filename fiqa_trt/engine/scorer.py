@@ -237,6 +237,42 @@ class Scorer:
             for batch in batches:
                 yield from self._score_batch(batch)
 
+    def score_crops(self, crops: list[np.ndarray], keys: list[str] | None = None) -> np.ndarray:
+        """Qualities of in-memory aligned face crops ((H, W, 3) uint8, RGB), through the same perturbation pipeline
+        and runner as `score`: (N,) float32, NaN where the model returned a zero or non-finite embedding.
+
+        `keys` seed the per-image view draws (default: the position in `crops`). Mixup needs a population of files
+        and is refused here. The pipeline is built once per Scorer and reused."""
+        import cv2
+
+        if any("partner" in INPUT_NAMES[v.spec.kind.name] for v in self.views):
+            raise FiqaError("mixup perturbations need input files; score in-memory crops without mixup")
+        if not crops:
+            return np.zeros(0, np.float32)
+        keys = list(keys) if keys is not None else [str(i) for i in range(len(crops))]
+        if len(keys) != len(crops):
+            raise FiqaError("score_crops: give one key per crop")
+        if getattr(self, "_crop_pipe", None) is None:
+            self._crop_pipe = PerturbPipeline(self.views, self.runner.config, seed=self.seed,
+                                              batch_size=self.batch_size, num_threads=self.threads)
+        items = []
+        for i, (crop, key) in enumerate(zip(crops, keys)):
+            crop = np.asarray(crop)
+            if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+                raise FiqaError(f"score_crops: crop {i} must be (H, W, 3) uint8, got {crop.shape} {crop.dtype}")
+            png = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))[1].reshape(-1)
+            items.append(Item(key, key, data=png, size=crop.shape[:2], index=i))
+        k, out = len(self.views), []
+        for start in range(0, len(items), self.batch_size):
+            tensor = self._crop_pipe.run(items[start : start + self.batch_size])
+            n = len(tensor)
+            emb = self.runner.embed(tensor.reshape(n * (1 + k), *tensor.shape[2:])).reshape(n, 1 + k, -1)
+            cos, q = kernels.quality(emb, self.agg)
+            q = np.asarray(q, np.float32).copy()
+            q[np.isnan(cos).any(axis=1)] = np.nan
+            out.append(q)
+        return np.concatenate(out)
+
     def _score_batch(self, batch: Embedded) -> Iterator[Result]:
         nan = np.full(len(self.views), np.nan, np.float32)
         if batch.embeddings is not None:

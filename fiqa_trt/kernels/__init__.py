@@ -1,7 +1,7 @@
 """Batched cosine similarity of each perturbed view against its original, and the aggregation into a quality.
 
 `quality(emb, agg)` takes (N, 1+K, D) embeddings, originals first, and returns per-view cosines (N, K) and
-qualities (N,). NumPy arrays go to `reference`; a GPU implementation with the same signature plugs in here.
+qualities (N,). NumPy arrays go to `reference`, CuPy arrays to `cuda` (one fused kernel, same signature).
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ def quality(emb, agg: str = "mean"):
 
     if isinstance(emb, np.ndarray):
         return _quality_reference(emb, agg)
+    if type(emb).__module__.startswith("cupy"):  # detected without importing cupy where it is absent
+        from fiqa_trt.kernels.cuda import quality as _quality_cuda
+
+        return _quality_cuda(emb, agg)
     raise TypeError(f"no quality kernel for arrays of type {type(emb).__module__}.{type(emb).__name__}")
 
 
