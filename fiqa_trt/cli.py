@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -174,7 +175,7 @@ def _summary(scored: int, failures: list, qualities: list, elapsed: float, resiz
         table.add_row("written", out)
     err.print(table)
     for r in failures[:10]:
-        err.print(f"  [yellow]{r.path}[/]: {r.error}")
+        err.print(f"  [yellow]{escape(r.path)}[/]: {escape(r.error)}")
     if len(failures) > 10:
         err.print(f"  ... and {len(failures) - 10} more (see the error column)")
 
@@ -200,7 +201,7 @@ def bench(
     logging.getLogger("fiqa_trt").setLevel(logging.WARNING)
     report = run_benchmark(model, data, images=images, backends=backend, precisions=precision, views=tuple(views),
                            batch_sizes=tuple(batch_size), ranking_images=ranking_images,
-                           progress=lambda msg: err.print(f"[dim]{msg}[/]"))
+                           progress=lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
     table = Table(title=f"{report['model']} on {report['machine']['cpu']} ({report['machine']['cores']} cores), "
                         f"{report['images']} images")
     for col in ("backend", "precision", "K", "batch", "scores/s", "inference img/s", "e2e/inf", "GFLOP/s",
@@ -248,12 +249,20 @@ from fiqa_trt.onnx_export.cli import register as _register_export  # noqa: E402
 
 _register_export(app)
 
+from fiqa_trt.engine.gate_cli import register as _register_gate  # noqa: E402
+
+_register_gate(app)
+
+from fiqa_trt.engine.runners.tensorrt_cli import register as _register_tensorrt  # noqa: E402
+
+_register_tensorrt(app)
+
 
 def main() -> None:
     try:
         app()
     except FiqaError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise SystemExit(2)
 
 

@@ -1,0 +1,113 @@
+"""PyTorch runner for the checkpoints `fiqa_trt.onnx_export` loads: the same `embed` interface as the ONNX runners.
+
+Owns: building the network from a checkpoint (`onnx_export.export.load_network`: same architectures, same strict
+loading), the model's normalisation (from the architecture's model config), and on CUDA: FP16 autocast,
+channels-last memory format and optional CUDA graphs (one captured graph per power-of-two batch bucket, inputs
+padded to the bucket and copied into the graph's static input tensor).
+
+Tested here on device="cpu" only (float32, against ONNX Runtime on the exported ONNX). The CUDA path (autocast,
+CUDA graphs) has NOT been executed on a GPU yet; `benchmarks/device_check.py` measures it. Not wired into
+`load_runner(backend="auto")`: open it with `load_torch_runner(...)`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fiqa_trt.engine.model_config import ModelConfig
+from fiqa_trt.errors import FiqaError
+
+
+def _bucket(n: int, max_batch: int) -> int:
+    """The CUDA-graph bucket of a batch of n: the next power of two, at most max_batch."""
+    return min(max_batch, 1 << max(0, (n - 1).bit_length()))
+
+
+class TorchRunner:
+    name = "torch"
+
+    def __init__(self, net, config: ModelConfig, device: str = "cpu", fp16: bool | None = None,
+                 channels_last: bool = True, cuda_graphs: bool = False, max_batch: int = 256):
+        from fiqa_trt.onnx_export.checkpoints import require_torch
+
+        torch = self.torch = require_torch()
+        if not (device == "cpu" or device.startswith("cuda")):
+            raise FiqaError(f"device must be 'cpu' or 'cuda[:N]', not {device!r}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise FiqaError(f"device {device}: PyTorch sees no CUDA device (torch {torch.__version__})")
+        self.device, self.config, self.max_batch = device, config, max_batch
+        cuda = device.startswith("cuda")
+        self.fp16 = cuda if fp16 is None else fp16
+        if self.fp16 and not cuda:
+            raise FiqaError("fp16 autocast is for CUDA devices; on the CPU use fp32")
+        if cuda_graphs and not cuda:
+            raise FiqaError("CUDA graphs need a CUDA device")
+        self.precision = "fp16" if self.fp16 else "fp32"
+        self.cuda_graphs = cuda_graphs
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.eval().to(device=device, memory_format=self.memory_format)
+        self._mean = torch.tensor(config.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(config.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._graphs: dict[int, tuple] = {}  # bucket -> (graph, static uint8 input, static output)
+
+    def _forward(self, pixels):
+        """uint8 (B, H, W, 3) tensor on the device -> float32 (B, D)."""
+        torch = self.torch
+        x = pixels.permute(0, 3, 1, 2).float()
+        x = ((x - self._mean) / self._std).contiguous(memory_format=self.memory_format)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
+            out = self.net(x)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return out.float().reshape(len(out), -1)
+
+    def _graphed(self, chunk):
+        torch = self.torch
+        bucket = _bucket(len(chunk), self.max_batch)
+        if bucket not in self._graphs:
+            static = torch.zeros((bucket, *chunk.shape[1:]), dtype=torch.uint8, device=self.device)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm-up outside the capture (cuDNN algorithm choice, allocator)
+                    self._forward(static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self._forward(static)
+            self._graphs[bucket] = (graph, static, out)
+        graph, static, out = self._graphs[bucket]
+        static[: len(chunk)].copy_(chunk)
+        graph.replay()
+        return out[: len(chunk)]
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        batch = np.ascontiguousarray(batch, dtype=np.uint8)
+        if batch.ndim != 4 or batch.shape[1:] != (*self.config.input_size, 3):
+            raise FiqaError(f"expected uint8 (B, {self.config.input_size[0]}, {self.config.input_size[1]}, 3) "
+                            f"images, got {batch.shape}")
+        outs = []
+        with torch.inference_mode():
+            for start in range(0, len(batch), self.max_batch):
+                chunk = torch.from_numpy(batch[start : start + self.max_batch])
+                if self.device != "cpu":
+                    chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+                out = self._graphed(chunk) if self.cuda_graphs else self._forward(chunk)
+                outs.append(out.cpu().numpy())
+        return np.concatenate(outs) if outs else np.zeros((0, self.config.embedding_size), np.float32)
+
+
+def load_torch_runner(checkpoint, arch="auto", device: str = "cpu", fp16: bool | None = None,
+                      channels_last: bool = True, cuda_graphs: bool = False, max_batch: int = 256) -> TorchRunner:
+    """A TorchRunner for a checkpoint `fiqa-trt export` reads (arch: a name, a zoo.Arch, or auto)."""
+    from fiqa_trt.onnx_export.export import load_network
+
+    net, prepared = load_network(checkpoint, arch)
+    config = ModelConfig.from_dict(prepared.arch.model_config(), source="checkpoint")
+    return TorchRunner(net, config, device=device, fp16=fp16, channels_last=channels_last, cuda_graphs=cuda_graphs,
+                       max_batch=max_batch)
+
+
+def from_network(net, arch, **options) -> TorchRunner:
+    """A TorchRunner for a network already built (benchmarks: random weights, no checkpoint file)."""
+    return TorchRunner(net, ModelConfig.from_dict(arch.model_config(), source="network"), **options)

@@ -1,0 +1,297 @@
+"""The quality gate: sources (drop policy, reconnection, unreadable frames), the IoU tracker, and the Gate / `fiqa-trt
+gate` on a short video made of shared LFW faces pasted into larger frames, some of them degraded."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fiqa_trt.engine.align import Face
+from fiqa_trt.engine.gate import Gate, calibrate
+from fiqa_trt.engine.streams import CaptureSource, FolderSource, Frame, FrameReader, SourceStats
+from fiqa_trt.engine.tracking import IouTracker, iou
+from fiqa_trt.errors import FiqaError
+
+cv2 = pytest.importorskip("cv2")
+
+# The test video: LFW faces (sorted shared LFW files, by index) chosen once so that the clean and degraded ones
+# are far apart for the shared MobileFaceNet (see make_gate_video); not a claim that pixelation always lowers the
+# quality this much (over 26 LFW faces the best-shot qualities of clean and 0.2-pixelated faces overlap).
+CLEAN, DEGRADED = (1000, 7000), (0, 6000)
+PIXELATE = 0.2
+THRESHOLD = 0.955
+
+
+def pixelate(crop: np.ndarray, factor: float) -> np.ndarray:
+    """Downscale (area) to `factor`, upscale back with nearest neighbour: a blocky, low-resolution face."""
+    h, w = crop.shape[:2]
+    small = cv2.resize(crop, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def paste(frame: np.ndarray, crop: np.ndarray, centre, scale: float = 0.9) -> np.ndarray:
+    big = cv2.copyMakeBorder(crop, 24, 24, 24, 24, cv2.BORDER_REPLICATE)
+    h, w = big.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 0, scale)
+    m[:, 2] += np.array(centre, float) - [w / 2, h / 2]
+    return cv2.warpAffine(big, m, (frame.shape[1], frame.shape[0]), dst=frame, borderMode=cv2.BORDER_TRANSPARENT)
+
+
+def make_gate_video(path: Path, lfw_files: list[Path], segment: int = 30, gap: int = 6) -> list[dict]:
+    """A 320x240 MJPG video, 25 fps: two segments of `segment` frames, each with a clean and a pixelated face side by
+    side drifting slowly (4 tracks), separated by `gap` empty frames. Returns the expected tracks."""
+    clean = [cv2.imread(str(lfw_files[i])) for i in CLEAN]
+    bad = [pixelate(cv2.imread(str(lfw_files[i])), PIXELATE) for i in DEGRADED]
+    plan = [((clean[0], True), (bad[0], False)), ((bad[1], False), (clean[1], True))]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 240))
+    expected, start = [], 0
+    for seg in plan:
+        for t in range(segment):
+            frame = np.full((240, 320, 3), 90, np.uint8)
+            for side, (crop, _) in enumerate(seg):
+                paste(frame, crop, ((80 + 0.5 * t) if side == 0 else (240 - 0.5 * t), 120 + 0.3 * t))
+            writer.write(frame)
+        expected += [{"side": side, "first": start, "last": start + segment - 1, "clean": ok}
+                     for side, (_, ok) in enumerate(seg)]
+        for _ in range(gap):
+            writer.write(np.full((240, 320, 3), 90, np.uint8))
+        start += segment + gap
+    writer.release()
+    return expected
+
+
+# ---- tracker ----
+
+def test_iou_and_tracker_matching_and_ending():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0 and iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    tracker = IouTracker(min_iou=0.3, max_missed=2)
+    ids, ended = tracker.update([(0, 0, 10, 10), (50, 50, 60, 60)], 0)
+    assert ids == [0, 1] and not ended
+    ids, ended = tracker.update([(51, 51, 61, 61), (1, 0, 11, 10)], 1)  # order swapped: matched by IoU
+    assert ids == [1, 0] and not ended
+    for frame in (2, 3):
+        ids, ended = tracker.update([(2, 0, 12, 10)], frame)
+        assert ids == [0] and not ended
+    ids, ended = tracker.update([(3, 0, 13, 10)], 4)  # track 1 missed frames 2, 3, 4: more than 2 -> ends
+    assert [t.id for t in ended] == [1]
+    ids, _ = tracker.update([(200, 200, 210, 210)], 5)
+    assert ids == [2]
+    assert sorted(t.id for t in tracker.finish()) == [0, 2]
+
+
+# ---- sources ----
+
+class _ListSource:
+    def __init__(self, n: int):
+        self.n, self.stats = n, SourceStats()
+
+    def frames(self, stop):
+        for i in range(self.n):
+            self.stats.read += 1
+            yield Frame(i, np.zeros((4, 4, 3), np.uint8), time.time(), time.perf_counter())
+
+    def close(self):
+        pass
+
+
+def test_drop_oldest_never_blocks_the_reader_and_counts_drops():
+    reader = FrameReader(_ListSource(200), queue_size=4, drop="oldest")
+    got = []
+    for frame in reader:
+        got.append(frame.index)
+        time.sleep(0.002)  # a slow consumer
+    reader.close()
+    assert reader.stats.read == 200
+    assert reader.stats.dropped > 0 and len(got) + reader.stats.dropped == 200
+    assert got == sorted(got) and got[-1] == 199  # the freshest frame is never the one dropped
+
+
+def test_drop_none_keeps_every_frame():
+    reader = FrameReader(_ListSource(50), queue_size=2, drop="none")
+    got = [f.index for f in reader]
+    reader.close()
+    assert got == list(range(50)) and reader.stats.dropped == 0
+    with pytest.raises(FiqaError):
+        FrameReader(_ListSource(1), drop="newest")
+
+
+class _FakeCapture:
+    """A network stream that yields `frames` frames then fails (connection dropped); opened=False: cannot connect."""
+
+    def __init__(self, frames: int, opened: bool = True):
+        self.left, self.opened = frames, opened
+
+    def isOpened(self):
+        return self.opened
+
+    def read(self):
+        if self.left <= 0:
+            return False, None
+        self.left -= 1
+        return True, np.zeros((8, 8, 3), np.uint8)
+
+    def get(self, prop):
+        return 0.0
+
+    def release(self):
+        pass
+
+
+def test_dropped_connection_reconnects_with_backoff_then_gives_up():
+    captures = iter([_FakeCapture(3), _FakeCapture(0, opened=False), _FakeCapture(2), _FakeCapture(0, False),
+                     _FakeCapture(0, False)])
+    sleeps: list[float] = []
+    source = CaptureSource("rtsp://camera/stream", open_capture=lambda target: next(captures), max_reconnects=2,
+                           sleep=sleeps.append)
+    frames = list(source.frames(threading.Event()))
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+    assert source.stats.reconnects == 1 and sleeps == [0.5, 1.0, 0.5, 1.0]
+    assert "gave up" in source.stats.errors[0]
+
+
+def test_folder_source_skips_unreadable_frames(tmp_path):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((16, 16, 3), i * 40, np.uint8))
+    (tmp_path / "f1b.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    source = FolderSource(str(tmp_path))
+    frames = list(source.frames(threading.Event()))
+    assert [f.index for f in frames] == [0, 1, 3] and source.stats.unreadable == 1 and source.stats.read == 3
+    with pytest.raises(FiqaError):
+        FolderSource(str(tmp_path / "f0.png"))
+
+
+# ---- the gate with a plugged-in detector and scorer (no model): decisions, events, Ctrl-C ----
+
+class _OneFaceDetector:
+    def align(self, rgb):
+        return [Face(np.zeros((112, 112, 3), np.uint8), (10, 10, 50, 50), 1.0, np.zeros((5, 2)))]
+
+
+class _FixedScorer:
+    def __init__(self, qualities):
+        self.qualities = iter(qualities)
+
+    def score_crops(self, crops, keys=None):
+        return np.array([next(self.qualities) for _ in crops], np.float32)
+
+
+def _frames(n, interrupt_at=None):
+    for i in range(n):
+        if i == interrupt_at:
+            raise KeyboardInterrupt
+        yield Frame(i, np.zeros((64, 64, 3), np.uint8), time.time(), time.perf_counter(), i / 25)
+
+
+def test_ctrl_c_flushes_track_events_and_summary(tmp_path):
+    events = tmp_path / "events.jsonl"
+    gate = Gate(_FixedScorer([0.5, 0.97, 0.6, 0.7]), _OneFaceDetector(), threshold=0.9, events=events,
+                best_dir=tmp_path / "best", batch_frames=8)
+    summary = gate.process(_frames(10, interrupt_at=4))
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    assert [e["event"] for e in lines] == ["face"] * 4 + ["track_end", "summary"]
+    assert [e["decision"] for e in lines[:4]] == ["reject", "accept", "reject", "reject"]
+    end = lines[4]
+    assert end["best_frame"] == 1 and end["decision"] == "accept" and Path(end["best_shot"]).is_file()
+    assert summary["interrupted"] and summary["frames_processed"] == 4 and summary["accepted"] == 1
+
+
+def test_calibrated_scale_needs_a_calibration():
+    assert calibrate(0.9, (0.8, 1.0)) == pytest.approx(50.0) and calibrate(1.2, (0.8, 1.0)) == 100.0
+    with pytest.raises(FiqaError):
+        Gate(_FixedScorer([]), _OneFaceDetector(), scale="calibrated")
+    gate = Gate(_FixedScorer([]), _OneFaceDetector(), scale="calibrated", calibration=(0.8, 1.0), threshold=40)
+    assert gate.decide(0.9) == "accept" and gate.decide(0.85) == "reject"
+
+
+def test_the_shared_model_has_a_calibration(real_model):
+    from fiqa_trt.engine.gate import calibration_for
+
+    lo, hi = calibration_for(real_model)
+    assert 0.5 < lo < hi < 1.0
+
+
+# ---- the real thing: LFW faces in a video, the shared MobileFaceNet, dlib's detector ----
+
+@pytest.fixture(scope="module")
+def gate_video(tmp_path_factory, lfw_files):
+    pytest.importorskip("dlib")
+    path = tmp_path_factory.mktemp("gate") / "faces.avi"
+    return path, make_gate_video(path, lfw_files)
+
+
+def _match(expected: list[dict], end: dict) -> dict:
+    """The expected track a track_end event belongs to: same segment (best frame) and same side (box centre)."""
+    side = 0 if (end["best_box"][0] + end["best_box"][2]) / 2 < 160 else 1
+    return next(e for e in expected if e["first"] <= end["best_frame"] <= e["last"] and e["side"] == side)
+
+
+def test_gate_rejects_degraded_tracks_and_accepts_clean_ones(gate_video, real_model, tmp_path):
+    from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.engine.scorer import Scorer
+
+    path, expected = gate_video
+    scorer = Scorer(load_runner(str(real_model), "onnxruntime", threads=2), batch_size=32, threads=2)
+    events: list[dict] = []
+    gate = Gate(scorer, threshold=THRESHOLD, events=tmp_path / "events.jsonl", on_event=events.append,
+                best_dir=tmp_path / "best", video_out=tmp_path / "annotated.avi")
+    summary = gate.run(str(path))
+    ends = [e for e in events if e["event"] == "track_end"]
+    assert len(ends) == len(expected) == 4  # one final event per track, no fragments
+    matched = [_match(expected, e) for e in ends]
+    assert sorted(id(m) for m in matched) == sorted(id(e) for e in expected)
+    for end, exp in zip(ends, matched):
+        assert end["decision"] == ("accept" if exp["clean"] else "reject"), (end, exp)
+        assert end["faces"] >= 25 and Path(end["best_shot"]).is_file()
+        faces = [e for e in events if e["event"] == "face" and e["track"] == end["track"]]
+        assert len(faces) == end["faces"] and all(f["latency_ms"] >= 0 for f in faces)
+    assert summary["frames_read"] == summary["frames_processed"] == 72 and summary["frames_dropped"] == 0
+    assert summary["accepted"] == 2 and summary["rejected"] == 2 and not summary["interrupted"]
+    written = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert written == events and written[-1]["event"] == "summary"
+    video = cv2.VideoCapture(str(tmp_path / "annotated.avi"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 72
+    video.release()
+
+
+def test_gate_command(gate_video, real_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from fiqa_trt.cli import app
+
+    path, expected = gate_video
+    out = tmp_path / "events.jsonl"
+    # defaults: the shared model is calibrated, so the threshold is 50 on the 0-100 scale (raw 0.944)
+    result = CliRunner().invoke(app, ["gate", str(path), "--model", str(real_model), "--backend", "onnxruntime",
+                                      "--events", str(out), "--best-dir", str(tmp_path / "best"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    events = [json.loads(x) for x in out.read_text().splitlines()]
+    assert events[-1]["scale"] == "calibrated" and events[-1]["threshold"] == 50
+    assert all(0 <= e["score"] <= 100 for e in events if e["event"] == "face")
+    assert len(list((tmp_path / "best").glob("*.png"))) == 4
+    ends = [e for e in events if e["event"] == "track_end"]
+    assert sorted((_match(expected, e)["clean"], e["decision"]) for e in ends) == [
+        (False, "reject"), (False, "reject"), (True, "accept"), (True, "accept")]
+    missing = CliRunner().invoke(app, ["gate", str(tmp_path / "nope.avi"), "--model", str(real_model)])
+    assert isinstance(missing.exception, FiqaError) and "source not found" in str(missing.exception)
+
+
+def test_score_crops_gives_the_qualities_of_score(lfw_files, real_model):
+    from fiqa_trt.engine.inputs import Item
+    from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.engine.scorer import Scorer
+
+    scorer = Scorer(load_runner(str(real_model), "onnxruntime", threads=2), batch_size=3, threads=2)
+    files = lfw_files[:5]
+    from_files = [r.quality for r in scorer.score([Item(str(f), f.name) for f in files])]
+    crops = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
+    np.testing.assert_allclose(scorer.score_crops(crops, keys=[f.name for f in files]), from_files, atol=1e-6)
+    assert scorer.score_crops([]).shape == (0,)
+    with pytest.raises(FiqaError):
+        scorer.score_crops([np.zeros((112, 112), np.uint8)])
+    with pytest.raises(FiqaError):
+        Scorer(scorer.runner, ["mixup"]).score_crops(crops[:1])

@@ -1,0 +1,63 @@
+"""The PyTorch runner on the CPU against ONNX Runtime on the exported ONNX of the same random-weight checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fiqa_trt.engine.runners import load_runner  # noqa: E402
+from fiqa_trt.engine.runners.torch_cuda import _bucket, load_torch_runner  # noqa: E402
+from fiqa_trt.errors import FiqaError  # noqa: E402
+from fiqa_trt.onnx_export import export  # noqa: E402
+from fiqa_trt.weights import zoo  # noqa: E402
+from tests.test_export import randomise  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("torch_runner")
+    arch = zoo.arch("iresnet50").with_kwargs(name="iresnet50-reduced", layers=(1, 1, 1, 1))
+    net = randomise(export.build_network(arch), seed=3)
+    path = tmp / "backbone.pth"
+    torch.save(net.state_dict(), path)
+    onnx_path = export.export_checkpoint(path, arch, out=tmp / "model.onnx").path
+    return arch, path, onnx_path
+
+
+def test_cpu_matches_onnxruntime(checkpoint):
+    arch, path, onnx_path = checkpoint
+    images = np.random.default_rng(0).integers(0, 256, (5, 112, 112, 3), dtype=np.uint8)
+    runner = load_torch_runner(path, arch, device="cpu", max_batch=2)  # 2: chunks of a batch are joined right
+    assert runner.precision == "fp32" and runner.config.input_size == (112, 112)
+    got = runner.embed(images)
+    want = load_runner(str(onnx_path), backend="onnxruntime", precision="fp32").embed(images)
+    assert got.shape == want.shape == (5, arch.embedding_size) and got.dtype == np.float32
+    assert export.cosines(got, want).min() >= 0.99999
+
+
+def test_options_are_checked(checkpoint):
+    arch, path, _ = checkpoint
+    with pytest.raises(FiqaError, match="fp16 autocast is for CUDA"):
+        load_torch_runner(path, arch, device="cpu", fp16=True)
+    with pytest.raises(FiqaError, match="CUDA graphs need"):
+        load_torch_runner(path, arch, device="cpu", cuda_graphs=True)
+    with pytest.raises(FiqaError, match="device must be"):
+        load_torch_runner(path, arch, device="tpu")
+    with pytest.raises(FiqaError, match="expected uint8"):
+        load_torch_runner(path, arch).embed(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def test_buckets():
+    assert [_bucket(n, 256) for n in (1, 2, 3, 64, 65, 256, 300)] == [1, 2, 4, 64, 128, 256, 256]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch sees no CUDA device")
+def test_cuda_fp16_graphs_match_cpu(checkpoint):
+    arch, path, _ = checkpoint
+    images = np.random.default_rng(1).integers(0, 256, (7, 112, 112, 3), dtype=np.uint8)
+    want = load_torch_runner(path, arch, device="cpu").embed(images)
+    for graphs in (False, True):
+        got = load_torch_runner(path, arch, device="cuda:0", cuda_graphs=graphs).embed(images)
+        assert export.cosines(got, want).min() >= 0.999
