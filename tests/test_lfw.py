@@ -28,7 +28,9 @@ def degrade(image: np.ndarray, sigma: float, fraction: float) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def runner(real_model):
-    return load_runner(str(real_model))
+    """The fp32 reference backend, so that the numbers below are those of the README (OpenVINO bf16, the default
+    for this model, gives 0.954 / 0.952 / 0.938 / 0.925 / 0.930 and 86%)."""
+    return load_runner(str(real_model), "onnxruntime", "fp32")
 
 
 def _scores(runner, listing, **kwargs) -> np.ndarray:
