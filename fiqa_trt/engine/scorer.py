@@ -55,6 +55,13 @@ class _Batch:
     tensor: np.ndarray | None  # (n_ok, 1+K, H, W, 3) uint8 for the items without error, in order
 
 
+def _png(crop: np.ndarray) -> np.ndarray:
+    """An RGB uint8 crop encoded as PNG bytes, the form the pipeline decodes."""
+    import cv2
+
+    return cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))[1].reshape(-1)
+
+
 def _dali_message(exc: Exception) -> str:
     text = str(exc)
     if "decoders" in text:
@@ -129,9 +136,8 @@ class Scorer:
             if not faces:
                 out.append(replace(it, data=None, error="no face found"))
             for j, face in enumerate(faces):
-                png = cv2.imencode(".png", cv2.cvtColor(face.crop, cv2.COLOR_RGB2BGR))[1]
                 suffix = f"#face{j}" if self.aligner.all_faces else ""
-                out.append(replace(it, path=it.path + suffix, key=it.key + suffix, data=png.reshape(-1),
+                out.append(replace(it, path=it.path + suffix, key=it.key + suffix, data=_png(face.crop),
                                    size=face.crop.shape[:2]))
         return out
 
@@ -196,13 +202,17 @@ class Scorer:
 
     # ---- consumer side: embed and score ----
 
+    def _embed_views(self, tensor: np.ndarray) -> np.ndarray:
+        """(n, 1+K, H, W, 3) uint8 images -> (n, 1+K, D): originals and views in one runner call."""
+        n, views = tensor.shape[:2]
+        return self.runner.embed(tensor.reshape(n * views, *tensor.shape[2:])).reshape(n, views, -1)
+
     def embed(self, items: list[Item], progress: Callable[[int], None] | None = None,
               population: list[Item] | None = None) -> Iterator[Embedded]:
         """Yield one `Embedded` per batch, in input order: originals and views embedded in one runner call.
 
         `population`: the whole input list when `items` is a shard of it (items keep their `index` in it), so that
         mixup partners are drawn exactly as in a single run over everything."""
-        k = len(self.views)
         self.timings = dict.fromkeys(STAGES, 0.0)
         batches: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
@@ -214,11 +224,9 @@ class Scorer:
                     raise batch
                 emb = None
                 if batch.tensor is not None:
-                    n = len(batch.tensor)
                     t0 = time.perf_counter()
-                    emb = self.runner.embed(batch.tensor.reshape(n * (1 + k), *batch.tensor.shape[2:]))
+                    emb = self._embed_views(batch.tensor)
                     self.timings["inference"] += time.perf_counter() - t0
-                    emb = emb.reshape(n, 1 + k, -1)
                 yield Embedded(batch.items, emb)
                 if progress:  # in input files (one photo may give several faces)
                     progress(len({it.index for it in batch.items}))
@@ -243,8 +251,6 @@ class Scorer:
 
         `keys` seed the per-image view draws (default: the position in `crops`). Mixup needs a population of files
         and is refused here. The pipeline is built once per Scorer and reused."""
-        import cv2
-
         if any("partner" in INPUT_NAMES[v.spec.kind.name] for v in self.views):
             raise FiqaError("mixup perturbations need input files; score in-memory crops without mixup")
         if not crops:
@@ -260,13 +266,10 @@ class Scorer:
             crop = np.asarray(crop)
             if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
                 raise FiqaError(f"score_crops: crop {i} must be (H, W, 3) uint8, got {crop.shape} {crop.dtype}")
-            png = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))[1].reshape(-1)
-            items.append(Item(key, key, data=png, size=crop.shape[:2], index=i))
-        k, out = len(self.views), []
+            items.append(Item(key, key, data=_png(crop), size=crop.shape[:2], index=i))
+        out = []
         for start in range(0, len(items), self.batch_size):
-            tensor = self._crop_pipe.run(items[start : start + self.batch_size])
-            n = len(tensor)
-            emb = self.runner.embed(tensor.reshape(n * (1 + k), *tensor.shape[2:])).reshape(n, 1 + k, -1)
+            emb = self._embed_views(self._crop_pipe.run(items[start : start + self.batch_size]))
             cos, q = kernels.quality(emb, self.agg)
             q = np.asarray(q, np.float32).copy()
             q[np.isnan(cos).any(axis=1)] = np.nan
