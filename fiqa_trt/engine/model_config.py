@@ -48,7 +48,10 @@ class ModelConfig:
             raise FiqaError(f"invalid model config ({source}): {exc}") from exc
 
     def with_overrides(self, **overrides) -> "ModelConfig":
+        """A copy with the given (not None) fields replaced; a colour order may be given in any case."""
         given = {k: v for k, v in overrides.items() if v is not None}
+        if isinstance(given.get("color"), str):
+            given["color"] = given["color"].upper()
         return replace(self, **given, source="user") if given else self
 
 

@@ -189,7 +189,7 @@ def run_eval(images: str, model: str | None, out_dir: str | Path, pairs: str | N
                                  -values if negate else values))
     specs = list(sweep.ALL_KINDS) + list(perturb or []) if all_kinds else perturb
     runner = load_runner(model, backend=backend, precision=precision, threads=threads,
-                         color=color.upper() if color else None, mean=mean, std=std)
+                         color=color, mean=mean, std=std)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -50,3 +50,8 @@ def default_model_path() -> Path:
         raise FiqaError(f"cannot write the converted default model to {out.parent}: {exc.strerror or exc} "
                         "(set FIQA_TRT_CACHE to a writable folder)") from None
     return out
+
+
+def model_or_default(model: str | None) -> str:
+    """The model a command was given, or the default model's path when it was given none."""
+    return str(default_model_path()) if model is None else model
