@@ -160,7 +160,8 @@ def _run_pipe(device, views, config, items, batch, partners_all):
     for s in range(0, len(items), batch):
         chunk = items[s:s + batch]
         partners = {i: p[s:s + batch] for i, p in partners_all.items()} if partners_all else None
-        outs.append(pipe.run(chunk, partners))
+        out = pipe.run(chunk, partners)
+        outs.append(out if isinstance(out, np.ndarray) else out.get())  # the GPU pipeline gives CuPy arrays
     return np.concatenate(outs)
 
 
@@ -282,64 +283,45 @@ def section_torch(args) -> dict:
 # ---------------------------------------------------------------------------------------------------- end to end
 
 
-def _scores(device, runner, views, items, batch, on_gpu_kernel):
-    from fiqa_trt import kernels
-
-    out = []
-    for s in range(0, len(items), batch):
-        chunk = items[s:s + batch]
-        crops = _pipes[device].run(chunk, None)
-        emb = runner.embed(crops.reshape(-1, *crops.shape[2:])).reshape(len(chunk), crops.shape[1], -1)
-        if on_gpu_kernel:
-            import cupy
-
-            q = cupy.asnumpy(kernels.quality(cupy.asarray(emb), "mean")[1])
-        else:
-            q = kernels.quality(emb, "mean")[1]
-        out.append(q)
-    return np.concatenate(out)
-
-
-_pipes: dict = {}
+def _qualities(scorer, items) -> np.ndarray:
+    return np.array([r.quality for r in scorer.score(items)], np.float64)
 
 
 def section_e2e(args) -> dict:
+    """The product path: Scorer on cuda:0 (DALI on the GPU -> CuPy hand-over -> PyTorch fp16 -> CUDA kernel)
+    against the same Scorer on the CPU (DALI cpu -> PyTorch fp32 -> NumPy)."""
     if not args.data.is_dir():
         raise Skip(f"no data folder {args.data}")
     torch = _torch_cuda()
     _dali_gpu()
-    from scipy.stats import spearmanr
-
     from fiqa_trt.benchmark import spec_for
-    from fiqa_trt.engine.perturbations import parse_spec, plan_views
-    from fiqa_trt.engine.pipeline import PerturbPipeline
+    from fiqa_trt.engine.inputs import list_items
+    from fiqa_trt.engine.precision import spearman
     from fiqa_trt.engine.runners.torch_cuda import from_network
+    from fiqa_trt.engine.scorer import Scorer
 
     arch, net = _network("iresnet100")
     torch.manual_seed(0)
-    items = _items(args.data, args.images)
+    items = list_items(str(args.data))[:args.images]
+    subset = items[:args.spearman_images]
     gpu_runner = from_network(net, arch, device="cuda:0", max_batch=1024)
+    cpu_runner = from_network(copy.deepcopy(net).float().cpu(), arch, device="cpu", max_batch=64)
     rows = []
     for k in (1, 4):
-        views = plan_views([parse_spec(s) for s in spec_for(k)], k)
-        batch = max(1, args.batch)
-        _pipes["gpu"] = PerturbPipeline(views, gpu_runner.config, batch_size=batch, num_threads=4, device="gpu",
-                                        device_id=0)
-        _scores("gpu", gpu_runner, views, items[:batch], batch, True)  # warm-up
+        gpu = Scorer(gpu_runner, spec_for(k), views=k, batch_size=args.batch, threads=8)
+        assert gpu.device.is_cuda
+        _qualities(gpu, items[:args.batch])  # warm-up: pipeline build, cuDNN choices
         t0 = time.perf_counter()
-        gpu_q = _scores("gpu", gpu_runner, views, items, batch, True)
+        gpu_q = _qualities(gpu, items)
         seconds = time.perf_counter() - t0
-        subset = items[:args.spearman_images]
-        cpu_runner = from_network(copy.deepcopy(net).float().cpu(), arch, device="cpu", max_batch=64)
-        _pipes["cpu"] = PerturbPipeline(views, cpu_runner.config, batch_size=batch, num_threads=8, device="cpu")
-        cpu_q = _scores("cpu", cpu_runner, views, subset, batch, False)
-        rho = float(spearmanr(gpu_q[:len(subset)], cpu_q).statistic)
+        stages = {name: round(v, 3) for name, v in gpu.timings.items()}
+        cpu_q = _qualities(Scorer(cpu_runner, spec_for(k), views=k, batch_size=args.batch, threads=16), subset)
         rows.append(dict(model="iresnet100 (random weights)", k=k, images=len(items),
-                         quality_scores_per_s=len(items) / seconds, spearman_gpu_vs_cpu=rho,
-                         spearman_images=len(subset),
+                         quality_scores_per_s=len(items) / seconds, stage_seconds=stages,
+                         spearman_gpu_vs_cpu=spearman(gpu_q[:len(subset)], cpu_q), spearman_images=len(subset),
                          max_abs_quality_diff=float(np.nanmax(np.abs(gpu_q[:len(subset)] - cpu_q)))))
-    return dict(rows=rows, note="GPU: DALI gpu -> torch fp16 channels-last -> CuPy kernel; CPU: DALI cpu -> torch "
-                "fp32 -> NumPy; affine views with jitter (deterministic per image and view, so comparable)")
+    return dict(rows=rows, note="fiqa_trt Scorer on cuda:0 (DALI gpu, CuPy DLPack hand-over, torch fp16 "
+                "channels-last, CUDA kernel) vs the same Scorer on the CPU (torch fp32, NumPy kernel)")
 
 
 # ---------------------------------------------------------------------------------------------------- main

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
+from fiqa_trt import cli_options as options
 from fiqa_trt.errors import FiqaError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -50,10 +51,10 @@ def score(
     agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
     seed: int = typer.Option(0, help="Seed for every random draw."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch (each brings 1+K samples)."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for decoding and inference (default: all)."),
-    backend: str = typer.Option("auto", help="Runner: auto (fastest installed), openvino or onnxruntime."),
-    precision: str = typer.Option("auto", help="auto (bf16/fp16 only where a ranking check passed), fp32, bf16, "
-                                  "fp16."),
+    threads: options.Threads = None,
+    backend: options.Backend = "auto",
+    precision: options.Precision = "auto",
+    device: options.Device = "auto",
     align: bool = typer.Option(False, "--align", help="Photos are not aligned: detect the largest face and align "
                                "it to the ArcFace 112x112 template first (dlib)."),
     all_faces: bool = typer.Option(False, "--all-faces", help="With --align: score every face (rows path#faceN)."),
@@ -83,10 +84,10 @@ def score(
     overrides = dict(color=color, mean=mean, std=std)
     if ray:
         _score_with_ray(input, out, model, workers, ray_address, cpus_per_worker, backend, precision, perturb, views,
-                        agg, seed, batch_size, overrides, quiet)
+                        agg, seed, batch_size, dict(overrides, device=device), quiet)
         return
     items = list_items(input)
-    runner = load_runner(model, backend=backend, precision=precision, threads=threads, **overrides)
+    runner = load_runner(model, backend=backend, precision=precision, threads=threads, device=device, **overrides)
     aligner = None
     if align or all_faces:
         from fiqa_trt.engine.align import FaceAligner
@@ -100,7 +101,8 @@ def score(
         "views": scorer.view_labels, "agg": agg, "seed": seed, "batch_size": batch_size})
     if not quiet:
         err.print(f"[bold]{len(items)}[/] items, model [bold]{cfg.name}[/] ({cfg.color}, {cfg.input_size[0]}x"
-                  f"{cfg.input_size[1]}, from {cfg.source}) on {runner.name} {runner.precision}, {len(scorer.views)} view(s): "
+                  f"{cfg.input_size[1]}, from {cfg.source}) on {runner.name} {runner.precision} ({scorer.device}), "
+                  f"{len(scorer.views)} view(s): "
                   + ", ".join(s.label() for s in scorer.specs))
     scored, failures, qualities, started = 0, [], [], time.perf_counter()
     progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), RateColumn(),

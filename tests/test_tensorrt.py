@@ -10,6 +10,7 @@ import pytest
 from fiqa_trt.engine.runners import tensorrt as trt_runner
 from fiqa_trt.engine.runners.tensorrt import Profile, bucket, check_engine, engine_key
 from fiqa_trt.errors import FiqaError
+from tests.tensorrt_api.standin import VERSIONS
 
 BASE = dict(onnx_sha256="ab" * 32, trt_version="10.13.0", gpu_name="NVIDIA H100 80GB HBM3",
             compute_capability=(9, 0), precision="fp16", profile=Profile(1, 64, 256))
@@ -112,104 +113,161 @@ def test_matches_onnxruntime(tmp_path_factory, fp16, graphs):
     assert export.cosines(again.embed(images), got).min() >= 0.99999
 
 
+# ------------------------------------------------------------------- the calls, against the real TensorRT APIs
+
+
+def _builder_standin(version: str, parses: bool = True):
+    from tests.tensorrt_api.standin import StandInObject, StandInTensorRT
+
+    def tensor(obj, index):
+        return StandInObject(trt, "ITensor", {"name": "input", "shape": (-1, 3, 112, 112)})
+
+    def error(obj, index):
+        return StandInObject(trt, "ParserError", {})
+
+    trt = StandInTensorRT(version, behaviour={
+        ("OnnxParser", "parse"): lambda obj, data: parses and len(data) > 0,
+        ("OnnxParser", "num_errors"): 0 if parses else 2,
+        ("OnnxParser", "get_error"): error,
+        ("ParserError", "desc"): lambda obj: "Unsupported ONNX op: Foo",
+        ("INetworkDefinition", "get_input"): tensor,
+        ("Builder", "build_serialized_network"): lambda obj, network, config: b"engine",
+        ("ITimingCache", "serialize"): lambda obj: b"timing+",
+    })
+    return trt
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_builder_calls_fit_the_api(version, random_model):
+    """Every builder call made for an engine is checked against TensorRT 10.13's and 11.4's recorded Python API."""
+    import onnx
+
+    trt = _builder_standin(version)
+    proto = onnx.load(str(random_model))
+    engine, timing = trt_runner.build_serialized(trt, proto, Profile(1, 8, 32), 2.0, b"old", "m.onnx")
+    assert (engine, timing) == (b"engine", b"timing+")
+    calls = {name: (args, kwargs) for name, args, kwargs in trt.calls}
+    strongly_typed = {"10.13": 1, "11.4": 0}[version]  # the flag's value moved when EXPLICIT_BATCH went away
+    assert calls["Builder.create_network"][0] == (1 << strongly_typed,)
+    assert calls["IOptimizationProfile.set_shape"][0] == ("input", (1, 3, 112, 112), (8, 3, 112, 112),
+                                                          (32, 3, 112, 112))
+    assert calls["IBuilderConfig.set_memory_pool_limit"][0][1] == 2 << 30
+    assert calls["IBuilderConfig.create_timing_cache"][0] == (b"old",)
+    assert calls["IBuilderConfig.set_timing_cache"][1] == {"ignore_mismatch": False}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_parser_errors_are_reported(version, random_model):
+    import onnx
+
+    with pytest.raises(FiqaError, match="TensorRT cannot parse m.onnx: Unsupported ONNX op: Foo; Unsupported"):
+        trt_runner.build_serialized(_builder_standin(version, parses=False), onnx.load(str(random_model)),
+                                    Profile(), 1.0, b"", "m.onnx")
+
+
+def _runtime_standin(version: str, inputs: int = 1, loads: bool = True):
+    from tests.tensorrt_api.standin import StandInObject, StandInTensorRT, numpy_type
+
+    names = ["input", "input2"][:inputs] + ["embedding"]
+
+    def engine(obj, data):
+        return StandInObject(trt, "ICudaEngine") if loads else None
+
+    def set_shape(obj, name, shape):
+        obj.state["batch"] = shape[0]
+        return 1 <= shape[0] <= 32
+
+    trt = StandInTensorRT(version, behaviour={
+        ("Runtime", "deserialize_cuda_engine"): engine,
+        ("ICudaEngine", "num_io_tensors"): len(names),
+        ("ICudaEngine", "get_tensor_name"): lambda obj, i: names[i],
+        ("ICudaEngine", "get_tensor_mode"): lambda obj, n: trt.TensorIOMode.OUTPUT if n == "embedding"
+        else trt.TensorIOMode.INPUT,
+        ("ICudaEngine", "get_tensor_dtype"): lambda obj, n: trt.DataType.HALF,
+        ("ICudaEngine", "get_tensor_shape"): lambda obj, n: (-1, 512) if n == "embedding" else (-1, 3, 112, 112),
+        ("IExecutionContext", "set_input_shape"): set_shape,
+        ("IExecutionContext", "get_tensor_shape"): lambda obj, n: (obj.state["batch"], 512),
+        ("IExecutionContext", "set_tensor_address"): lambda obj, n, ptr: True,
+        ("IExecutionContext", "execute_async_v3"): lambda obj, stream: True,
+        ("tensorrt", "nptype"): numpy_type,
+    })
+    return trt
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_runtime_calls_fit_the_api(version):
+    """The runner's TensorRT calls (deserialise, describe I/O, set shape, bind, enqueue), checked the same way."""
+    trt = _runtime_standin(version)
+    session = trt_runner.EngineSession(trt, b"engine")
+    assert (session.input, session.output, session.sample_shape) == ("input", "embedding", (3, 112, 112))
+    assert session.dtypes == {"input": np.float16, "embedding": np.float16}
+    assert session.set_batch(8) == (8, 512)
+    session.bind(4096, 8192)
+    session.enqueue(1234)
+    calls = [(name, args) for name, args, _ in trt.calls][-4:]
+    assert calls == [("IExecutionContext.get_tensor_shape", ("embedding",)),
+                     ("IExecutionContext.set_tensor_address", ("input", 4096)),
+                     ("IExecutionContext.set_tensor_address", ("embedding", 8192)),
+                     ("IExecutionContext.execute_async_v3", (1234,))]
+    with pytest.raises(FiqaError, match="refused batch size 64"):
+        session.set_batch(64)
+
+
+def test_runtime_refuses_what_it_cannot_run():
+    with pytest.raises(FiqaError, match="could not load engine"):
+        trt_runner.EngineSession(_runtime_standin(VERSIONS[-1], loads=False), b"junk")
+    with pytest.raises(FiqaError, match=r"one input and an embedding output.*\['input', 'input2'\]"):
+        trt_runner.EngineSession(_runtime_standin(VERSIONS[-1], inputs=2), b"engine")
+
+
+def test_standin_catches_api_mistakes():
+    """The stand-in fails on what the real module would refuse (so the tests above can fail)."""
+    from tests.tensorrt_api.standin import ApiMismatch
+
+    trt = _builder_standin("11.4")
+    builder = trt.Builder(trt.Logger(trt.Logger.WARNING))
+    with pytest.raises(ApiMismatch, match="has no Builder.build_engine"):
+        builder.build_engine(None, None)  # removed in TensorRT 10
+    config = builder.create_builder_config()
+    with pytest.raises(ApiMismatch, match="fits no signature"):
+        config.set_timing_cache(None, ignore_mismatched=True)
+    with pytest.raises(ApiMismatch, match="has no BuilderFlag.FP16"):
+        trt.BuilderFlag.FP16  # 11.x removed the precision flags
+    assert int(_builder_standin("10.13").BuilderFlag.FP16) >= 0
+
+
 # ---------------------------------------------------------------------------------------------------- plumbing
 
 
-class _FakeTensorRT:
-    """Stands for the tensorrt module (the calls build_engine makes, as documented for 10.x): plumbing only."""
-
-    __version__ = "10.13.0"
-    builds = 0
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level):
-            pass
-
-    class NetworkDefinitionCreationFlag:
-        STRONGLY_TYPED = 1
-
-    class MemoryPoolType:
-        WORKSPACE = 0
-
-    class _Cache:
-        def __init__(self, data):
-            self.data = data
-
-        def serialize(self):
-            return self.data + b"+"
-
-    class Builder:
-        def __init__(self, logger):
-            self.trt = _FakeTensorRT
-
-        def create_network(self, flags):
-            assert flags == 1 << 1  # strongly typed
-            net = type("Net", (), {})()
-            inp = type("In", (), {"name": "input", "shape": (-1, 3, 112, 112)})()
-            net.get_input = lambda i: inp
-            return net
-
-        def create_builder_config(self):
-            test = self
-
-            class Config:
-                def set_memory_pool_limit(self, pool, size):
-                    test.workspace = size
-
-                def create_timing_cache(self, data):
-                    test.timing_in = data
-                    return _FakeTensorRT._Cache(data)
-
-                def set_timing_cache(self, cache, ignore_mismatch):
-                    self.cache = cache
-
-                def get_timing_cache(self):
-                    return self.cache
-
-                def add_optimization_profile(self, profile):
-                    test.shapes = profile.shapes
-
-            return Config()
-
-        def create_optimization_profile(self):
-            class P:
-                def set_shape(self, name, lo, opt, hi):
-                    self.shapes = (name, lo, opt, hi)
-
-            return P()
-
-        def build_serialized_network(self, network, config):
-            _FakeTensorRT.builds += 1
-            return b"engine"
-
-    class OnnxParser:
-        num_errors = 0
-
-        def __init__(self, network, logger):
-            pass
-
-        def parse(self, data):
-            return len(data) > 0
-
-
 def test_build_engine_caches_and_refuses_foreign(monkeypatch, tmp_path, random_model):
+    from contextlib import nullcontext
+
+    import onnx
+
     from fiqa_trt.engine.runners.onnx_model import open_onnx_model
 
-    fake = _FakeTensorRT
-    fake.builds = 0
-    monkeypatch.setattr(trt_runner, "_trt", lambda: fake)
+    trt = _builder_standin(VERSIONS[-1])
+    builds = []
+    real = trt_runner.build_serialized
+    monkeypatch.setattr(trt_runner, "_trt", lambda: trt)
+    monkeypatch.setattr(trt_runner, "_device_scope", lambda device_id: nullcontext())
     monkeypatch.setattr(trt_runner, "gpu_identity", lambda device_id=0: ("NVIDIA H100 80GB HBM3", (9, 0)))
+    monkeypatch.setattr(trt_runner, "build_serialized",
+                        lambda trt_, proto, *a: builds.append(proto) or real(trt_, proto, *a))
     profile = Profile(1, 1, 1) if open_onnx_model(random_model).batch_limit else Profile(1, 4, 8)
     path, key = trt_runner.build_engine(random_model, profile, tmp_path, workspace_gib=1)
-    assert path.read_bytes() == b"engine" and path.name == f"{key['id']}.engine" and fake.builds == 1
+    assert path.read_bytes() == b"engine" and path.name == f"{key['id']}.engine" and len(builds) == 1
+    assert key["precision"] == "fp32" and key["tensorrt"] == trt.__version__
     timing = list(tmp_path.glob("timing-*.cache"))
-    assert len(timing) == 1 and timing[0].read_bytes() == b"+"
-    assert trt_runner.build_engine(random_model, profile, tmp_path)[0] == path and fake.builds == 1  # cache hit
+    assert len(timing) == 1 and timing[0].read_bytes() == b"timing+"
+    assert trt_runner.build_engine(random_model, profile, tmp_path)[0] == path and len(builds) == 1  # cache hit
     trt_runner.build_engine(random_model, profile, tmp_path, force=True)
-    assert fake.builds == 2 and timing[0].read_bytes() == b"++"  # the timing cache was read back and extended
+    assert len(builds) == 2 and ("IBuilderConfig.create_timing_cache", (b"timing+",), {}) in trt.calls  # reused
+    half, half_key = trt_runner.build_engine(random_model, profile, tmp_path, precision="fp16")
+    assert half != path and half_key["precision"] == "fp16" and len(builds) == 3
+    types = {i.data_type for i in builds[-1].graph.initializer}
+    assert onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT not in types  # converted first
     meta = path.with_suffix(".json")
-    meta.write_text(meta.read_text().replace('"10.13.0"', '"9.9.9"'))  # an engine file left by another TensorRT
+    meta.write_text(meta.read_text().replace(f'"{trt.__version__}"', '"9.9.9"'))  # left by another TensorRT
     with pytest.raises(FiqaError, match="stale or was built elsewhere"):
         trt_runner.build_engine(random_model, profile, tmp_path)

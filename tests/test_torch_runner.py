@@ -61,3 +61,59 @@ def test_cuda_fp16_graphs_match_cpu(checkpoint):
     for graphs in (False, True):
         got = load_torch_runner(path, arch, device="cuda:0", cuda_graphs=graphs).embed(images)
         assert export.cosines(got, want).min() >= 0.999
+
+
+def _crops(n: int, seed: int) -> list[np.ndarray]:
+    """Smooth random 112x112 images (face-crop sized; smooth so that perturbations change them gradually)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    return [cv2.resize(rng.integers(0, 256, (14, 14, 3), dtype=np.uint8), (112, 112), interpolation=cv2.INTER_CUBIC)
+            for _ in range(n)]
+
+
+def test_checkpoint_scores_like_its_onnx(checkpoint):
+    """load_runner opens a checkpoint with the PyTorch runner (CPU here); through the same Scorer it gives the
+    qualities ONNX Runtime gives on the exported ONNX."""
+    from fiqa_trt.engine.scorer import Scorer
+
+    arch, path, onnx_path = checkpoint
+    runner = load_runner(str(path), device="auto")
+    assert runner.name == "torch" and runner.device == "cpu" and runner.precision == "fp32"
+    crops = _crops(6, seed=4)
+    got = Scorer(runner, ["gaussian:sigma=8"], batch_size=4).score_crops(crops)
+    want = Scorer(load_runner(str(onnx_path), "onnxruntime", "fp32"), ["gaussian:sigma=8"],
+                  batch_size=4).score_crops(crops)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    with pytest.raises(FiqaError, match="runs on the torch backend"):
+        load_runner(str(path), backend="openvino")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch sees no CUDA device")
+def test_cuda_takes_and_gives_cupy(checkpoint):
+    cp = pytest.importorskip("cupy")
+    arch, path, _ = checkpoint
+    images = np.random.default_rng(2).integers(0, 256, (9, 112, 112, 3), dtype=np.uint8)
+    runner = load_torch_runner(path, arch, device="cuda:0", max_batch=4)
+    with cp.cuda.Stream(non_blocking=True):
+        out = runner.embed(cp.asarray(images))
+        assert isinstance(out, cp.ndarray) and out.shape == (9, arch.embedding_size)
+        host = cp.asnumpy(out)
+    assert export.cosines(host, runner.embed(images)).min() >= 0.99999
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch sees no CUDA device")
+def test_cuda_scorer_matches_cpu(checkpoint):
+    """The whole GPU path (DALI on the GPU, CuPy hand-over, CUDA kernel) against the CPU path."""
+    pytest.importorskip("nvidia.dali")
+    from fiqa_trt.engine.precision import spearman
+    from fiqa_trt.engine.scorer import Scorer
+
+    arch, path, _ = checkpoint
+    crops = _crops(24, seed=5)
+    spec = ["affine:rot=-4:4,scale=0.95:1.05"]
+    gpu = Scorer(load_runner(str(path), device="cuda"), spec, views=2, batch_size=8)
+    assert gpu.device.is_cuda
+    got = gpu.score_crops(crops)
+    want = Scorer(load_runner(str(path), device="cpu"), spec, views=2, batch_size=8).score_crops(crops)
+    assert np.abs(got - want).max() < 5e-3 and spearman(got, want) >= 0.99

@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from fiqa_trt import cli_options as options
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -39,9 +41,10 @@ def register(app: typer.Typer) -> None:
                                                     "`fiqa-trt score`."),
         views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec."),
         agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
-        backend: str = typer.Option("auto", help="Runner: auto, openvino or onnxruntime."),
-        precision: str = typer.Option("auto", help="auto, fp32, bf16, fp16."),
-        threads: Optional[int] = typer.Option(None, help="CPU threads for decoding and inference."),
+        threads: options.Threads = None,
+        backend: options.Backend = "auto",
+        precision: options.Precision = "auto",
+        device: options.Device = "auto",
         detector: str = typer.Option("hog", help="dlib face detector: hog (fast) or cnn (MMOD)."),
         upsample: int = typer.Option(1, help="Detector upsampling (1 finds faces down to about 40 px)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary on standard error."),
@@ -60,7 +63,7 @@ def register(app: typer.Typer) -> None:
         from fiqa_trt.weights.default_model import model_or_default
 
         model = model_or_default(model)
-        runner = load_runner(model, backend=backend, precision=precision, threads=threads)
+        runner = load_runner(model, backend=backend, precision=precision, threads=threads, device=device)
         scorer = Scorer(runner, perturb, views=views, agg=agg, batch_size=32, threads=threads)
         calibration = calibration_for(model)
         if scale == "auto":

@@ -146,7 +146,8 @@ def _noise_seed(seed: int, view_index: int) -> int:
 
 
 class PerturbPipeline:
-    """Runs the graph for one batch of items and returns (N, 1+K, H, W, 3) uint8 in the model's colour order."""
+    """Runs the graph for one batch of items and returns (N, 1+K, H, W, 3) uint8 in the model's colour order:
+    a read-only NumPy array on the CPU, a CuPy array in device memory on the GPU (no host round trip)."""
 
     def __init__(self, views: list[View], config: ModelConfig, *, seed: int = 0, batch_size: int = 32,
                  num_threads: int = 2, device: str = "cpu", device_id: int | None = None):
@@ -224,7 +225,10 @@ class PerturbPipeline:
                     pipe.feed_input(f"v{view.index}_partner_resize", needs_resize(partners[view.index]))
                 else:
                     pipe.feed_input(f"v{view.index}_{name}", [row[name] for row in rows])
+        if self.device == "gpu":  # outputs ready on the caller's current CuPy stream, kept in device memory
+            import cupy
+
+            (out,) = pipe.run(cupy.cuda.get_current_stream().ptr)
+            return cupy.from_dlpack(out.as_tensor())
         (out,) = pipe.run()
-        if self.device == "gpu":
-            out = out.as_cpu()
-        return out.as_array()
+        return np.from_dlpack(out.as_tensor())  # zero copy; the dynamic executor keeps it valid while referenced

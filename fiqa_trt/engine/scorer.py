@@ -6,6 +6,10 @@ all K views). Decoding and perturbing batch i+1 runs in a worker thread while ba
 Per-item failures (unreadable, not an image, undecodable) become error rows; the other items are still scored.
 `Scorer.embed` yields the raw (n, 1+K, D) embeddings per batch, for callers that need them (evaluation: the
 originals give the verification similarities); `Scorer.score` is `embed` followed by the quality kernel.
+
+The device follows the runner's: with a CUDA runner the pipeline decodes and perturbs on the GPU, its output
+reaches the runner as a CuPy array (DLPack, ordered on the scorer's CUDA stream), the quality kernel runs on the
+GPU, and only the cosines and qualities come back to the host. On the CPU the same hand-over gives NumPy arrays.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ import os
 import queue
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import numpy as np
 
 from fiqa_trt import kernels
+from fiqa_trt.engine.device import Device, array_module
 from fiqa_trt.engine.inputs import Item, check_item
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, View, parse_spec, plan_views
 from fiqa_trt.engine.pipeline import INPUT_NAMES, PerturbPipeline, mixup_partner
@@ -89,10 +94,41 @@ class Scorer:
         self.views: list[View] = plan_views(self.specs, views)
         self.resized = 0  # items that were not at the model's input size
         self.timings = dict.fromkeys(STAGES, 0.0)  # seconds per stage, summed over the last `score` call
+        kind, _, index = str(getattr(runner, "device", "cpu")).partition(":")
+        self.device = Device("cuda", int(index or 0)) if kind == "cuda" else Device()
+        self.xp = array_module(self.device)
+        self._stream = None  # the CUDA stream of the pipeline's output, the runner and the kernel (GPU only)
 
     @property
     def view_labels(self) -> list[str]:
         return [v.label for v in self.views]
+
+    def _on_device(self):
+        """The CUDA device and stream every GPU step of this scorer runs in (a no-op on the CPU)."""
+        if not self.device.is_cuda:
+            return nullcontext()
+        import contextlib
+
+        import cupy
+
+        if self._stream is None:
+            with cupy.cuda.Device(self.device.index):
+                self._stream = cupy.cuda.Stream(non_blocking=True)
+        scope = contextlib.ExitStack()
+        scope.enter_context(cupy.cuda.Device(self.device.index))
+        scope.enter_context(self._stream)
+        return scope
+
+    def _pipeline(self) -> PerturbPipeline:
+        return PerturbPipeline(self.views, self.runner.config, seed=self.seed, batch_size=self.batch_size,
+                               num_threads=self.threads, device="gpu" if self.device.is_cuda else "cpu",
+                               device_id=self.device.index if self.device.is_cuda else None)
+
+    def _host(self, array) -> np.ndarray:
+        if isinstance(array, np.ndarray):
+            return array
+        with self._on_device():
+            return self.xp.asnumpy(array)
 
     # ---- producer side: read, check, decode, perturb ----
 
@@ -160,59 +196,80 @@ class Scorer:
         if not outs:
             log.debug("batch failed: %s", first)
             return None
-        return np.concatenate(outs)
+        return self.xp.concatenate(outs)
 
     def _produce(self, all_items: list[Item], population: list[Item] | None, out: queue.Queue,
                  stop: threading.Event) -> None:
         try:
-            h, w = self.runner.config.input_size
-            pipe = PerturbPipeline(self.views, self.runner.config, seed=self.seed, batch_size=self.batch_size,
-                                   num_threads=self.threads)
-            for start in range(0, len(all_items), self.batch_size):
-                if stop.is_set():
-                    return
-                t0 = time.perf_counter()
-                chunk = all_items[start : start + self.batch_size]
-                items = [check_item(replace(it, data=None, size=None, error=None,
-                                            index=it.index if it.index >= 0 else i))
-                         for i, it in enumerate(chunk, start)]
-                aligning = 0.0
-                if self.aligner is not None:
-                    t_align = time.perf_counter()
-                    items = self._align(items)
-                    aligning = time.perf_counter() - t_align
-                    self.timings["align"] += aligning
-                for it in items:
-                    if it.error is None and it.size != (h, w):
-                        if not self.resized:
-                            log.warning("%s is %dx%d, not %dx%d: images are resized to the model's input size "
-                                        "(scores assume aligned face crops)", it.path, it.size[1], it.size[0], w, h)
-                        self.resized += 1
-                partners = self._partners(items, population or all_items)
-                t1 = time.perf_counter()
-                tensor = self._run_pipeline(pipe, items, partners)
-                self.timings["io"] += t1 - t0 - aligning
-                self.timings["decode_perturb"] += time.perf_counter() - t1
-                for it in items:
-                    it.data = None
-                out.put(_Batch(items, tensor))
+            with self._on_device():  # the pipeline's output is ordered on the scorer's stream
+                self._produce_batches(all_items, population, out, stop)
             out.put(None)
         except BaseException as exc:  # hand every failure to the consumer, which re-raises it
             out.put(exc)
 
+    def _produce_batches(self, all_items: list[Item], population: list[Item] | None, out: queue.Queue,
+                         stop: threading.Event) -> None:
+        h, w = self.runner.config.input_size
+        pipe = self._pipeline()
+        for start in range(0, len(all_items), self.batch_size):
+            if stop.is_set():
+                return
+            t0 = time.perf_counter()
+            chunk = all_items[start : start + self.batch_size]
+            items = [check_item(replace(it, data=None, size=None, error=None,
+                                        index=it.index if it.index >= 0 else i))
+                     for i, it in enumerate(chunk, start)]
+            aligning = 0.0
+            if self.aligner is not None:
+                t_align = time.perf_counter()
+                items = self._align(items)
+                aligning = time.perf_counter() - t_align
+                self.timings["align"] += aligning
+            for it in items:
+                if it.error is None and it.size != (h, w):
+                    if not self.resized:
+                        log.warning("%s is %dx%d, not %dx%d: images are resized to the model's input size "
+                                    "(scores assume aligned face crops)", it.path, it.size[1], it.size[0], w, h)
+                    self.resized += 1
+            partners = self._partners(items, population or all_items)
+            t1 = time.perf_counter()
+            tensor = self._run_pipeline(pipe, items, partners)
+            self.timings["io"] += t1 - t0 - aligning
+            self.timings["decode_perturb"] += time.perf_counter() - t1
+            for it in items:
+                it.data = None
+            out.put(_Batch(items, tensor))
+
     # ---- consumer side: embed and score ----
 
-    def _embed_views(self, tensor: np.ndarray) -> np.ndarray:
-        """(n, 1+K, H, W, 3) uint8 images -> (n, 1+K, D): originals and views in one runner call."""
+    def _embed_views(self, tensor):
+        """(n, 1+K, H, W, 3) uint8 images -> (n, 1+K, D): originals and views in one runner call (NumPy or CuPy,
+        as the device's pipeline gives them)."""
         n, views = tensor.shape[:2]
-        return self.runner.embed(tensor.reshape(n * views, *tensor.shape[2:])).reshape(n, views, -1)
+        with self._on_device():
+            emb = self.runner.embed(tensor.reshape(n * views, *tensor.shape[2:])).reshape(n, views, -1)
+            if self.device.is_cuda:
+                self._stream.synchronize()  # for the stage timings only: the kernel follows on the same stream
+        return emb
+
+    def _quality(self, emb) -> tuple[np.ndarray, np.ndarray]:
+        """Per-view cosines (n, K) and qualities (n,) on the host, computed where the embeddings are."""
+        with self._on_device():
+            cos, q = kernels.quality(emb, self.agg)
+            return self._host(cos), self._host(q)
 
     def embed(self, items: list[Item], progress: Callable[[int], None] | None = None,
               population: list[Item] | None = None) -> Iterator[Embedded]:
         """Yield one `Embedded` per batch, in input order: originals and views embedded in one runner call.
 
         `population`: the whole input list when `items` is a shard of it (items keep their `index` in it), so that
-        mixup partners are drawn exactly as in a single run over everything."""
+        mixup partners are drawn exactly as in a single run over everything. Embeddings are NumPy arrays."""
+        for batch in self._embedded(items, progress, population):
+            yield batch if batch.embeddings is None else Embedded(batch.items, self._host(batch.embeddings))
+
+    def _embedded(self, items: list[Item], progress: Callable[[int], None] | None,
+                  population: list[Item] | None) -> Iterator[Embedded]:
+        """`embed`, with the embeddings left where the runner put them (CuPy on the GPU path)."""
         self.timings = dict.fromkeys(STAGES, 0.0)
         batches: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
@@ -241,7 +298,7 @@ class Scorer:
     def score(self, items: list[Item], progress: Callable[[int], None] | None = None,
               population: list[Item] | None = None) -> Iterator[Result]:
         """Yield one Result per item, in input order (`population`: see `embed`)."""
-        with closing(self.embed(items, progress, population)) as batches:
+        with closing(self._embedded(items, progress, population)) as batches:
             for batch in batches:
                 yield from self._score_batch(batch)
 
@@ -259,8 +316,8 @@ class Scorer:
         if len(keys) != len(crops):
             raise FiqaError("score_crops: give one key per crop")
         if getattr(self, "_crop_pipe", None) is None:
-            self._crop_pipe = PerturbPipeline(self.views, self.runner.config, seed=self.seed,
-                                              batch_size=self.batch_size, num_threads=self.threads)
+            with self._on_device():
+                self._crop_pipe = self._pipeline()
         items = []
         for i, (crop, key) in enumerate(zip(crops, keys)):
             crop = np.asarray(crop)
@@ -269,8 +326,9 @@ class Scorer:
             items.append(Item(key, key, data=_png(crop), size=crop.shape[:2], index=i))
         out = []
         for start in range(0, len(items), self.batch_size):
-            emb = self._embed_views(self._crop_pipe.run(items[start : start + self.batch_size]))
-            cos, q = kernels.quality(emb, self.agg)
+            with self._on_device():
+                tensor = self._crop_pipe.run(items[start : start + self.batch_size])
+            cos, q = self._quality(self._embed_views(tensor))
             q = np.asarray(q, np.float32).copy()
             q[np.isnan(cos).any(axis=1)] = np.nan
             out.append(q)
@@ -280,7 +338,7 @@ class Scorer:
         nan = np.full(len(self.views), np.nan, np.float32)
         if batch.embeddings is not None:
             t0 = time.perf_counter()
-            cos, q = kernels.quality(batch.embeddings, self.agg)
+            cos, q = self._quality(batch.embeddings)
             self.timings["kernels"] += time.perf_counter() - t0
         ok = iter(range(len(batch.embeddings) if batch.embeddings is not None else 0))
         for it in batch.items:

@@ -15,6 +15,8 @@ from typing import Optional
 import numpy as np
 import typer
 
+from fiqa_trt import cli_options as options
+
 from fiqa_trt.errors import FiqaError
 
 log = logging.getLogger("fiqa_trt")
@@ -110,10 +112,10 @@ def eval_command(
                                                      "are better when lower (they are negated)."),
     seed: int = typer.Option(0, help="Seed for perturbations, the pair generator and the random reference."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads (default: all)."),
-    backend: str = typer.Option("auto", help="Runner: auto (fastest installed), openvino or onnxruntime."),
-    precision: str = typer.Option("auto", help="auto (reduced only where a ranking check passed), fp32, bf16, "
-                                  "fp16."),
+    threads: options.Threads = None,
+    backend: options.Backend = "auto",
+    precision: options.Precision = "auto",
+    device: options.Device = "auto",
     color: Optional[str] = typer.Option(None, help="Override the model's colour order: RGB or BGR."),
     mean: Optional[float] = typer.Option(None, help="Override the model's input mean (0-255 units)."),
     std: Optional[float] = typer.Option(None, help="Override the model's input std (0-255 units)."),
@@ -132,7 +134,7 @@ def eval_command(
                     perturb=perturb, all_kinds=all_kinds, views=views, agg=agg, pair_quality=pair_quality,
                     fmrs=fmr, pauc_limits=pauc_limit, compat=compat, external=external, lower_is_better=lower_better,
                     seed=seed, batch_size=batch_size, threads=threads, backend=backend, precision=precision,
-                    color=color, mean=mean, std=std, plots=pictures, plot_max_discard=max_discard)
+                    device=device, color=color, mean=mean, std=std, plots=pictures, plot_max_discard=max_discard)
     report = run_eval(out_dir=out_dir, quiet=quiet, **settings)
     if not quiet:
         _summary(report)
@@ -144,7 +146,7 @@ def run_eval(images: str, model: str | None, out_dir: str | Path, pairs: str | N
              views: int = 1, agg: str = "mean", pair_quality: str = "min", fmrs: list[float] | None = None,
              pauc_limits: list[float] | None = None, compat: bool = False, external: list[str] | None = None,
              lower_is_better: list[str] | None = None, seed: int = 0, batch_size: int = 32,
-             threads: int | None = None, backend: str = "auto", precision: str = "auto",
+             threads: int | None = None, backend: str = "auto", precision: str = "auto", device: str = "auto",
              color: str | None = None, mean: float | None = None,
              std: float | None = None, plots: bool = True, plot_max_discard: float = 0.5,
              quiet: bool = True) -> dict:
@@ -188,7 +190,7 @@ def run_eval(images: str, model: str | None, out_dir: str | Path, pairs: str | N
         scores.append(rep.Method(name, "external", f"{path}" + (" (negated: lower is better)" if negate else ""),
                                  -values if negate else values))
     specs = list(sweep.ALL_KINDS) + list(perturb or []) if all_kinds else perturb
-    runner = load_runner(model, backend=backend, precision=precision, threads=threads,
+    runner = load_runner(model, backend=backend, precision=precision, threads=threads, device=device,
                          color=color, mean=mean, std=std)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,10 @@
 """FR model runners behind one interface: `embed(batch) -> (N, D)`. Backends are imported lazily by `load_runner`.
 
-`backend="auto"` takes the fastest backend installed (OpenVINO, else ONNX Runtime); `precision="auto"` takes a
-reduced precision only where the CPU runs it natively and `engine.precision` holds a ranking check that passed.
+On the CPU, `backend="auto"` takes the fastest backend installed (OpenVINO, else ONNX Runtime) and
+`precision="auto"` takes a reduced precision only where the CPU runs it natively and `engine.precision` holds a
+ranking check that passed. On a CUDA device an ONNX model runs on TensorRT and a checkpoint on PyTorch, and
+`precision="auto"` means FP16 (TensorRT engines are strongly typed: an FP32 ONNX is converted to FP16 first).
+A PyTorch checkpoint on the CPU runs on PyTorch in FP32.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from fiqa_trt.errors import FiqaError
 
 log = logging.getLogger("fiqa_trt")
 BACKENDS = ("onnxruntime", "openvino")
+GPU_BACKENDS = ("tensorrt", "torch")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -30,19 +34,28 @@ def supported_precisions(backend: str) -> list[str]:
 
 
 def load_runner(model: str, backend: str = "auto", precision: str = "auto", threads: int | None = None,
-                **config_overrides) -> Runner:
-    """Open `model` with a backend and precision; `config_overrides` (color, mean, std) replace the model's config."""
+                device="cpu", **config_overrides) -> Runner:
+    """Open `model` with a backend and precision on `device` ('cpu', 'cuda[:N]', 'auto' or an engine.device.Device);
+    `config_overrides` (color, mean, std) replace the model's config."""
     from fiqa_trt.engine import precision as checks
+    from fiqa_trt.engine.device import Device, is_checkpoint, resolve_device
     from fiqa_trt.engine.runners.onnx_model import open_onnx_model
 
+    if precision not in ("auto", *PRECISIONS):
+        raise FiqaError(f"unknown precision '{precision}'; use auto or one of: {', '.join(PRECISIONS)}")
+    target = device if isinstance(device, Device) else resolve_device(device, model)
+    if is_checkpoint(model):
+        return _torch_runner(model, backend, precision, target, config_overrides)
+    if target.is_cuda:
+        return _tensorrt_runner(model, backend, precision, target, config_overrides)
+    if backend in GPU_BACKENDS:
+        raise FiqaError(f"backend '{backend}' runs on a CUDA device: add --device cuda")
     if backend == "auto":
         backend = "openvino" if "openvino" in available_backends() else "onnxruntime"
     if backend not in BACKENDS:
         raise FiqaError(f"unknown backend '{backend}'; available: {', '.join(available_backends())}")
     if backend not in available_backends():
         raise FiqaError(f"backend '{backend}' is not installed: pip install 'fiqa-trt[{backend}]'")
-    if precision not in ("auto", *PRECISIONS):
-        raise FiqaError(f"unknown precision '{precision}'; use auto or one of: {', '.join(PRECISIONS)}")
     opened = open_onnx_model(model, **config_overrides)
     if precision == "auto":
         precision = "fp32"
@@ -66,4 +79,29 @@ def load_runner(model: str, backend: str = "auto", precision: str = "auto", thre
     return OnnxRuntimeRunner(opened, threads=threads)
 
 
-__all__ = ["BACKENDS", "Runner", "available_backends", "load_runner", "supported_precisions"]
+def _torch_runner(model: str, backend: str, precision: str, device, overrides: dict) -> Runner:
+    from fiqa_trt.engine.runners.torch_cuda import load_torch_runner
+
+    if backend not in ("auto", "torch"):
+        raise FiqaError(f"{model} is a PyTorch checkpoint: it runs on the torch backend, not '{backend}'")
+    if precision == "bf16":
+        raise FiqaError("the PyTorch runner runs fp32, or fp16 on a CUDA device")
+    runner = load_torch_runner(model, device=str(device), fp16=None if precision == "auto" else precision == "fp16")
+    runner.config = runner.config.with_overrides(**overrides)
+    return runner
+
+
+def _tensorrt_runner(model: str, backend: str, precision: str, device, overrides: dict) -> Runner:
+    from fiqa_trt.engine.runners.tensorrt import load_tensorrt_runner
+
+    if backend not in ("auto", "tensorrt"):
+        raise FiqaError(f"on {device} an ONNX model runs on TensorRT, not '{backend}' (use --device cpu for it)")
+    if precision == "bf16":
+        raise FiqaError("TensorRT engines here are fp16 or fp32")
+    runner = load_tensorrt_runner(model, precision="fp16" if precision == "auto" else precision,
+                                  device_id=device.index)
+    runner.config = runner.config.with_overrides(**overrides)
+    return runner
+
+
+__all__ = ["BACKENDS", "GPU_BACKENDS", "Runner", "available_backends", "load_runner", "supported_precisions"]

@@ -103,6 +103,10 @@ def _cupy():
     return cupy
 
 
+def _device_scope(device_id: int):
+    return _cupy().cuda.Device(device_id)
+
+
 def gpu_identity(device_id: int = 0) -> tuple[str, tuple[int, int]]:
     cp = _cupy()
     props = cp.cuda.runtime.getDeviceProperties(device_id)
@@ -117,17 +121,36 @@ def onnx_precision(proto) -> str:
     return "fp16" if meta.get("precision") == "fp16" else "fp32"
 
 
+def _typed_proto(opened, precision: str, onnx_path) -> tuple[object, str]:
+    """The ONNX proto in the wanted precision: 'auto' keeps the file's; an FP32 file is converted for 'fp16'."""
+    have = onnx_precision(opened.proto)
+    if precision in ("auto", have):
+        return opened.proto, have
+    if precision == "fp16":
+        from fiqa_trt.onnx_export.fp16 import convert_to_fp16
+
+        log.info("%s is FP32: converting it to FP16 for a strongly typed FP16 engine", Path(onnx_path).name)
+        return convert_to_fp16(opened.proto), "fp16"
+    raise FiqaError(f"{Path(onnx_path).name} is an FP16 ONNX: its engine is FP16 (export an FP32 ONNX for fp32)")
+
+
 def build_engine(onnx_path: str | Path, profile: Profile = Profile(), cache_dir: str | Path | None = None,
-                 workspace_gib: float = 4.0, force: bool = False, device_id: int = 0) -> tuple[Path, dict]:
-    """Build (or find in the cache) the engine of an ONNX file; returns (engine path, its key)."""
+                 workspace_gib: float = 4.0, force: bool = False, device_id: int = 0,
+                 precision: str = "auto") -> tuple[Path, dict]:
+    """Build (or find in the cache) the engine of an ONNX file; returns (engine path, its key).
+
+    precision: 'auto' (the ONNX file's), 'fp32' or 'fp16' (an FP32 file is converted to FP16 first)."""
     from fiqa_trt.engine.runners.onnx_model import open_onnx_model
     from fiqa_trt.engine.precision import cache_dir as user_cache
 
+    if precision not in ("auto", *PRECISIONS):
+        raise FiqaError(f"unknown precision {precision!r}; use auto, fp32 or fp16")
     trt = _trt()
     opened = open_onnx_model(onnx_path)
     profile = profile.validated(opened.batch_limit)
     gpu, cc = gpu_identity(device_id)
-    key = engine_key(opened.sha256, trt.__version__, gpu, cc, onnx_precision(opened.proto), profile)
+    proto, precision = _typed_proto(opened, precision, onnx_path)
+    key = engine_key(opened.sha256, trt.__version__, gpu, cc, precision, profile)
     folder = Path(cache_dir) if cache_dir else Path(user_cache()) / "tensorrt"
     folder.mkdir(parents=True, exist_ok=True)
     engine_path, meta_path = folder / f"{key['id']}.engine", folder / f"{key['id']}.json"
@@ -135,36 +158,87 @@ def build_engine(onnx_path: str | Path, profile: Profile = Profile(), cache_dir:
         check_engine(json.loads(meta_path.read_text()), key, str(engine_path))
         return engine_path, key
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)  # 11.x: always strongly typed
-    network = builder.create_network(0 if typed is None else 1 << int(typed))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(opened.proto.SerializeToString()):
-        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
-        raise FiqaError(f"TensorRT cannot parse {Path(onnx_path).name}: {errors[:400]}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     timing_path = folder / f"timing-{gpu.replace(' ', '_')}-{cc[0]}{cc[1]}-trt{trt.__version__}.cache"
-    cache = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    opt_profile = builder.create_optimization_profile()
-    name = network.get_input(0).name
-    chw = tuple(network.get_input(0).shape)[1:]
-    opt_profile.set_shape(name, (profile.min, *chw), (profile.opt, *chw), (profile.max, *chw))
-    config.add_optimization_profile(opt_profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise FiqaError(f"TensorRT could not build an engine for {Path(onnx_path).name} (see its log above)")
-    engine_path.write_bytes(bytes(serialized))
-    timing_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    with _device_scope(device_id):
+        serialized, timing = build_serialized(trt, proto, profile, workspace_gib,
+                                              timing_path.read_bytes() if timing_path.is_file() else b"",
+                                              Path(onnx_path).name)
+    engine_path.write_bytes(serialized)
+    timing_path.write_bytes(timing)
     meta_path.write_text(json.dumps({**key, "onnx": str(Path(onnx_path).resolve()),
                                      "config": opened.config.to_dict()}, indent=2) + "\n")
     log.info("built %s for %s (%s)", engine_path.name, Path(onnx_path).name, gpu)
     return engine_path, key
 
 
+def build_serialized(trt, proto, profile: Profile, workspace_gib: float, timing: bytes,
+                     label: str) -> tuple[bytes, bytes]:
+    """The TensorRT builder calls: a strongly typed network parsed from the ONNX proto, one optimisation profile
+    for the batch, a workspace limit, the timing cache read and extended. Returns (engine, timing cache) bytes."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(0 if typed is None else 1 << int(typed))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(proto.SerializeToString()):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise FiqaError(f"TensorRT cannot parse {label}: {errors[:400]}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    cache = config.create_timing_cache(timing)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    opt_profile = builder.create_optimization_profile()
+    tensor = network.get_input(0)
+    chw = tuple(tensor.shape)[1:]
+    opt_profile.set_shape(tensor.name, (profile.min, *chw), (profile.opt, *chw), (profile.max, *chw))
+    config.add_optimization_profile(opt_profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise FiqaError(f"TensorRT could not build an engine for {label} (see its log above)")
+    return bytes(serialized), bytes(config.get_timing_cache().serialize())
+
+
+class EngineSession:
+    """The TensorRT side of the runner, on raw device addresses (no CuPy here): deserialise the engine, describe
+    its one input and one output, set a batch size, bind addresses and enqueue on a stream."""
+
+    def __init__(self, trt, engine_bytes: bytes, label: str = "engine"):
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+        if self.engine is None:
+            raise FiqaError(f"TensorRT could not load {label} (rebuild it with `fiqa-trt build --force`)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if len(inputs) != 1 or not outputs:
+            raise FiqaError(f"{label}: an FR engine has one input and an embedding output; this one has inputs "
+                            f"{inputs} and outputs {outputs}")
+        self.input, self.output = inputs[0], outputs[0]
+        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in (self.input, self.output)}
+        self.sample_shape = tuple(self.engine.get_tensor_shape(self.input))[1:]  # (3, H, W) or (H, W, 3)
+
+    def set_batch(self, size: int) -> tuple[int, ...]:
+        """Set the input batch size; returns the output shape it gives."""
+        if not self.context.set_input_shape(self.input, (size, *self.sample_shape)):
+            raise FiqaError(f"TensorRT refused batch size {size} (outside the engine's profile)")
+        return tuple(self.context.get_tensor_shape(self.output))
+
+    def bind(self, input_ptr: int, output_ptr: int) -> None:
+        if not (self.context.set_tensor_address(self.input, input_ptr)
+                and self.context.set_tensor_address(self.output, output_ptr)):
+            raise FiqaError("TensorRT refused a tensor address")
+
+    def enqueue(self, stream_ptr: int) -> None:
+        if not self.context.execute_async_v3(stream_ptr):
+            raise FiqaError("TensorRT failed to enqueue the engine")
+
+
 class TensorRTRunner:
+    """`embed(uint8 (B, H, W, 3))`: NumPy in -> NumPy out; CuPy in (already on the device, as the GPU pipeline
+    hands it over) -> CuPy out, with no host copy. Work is ordered after the caller's current CuPy stream and the
+    caller's stream waits for the result."""
+
     name = "tensorrt"
 
     def __init__(self, engine_path: str | Path, cuda_graphs: bool = False, device_id: int = 0):
@@ -178,72 +252,71 @@ class TensorRTRunner:
                             "compute_capability": f"{cc[0]}.{cc[1]}"}, str(engine_path))
         self.config = ModelConfig.from_dict(meta["config"], source="metadata")
         self.profile, self.precision = Profile(**meta["profile"]), meta["precision"]
-        self.device, self.cuda_graphs = f"cuda:{device_id}", cuda_graphs
-        self._cp, self._trt = cp, trt
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        if self._engine is None:
-            raise FiqaError(f"TensorRT could not load {engine_path} (rebuild it with `fiqa-trt build`)")
-        self._context = self._engine.create_execution_context()
-        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self._input, self._output = inputs[0], [n for n in names if n not in inputs][0]
-        self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
-        self._stream = cp.cuda.Stream(non_blocking=True)
-        self._sample_shape = tuple(self._engine.get_tensor_shape(self._input))[1:]  # (3, H, W) or (H, W, 3)
-        self._mean = cp.asarray(self.config.mean, cp.float32)  # broadcast over NHWC pixels
-        self._std = cp.asarray(self.config.std, cp.float32)
-        self._buffers: dict[int, tuple] = {}  # bucket -> (input, output, CUDA graph or None)
+        self.device, self.cuda_graphs, self.device_id = f"cuda:{device_id}", cuda_graphs, device_id
+        self._cp = cp
+        with cp.cuda.Device(device_id):
+            self.session = EngineSession(trt, engine_path.read_bytes(), str(engine_path))
+            self._stream = cp.cuda.Stream(non_blocking=True)
+            self._mean = cp.asarray(self.config.mean, cp.float32)  # broadcast over NHWC pixels
+            self._std = cp.asarray(self.config.std, cp.float32)
+        self._buffers: dict[int, list] = {}  # bucket -> [input, output, CUDA graph or None]
 
-    def _bind(self, size: int):
-        cp, ctx = self._cp, self._context
+    def _slot(self, size: int) -> list:
+        """The buffers of a bucket (allocated once), with the context set to its shape and addresses."""
+        cp, session = self._cp, self.session
+        out_shape = session.set_batch(size)
         if size not in self._buffers:
-            x = cp.empty((size, *self._sample_shape), self._dtypes[self._input])
-            ctx.set_input_shape(self._input, x.shape)
-            y = cp.empty(tuple(ctx.get_tensor_shape(self._output)), self._dtypes[self._output])
+            x = cp.empty((size, *session.sample_shape), session.dtypes[session.input])
+            y = cp.empty(out_shape, session.dtypes[session.output])
             self._buffers[size] = [x, y, None]
-        x, y, graph = self._buffers[size]
-        ctx.set_input_shape(self._input, x.shape)
-        ctx.set_tensor_address(self._input, x.data.ptr)
-        ctx.set_tensor_address(self._output, y.data.ptr)
+        x, y, _ = self._buffers[size]
+        session.bind(x.data.ptr, y.data.ptr)
         return self._buffers[size]
 
-    def _enqueue(self):
-        if not self._context.execute_async_v3(self._stream.ptr):
-            raise FiqaError("TensorRT failed to enqueue the engine")
+    def _run(self, chunk) -> object:
+        """One chunk (CuPy uint8, at most profile.max images) -> CuPy float32 (n, D), on self._stream."""
+        cp, n = self._cp, len(chunk)
+        slot = self._slot(bucket(n, self.profile))
+        x, y = slot[0], slot[1]
+        pixels = (chunk.astype(cp.float32) - self._mean) / self._std
+        if self.config.layout == "NCHW":
+            pixels = pixels.transpose(0, 3, 1, 2)
+        x[:n] = pixels.astype(x.dtype)
+        if n < len(x):
+            x[n:] = 0
+        if not self.cuda_graphs:
+            self.session.enqueue(self._stream.ptr)
+        elif slot[2] is None:
+            self.session.enqueue(self._stream.ptr)  # one plain run after the shape change, then capture
+            self._stream.begin_capture()
+            self.session.enqueue(self._stream.ptr)
+            slot[2] = self._stream.end_capture()
+            slot[2].launch(self._stream)
+        else:
+            slot[2].launch(self._stream)  # the context's shape and addresses were set to this bucket by _slot
+        return y[:n].astype(cp.float32).reshape(n, -1)  # a copy: the bucket's buffer is reused by the next call
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
+    def embed(self, batch):
         cp = self._cp
-        outs = []
-        with self._stream:
-            for start in range(0, len(batch), self.profile.max):
-                chunk = np.ascontiguousarray(batch[start : start + self.profile.max], np.uint8)
-                slot = self._bind(bucket(len(chunk), self.profile))
-                x, y = slot[0], slot[1]
-                pixels = (cp.asarray(chunk).astype(cp.float32) - self._mean) / self._std
-                if self.config.layout == "NCHW":
-                    pixels = pixels.transpose(0, 3, 1, 2)
-                x[: len(chunk)] = pixels.astype(x.dtype)
-                if len(chunk) < len(x):
-                    x[len(chunk):] = 0
-                if not self.cuda_graphs:
-                    self._enqueue()
-                elif slot[2] is None:
-                    self._enqueue()  # one plain run after the shape change, then capture
-                    self._stream.begin_capture()
-                    self._enqueue()
-                    slot[2] = self._stream.end_capture()
-                    slot[2].launch(self._stream)
-                else:
-                    slot[2].launch(self._stream)
-                outs.append(cp.asnumpy(y[: len(chunk)].astype(cp.float32).reshape(len(chunk), -1),
-                                       stream=self._stream))
-            self._stream.synchronize()
-        return np.concatenate(outs) if outs else np.zeros((0, self.config.embedding_size), np.float32)
+        on_device = isinstance(batch, cp.ndarray)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != (*self.config.input_size, 3):
+            raise FiqaError(f"expected uint8 (B, {self.config.input_size[0]}, {self.config.input_size[1]}, 3) "
+                            f"images, got {tuple(batch.shape)}")
+        with cp.cuda.Device(self.device_id):
+            caller = cp.cuda.get_current_stream()
+            self._stream.wait_event(caller.record())
+            with self._stream:
+                images = batch if on_device else cp.asarray(np.ascontiguousarray(batch, np.uint8))
+                outs = [self._run(images[start : start + self.profile.max].astype(cp.uint8, copy=False))
+                        for start in range(0, len(images), self.profile.max)]
+                out = cp.concatenate(outs) if outs else cp.zeros((0, self.config.embedding_size), cp.float32)
+            caller.wait_event(self._stream.record())
+            return out if on_device else cp.asnumpy(out, stream=caller)
 
 
 def load_tensorrt_runner(onnx_path: str | Path, profile: Profile = Profile(), cache_dir: str | Path | None = None,
-                         cuda_graphs: bool = False, **build_options) -> TensorRTRunner:
-    """Build or reuse the cached engine of `onnx_path` and open a runner on it."""
-    engine_path, _ = build_engine(onnx_path, profile, cache_dir, **build_options)
-    return TensorRTRunner(engine_path, cuda_graphs=cuda_graphs)
+                         cuda_graphs: bool = False, device_id: int = 0, **build_options) -> TensorRTRunner:
+    """Build or reuse the cached engine of `onnx_path` and open a runner on it (build_options: precision,
+    workspace_gib, force)."""
+    engine_path, _ = build_engine(onnx_path, profile, cache_dir, device_id=device_id, **build_options)
+    return TensorRTRunner(engine_path, cuda_graphs=cuda_graphs, device_id=device_id)

@@ -5,12 +5,16 @@ loading), the model's normalisation (from the architecture's model config), and 
 channels-last memory format and optional CUDA graphs (one captured graph per power-of-two batch bucket, inputs
 padded to the bucket and copied into the graph's static input tensor).
 
+On a CUDA device `embed` also takes CuPy arrays (the GPU pipeline's output) and returns CuPy arrays, through DLPack
+on the caller's CuPy stream. `load_runner` opens a checkpoint (.pth/.pt/.ckpt/.bin) with this runner.
+
 Tested here on device="cpu" only (float32, against ONNX Runtime on the exported ONNX). The CUDA path (autocast,
-CUDA graphs) has NOT been executed on a GPU yet; `benchmarks/device_check.py` measures it. Not wired into
-`load_runner(backend="auto")`: open it with `load_torch_runner(...)`.
+CUDA graphs, CuPy hand-over) has NOT been executed on a GPU yet; `benchmarks/device_check.py` measures it.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -80,21 +84,43 @@ class TorchRunner:
         graph.replay()
         return out[: len(chunk)]
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
+    def _embed_tensor(self, images):
+        """uint8 (B, H, W, 3) torch tensor -> float32 (B, D) on self.device, in max_batch chunks."""
         torch = self.torch
-        batch = np.ascontiguousarray(batch, dtype=np.uint8)
-        if batch.ndim != 4 or batch.shape[1:] != (*self.config.input_size, 3):
-            raise FiqaError(f"expected uint8 (B, {self.config.input_size[0]}, {self.config.input_size[1]}, 3) "
-                            f"images, got {batch.shape}")
         outs = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = images[start : start + self.max_batch]
+            if chunk.device.type != "cuda" and self.device != "cpu":
+                chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+            out = self._graphed(chunk) if self.cuda_graphs else self._forward(chunk)
+            outs.append(out.clone() if self.cuda_graphs else out)  # a graph's output buffer is reused
+        if not outs:
+            return torch.zeros((0, self.config.embedding_size), dtype=torch.float32, device=self.device)
+        return torch.cat(outs)
+
+    def embed(self, batch):
+        """NumPy uint8 (B, H, W, 3) -> NumPy float32 (B, D); a CuPy array on this runner's GPU -> a CuPy array,
+        with no host copy (DLPack both ways, run on the caller's current CuPy stream)."""
+        torch = self.torch
+        if tuple(batch.shape[1:]) != (*self.config.input_size, 3) or batch.ndim != 4:
+            raise FiqaError(f"expected uint8 (B, {self.config.input_size[0]}, {self.config.input_size[1]}, 3) "
+                            f"images, got {tuple(batch.shape)}")
+        if type(batch).__module__.startswith("cupy"):
+            import cupy
+
+            if self.device == "cpu":
+                raise FiqaError("this PyTorch runner is on the CPU: give it NumPy arrays")
+            caller = cupy.cuda.get_current_stream()
+            with torch.inference_mode(), torch.cuda.device(self.device), \
+                    torch.cuda.stream(torch.cuda.ExternalStream(caller.ptr)):
+                out = self._embed_tensor(torch.from_dlpack(batch.astype(cupy.uint8, copy=False)))
+                return cupy.from_dlpack(out)
+        batch = np.ascontiguousarray(batch, dtype=np.uint8)
+        with warnings.catch_warnings():  # the pipeline's zero-copy output is read-only; it is only read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            images = torch.from_numpy(batch)
         with torch.inference_mode():
-            for start in range(0, len(batch), self.max_batch):
-                chunk = torch.from_numpy(batch[start : start + self.max_batch])
-                if self.device != "cpu":
-                    chunk = chunk.pin_memory().to(self.device, non_blocking=True)
-                out = self._graphed(chunk) if self.cuda_graphs else self._forward(chunk)
-                outs.append(out.cpu().numpy())
-        return np.concatenate(outs) if outs else np.zeros((0, self.config.embedding_size), np.float32)
+            return self._embed_tensor(images).cpu().numpy()
 
 
 def load_torch_runner(checkpoint, arch="auto", device: str = "cpu", fp16: bool | None = None,
