@@ -8,6 +8,10 @@ For each configuration it measures, in the same run:
 - for each reduced precision, the Spearman correlation of its quality scores with ONNX Runtime fp32 on the same
   images; a passing check is recorded (`engine.precision`) so that `precision="auto"` may use it.
 Nothing here asserts a time: the numbers are reported, and ratios are taken within one run.
+
+With `device="cuda[:N]"` the same measurements run on the GPU path: TensorRT fp16 and fp32 engines, batches
+decoded and perturbed by the GPU pipeline and kept in device memory, the peak as a CuPy matrix product in the same
+precision, the ranking check against ONNX Runtime fp32 on the CPU. (Written; not executed: no GPU with TensorRT.)
 """
 
 from __future__ import annotations
@@ -124,9 +128,24 @@ def measure_peak(backend: str, precision: str, n: int = 2048, repeats: int = 5) 
     return 2.0 * n**3 / best
 
 
-def _timed(fn) -> float:
+def measure_gpu_peak(precision: str, device_index: int, n: int = 8192, repeats: int = 5) -> float:
+    """FLOP/s of an n x n x n CuPy matrix product in fp16 or fp32 on cuda:device_index (best of `repeats`)."""
+    import cupy as cp
+
+    with cp.cuda.Device(device_index):
+        dtype = cp.float16 if precision == "fp16" else cp.float32
+        a = cp.random.default_rng(0).standard_normal((n, n), dtype=cp.float32).astype(dtype)
+        run = lambda: a @ a  # noqa: E731
+        run()
+        best = min(_timed(run, sync=cp.cuda.get_current_stream().synchronize) for _ in range(repeats))
+    return 2.0 * n**3 / best
+
+
+def _timed(fn, sync=None) -> float:
     start = time.perf_counter()
     fn()
+    if sync is not None:
+        sync()
     return time.perf_counter() - start
 
 
@@ -137,18 +156,37 @@ def _qualities(runner, items, views: int, batch_size: int) -> np.ndarray:
 
 def run_benchmark(model: str, data: str, images: int = 512, backends: list[str] | None = None,
                   precisions: list[str] | None = None, views: tuple[int, ...] = (1, 4),
-                  batch_sizes: tuple[int, ...] = (32,), ranking_images: int = 1000, progress=print) -> dict:
+                  batch_sizes: tuple[int, ...] = (32,), ranking_images: int = 1000, progress=print,
+                  device: str = "cpu") -> dict:
+    from fiqa_trt.engine.device import resolve_device
+
     all_items = list_items(data)
     items = all_items[:images]
-    backends = backends or available_backends()
-    for b in backends:
-        if b not in available_backends():
-            raise FiqaError(f"backend '{b}' is not installed; available: {', '.join(available_backends())}")
-    reference = load_runner(model, "onnxruntime", "fp32")
+    target = resolve_device(device, model)
+    if target.is_cuda:
+        backends = backends or ["tensorrt"]
+        if backends != ["tensorrt"]:
+            raise FiqaError(f"on {target} the benchmark measures TensorRT; drop --backend {' '.join(backends)}")
+    else:
+        backends = backends or available_backends()
+        for b in backends:
+            if b not in available_backends():
+                raise FiqaError(f"backend '{b}' is not installed; available: {', '.join(available_backends())}")
+    reference = load_runner(model, "onnxruntime", "fp32", device="cpu")
     flops = model_flops(reference.model.proto)
     report = {"benchmark": "fiqa-trt bench", "machine": machine(), "model": Path(model).name,
               "model_sha256": reference.model.sha256, "model_gflops_per_image": round(flops / 1e9, 4),
-              "images": len(items), "data": str(data), "peak_gflops": {}, "ranking_checks": [], "rows": []}
+              "images": len(items), "data": str(data), "device": str(target), "peak_gflops": {},
+              "ranking_checks": [], "rows": []}
+    if target.is_cuda:
+        from fiqa_trt.engine.runners.tensorrt import gpu_identity
+
+        report["machine"]["gpu"] = gpu_identity(target.index)[0]
+    sync = None
+    if target.is_cuda:
+        import cupy
+
+        sync = cupy.cuda.get_current_stream().synchronize
     checked = [check_item(it) for it in items]
     if any(it.error for it in checked):
         raise FiqaError("the benchmark needs readable images; these are not: "
@@ -159,30 +197,36 @@ def run_benchmark(model: str, data: str, images: int = 512, backends: list[str] 
     for k in views:
         for bs in batch_sizes:
             scorer = Scorer(reference, spec_for(k), views=k, batch_size=bs)
-            decode_only = PerturbPipeline([], reference.config, batch_size=bs, num_threads=os.cpu_count())
+            where = dict(device="gpu", device_id=target.index) if target.is_cuda else {}
+            decode_only = PerturbPipeline([], reference.config, batch_size=bs, num_threads=os.cpu_count(), **where)
             start = time.perf_counter()
             for i in range(0, len(checked), bs):
                 decode_only.run(checked[i : i + bs])
             decode_rate = len(checked) / (time.perf_counter() - start)
-            pipe = PerturbPipeline(scorer.views, reference.config, batch_size=bs, num_threads=os.cpu_count())
+            pipe = PerturbPipeline(scorer.views, reference.config, batch_size=bs, num_threads=os.cpu_count(), **where)
             start = time.perf_counter()
-            tensors = [pipe.run(checked[i : i + bs]) for i in range(0, len(checked), bs)]
+            tensors = [pipe.run(checked[i : i + bs]) for i in range(0, len(checked), bs)]  # in device memory on a GPU
+            if sync is not None:
+                sync()
             prepared[(k, bs)] = {"tensors": tensors, "decode": decode_rate,
                                  "decode_perturb": len(checked) / (time.perf_counter() - start),
                                  "perturb": [s.label() for s in scorer.specs], "k": len(scorer.views)}
 
     for backend in backends:
-        for prec in precisions or supported_precisions(backend):
-            if prec not in supported_precisions(backend):
-                progress(f"skip {backend} {prec}: not supported on this CPU")
+        runs = ["fp16", "fp32"] if target.is_cuda else supported_precisions(backend)
+        for prec in precisions or runs:
+            if prec not in runs:
+                progress(f"skip {backend} {prec}: not supported {'here' if target.is_cuda else 'on this CPU'}")
                 continue
-            runner = load_runner(model, backend, prec)
+            runner = load_runner(model, backend, prec, device=target)
             key = f"{backend}:{runner.precision}"
-            report["peak_gflops"][key] = round(measure_peak(backend, runner.precision) / 1e9, 1)
+            peak = measure_gpu_peak(runner.precision, target.index) if target.is_cuda else \
+                measure_peak(backend, runner.precision)
+            report["peak_gflops"][key] = round(peak / 1e9, 1)
             for (k, bs), prep in prepared.items():
                 tensors = prep["tensors"]
                 runner.embed(tensors[0].reshape(-1, *tensors[0].shape[2:]))  # warm-up
-                latencies = [_timed(lambda t=t: runner.embed(t.reshape(-1, *t.shape[2:]))) for t in tensors]
+                latencies = [_timed(lambda t=t: runner.embed(t.reshape(-1, *t.shape[2:])), sync) for t in tensors]
                 inference = len(checked) / sum(latencies)
                 scorer = Scorer(runner, spec_for(k), views=k, batch_size=bs)
                 marks = [time.perf_counter()]
@@ -215,20 +259,19 @@ def run_benchmark(model: str, data: str, images: int = 512, backends: list[str] 
                 progress(f"{backend} {runner.precision} K={prep['k']} batch {bs}: {e2e:.1f} quality scores/s "
                          f"(inference alone {inference:.1f} images/s)")
             if runner.precision != "fp32":
-                report["ranking_checks"].append(_ranking_check(model, reference, runner, all_items,
-                                                               ranking_images, data))
+                report["ranking_checks"].append(_ranking_check(reference, runner, all_items, ranking_images, data))
                 progress(f"ranking check {key}: Spearman {report['ranking_checks'][-1]['spearman_vs_fp32']:.4f}")
     return report
 
 
-def _ranking_check(model, reference, runner, all_items, n: int, data: str) -> dict:
+def _ranking_check(reference, runner, all_items, n: int, data: str) -> dict:
     items = all_items[:n]
     q_ref = _qualities(reference, items, 1, 32)
     q = _qualities(runner, items, 1, 32)
     rho = checks.spearman(q_ref, q)
     passed = rho >= checks.RANKING_THRESHOLD
     if passed:
-        checks.record(runner.model.sha256, runner.name, runner.precision, rho, len(items), str(data))
+        checks.record(reference.model.sha256, runner.name, runner.precision, rho, len(items), str(data))
     return {"backend": runner.name, "precision": runner.precision, "images": len(items), "spearman_vs_fp32":
             round(rho, 5), "threshold": checks.RANKING_THRESHOLD, "passed": passed,
             "max_abs_quality_difference": round(float(np.abs(q - q_ref).max()), 5)}

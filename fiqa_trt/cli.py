@@ -191,6 +191,8 @@ def bench(
     views: list[int] = typer.Option([1, 4], "--views", "-k", help="Views per image K (repeatable)."),
     batch_size: list[int] = typer.Option([32], "--batch-size", "-b", help="Batch size(s), in images."),
     ranking_images: int = typer.Option(1000, help="Images for the reduced-precision ranking check."),
+    device: str = typer.Option("cpu", "--device", help="cpu (every CPU backend), cuda or cuda:N (TensorRT fp16 "
+                               "and fp32 on the GPU path), or auto."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
 ) -> None:
     """Measure quality scores/s per backend, precision, K and batch size, with FLOP/s against the measured peak."""
@@ -201,10 +203,10 @@ def bench(
     _setup_logging(False)
     logging.getLogger("fiqa_trt").setLevel(logging.WARNING)
     report = run_benchmark(model, data, images=images, backends=backend, precisions=precision, views=tuple(views),
-                           batch_sizes=tuple(batch_size), ranking_images=ranking_images,
+                           batch_sizes=tuple(batch_size), ranking_images=ranking_images, device=device,
                            progress=lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
-    table = Table(title=f"{report['model']} on {report['machine']['cpu']} ({report['machine']['cores']} cores), "
-                        f"{report['images']} images")
+    where = report["machine"].get("gpu") or f"{report['machine']['cpu']} ({report['machine']['cores']} cores)"
+    table = Table(title=f"{report['model']} on {where}, {report['images']} images")
     for col in ("backend", "precision", "K", "batch", "scores/s", "inference img/s", "e2e/inf", "GFLOP/s",
                 "of peak", "p50/p99 ms", "decode+perturb / inference / kernels / io"):
         table.add_column(col, justify="right")
