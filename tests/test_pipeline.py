@@ -176,3 +176,50 @@ def test_same_seed_same_views_other_seed_other_views(tmp_path, pictures):
     assert not np.array_equal(a[:, 1:], c[:, 1:])
     # parameters drawn from ranges do not depend on the batch: the second image alone gets the same views
     np.testing.assert_array_equal(run(items[1:], spec, 3, seed=1)[0], a[1])
+
+
+# ---- the GPU graph, checked without a GPU: DALI traces it (argument names, where each input lives) and every
+# operator it places is one DALI registers for that device (the check reads DALI's traced graph, an internal API)
+
+
+def _misplaced_ops(pipe) -> list[tuple[str, str]]:
+    """(operator, device) pairs of a traced pipeline that DALI has no implementation for on that device."""
+    import nvidia.dali.backend as backend
+
+    registered = {"cpu": set(backend.RegisteredCPUOps()), "gpu": set(backend.RegisteredGPUOps()),
+                  "mixed": set(backend.RegisteredMixedOps())}
+    return sorted((name, device) for name, device in _placed(pipe) if name not in registered[device])
+
+
+def _placed(pipe) -> set[tuple[str, str]]:
+    try:
+        pipe._build_graph()
+        return {(getattr(op._op, "schema_name", type(op._op).__name__), op._op.device) for op in pipe._ops}
+    except AttributeError as exc:
+        pytest.skip(f"this DALI version's traced graph reads differently ({exc}): update _placed")
+
+
+def test_gpu_graph_of_every_kind_is_placed_on_gpu_operators():
+    from fiqa_trt.engine.perturbations import KINDS
+
+    config = ModelConfig(input_size=(112, 112))
+    views = plan_views([parse_spec(kind) for kind in KINDS], 2)
+    traced = PerturbPipeline(views, config, device="gpu", device_id=0, build=False)._pipe
+    assert _misplaced_ops(traced) == []
+    placed = _placed(traced)
+    assert ("decoders__Image", "mixed") in placed and ("experimental__Remap", "gpu") in placed
+    assert not any(name == "PythonFunction" for name, _ in placed)  # no CPU fallback inside the GPU graph
+    assert {name for name, device in placed if device == "cpu"} <= {"ExternalSource", "_ArithmeticGenericOp"}
+
+
+def test_misplaced_operators_are_found():
+    """What the check above would report: remap on CPU data, the reason for cpu_fallbacks."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=2, num_threads=1, device_id=None)
+    def remap_on_cpu():
+        image = fn.external_source(name="image")
+        grid = fn.external_source(name="grid")
+        return fn.experimental.remap(image, grid, grid, interp=types.INTERP_LINEAR)
+
+    assert _misplaced_ops(remap_on_cpu()) == [("experimental__Remap", "cpu")]

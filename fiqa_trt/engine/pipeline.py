@@ -150,13 +150,15 @@ class PerturbPipeline:
     a read-only NumPy array on the CPU, a CuPy array in device memory on the GPU (no host round trip)."""
 
     def __init__(self, views: list[View], config: ModelConfig, *, seed: int = 0, batch_size: int = 32,
-                 num_threads: int = 2, device: str = "cpu", device_id: int | None = None):
+                 num_threads: int = 2, device: str = "cpu", device_id: int | None = None, build: bool = True):
+        """build=False only traces the graph: DALI checks every operator's arguments and where each input lives
+        (CPU or GPU) while tracing, with no device needed; `run` needs a built pipeline."""
         self.views, self.config, self.seed = views, config, seed
         self.batch_size, self.device = batch_size, device
         self.h, self.w = config.input_size
-        self._pipe = self._build(num_threads, device_id)
+        self._pipe = self._build(num_threads, device_id, build)
 
-    def _build(self, num_threads: int, device_id: int | None):
+    def _build(self, num_threads: int, device_id: int | None, build: bool = True):
         dali = _dali()
         from nvidia.dali import fn, types
 
@@ -206,7 +208,8 @@ class PerturbPipeline:
             return fn.stack(image, *(perturb(image, view) for view in self.views))
 
         pipe = graph()
-        pipe.build()
+        if build:
+            pipe.build()
         return pipe
 
     def run(self, items: list[Item], partners: dict[int, list[Item]] | None = None) -> np.ndarray:

@@ -98,6 +98,11 @@ class Scorer:
         self.device = Device("cuda", int(index or 0)) if kind == "cuda" else Device()
         self.xp = array_module(self.device)
         self._stream = None  # the CUDA stream of the pipeline's output, the runner and the kernel (GPU only)
+        if self.device.is_cuda:
+            import cupy
+
+            with cupy.cuda.Device(self.device.index):
+                self._stream = cupy.cuda.Stream(non_blocking=True)
 
     @property
     def view_labels(self) -> list[str]:
@@ -111,9 +116,6 @@ class Scorer:
 
         import cupy
 
-        if self._stream is None:
-            with cupy.cuda.Device(self.device.index):
-                self._stream = cupy.cuda.Stream(non_blocking=True)
         scope = contextlib.ExitStack()
         scope.enter_context(cupy.cuda.Device(self.device.index))
         scope.enter_context(self._stream)
