@@ -114,7 +114,7 @@ def test_matches_onnxruntime(tmp_path_factory, fp16, graphs):
 
 
 @pytest.mark.skipif(_gpu_reason() is not None, reason=f"TensorRT scoring needs tensorrt and a GPU: {_gpu_reason()}")
-def test_gpu_scores_of_the_real_model_rank_like_the_cpu(real_model, lfw_files, tmp_path, monkeypatch):
+def test_gpu_scores_of_the_real_model_rank_like_the_cpu(real_model, lfw, tmp_path, monkeypatch):
     """--device cuda on the shared MobileFaceNet (FP32 ONNX, converted to FP16 for the engine) against ONNX Runtime
     fp32 on the CPU: the same 128 LFW images, the same perturbations."""
     from fiqa_trt.engine.inputs import list_items
@@ -123,7 +123,7 @@ def test_gpu_scores_of_the_real_model_rank_like_the_cpu(real_model, lfw_files, t
     from fiqa_trt.engine.scorer import Scorer
 
     monkeypatch.setenv("FIQA_TRT_CACHE", str(tmp_path))
-    items = list_items(str(lfw_files[0].parent.parent))[:128]
+    items = list_items(str(lfw))[:128]
     spec = ["affine:rot=-3:3,scale=0.97:1.03"]
     gpu = Scorer(load_runner(str(real_model), device="cuda"), spec, views=2, batch_size=32)
     assert gpu.device.is_cuda and gpu.runner.name == "tensorrt" and gpu.runner.precision == "fp16"
