@@ -131,3 +131,70 @@ def test_dispatch_and_empty():
     assert isinstance(cos, cp.ndarray) and cos.dtype == cp.float32 and q.shape == (8,)
     cos, q = kernels.quality(cp.zeros((0, 3, 16), cp.float16), "median")
     assert cos.shape == (0, 2) and q.shape == (0,)
+
+
+# ---- the kernel's CUDA source run on the CPU (tests/cuda_emulation.py): its logic, with the real launch config
+
+
+def _emulation_reason():
+    from tests.cuda_emulation import compiler_problem
+
+    return compiler_problem()
+
+
+emulated = pytest.mark.skipif(_emulation_reason() is not None, reason=str(_emulation_reason()))
+
+
+TOLERANCE = {"float32": 1e-5, "float16": 2e-3, "float64": 1e-5}
+
+
+@emulated
+@pytest.mark.parametrize("dtype, k", [("float32", k) for k in (1, 3, 4, 16, 64)] + [("float16", k) for k in (1, 4, 64)]
+                         + [("float64", 4)])
+@pytest.mark.parametrize("agg", ["mean", "min", "median"])
+def test_emulated_kernel_matches_reference(dtype, k, agg):
+    tol = TOLERANCE[dtype]
+    from tests.cuda_emulation import quality as emulated_quality
+
+    emb = _embeddings(6, k, 200, dtype, seed=k)  # D=200: not a multiple of the block or of a warp
+    emb[4, 1] = np.nan  # a NaN inside one view
+    want_cos, want_q = reference(emb, agg)
+    got_cos, got_q, launch = emulated_quality(emb, agg)
+    assert launch.fused
+    np.testing.assert_array_equal(np.isnan(got_cos), np.isnan(want_cos))  # NaN exactly where the reference has it
+    np.testing.assert_array_equal(np.isnan(got_q), np.isnan(want_q))
+    assert not (got_cos == -7.0).any() and not (got_q == -7.0).any()  # every output written
+    assert np.isnan(want_q[[1, 2, 3, 4]]).all()
+    ok_c, ok_q = ~np.isnan(want_cos), ~np.isnan(want_q)
+    assert np.abs(got_cos[ok_c] - want_cos[ok_c]).max() <= tol
+    assert np.abs(got_q[ok_q] - want_q[ok_q]).max() <= tol
+
+
+@emulated
+def test_emulated_kernel_beyond_fused_k_writes_cosines_only():
+    from tests.cuda_emulation import quality as emulated_quality
+
+    emb = _embeddings(4, 70, 96, "float32")
+    want_cos, _ = reference(emb, "median")
+    got_cos, got_q, launch = emulated_quality(emb, "median")
+    assert not launch.fused and launch.agg_code == cuda.AGG_CODES["none"]
+    np.testing.assert_array_equal(np.isnan(got_cos), np.isnan(want_cos))
+    ok = ~np.isnan(want_cos)
+    assert np.abs(got_cos[ok] - want_cos[ok]).max() <= 1e-5
+    assert (got_q == -7.0).all()  # left for CuPy's reduction
+
+
+@emulated
+def test_emulation_catches_a_broken_kernel(monkeypatch):
+    """The emulation can fail: a reduction that skips the last warp's partial sum is caught."""
+    from tests import cuda_emulation
+
+    broken = cuda._SOURCE.replace("for (int w = 0; w < warps; ++w)", "for (int w = 0; w < warps - 1; ++w)")
+    assert broken != cuda._SOURCE
+    monkeypatch.setattr(cuda, "_SOURCE", broken)
+    monkeypatch.setattr(cuda_emulation, "_LIBS", {})
+    emb = _embeddings(6, 4, 512, "float32")
+    got_cos, _, _ = cuda_emulation.quality(emb, "mean")
+    want_cos, _ = reference(emb, "mean")
+    ok = ~np.isnan(want_cos)
+    assert np.abs(got_cos[ok] - want_cos[ok]).max() > 1e-3

@@ -1,8 +1,10 @@
 """CuPy implementation of `quality(emb, agg)`: one fused CUDA kernel for L2 norm, per-view cosine and aggregation.
 
-NOT YET EXECUTED ON A GPU: written and reviewed on a machine without one; only its pure-Python parts (argument
-validation, launch configuration) are tested here. `tests/test_kernels_cuda.py` compares it with the NumPy reference
-where a CUDA device is usable, and `benchmarks/device_check.py` measures it.
+NOT YET EXECUTED ON A GPU. Tested here: argument validation, launch configuration, NVRTC compilation to PTX, and
+the kernel source itself run on the CPU by `tests/cuda_emulation.py` (compiled as C++ with one OS thread per CUDA
+thread, block barriers for __syncthreads and per-warp barriers for the shuffles) against the NumPy reference.
+`tests/test_kernels_cuda.py` compares the real kernel with the reference where a CUDA device is usable, and
+`benchmarks/device_check.py` measures it.
 
 Layout: one thread block per image. Phase 1: the block loads the original's D values into shared memory as float32
 and reduces its squared norm. Phase 2: one warp per view (warps stride over the K views) accumulates dot(x0, xk) and
@@ -65,9 +67,13 @@ def launch_config(n: int, k: int, d: int, agg: str) -> Launch:
 
 _SOURCE = r"""
 __device__ __forceinline__ float load(const unsigned short* p, long long i) {
+#ifdef FIQA_CPU_EMULATION
+    return fiqa_half_to_float(p[i]);
+#else
     float f; unsigned short h = p[i];
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
+#endif
 }
 __device__ __forceinline__ float load(const float* p, long long i) { return p[i]; }
 __device__ __forceinline__ float load(const double* p, long long i) { return (float)p[i]; }
