@@ -17,6 +17,10 @@ def build(
     workspace_gib: float = typer.Option(4.0, "--workspace-gib", help="Builder workspace limit (GiB)."),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Engine and timing-cache folder (default: "
                                             "the user cache directory's tensorrt/)."),
+    precision: str = typer.Option("auto", "--precision", help="auto (the ONNX file's), fp32, or fp16 (an FP32 ONNX "
+                                  "is converted to FP16 first: engines are strongly typed)."),
+    device: str = typer.Option("cuda", "--device", help="The GPU to build for: cuda or cuda:N (engines are "
+                               "specific to a GPU model)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when a cached engine matches."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail."),
 ) -> None:
@@ -24,9 +28,16 @@ def build(
     from fiqa_trt import cli as main_cli
     from fiqa_trt.engine.runners.tensorrt import Profile, build_engine
 
+    from fiqa_trt.engine.device import parse_device
+    from fiqa_trt.errors import FiqaError
+
     main_cli._setup_logging(verbose)
+    kind, index = parse_device(device)
+    if kind != "cuda":
+        raise FiqaError(f"--device {device}: TensorRT engines are built for a GPU; use cuda or cuda:N")
     parsed = Profile.parse(profile)
-    path, key = build_engine(model, parsed, cache_dir, workspace_gib=workspace_gib, force=force)
+    path, key = build_engine(model, parsed, cache_dir, workspace_gib=workspace_gib, force=force,
+                             device_id=index or 0, precision=precision)
     main_cli.err.print(f"engine {path} ({key['precision']}, TensorRT {key['tensorrt']}, {key['gpu']}, "
                        f"sm {key['compute_capability']}, batch {parsed.min}..{parsed.max})")
     print(path)
