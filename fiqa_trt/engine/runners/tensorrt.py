@@ -159,6 +159,8 @@ def build_engine(onnx_path: str | Path, profile: Profile = Profile(), cache_dir:
         return engine_path, key
 
     timing_path = folder / f"timing-{gpu.replace(' ', '_')}-{cc[0]}{cc[1]}-trt{trt.__version__}.cache"
+    log.info("building a %s TensorRT engine for %s on %s (once: it is cached in %s)", precision,
+             Path(onnx_path).name, gpu, folder)
     with _device_scope(device_id):
         serialized, timing = build_serialized(trt, proto, profile, workspace_gib,
                                               timing_path.read_bytes() if timing_path.is_file() else b"",
