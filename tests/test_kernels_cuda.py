@@ -111,12 +111,15 @@ def test_matches_reference(dtype, tol, k, agg, sentinel):
     cos = cp.full((37, k), sentinel, cp.float32)
     q = cp.full((37,), sentinel, cp.float32)
     cuda.quality(cp.asarray(emb), agg, out=(cos, q))
-    got_cos, got_q = cp.asnumpy(cos), cp.asnumpy(q)
-    # every element written: NaN exactly where the reference has NaN, no sentinel left
+    _assert_matches(cp.asnumpy(cos), cp.asnumpy(q), want_cos, want_q, tol, sentinel=7.0)
+    assert np.isnan(want_q[[1, 2, 3]]).all()
+
+
+def _assert_matches(got_cos, got_q, want_cos, want_q, tol, sentinel):
+    """Every element written (no sentinel left), NaN exactly where the reference has NaN, the rest within tol."""
     np.testing.assert_array_equal(np.isnan(got_cos), np.isnan(want_cos))
     np.testing.assert_array_equal(np.isnan(got_q), np.isnan(want_q))
-    assert not (got_cos == 7.0).any() and not (got_q == 7.0).any()
-    assert np.isnan(want_q[[1, 2, 3]]).all()
+    assert not (got_cos == sentinel).any() and not (got_q == sentinel).any()
     ok_c, ok_q = ~np.isnan(want_cos), ~np.isnan(want_q)
     assert np.abs(got_cos[ok_c] - want_cos[ok_c]).max() <= tol
     assert np.abs(got_q[ok_q] - want_q[ok_q]).max() <= tol
@@ -161,13 +164,8 @@ def test_emulated_kernel_matches_reference(dtype, k, agg):
     want_cos, want_q = reference(emb, agg)
     got_cos, got_q, launch = emulated_quality(emb, agg)
     assert launch.fused
-    np.testing.assert_array_equal(np.isnan(got_cos), np.isnan(want_cos))  # NaN exactly where the reference has it
-    np.testing.assert_array_equal(np.isnan(got_q), np.isnan(want_q))
-    assert not (got_cos == -7.0).any() and not (got_q == -7.0).any()  # every output written
+    _assert_matches(got_cos, got_q, want_cos, want_q, tol, sentinel=-7.0)
     assert np.isnan(want_q[[1, 2, 3, 4]]).all()
-    ok_c, ok_q = ~np.isnan(want_cos), ~np.isnan(want_q)
-    assert np.abs(got_cos[ok_c] - want_cos[ok_c]).max() <= tol
-    assert np.abs(got_q[ok_q] - want_q[ok_q]).max() <= tol
 
 
 @emulated
