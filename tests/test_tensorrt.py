@@ -209,6 +209,7 @@ def _runtime_standin(version: str, inputs: int = 1, loads: bool = True):
         ("IExecutionContext", "get_tensor_shape"): lambda obj, n: (obj.state["batch"], 512),
         ("IExecutionContext", "set_tensor_address"): lambda obj, n, ptr: True,
         ("IExecutionContext", "execute_async_v3"): lambda obj, stream: True,
+        ("ICudaEngine", "device_memory_size_v2"): 3 << 20,
         ("tensorrt", "nptype"): numpy_type,
     })
     return trt
@@ -231,6 +232,13 @@ def test_runtime_calls_fit_the_api(version):
                      ("IExecutionContext.execute_async_v3", (1234,))]
     with pytest.raises(FiqaError, match="refused batch size 64"):
         session.set_batch(64)
+    graph_context = session.graph_context(1 << 40)  # a context of its own per CUDA graph, on shared scratch memory
+    assert session.set_batch(4, graph_context) == (4, 512)
+    session.enqueue(99, graph_context)
+    calls = [(name, args) for name, args, _ in trt.calls]
+    assert ("ICudaEngine.create_execution_context", (trt.ExecutionContextAllocationStrategy.USER_MANAGED,)) in calls
+    assert ("IExecutionContext.set_device_memory", (1 << 40, 3 << 20)) in calls
+    assert graph_context is not session.context and graph_context.state["batch"] == 4
 
 
 def test_runtime_refuses_what_it_cannot_run():

@@ -26,7 +26,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 CLASSES = ["ILogger", "Logger", "Runtime", "ICudaEngine", "IExecutionContext", "TensorIOMode", "DataType", "Builder",
            "INetworkDefinition", "ITensor", "OnnxParser", "ParserError", "IBuilderConfig", "IOptimizationProfile",
-           "ITimingCache", "IHostMemory", "MemoryPoolType", "NetworkDefinitionCreationFlag", "BuilderFlag"]
+           "ITimingCache", "IHostMemory", "MemoryPoolType", "NetworkDefinitionCreationFlag", "BuilderFlag",
+           "ExecutionContextAllocationStrategy"]
 FUNCTIONS = ["nptype"]
 ENTRY_POINTS = """
 void* createInferBuilder_INTERNAL(void* a, int b){return 0;}

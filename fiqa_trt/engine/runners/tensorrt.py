@@ -6,8 +6,9 @@ an ONNX file (FP16 comes from an FP16 ONNX, `fiqa-trt export --fp16`; on 10.x th
 timing cache persisted next to the engines and reused, and `TensorRTRunner` (`embed(uint8 images) -> float32`):
 CuPy owns device memory and the stream (no pycuda); buffers are allocated once per batch bucket (powers of two up to
 the profile's max) and bound with `set_tensor_address`; `execute_async_v3(stream.ptr)` runs them. With
-`cuda_graphs=True` each bucket's enqueue is captured once into a CUDA graph (after one plain warm-up run, as TensorRT
-requires after a shape change) and replayed; a batch is padded up to its bucket. Normalisation (uint8 NHWC -> the
+`cuda_graphs=True` each bucket gets its own execution context (shapes and addresses fixed, device memory shared
+between them), its enqueue is captured once into a CUDA graph (after one plain run, as TensorRT requires after a
+shape change) and replayed; a batch is padded up to its bucket. Normalisation (uint8 NHWC -> the
 model's float NCHW input) runs in CuPy on the same stream.
 
 NOT YET EXECUTED: TensorRT cannot be installed on this project's machines and no GPU has been available; only the
@@ -202,9 +203,15 @@ def build_serialized(trt, proto, profile: Profile, workspace_gib: float, timing:
 
 class EngineSession:
     """The TensorRT side of the runner, on raw device addresses (no CuPy here): deserialise the engine, describe
-    its one input and one output, set a batch size, bind addresses and enqueue on a stream."""
+    its one input and one output, set a batch size, bind addresses and enqueue on a stream.
+
+    `context` serves plain enqueues (its shape and addresses are set per call). A CUDA graph fixes the shapes and
+    addresses it was captured with, so each graph gets a context of its own (`graph_context`), created with
+    user-managed device memory: all of them use one scratch buffer of the engine's largest need, which is safe
+    because they run one after another on one stream."""
 
     def __init__(self, trt, engine_bytes: bytes, label: str = "engine"):
+        self._trt = trt
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
@@ -220,19 +227,32 @@ class EngineSession:
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in (self.input, self.output)}
         self.sample_shape = tuple(self.engine.get_tensor_shape(self.input))[1:]  # (3, H, W) or (H, W, 3)
 
-    def set_batch(self, size: int) -> tuple[int, ...]:
-        """Set the input batch size; returns the output shape it gives."""
-        if not self.context.set_input_shape(self.input, (size, *self.sample_shape)):
-            raise FiqaError(f"TensorRT refused batch size {size} (outside the engine's profile)")
-        return tuple(self.context.get_tensor_shape(self.output))
+    @property
+    def scratch_bytes(self) -> int:
+        """Device memory a context needs at the largest shapes of the profile (what `graph_context` is given)."""
+        return int(self.engine.device_memory_size_v2)
 
-    def bind(self, input_ptr: int, output_ptr: int) -> None:
-        if not (self.context.set_tensor_address(self.input, input_ptr)
-                and self.context.set_tensor_address(self.output, output_ptr)):
+    def graph_context(self, scratch_ptr: int):
+        """A context of its own for one CUDA graph, on the shared scratch memory at `scratch_ptr`."""
+        context = self.engine.create_execution_context(self._trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        context.set_device_memory(scratch_ptr, self.scratch_bytes)
+        return context
+
+    def set_batch(self, size: int, context=None) -> tuple[int, ...]:
+        """Set the input batch size (of `context`, default the plain one); returns the output shape it gives."""
+        context = context or self.context
+        if not context.set_input_shape(self.input, (size, *self.sample_shape)):
+            raise FiqaError(f"TensorRT refused batch size {size} (outside the engine's profile)")
+        return tuple(context.get_tensor_shape(self.output))
+
+    def bind(self, input_ptr: int, output_ptr: int, context=None) -> None:
+        context = context or self.context
+        if not (context.set_tensor_address(self.input, input_ptr)
+                and context.set_tensor_address(self.output, output_ptr)):
             raise FiqaError("TensorRT refused a tensor address")
 
-    def enqueue(self, stream_ptr: int) -> None:
-        if not self.context.execute_async_v3(stream_ptr):
+    def enqueue(self, stream_ptr: int, context=None) -> None:
+        if not (context or self.context).execute_async_v3(stream_ptr):
             raise FiqaError("TensorRT failed to enqueue the engine")
 
 
@@ -261,18 +281,25 @@ class TensorRTRunner:
             self._stream = cp.cuda.Stream(non_blocking=True)
             self._mean = cp.asarray(self.config.mean, cp.float32)  # broadcast over NHWC pixels
             self._std = cp.asarray(self.config.std, cp.float32)
-        self._buffers: dict[int, list] = {}  # bucket -> [input, output, CUDA graph or None]
+            self._scratch = cp.empty(self.session.scratch_bytes, cp.uint8) if cuda_graphs else None
+        self._buffers: dict[int, list] = {}  # bucket -> [input, output, CUDA graph or None, its context or None]
 
     def _slot(self, size: int) -> list:
-        """The buffers of a bucket (allocated once), with the context set to its shape and addresses."""
+        """The buffers of a bucket (allocated once). Plain mode: the shared context is set to the bucket's shape and
+        addresses on every call. Graph mode: the bucket's own context is set once, and its graph replays that."""
         cp, session = self._cp, self.session
-        out_shape = session.set_batch(size)
+        if size in self._buffers and self.cuda_graphs:
+            return self._buffers[size]
+        context = None
+        if self.cuda_graphs:
+            context = session.graph_context(self._scratch.data.ptr)
+        out_shape = session.set_batch(size, context)
         if size not in self._buffers:
             x = cp.empty((size, *session.sample_shape), session.dtypes[session.input])
             y = cp.empty(out_shape, session.dtypes[session.output])
-            self._buffers[size] = [x, y, None]
-        x, y, _ = self._buffers[size]
-        session.bind(x.data.ptr, y.data.ptr)
+            self._buffers[size] = [x, y, None, context]
+        x, y, _, _ = self._buffers[size]
+        session.bind(x.data.ptr, y.data.ptr, context)
         return self._buffers[size]
 
     def _run(self, chunk) -> object:
@@ -286,16 +313,17 @@ class TensorRTRunner:
         x[:n] = pixels.astype(x.dtype)
         if n < len(x):
             x[n:] = 0
+        context = slot[3]
         if not self.cuda_graphs:
             self.session.enqueue(self._stream.ptr)
         elif slot[2] is None:
-            self.session.enqueue(self._stream.ptr)  # one plain run after the shape change, then capture
+            self.session.enqueue(self._stream.ptr, context)  # one plain run after setting the shape, then capture
             self._stream.begin_capture()
-            self.session.enqueue(self._stream.ptr)
+            self.session.enqueue(self._stream.ptr, context)
             slot[2] = self._stream.end_capture()
             slot[2].launch(self._stream)
         else:
-            slot[2].launch(self._stream)  # the context's shape and addresses were set to this bucket by _slot
+            slot[2].launch(self._stream)
         return y[:n].astype(cp.float32).reshape(n, -1)  # a copy: the bucket's buffer is reused by the next call
 
     def embed(self, batch):
