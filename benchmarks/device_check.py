@@ -10,8 +10,10 @@ Sections (each skips with its reason when a dependency or the GPU is missing, so
   torch   PyTorch CUDA runner, FP16 autocast, channels-last, random weights, iresnet50/100 at batch 64..1024:
           images/s, TFLOP/s (conv/linear multiply-adds counted with hooks, as benchmark.model_flops counts them) and
           the fraction of a measured FP16 matmul peak (8192^2 torch.matmul)
-  e2e     quality scores/s end to end for iresnet100 at K=1 and K=4 (DALI GPU -> torch CUDA -> CuPy kernel), and the
-          Spearman of those scores against the CPU path (DALI CPU -> torch CPU fp32 -> NumPy) on a subset
+  tensorrt  TensorRT fp16/fp32 engines (CUDA graphs) of the shared MobileFaceNet and a random iresnet100: cosine
+          against ONNX Runtime fp32 and images/s on device-resident batches (only where tensorrt imports)
+  e2e     quality scores/s end to end for iresnet100 at K=1 and K=4 through the Scorer on cuda:0 (DALI GPU -> DLPack
+          -> torch CUDA fp16 -> CUDA kernel), and the Spearman of those scores against the same Scorer on the CPU
 
 Written without a GPU: it has only run here with every section skipped. JSON: benchmarks/results/
 device_check_<gpu-name>.json (or --out).
@@ -33,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "lfw112"
+DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "faceplugin-mobilefacenet" / "fr_feature.onnx"
 
 
 class Skip(Exception):
@@ -259,25 +262,80 @@ def section_torch(args) -> dict:
             for batch in args.batches:
                 images = np.random.default_rng(0).integers(0, 256, (batch, 112, 112, 3), dtype=np.uint8)
                 try:
-                    runner.embed(images)
-                    runner.embed(images)
-                    torch.cuda.synchronize()
-                    reps = max(3, 2048 // batch)
-                    t0 = time.perf_counter()
-                    for _ in range(reps):
-                        runner.embed(images)
-                    seconds = (time.perf_counter() - t0) / reps
+                    host = _images_per_s(runner, images, torch.cuda.synchronize)
+                    ips = _images_per_s(runner, _cupy().asarray(images), torch.cuda.synchronize)
                 except Exception as exc:
                     rows.append(dict(model=name, batch=batch, cuda_graphs=graphs, error=str(exc)[:200]))
                     continue
-                ips = batch / seconds
                 rows.append(dict(model=name, batch=batch, cuda_graphs=graphs, images_per_s=ips,
-                                 gflop_per_image=flops / 1e9, tflop_per_s=ips * flops / 1e12,
-                                 fraction_of_peak=ips * flops / peak))
+                                 images_per_s_host_io=host, gflop_per_image=flops / 1e9,
+                                 tflop_per_s=ips * flops / 1e12, fraction_of_peak=ips * flops / peak))
             del runner
             torch.cuda.empty_cache()
     return dict(fp16_matmul_peak_tflop_per_s=peak / 1e12, rows=rows,
-                note="timed with host<->device copies of the uint8 inputs and float32 outputs included")
+                note="images_per_s: inputs already on the GPU (CuPy, as the GPU pipeline hands them over), outputs "
+                "left there; images_per_s_host_io: NumPy in and out, copies included")
+
+
+def _images_per_s(runner, images, synchronize) -> float:
+    """Images/s of runner.embed on one batch (two warm-up calls, then at least three timed ones)."""
+    runner.embed(images)
+    runner.embed(images)
+    synchronize()
+    reps = max(3, 2048 // len(images))
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        runner.embed(images)
+    synchronize()
+    return len(images) * reps / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------------- tensorrt
+
+
+def section_tensorrt(args) -> dict:
+    """TensorRT engines (fp16 and fp32, CUDA graphs) of the shared MobileFaceNet and a random-weight iresnet100:
+    cosine against ONNX Runtime fp32 on the CPU, and images/s on device-resident batches."""
+    import importlib.util
+    import tempfile
+
+    if importlib.util.find_spec("tensorrt") is None:
+        raise Skip("tensorrt is not installed (its builder cannot be installed on this project's machines)")
+    cp = _cupy()
+    from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.engine.runners.tensorrt import Profile, load_tensorrt_runner
+    from fiqa_trt.onnx_export import export
+
+    tmp = Path(tempfile.mkdtemp(prefix="fiqa-trt-check-"))
+    models = {}
+    if args.model.is_file():
+        models["shared MobileFaceNet"] = args.model
+    try:
+        import torch
+
+        arch, net = _network("iresnet100")
+        torch.save(net.state_dict(), tmp / "iresnet100.pth")
+        models["iresnet100 (random weights)"] = export.export_checkpoint(tmp / "iresnet100.pth", arch,
+                                                                         out=tmp / "iresnet100.onnx").path
+    except ImportError:
+        pass
+    images = np.random.default_rng(0).integers(0, 256, (64, 112, 112, 3), dtype=np.uint8)
+    rows = []
+    for name, path in models.items():
+        want = load_runner(str(path), "onnxruntime", "fp32", device="cpu").embed(images)
+        for precision in ("fp16", "fp32"):
+            try:
+                runner = load_tensorrt_runner(path, Profile(1, 256, max(args.batches)), cache_dir=tmp / "engines",
+                                              cuda_graphs=True, precision=precision)
+                cosine = float(export.cosines(runner.embed(images), want).min())
+                rates = {b: _images_per_s(runner, cp.asarray(np.resize(images, (b, *images.shape[1:]))),
+                                          cp.cuda.Device().synchronize) for b in args.batches}
+            except Exception as exc:
+                rows.append(dict(model=name, precision=precision, error=f"{type(exc).__name__}: {str(exc)[:200]}"))
+                continue
+            rows.append(dict(model=name, precision=precision, min_cosine_vs_onnxruntime_fp32=cosine,
+                             images_per_s=rates))
+    return dict(rows=rows)
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
@@ -327,7 +385,8 @@ def section_e2e(args) -> dict:
 # ---------------------------------------------------------------------------------------------------- main
 
 
-SECTIONS = {"kernel": section_kernel, "dali": section_dali, "torch": section_torch, "e2e": section_e2e}
+SECTIONS = {"kernel": section_kernel, "dali": section_dali, "torch": section_torch, "tensorrt": section_tensorrt,
+            "e2e": section_e2e}
 
 
 def _summary(name: str, result: dict) -> list[str]:
@@ -352,6 +411,12 @@ def _summary(name: str, result: dict) -> list[str]:
             lines.append(f"torch   {r['model']:10s} b={r['batch']:<4} graphs={int(r['cuda_graphs'])} " +
                          (f"{r['images_per_s']:8.0f} img/s {r['tflop_per_s']:6.1f} TFLOP/s {r['fraction_of_peak']:.0%}"
                           if "error" not in r else f"ERROR {r['error']}"))
+    elif name == "tensorrt":
+        for r in result["rows"]:
+            lines.append(f"trt     {r['model'][:22]:22s} {r['precision']} " + (
+                f"cos {r['min_cosine_vs_onnxruntime_fp32']:.5f} " + " ".join(
+                    f"b{b}:{v:.0f}" for b, v in r["images_per_s"].items()) + " img/s"
+                if "error" not in r else f"ERROR {r['error']}"))
     elif name == "e2e":
         for r in result["rows"]:
             lines.append(f"e2e     iresnet100 K={r['k']} {r['quality_scores_per_s']:8.0f} scores/s  Spearman vs CPU "
@@ -362,6 +427,7 @@ def _summary(name: str, result: dict) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="an ONNX model for the TensorRT section")
     parser.add_argument("--images", type=int, default=2048, help="LFW images for DALI and end-to-end timings")
     parser.add_argument("--spearman-images", type=int, default=256, help="images scored on the CPU for Spearman")
     parser.add_argument("--batch", type=int, default=256)
