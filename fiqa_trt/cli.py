@@ -84,7 +84,7 @@ def score(
     overrides = dict(color=color, mean=mean, std=std)
     if ray:
         _score_with_ray(input, out, model, workers, ray_address, cpus_per_worker, backend, precision, perturb, views,
-                        agg, seed, batch_size, dict(overrides, device=device), quiet)
+                        agg, seed, batch_size, overrides, quiet, device)
         return
     items = list_items(input)
     runner = load_runner(model, backend=backend, precision=precision, threads=threads, device=device, **overrides)
@@ -139,14 +139,14 @@ def score(
 
 
 def _score_with_ray(input, out, model, workers, address, cpus_per_worker, backend, precision, perturb, views, agg,
-                    seed, batch_size, overrides, quiet) -> None:
+                    seed, batch_size, overrides, quiet, device) -> None:
     from fiqa_trt.engine.ray_scoring import ray_score
 
     if out is None:
         raise FiqaError("--ray needs --out FOLDER (Ray writes a folder of Parquet files)")
     summary = ray_score(input, out, model, workers=workers, address=address, cpus_per_worker=cpus_per_worker,
                         backend=backend, precision=precision, perturb=perturb, views=views, agg=agg, seed=seed,
-                        batch_size=batch_size, config_overrides=overrides)
+                        batch_size=batch_size, config_overrides=overrides, device=device)
     if not quiet:
         table = Table(show_header=False, box=None)
         for key in ("items", "already_done", "scored", "failed", "workers", "seconds", "out"):

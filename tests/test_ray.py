@@ -44,3 +44,24 @@ def test_two_ray_workers_give_the_single_process_scores(lfw_files, real_model, t
     again = _cli("score", listing, "--model", real_model, "--out", ray_out, "--ray", "--workers", "2", *spec)
     assert "already done 501" in " ".join(again.stderr.split()), again.stderr
     assert len(_table(ray_out)) == 501  # nothing was scored twice
+
+
+def test_gpu_actors_need_gpus_in_the_cluster():
+    from fiqa_trt.engine.ray_scoring import _actor_device
+    from fiqa_trt.errors import FiqaError
+
+    assert _actor_device("cpu", 8, 2) == ("cpu", 0)
+    assert _actor_device("auto", 0, 2) == ("cpu", 0)  # no GPU in the cluster: CPU actors
+    assert _actor_device("auto", 4, 2) == ("auto", 1)  # GPUs: one per actor, each actor resolves auto itself
+    assert _actor_device("cuda:1", 2, 2) == ("cuda", 1)  # Ray shows each actor its own card as cuda:0
+    with pytest.raises(FiqaError, match="the Ray cluster has no GPU"):
+        _actor_device("cuda", 0, 1)
+    with pytest.raises(FiqaError, match="--workers 3 GPU actors need 3 GPUs; the Ray cluster has 2: use --workers 2"):
+        _actor_device("cuda", 2, 3)
+
+
+def test_ray_with_cuda_on_a_cluster_without_gpus_says_so(lfw_files, real_model, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(lfw_files[0]), "--model", str(real_model),
+                           "--out", str(tmp_path / "out"), "--ray", "--workers", "1", "--device", "cuda"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "the Ray cluster has no GPU" in proc.stderr and "Traceback" not in proc.stderr

@@ -6,7 +6,9 @@ Scorer once, then scores its batches exactly as the single-machine CLI does. Eve
 (through Ray's object store), so keyed per-view draws and mixup partners are the same as in one process; the pixel
 noise of DALI's noise operators follows the stream position (see engine.pipeline) and so differs between a
 sharded and a single run. Output columns and types are those of `fiqa-trt score --out x.parquet`.
-Ray is the `ray` extra and only this module imports it.
+Devices: `cpu` gives CPU actors; `cuda` gives actors that reserve one GPU each (Ray shows each its own card as
+cuda:0), refused when the cluster has no GPU; `auto` takes GPU actors when the cluster has GPUs, each actor then
+resolving `auto` itself. Ray is the `ray` extra and only this module imports it.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def done_paths(out_dir: Path) -> set[str]:
 def ray_score(input: str, out_dir: str, model: str, *, workers: int = 2, address: str | None = None,
               cpus_per_worker: int = 1, backend: str = "auto", precision: str = "auto",
               perturb: list[str] | None = None, views: int = 1, agg: str = "mean", seed: int = 0,
-              batch_size: int = 32, config_overrides: dict | None = None) -> dict:
+              batch_size: int = 32, config_overrides: dict | None = None, device: str = "cpu") -> dict:
     """Score INPUT with `workers` Ray actors and write Parquet files into `out_dir`. Returns a summary dict."""
     if workers < 1:
         raise FiqaError("--workers must be at least 1")
@@ -86,6 +88,7 @@ def ray_score(input: str, out_dir: str, model: str, *, workers: int = 2, address
         else:
             ray.init(num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker), include_dashboard=False,
                      log_to_driver=False)
+    actor_device, gpus = _actor_device(device, ray.cluster_resources().get("GPU", 0), workers)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     population = ray.put([(it.path, it.key) for it in items])
@@ -93,9 +96,10 @@ def ray_score(input: str, out_dir: str, model: str, *, workers: int = 2, address
     start = time.perf_counter()
     scored = dataset.map_batches(
         _ScoreActor, batch_format="pyarrow", batch_size=batch_size, concurrency=workers, num_cpus=cpus_per_worker,
+        num_gpus=gpus,
         fn_constructor_kwargs=dict(
             model=model, population_ref=population,
-            runner_options=dict(backend=backend, precision=precision, threads=cpus_per_worker,
+            runner_options=dict(backend=backend, precision=precision, threads=cpus_per_worker, device=actor_device,
                                 **(config_overrides or {})),
             scorer_options=dict(perturb=perturb, views=views, agg=agg, seed=seed, batch_size=batch_size,
                                 threads=cpus_per_worker)))
@@ -105,6 +109,22 @@ def ray_score(input: str, out_dir: str, model: str, *, workers: int = 2, address
     summary["scored"] = sum(1 for e in errors if e is None)
     summary["failed"] = sum(1 for e in errors if e is not None)
     return summary
+
+
+def _actor_device(device: str, cluster_gpus: float, workers: int) -> tuple[str, int]:
+    """(the device each actor resolves, GPUs each reserves) for `--device` on a cluster with `cluster_gpus`."""
+    from fiqa_trt.engine.device import parse_device
+
+    kind, _ = parse_device(device)
+    if kind == "cpu" or (kind == "auto" and cluster_gpus < 1):
+        return "cpu", 0
+    if cluster_gpus < 1:
+        raise FiqaError(f"--device {device} with --ray: the Ray cluster has no GPU (start its nodes on GPU "
+                        "machines, or use --device cpu)")
+    if workers > cluster_gpus:
+        raise FiqaError(f"--workers {workers} GPU actors need {workers} GPUs; the Ray cluster has "
+                        f"{int(cluster_gpus)}: use --workers {int(cluster_gpus)}")
+    return ("cuda" if kind == "cuda" else "auto"), 1
 
 
 def _new_rows(out: Path, before: set[str]) -> list[str | None]:
