@@ -57,7 +57,8 @@ class Embedded:
 @dataclass
 class _Batch:
     items: list[Item]  # every item of the batch, in input order (failed ones carry `error`)
-    tensor: np.ndarray | None  # (n_ok, 1+K, H, W, 3) uint8 for the items without error, in order
+    tensor: np.ndarray | None  # (n_ok, 1+K, H, W, 3) uint8 for the items without error, in order (CuPy on a GPU)
+    ready: object = None  # GPU: a CUDA event on the producer's stream after which `tensor` may be read
 
 
 def _png(crop: np.ndarray) -> np.ndarray:
@@ -97,19 +98,22 @@ class Scorer:
         kind, _, index = str(getattr(runner, "device", "cpu")).partition(":")
         self.device = Device("cuda", int(index or 0)) if kind == "cuda" else Device()
         self.xp = array_module(self.device)
-        self._stream = None  # the CUDA stream of the pipeline's output, the runner and the kernel (GPU only)
+        # GPU only: the producer thread receives the pipeline's output on `_feed_stream`; the runner and the kernel
+        # run on `_stream`, which waits for each batch's event (so batch i+1's hand-over never queues behind batch i)
+        self._stream = self._feed_stream = None
         if self.device.is_cuda:
             import cupy
 
             with cupy.cuda.Device(self.device.index):
                 self._stream = cupy.cuda.Stream(non_blocking=True)
+                self._feed_stream = cupy.cuda.Stream(non_blocking=True)
 
     @property
     def view_labels(self) -> list[str]:
         return [v.label for v in self.views]
 
-    def _on_device(self):
-        """The CUDA device and stream every GPU step of this scorer runs in (a no-op on the CPU)."""
+    def _on_device(self, stream=None):
+        """The CUDA device and stream (default: the consumer's) a GPU step runs in (a no-op on the CPU)."""
         if not self.device.is_cuda:
             return nullcontext()
         import contextlib
@@ -118,7 +122,7 @@ class Scorer:
 
         scope = contextlib.ExitStack()
         scope.enter_context(cupy.cuda.Device(self.device.index))
-        scope.enter_context(self._stream)
+        scope.enter_context(stream or self._stream)
         return scope
 
     def _pipeline(self) -> PerturbPipeline:
@@ -203,7 +207,7 @@ class Scorer:
     def _produce(self, all_items: list[Item], population: list[Item] | None, out: queue.Queue,
                  stop: threading.Event) -> None:
         try:
-            with self._on_device():  # the pipeline's output is ordered on the scorer's stream
+            with self._on_device(self._feed_stream):  # the pipeline's output is ordered on the feed stream
                 self._produce_batches(all_items, population, out, stop)
             out.put(None)
         except BaseException as exc:  # hand every failure to the consumer, which re-raises it
@@ -240,7 +244,8 @@ class Scorer:
             self.timings["decode_perturb"] += time.perf_counter() - t1
             for it in items:
                 it.data = None
-            out.put(_Batch(items, tensor))
+            ready = self._feed_stream.record() if self.device.is_cuda and tensor is not None else None
+            out.put(_Batch(items, tensor, ready))
 
     # ---- consumer side: embed and score ----
 
@@ -266,8 +271,9 @@ class Scorer:
 
         `population`: the whole input list when `items` is a shard of it (items keep their `index` in it), so that
         mixup partners are drawn exactly as in a single run over everything. Embeddings are NumPy arrays."""
-        for batch in self._embedded(items, progress, population):
-            yield batch if batch.embeddings is None else Embedded(batch.items, self._host(batch.embeddings))
+        with closing(self._embedded(items, progress, population)) as batches:
+            for batch in batches:
+                yield batch if batch.embeddings is None else Embedded(batch.items, self._host(batch.embeddings))
 
     def _embedded(self, items: list[Item], progress: Callable[[int], None] | None,
                   population: list[Item] | None) -> Iterator[Embedded]:
@@ -284,6 +290,8 @@ class Scorer:
                 emb = None
                 if batch.tensor is not None:
                     t0 = time.perf_counter()
+                    if batch.ready is not None:
+                        self._stream.wait_event(batch.ready)
                     emb = self._embed_views(batch.tensor)
                     self.timings["inference"] += time.perf_counter() - t0
                 yield Embedded(batch.items, emb)
