@@ -111,8 +111,9 @@ class TorchRunner:
             if self.device == "cpu":
                 raise FiqaError("this PyTorch runner is on the CPU: give it NumPy arrays")
             caller = cupy.cuda.get_current_stream()
-            with torch.inference_mode(), torch.cuda.device(self.device), \
-                    torch.cuda.stream(torch.cuda.ExternalStream(caller.ptr)):
+            with torch.cuda.device(self.device):
+                stream = torch.cuda.ExternalStream(caller.ptr) if caller.ptr else torch.cuda.default_stream()
+            with torch.inference_mode(), torch.cuda.device(self.device), torch.cuda.stream(stream):
                 out = self._embed_tensor(torch.from_dlpack(batch.astype(cupy.uint8, copy=False)))
                 return cupy.from_dlpack(out)
         batch = np.ascontiguousarray(batch, dtype=np.uint8)
