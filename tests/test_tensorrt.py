@@ -203,8 +203,9 @@ def _runtime_standin(version: str, inputs: int = 1, loads: bool = True):
         ("ICudaEngine", "get_tensor_name"): lambda obj, i: names[i],
         ("ICudaEngine", "get_tensor_mode"): lambda obj, n: trt.TensorIOMode.OUTPUT if n == "embedding"
         else trt.TensorIOMode.INPUT,
-        ("ICudaEngine", "get_tensor_dtype"): lambda obj, n: trt.DataType.HALF,
-        ("ICudaEngine", "get_tensor_shape"): lambda obj, n: (-1, 512) if n == "embedding" else (-1, 3, 112, 112),
+        ("ICudaEngine", "get_tensor_dtype"): lambda obj, n: trt.DataType.HALF if n == "embedding"
+        else trt.DataType.UINT8,
+        ("ICudaEngine", "get_tensor_shape"): lambda obj, n: (-1, 512) if n == "embedding" else (-1, 112, 112, 3),
         ("IExecutionContext", "set_input_shape"): set_shape,
         ("IExecutionContext", "get_tensor_shape"): lambda obj, n: (obj.state["batch"], 512),
         ("IExecutionContext", "set_tensor_address"): lambda obj, n, ptr: True,
@@ -220,8 +221,8 @@ def test_runtime_calls_fit_the_api(version):
     """The runner's TensorRT calls (deserialise, describe I/O, set shape, bind, enqueue), checked the same way."""
     trt = _runtime_standin(version)
     session = trt_runner.EngineSession(trt, b"engine")
-    assert (session.input, session.output, session.sample_shape) == ("input", "embedding", (3, 112, 112))
-    assert session.dtypes == {"input": np.float16, "embedding": np.float16}
+    assert (session.input, session.output, session.sample_shape) == ("input", "embedding", (112, 112, 3))
+    assert session.dtypes == {"input": np.uint8, "embedding": np.float16}
     assert session.set_batch(8) == (8, 512)
     session.bind(4096, 8192)
     session.enqueue(1234)
@@ -267,6 +268,26 @@ def test_standin_catches_api_mistakes():
 # ---------------------------------------------------------------------------------------------------- plumbing
 
 
+@pytest.mark.parametrize("precision, least", [("fp32", 0.99999), ("fp16", 0.999)])
+def test_engine_graph_computes_what_the_model_does(real_model, precision, least):
+    """The ONNX graph handed to TensorRT (normalisation in front, uint8 NHWC in; FP16-converted for fp16), run by
+    ONNX Runtime on LFW-like images, gives the embeddings of the original model with its preprocessing."""
+    from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.engine.runners.onnx_model import _ort_session, open_onnx_model
+    from fiqa_trt.onnx_export.export import cosines
+
+    proto, got_precision = trt_runner.engine_graph(open_onnx_model(real_model), precision)
+    assert got_precision == precision
+    import cv2
+
+    rng = np.random.default_rng(3)
+    images = np.stack([cv2.resize(rng.integers(0, 256, (14, 14, 3), dtype=np.uint8), (112, 112)) for _ in range(8)])
+    session = _ort_session(proto)
+    got = session.run(None, {session.get_inputs()[0].name: images})[0].astype(np.float32).reshape(8, -1)
+    want = load_runner(str(real_model), "onnxruntime", "fp32", device="cpu").embed(images)
+    assert cosines(got, want).min() >= least
+
+
 def test_build_engine_caches_and_refuses_foreign(monkeypatch, tmp_path, random_model):
     from contextlib import nullcontext
 
@@ -295,6 +316,10 @@ def test_build_engine_caches_and_refuses_foreign(monkeypatch, tmp_path, random_m
     assert half != path and half_key["precision"] == "fp16" and len(builds) == 3
     types = {i.data_type for i in builds[-1].graph.initializer}
     assert onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT not in types  # converted first
+    image = builds[-1].graph.input[0].type.tensor_type  # the normalisation is in the graph: uint8 NHWC in
+    assert image.elem_type == onnx.TensorProto.UINT8 and [d.dim_value for d in image.shape.dim][1:] == [112, 112, 3]
+    other = trt_runner.build_engine(random_model, profile, tmp_path, mean=100.0)[1]  # mean/std are in the engine
+    assert other["id"] != key["id"] and other["preprocessing"]["mean"] == [100.0] * 3 and len(builds) == 4
     meta = path.with_suffix(".json")
     meta.write_text(meta.read_text().replace(f'"{trt.__version__}"', '"9.9.9"'))  # left by another TensorRT
     with pytest.raises(FiqaError, match="stale or was built elsewhere"):

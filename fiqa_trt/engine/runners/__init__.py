@@ -98,10 +98,8 @@ def _tensorrt_runner(model: str, backend: str, precision: str, device, overrides
         raise FiqaError(f"on {device} an ONNX model runs on TensorRT, not '{backend}' (use --device cpu for it)")
     if precision == "bf16":
         raise FiqaError("TensorRT engines here are fp16 or fp32")
-    runner = load_tensorrt_runner(model, precision="fp16" if precision == "auto" else precision,
-                                  device_id=device.index)
-    runner.config = runner.config.with_overrides(**overrides)
-    return runner
+    return load_tensorrt_runner(model, precision="fp16" if precision == "auto" else precision,
+                                device_id=device.index, **overrides)  # mean/std go into the engine
 
 
 __all__ = ["BACKENDS", "GPU_BACKENDS", "Runner", "available_backends", "load_runner", "supported_precisions"]

@@ -3,13 +3,16 @@
 Owns: the engine cache key and its checks (pure functions, tested on the CPU), building a strongly typed engine from
 an ONNX file (FP16 comes from an FP16 ONNX, `fiqa-trt export --fp16`; on 10.x the STRONGLY_TYPED creation flag is set,
 11.x is always strongly typed), one optimisation profile for a dynamic batch (min/opt/max), a workspace limit, a
-timing cache persisted next to the engines and reused, and `TensorRTRunner` (`embed(uint8 images) -> float32`):
+timing cache persisted next to the engines and reused, and `TensorRTRunner` (`embed(uint8 images) -> float32`).
+As on the CPU runners, the model's normalisation is put into the graph before the build (uint8 NHWC in, Cast ->
+Transpose -> Sub -> Div, which TensorRT takes as a uint8 network input and fuses), so a batch goes to the engine as
+the pipeline decoded it, one byte per pixel, with no normalisation kernel of ours.
 CuPy owns device memory and the stream (no pycuda); buffers are allocated once per batch bucket (powers of two up to
 the profile's max) and bound with `set_tensor_address`; `execute_async_v3(stream.ptr)` runs them. With
 `cuda_graphs=True` each bucket gets its own execution context (shapes and addresses fixed, device memory shared
 between them), its enqueue is captured once into a CUDA graph (after one plain run, as TensorRT requires after a
 shape change) and replayed; a batch is padded up to its bucket. Normalisation (uint8 NHWC -> the
-model's float NCHW input) runs in CuPy on the same stream.
+model's input) happens inside the engine.
 
 NOT YET EXECUTED: TensorRT cannot be installed on this project's machines and no GPU has been available; only the
 pure functions are tested here. `tests/test_tensorrt.py` holds the GPU parity tests (skipped without tensorrt/GPU).
@@ -28,7 +31,7 @@ import numpy as np
 from fiqa_trt.errors import FiqaError, MissingDependency
 
 log = logging.getLogger("fiqa_trt")
-ENGINE_FORMAT = 1  # bump when the cache layout changes
+ENGINE_FORMAT = 2  # bump when the cache layout or what goes into an engine changes (2: normalisation in-graph)
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -64,13 +67,14 @@ class Profile:
 
 
 def engine_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_capability: tuple[int, int],
-               precision: str, profile: Profile) -> dict:
-    """Everything an engine depends on, and its digest (`key["id"]`): the cache file name."""
+               precision: str, profile: Profile, preprocessing: dict | None = None) -> dict:
+    """Everything an engine depends on, and its digest (`key["id"]`): the cache file name. `preprocessing`: the
+    normalisation built into the engine (mean, std, layout)."""
     if precision not in PRECISIONS:
         raise FiqaError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     fields = {"format": ENGINE_FORMAT, "onnx_sha256": onnx_sha256, "tensorrt": trt_version, "gpu": gpu_name,
               "compute_capability": f"{compute_capability[0]}.{compute_capability[1]}", "precision": precision,
-              "profile": asdict(profile.validated())}
+              "profile": asdict(profile.validated()), "preprocessing": preprocessing or {}}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
     return {**fields, "id": digest}
 
@@ -122,36 +126,41 @@ def onnx_precision(proto) -> str:
     return "fp16" if meta.get("precision") == "fp16" else "fp32"
 
 
-def _typed_proto(opened, precision: str, onnx_path) -> tuple[object, str]:
-    """The ONNX proto in the wanted precision: 'auto' keeps the file's; an FP32 file is converted for 'fp16'."""
+def engine_graph(opened, precision: str = "auto") -> tuple[object, str]:
+    """The ONNX graph TensorRT builds: the model with its normalisation in front (uint8 NHWC input), in the wanted
+    precision ('auto' keeps the file's; an FP32 file is converted for 'fp16'). Returns (proto, precision)."""
     have = onnx_precision(opened.proto)
+    proto = opened.with_preprocessing()
     if precision in ("auto", have):
-        return opened.proto, have
+        return proto, have
     if precision == "fp16":
         from fiqa_trt.onnx_export.fp16 import convert_to_fp16
 
-        log.info("%s is FP32: converting it to FP16 for a strongly typed FP16 engine", Path(onnx_path).name)
-        return convert_to_fp16(opened.proto), "fp16"
-    raise FiqaError(f"{Path(onnx_path).name} is an FP16 ONNX: its engine is FP16 (export an FP32 ONNX for fp32)")
+        log.info("%s is FP32: converting it to FP16 for a strongly typed FP16 engine", opened.path.name)
+        return convert_to_fp16(proto), "fp16"
+    raise FiqaError(f"{opened.path.name} is an FP16 ONNX: its engine is FP16 (export an FP32 ONNX for fp32)")
 
 
 def build_engine(onnx_path: str | Path, profile: Profile = Profile(), cache_dir: str | Path | None = None,
                  workspace_gib: float = 4.0, force: bool = False, device_id: int = 0,
-                 precision: str = "auto") -> tuple[Path, dict]:
+                 precision: str = "auto", **config_overrides) -> tuple[Path, dict]:
     """Build (or find in the cache) the engine of an ONNX file; returns (engine path, its key).
 
-    precision: 'auto' (the ONNX file's), 'fp32' or 'fp16' (an FP32 file is converted to FP16 first)."""
+    precision: 'auto' (the ONNX file's), 'fp32' or 'fp16' (an FP32 file is converted to FP16 first).
+    config_overrides (color, mean, std): as for every runner; mean and std are built into the engine."""
     from fiqa_trt.engine.runners.onnx_model import open_onnx_model
     from fiqa_trt.engine.precision import cache_dir as user_cache
 
     if precision not in ("auto", *PRECISIONS):
         raise FiqaError(f"unknown precision {precision!r}; use auto, fp32 or fp16")
     trt = _trt()
-    opened = open_onnx_model(onnx_path)
+    opened = open_onnx_model(onnx_path, **config_overrides)
     profile = profile.validated(opened.batch_limit)
     gpu, cc = gpu_identity(device_id)
-    proto, precision = _typed_proto(opened, precision, onnx_path)
-    key = engine_key(opened.sha256, trt.__version__, gpu, cc, precision, profile)
+    proto, precision = engine_graph(opened, precision)
+    c = opened.config
+    key = engine_key(opened.sha256, trt.__version__, gpu, cc, precision, profile,
+                     {"mean": list(c.mean), "std": list(c.std), "layout": c.layout})
     folder = Path(cache_dir) if cache_dir else Path(user_cache()) / "tensorrt"
     folder.mkdir(parents=True, exist_ok=True)
     engine_path, meta_path = folder / f"{key['id']}.engine", folder / f"{key['id']}.json"
@@ -225,7 +234,7 @@ class EngineSession:
                             f"{inputs} and outputs {outputs}")
         self.input, self.output = inputs[0], outputs[0]
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in (self.input, self.output)}
-        self.sample_shape = tuple(self.engine.get_tensor_shape(self.input))[1:]  # (3, H, W) or (H, W, 3)
+        self.sample_shape = tuple(self.engine.get_tensor_shape(self.input))[1:]  # (H, W, 3): uint8 images
 
     @property
     def scratch_bytes(self) -> int:
@@ -279,8 +288,6 @@ class TensorRTRunner:
         with cp.cuda.Device(device_id):
             self.session = EngineSession(trt, engine_path.read_bytes(), str(engine_path))
             self._stream = cp.cuda.Stream(non_blocking=True)
-            self._mean = cp.asarray(self.config.mean, cp.float32)  # broadcast over NHWC pixels
-            self._std = cp.asarray(self.config.std, cp.float32)
             self._scratch = cp.empty(self.session.scratch_bytes, cp.uint8) if cuda_graphs else None
         self._buffers: dict[int, list] = {}  # bucket -> [input, output, CUDA graph or None, its context or None]
 
@@ -307,10 +314,7 @@ class TensorRTRunner:
         cp, n = self._cp, len(chunk)
         slot = self._slot(bucket(n, self.profile))
         x, y = slot[0], slot[1]
-        pixels = (chunk.astype(cp.float32) - self._mean) / self._std
-        if self.config.layout == "NCHW":
-            pixels = pixels.transpose(0, 3, 1, 2)
-        x[:n] = pixels.astype(x.dtype)
+        x[:n] = chunk  # uint8 NHWC, as decoded: the engine normalises
         if n < len(x):
             x[n:] = 0
         context = slot[3]
