@@ -1,8 +1,8 @@
 """TensorRT engine builder (with an on-disk engine cache) and runner, written against the TensorRT 10 / 11 Python API.
 
 Owns: the engine cache key and its checks (pure functions, tested on the CPU), building a strongly typed engine from
-an ONNX file (FP16 comes from an FP16 ONNX, `fiqa-trt export --fp16`; on 10.x the STRONGLY_TYPED creation flag is set,
-11.x is always strongly typed), one optimisation profile for a dynamic batch (min/opt/max), a workspace limit, a
+an ONNX file (FP16 comes from an FP16 ONNX: `fiqa-trt export --fp16`, or an FP32 file converted here; on 10.x the
+STRONGLY_TYPED creation flag is set, 11.x is always strongly typed), one optimisation profile for a dynamic batch (min/opt/max), a workspace limit, a
 timing cache persisted next to the engines and reused, and `TensorRTRunner` (`embed(uint8 images) -> float32`).
 As on the CPU runners, the model's normalisation is put into the graph before the build (uint8 NHWC in, Cast ->
 Transpose -> Sub -> Div, which TensorRT takes as a uint8 network input and fuses), so a batch goes to the engine as
@@ -11,11 +11,12 @@ CuPy owns device memory and the stream (no pycuda); buffers are allocated once p
 the profile's max) and bound with `set_tensor_address`; `execute_async_v3(stream.ptr)` runs them. With
 `cuda_graphs=True` each bucket gets its own execution context (shapes and addresses fixed, device memory shared
 between them), its enqueue is captured once into a CUDA graph (after one plain run, as TensorRT requires after a
-shape change) and replayed; a batch is padded up to its bucket. Normalisation (uint8 NHWC -> the
-model's input) happens inside the engine.
+shape change, in thread-local capture mode) and replayed; a batch is padded up to its bucket.
 
-NOT YET EXECUTED: TensorRT cannot be installed on this project's machines and no GPU has been available; only the
-pure functions are tested here. `tests/test_tensorrt.py` holds the GPU parity tests (skipped without tensorrt/GPU).
+NOT YET EXECUTED: TensorRT cannot be installed on this project's machines and no GPU has been available. Tested on
+the CPU: the pure functions, every TensorRT call against the recorded 10.13 and 11.4 Python APIs
+(`tests/tensorrt_api/`), and the graph handed to TensorRT (run by ONNX Runtime against the original model).
+`tests/test_tensorrt.py` holds the GPU parity tests (skipped without tensorrt/GPU).
 """
 
 from __future__ import annotations
@@ -322,7 +323,7 @@ class TensorRTRunner:
             self.session.enqueue(self._stream.ptr)
         elif slot[2] is None:
             self.session.enqueue(self._stream.ptr, context)  # one plain run after setting the shape, then capture
-            self._stream.begin_capture()
+            self._stream.begin_capture(cp.cuda.runtime.streamCaptureModeThreadLocal)
             self.session.enqueue(self._stream.ptr, context)
             slot[2] = self._stream.end_capture()
             slot[2].launch(self._stream)
