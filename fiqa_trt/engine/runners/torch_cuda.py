@@ -76,7 +76,7 @@ class TorchRunner:
                     self._forward(static)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads keep using CUDA
                 out = self._forward(static)
             self._graphs[bucket] = (graph, static, out)
         graph, static, out = self._graphs[bucket]
