@@ -13,3 +13,13 @@ class MissingDependency(FiqaError):
     def __init__(self, module: str, extra: str | None = None):
         target = f"'fiqa-trt[{extra}]'" if extra else "fiqa-trt (a core dependency: reinstall the package)"
         super().__init__(f"'{module}' is not installed: pip install {target}")
+
+
+def require(name: str, package: str | None = None, extra: str | None = None):
+    """Import module `name`, or raise MissingDependency naming `package` (default: `name`) and its extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise MissingDependency(package or name, extra) from None

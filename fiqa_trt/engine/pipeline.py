@@ -23,15 +23,11 @@ from fiqa_trt.engine import cpu_fallbacks
 from fiqa_trt.engine.inputs import Item
 from fiqa_trt.engine.model_config import ModelConfig
 from fiqa_trt.engine.perturbations import View, draw, view_rng
-from fiqa_trt.errors import FiqaError, MissingDependency
+from fiqa_trt.errors import FiqaError, require
 
 
 def _dali():
-    try:
-        import nvidia.dali as dali
-    except ImportError:
-        raise MissingDependency("nvidia-dali-cuda130") from None
-    return dali
+    return require("nvidia.dali", package="nvidia-dali-cuda130")
 
 
 # ---- host-side inputs of each perturbation kind: values drawn for one (image, view) -> arrays fed to DALI ----

@@ -12,16 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fiqa_trt.errors import FiqaError, MissingDependency
+from fiqa_trt.errors import FiqaError, require
 
 FORMATS = ("png", "svg")
 
 
 def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingDependency("matplotlib", "eval") from None
+    matplotlib = require("matplotlib", extra="eval")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

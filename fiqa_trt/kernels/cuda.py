@@ -144,13 +144,9 @@ _KERNELS: dict = {}
 
 
 def _cupy():
-    try:
-        import cupy
-    except ImportError:
-        from fiqa_trt.errors import MissingDependency
+    from fiqa_trt.errors import require
 
-        raise MissingDependency("cupy", "gpu") from None
-    return cupy
+    return require("cupy", extra="gpu")
 
 
 def _kernel(dtype_name: str):

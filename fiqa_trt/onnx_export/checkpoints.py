@@ -21,18 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fiqa_trt.errors import FiqaError, MissingDependency
+from fiqa_trt.errors import FiqaError, require
 from fiqa_trt.weights import zoo
 
 log = logging.getLogger("fiqa_trt")
 
 
 def require_torch():
-    try:
-        import torch
-    except ImportError:
-        raise MissingDependency("torch", "export") from None
-    return torch
+    return require("torch", extra="export")
 
 
 # ---------------------------------------------------------------------------------------------------- reading

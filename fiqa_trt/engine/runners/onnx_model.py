@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from fiqa_trt.engine.model_config import ModelConfig
-from fiqa_trt.errors import FiqaError, MissingDependency
+from fiqa_trt.errors import FiqaError, require
 from fiqa_trt.onnx_export import graph as onnx_graph
 
 log = logging.getLogger("fiqa_trt")
@@ -49,10 +49,7 @@ def sha256_of(path: Path) -> str:
 
 
 def _ort_session(proto, threads: int | None = None):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise MissingDependency("onnxruntime") from None
+    ort = require("onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1

@@ -12,17 +12,13 @@ import numpy as np
 
 from fiqa_trt.engine.runners.base import HostRunner
 from fiqa_trt.engine.runners.onnx_model import OnnxModel
-from fiqa_trt.errors import FiqaError, MissingDependency
+from fiqa_trt.errors import FiqaError, require
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
 def _core():
-    try:
-        import openvino as ov
-    except ImportError:
-        raise MissingDependency("openvino", "openvino") from None
-    return ov.Core()
+    return require("openvino", extra="openvino").Core()
 
 
 def cpu_precisions() -> list[str]:

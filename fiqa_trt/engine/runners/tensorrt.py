@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fiqa_trt.errors import FiqaError, MissingDependency
+from fiqa_trt.errors import FiqaError, require
 
 log = logging.getLogger("fiqa_trt")
 ENGINE_FORMAT = 2  # bump when the cache layout or what goes into an engine changes (2: normalisation in-graph)
@@ -94,19 +94,11 @@ def bucket(n: int, profile: Profile) -> int:
 
 
 def _trt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise MissingDependency("tensorrt", "tensorrt") from None
-    return tensorrt
+    return require("tensorrt", extra="tensorrt")
 
 
 def _cupy():
-    try:
-        import cupy
-    except ImportError:
-        raise MissingDependency("cupy", "gpu") from None
-    return cupy
+    return require("cupy", extra="gpu")
 
 
 def _device_scope(device_id: int):
