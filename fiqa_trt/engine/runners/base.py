@@ -7,6 +7,7 @@ from typing import Protocol
 import numpy as np
 
 from fiqa_trt.engine.model_config import ModelConfig
+from fiqa_trt.errors import FiqaError
 
 
 class Runner(Protocol):
@@ -19,6 +20,13 @@ class Runner(Protocol):
 
         The runner applies the model's normalisation and layout (from `config`) itself."""
         ...
+
+
+def check_images(batch, config: ModelConfig) -> None:
+    """FiqaError unless `batch` (NumPy or CuPy) is a (B, H, W, 3) batch at the model's input size."""
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != (*config.input_size, 3):
+        raise FiqaError(f"expected uint8 (B, {config.input_size[0]}, {config.input_size[1]}, 3) images, got "
+                        f"{tuple(batch.shape)}")
 
 
 class HostRunner:

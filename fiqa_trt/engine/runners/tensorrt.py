@@ -324,11 +324,11 @@ class TensorRTRunner:
         return y[:n].astype(cp.float32).reshape(n, -1)  # a copy: the bucket's buffer is reused by the next call
 
     def embed(self, batch):
+        from fiqa_trt.engine.runners.base import check_images
+
         cp = self._cp
         on_device = isinstance(batch, cp.ndarray)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != (*self.config.input_size, 3):
-            raise FiqaError(f"expected uint8 (B, {self.config.input_size[0]}, {self.config.input_size[1]}, 3) "
-                            f"images, got {tuple(batch.shape)}")
+        check_images(batch, self.config)
         with cp.cuda.Device(self.device_id):
             caller = cp.cuda.get_current_stream()
             self._stream.wait_event(caller.record())

@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from fiqa_trt.engine.model_config import ModelConfig
+from fiqa_trt.engine.runners.base import check_images
 from fiqa_trt.errors import FiqaError
 
 
@@ -102,9 +103,7 @@ class TorchRunner:
         """NumPy uint8 (B, H, W, 3) -> NumPy float32 (B, D); a CuPy array on this runner's GPU -> a CuPy array,
         with no host copy (DLPack both ways, run on the caller's current CuPy stream)."""
         torch = self.torch
-        if tuple(batch.shape[1:]) != (*self.config.input_size, 3) or batch.ndim != 4:
-            raise FiqaError(f"expected uint8 (B, {self.config.input_size[0]}, {self.config.input_size[1]}, 3) "
-                            f"images, got {tuple(batch.shape)}")
+        check_images(batch, self.config)
         if type(batch).__module__.startswith("cupy"):
             import cupy
 
