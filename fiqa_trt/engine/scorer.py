@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from fiqa_trt import kernels
-from fiqa_trt.engine.device import Device, array_module
+from fiqa_trt.engine.device import Device, array_module, parse_device
 from fiqa_trt.engine.inputs import Item, check_item
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, View, parse_spec, plan_views
 from fiqa_trt.engine.pipeline import INPUT_NAMES, PerturbPipeline, mixup_partner
@@ -95,8 +95,8 @@ class Scorer:
         self.views: list[View] = plan_views(self.specs, views)
         self.resized = 0  # items that were not at the model's input size
         self.timings = dict.fromkeys(STAGES, 0.0)  # seconds per stage, summed over the last `score` call
-        kind, _, index = str(getattr(runner, "device", "cpu")).partition(":")
-        self.device = Device("cuda", int(index or 0)) if kind == "cuda" else Device()
+        kind, index = parse_device(getattr(runner, "device", "cpu"))
+        self.device = Device("cuda", index or 0) if kind == "cuda" else Device()
         self.xp = array_module(self.device)
         # GPU only: the producer thread receives the pipeline's output on `_feed_stream`; the runner and the kernel
         # run on `_stream`, which waits for each batch's event (so batch i+1's hand-over never queues behind batch i)
@@ -263,7 +263,7 @@ class Scorer:
         """Per-view cosines (n, K) and qualities (n,) on the host, computed where the embeddings are."""
         with self._on_device():
             cos, q = kernels.quality(emb, self.agg)
-            return self._host(cos), self._host(q)
+        return self._host(cos), self._host(q)  # (asnumpy waits for the kernel on the scorer's stream)
 
     def embed(self, items: list[Item], progress: Callable[[int], None] | None = None,
               population: list[Item] | None = None) -> Iterator[Embedded]:
