@@ -178,15 +178,14 @@ def run_benchmark(model: str, data: str, images: int = 512, backends: list[str] 
               "model_sha256": reference.model.sha256, "model_gflops_per_image": round(flops / 1e9, 4),
               "images": len(items), "data": str(data), "device": str(target), "peak_gflops": {},
               "ranking_checks": [], "rows": []}
-    if target.is_cuda:
-        from fiqa_trt.engine.runners.tensorrt import gpu_identity
-
-        report["machine"]["gpu"] = gpu_identity(target.index)[0]
-    sync = None
+    sync, where = None, {}  # GPU: wait for the device in timings; the pipeline on the GPU
     if target.is_cuda:
         import cupy
 
-        sync = cupy.cuda.get_current_stream().synchronize
+        from fiqa_trt.engine.runners.tensorrt import gpu_identity
+
+        report["machine"]["gpu"] = gpu_identity(target.index)[0]
+        sync, where = cupy.cuda.get_current_stream().synchronize, dict(device="gpu", device_id=target.index)
     checked = [check_item(it) for it in items]
     if any(it.error for it in checked):
         raise FiqaError("the benchmark needs readable images; these are not: "
@@ -197,7 +196,6 @@ def run_benchmark(model: str, data: str, images: int = 512, backends: list[str] 
     for k in views:
         for bs in batch_sizes:
             scorer = Scorer(reference, spec_for(k), views=k, batch_size=bs)
-            where = dict(device="gpu", device_id=target.index) if target.is_cuda else {}
             decode_only = PerturbPipeline([], reference.config, batch_size=bs, num_threads=os.cpu_count(), **where)
             start = time.perf_counter()
             for i in range(0, len(checked), bs):

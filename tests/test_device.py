@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from fiqa_trt.engine.device import Device, gpu_runner_name, parse_device, resolve_device
+from fiqa_trt.engine.device import Device, is_checkpoint, parse_device, resolve_device
 from fiqa_trt.engine.runners import load_runner
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.kernels.cuda import usable_device
@@ -28,7 +28,7 @@ def test_parse_refuses(text):
 
 def test_device_names_and_runner_choice():
     assert str(Device()) == "cpu" and str(Device("cuda", 2)) == "cuda:2" and Device("cuda").is_cuda
-    assert gpu_runner_name("m.onnx") == "tensorrt" and gpu_runner_name("backbone.PTH") == "torch"
+    assert is_checkpoint("backbone.PTH") and is_checkpoint("adaface.ckpt") and not is_checkpoint("m.onnx")
 
 
 @pytest.mark.skipif(NO_GPU is None, reason="a CUDA device is usable here")

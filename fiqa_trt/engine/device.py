@@ -46,10 +46,6 @@ def is_checkpoint(model: str) -> bool:
     return Path(model).suffix.lower() in CHECKPOINT_SUFFIXES
 
 
-def gpu_runner_name(model: str) -> str:
-    return "torch" if is_checkpoint(model) else "tensorrt"
-
-
 def _tensorrt_reason() -> str | None:
     if importlib.util.find_spec("tensorrt") is None:
         return "TensorRT is not installed (pip install 'fiqa-trt[tensorrt]')"
