@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fiqa_trt.engine.runners.base import check_images
 from fiqa_trt.errors import FiqaError, require
 
 log = logging.getLogger("fiqa_trt")
@@ -324,8 +325,6 @@ class TensorRTRunner:
         return y[:n].astype(cp.float32).reshape(n, -1)  # a copy: the bucket's buffer is reused by the next call
 
     def embed(self, batch):
-        from fiqa_trt.engine.runners.base import check_images
-
         cp = self._cp
         on_device = isinstance(batch, cp.ndarray)
         check_images(batch, self.config)
