@@ -17,9 +17,10 @@ class MissingDependency(FiqaError):
 
 def require(name: str, package: str | None = None, extra: str | None = None):
     """Import module `name`, or raise MissingDependency naming `package` (default: `name`) and its extra."""
-    import importlib
+    import sys
 
     try:
-        return importlib.import_module(name)
+        __import__(name)  # the import statement's own machinery (so `python -X importtime` still reports it)
     except ImportError:
         raise MissingDependency(package or name, extra) from None
+    return sys.modules[name]
