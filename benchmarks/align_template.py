@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fiqa_trt.engine.align import package_model_file
+from fiqa_trt.files import package_model_file
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw112"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 if __name__ == "__main__":
-    from fiqa_trt.cli import main
+    from fiqa_trt.cli.app import main
 
     sys.argv = [sys.argv[0], "bench", "--model", str(SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"),
                 "--data", str(SHARED / "data/lfw112"), *sys.argv[1:]]

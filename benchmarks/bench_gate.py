@@ -57,12 +57,12 @@ class _PacedSource:
     """The frames of a video handed over at `fps`, like a camera: reading never waits for the consumer."""
 
     def __init__(self, images, fps):
-        from fiqa_trt.engine.streams import SourceStats
+        from fiqa_trt.gate.streams import SourceStats
 
         self.images, self.fps, self.stats = images, fps, SourceStats()
 
     def frames(self, stop):
-        from fiqa_trt.engine.streams import Frame
+        from fiqa_trt.gate.streams import Frame
 
         start = time.perf_counter()
         for i, image in enumerate(self.images):
@@ -83,10 +83,10 @@ def main() -> None:
 
     from fiqa_trt.benchmark import machine
     from fiqa_trt.engine.align import FaceAligner
-    from fiqa_trt.engine.gate import Gate
+    from fiqa_trt.gate.gate import Gate
     from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.engine.scorer import Scorer
-    from fiqa_trt.engine.streams import FrameReader
+    from fiqa_trt.gate.streams import FrameReader
     from tests.test_gate import THRESHOLD, make_gate_video
 
     ap = argparse.ArgumentParser()

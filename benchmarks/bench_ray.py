@@ -18,7 +18,8 @@ def main() -> None:
     import ray
 
     from fiqa_trt.benchmark import machine
-    from fiqa_trt.engine.ray_scoring import ray_score
+    from fiqa_trt.engine.settings import ScoringSettings
+    from fiqa_trt.scaleout import ray_score
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=1000)
@@ -34,8 +35,8 @@ def main() -> None:
         listing.write_text("\n".join(map(str, files)))
         for workers in (1, 2):
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            summary = ray_score(str(listing), str(Path(tmp) / f"out{workers}"), model, workers=workers,
-                                backend=args.backend, precision=args.precision)
+            settings = ScoringSettings(model=model, backend=args.backend, precision=args.precision, device="cpu")
+            summary = ray_score(str(listing), str(Path(tmp) / f"out{workers}"), settings, workers=workers)
             ray.shutdown()
             rows.append({"workers": workers, "images": summary["scored"] + summary["failed"],
                          "seconds": summary["seconds"],

@@ -20,9 +20,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 def main() -> None:
     from fiqa_trt.engine.inputs import list_items
     from fiqa_trt.engine.runners import load_runner
-    from fiqa_trt.engine.runners.onnx_model import sha256_of
+    from fiqa_trt.files import sha256_of
     from fiqa_trt.engine.scorer import Scorer
-    from fiqa_trt.weights.default_model import default_model_path
+    from fiqa_trt.engine.models import default_model_path
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", action="append")

@@ -172,7 +172,7 @@ def section_dali(args) -> dict:
     if not args.data.is_dir():
         raise Skip(f"no data folder {args.data}")
     _dali_gpu()
-    from fiqa_trt.engine.model_config import ModelConfig
+    from fiqa_trt.weights.model_config import ModelConfig
     from fiqa_trt.engine.perturbations import KINDS, parse_spec, plan_views
 
     config = ModelConfig(input_size=(112, 112))

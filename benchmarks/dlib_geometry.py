@@ -36,7 +36,7 @@ PAD = 40
 
 
 def models_dir() -> Path:
-    from fiqa_trt.engine.align import package_model_file
+    from fiqa_trt.files import package_model_file
 
     return package_model_file("shape_predictor_5_face_landmarks.dat").parent
 

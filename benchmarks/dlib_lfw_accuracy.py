@@ -87,7 +87,7 @@ def evaluate(model: Path, pairs, files, backend, batch, realign: bool = False) -
 
 def main() -> None:
     from fiqa_trt.onnx_export import dlib_resnet
-    from fiqa_trt.weights.default_model import default_model_path, dlib_model_file
+    from fiqa_trt.engine.models import default_model_path, dlib_model_file
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", default="auto")

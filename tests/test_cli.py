@@ -135,7 +135,7 @@ def test_perturbations_lists_the_registry():
 
 def test_without_model_the_default_model_is_converted_once_and_used(face_like, tmp_path):
     pytest.importorskip("onnx")
-    from fiqa_trt.engine.align import package_model_file
+    from fiqa_trt.files import package_model_file
 
     try:
         package_model_file("dlib_face_recognition_resnet_model_v1.dat")

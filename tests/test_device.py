@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from fiqa_trt.engine.device import Device, is_checkpoint, parse_device, resolve_device
+from fiqa_trt.engine.device import Device, parse_device, resolve_device
+from fiqa_trt.files import is_checkpoint
 from fiqa_trt.engine.runners import load_runner
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.kernels.cuda import usable_device

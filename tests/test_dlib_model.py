@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from fiqa_trt.engine.runners import load_runner
-from fiqa_trt.engine.runners.onnx_model import sha256_of
+from fiqa_trt.files import sha256_of
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.onnx_export import dlib_resnet
 from fiqa_trt.onnx_export.graph import read_metadata

@@ -22,11 +22,13 @@ FMRS = (1e-2, 1e-3)
 @pytest.fixture(scope="module")
 def small_run(lfw, real_model, tmp_path_factory):
     from tests.conftest import LFW_PAIRS
-    from fiqa_trt.evaluation.cli import run_eval
+    from fiqa_trt.engine.settings import ScoringSettings
+    from fiqa_trt.evaluation.run import EvalSettings, run_eval
 
     out = tmp_path_factory.mktemp("eval_lfw")
-    report = run_eval(str(lfw), str(real_model), out, pairs=str(LFW_PAIRS), pair_limit=300, fmrs=list(FMRS),
-                      compat=True, plots=False)
+    settings = EvalSettings(str(lfw), ScoringSettings(model=str(real_model)), pairs=str(LFW_PAIRS), pair_limit=300,
+                            fmrs=FMRS, compat=True, plots=False)
+    report = run_eval(settings, out)
     return report, out
 
 

@@ -502,7 +502,7 @@ def test_registry_records_are_complete_and_lookup_still_works():
 def test_weights_folders_of_the_seed_convention_are_found(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from fiqa_trt.cli import app
+    from fiqa_trt.cli.app import app
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FIQA_TRT_CACHE", str(tmp_path / "cache"))
@@ -580,7 +580,7 @@ def test_fetch_refuses_a_bad_checksum_and_leaves_nothing(http_server, tmp_path):
 def test_weights_fetch_command_against_a_local_server(http_server, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from fiqa_trt.cli import app
+    from fiqa_trt.cli.app import app
 
     root, base = http_server
     (root / "m.onnx").write_bytes(b"weights")

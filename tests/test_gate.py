@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from fiqa_trt.engine.align import Face
-from fiqa_trt.engine.gate import Gate, calibrate
-from fiqa_trt.engine.streams import CaptureSource, FolderSource, Frame, FrameReader, SourceStats
-from fiqa_trt.engine.tracking import IouTracker, iou
+from fiqa_trt.gate.gate import Gate, calibrate
+from fiqa_trt.gate.streams import CaptureSource, FolderSource, Frame, FrameReader, SourceStats
+from fiqa_trt.gate.tracking import IouTracker, iou
 from fiqa_trt.errors import FiqaError
 
 cv2 = pytest.importorskip("cv2")
@@ -209,7 +209,7 @@ def test_calibrated_scale_needs_a_calibration():
 
 
 def test_the_shared_model_has_a_calibration(real_model):
-    from fiqa_trt.engine.gate import calibration_for
+    from fiqa_trt.gate.gate import calibration_for
 
     lo, hi = calibration_for(real_model)
     assert 0.5 < lo < hi < 1.0
@@ -261,7 +261,7 @@ def test_gate_rejects_degraded_tracks_and_accepts_clean_ones(gate_video, real_mo
 def test_gate_command(gate_video, real_model, tmp_path):
     from typer.testing import CliRunner
 
-    from fiqa_trt.cli import app
+    from fiqa_trt.cli.app import app
 
     path, expected = gate_video
     out = tmp_path / "events.jsonl"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fiqa_trt.engine.inputs import Item, check_item
-from fiqa_trt.engine.model_config import ModelConfig
+from fiqa_trt.weights.model_config import ModelConfig
 from fiqa_trt.engine.perturbations import parse_spec, plan_views
 from fiqa_trt.engine.pipeline import PerturbPipeline, mixup_partner
 from tests.conftest import write_image

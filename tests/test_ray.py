@@ -47,7 +47,7 @@ def test_two_ray_workers_give_the_single_process_scores(lfw_files, real_model, t
 
 
 def test_gpu_actors_need_gpus_in_the_cluster():
-    from fiqa_trt.engine.ray_scoring import _actor_device
+    from fiqa_trt.scaleout import _actor_device
     from fiqa_trt.errors import FiqaError
 
     assert _actor_device("cpu", 8, 2) == ("cpu", 0)

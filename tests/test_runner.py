@@ -66,7 +66,7 @@ def test_reduced_precision_is_close_to_fp32_and_reports_what_ran(random_model):
 
 def test_auto_precision_needs_a_passing_ranking_check(random_model, tmp_path, monkeypatch):
     from fiqa_trt.engine import precision
-    from fiqa_trt.engine.runners.onnx_model import sha256_of
+    from fiqa_trt.files import sha256_of
 
     monkeypatch.setenv("FIQA_TRT_CACHE", str(tmp_path))
     backend = "openvino" if "openvino" in available_backends() else "onnxruntime"

@@ -70,7 +70,7 @@ def test_missing_tensorrt_says_what_to_install(tmp_path):
 def test_build_command_checks_profile():
     from typer.testing import CliRunner
 
-    from fiqa_trt.cli import app
+    from fiqa_trt.cli.app import app
 
     result = CliRunner().invoke(app, ["build", "m.onnx", "--profile", "4,2,1"])
     assert result.exit_code != 0 and isinstance(result.exception, FiqaError)

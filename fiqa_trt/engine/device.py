@@ -12,12 +12,11 @@ import importlib.util
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
+from fiqa_trt.files import is_checkpoint
 from fiqa_trt.errors import FiqaError
 
 log = logging.getLogger("fiqa_trt")
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
 
 @dataclass(frozen=True)
@@ -40,10 +39,6 @@ def parse_device(text: str) -> tuple[str, int | None]:
         raise FiqaError(f"--device {text!r}: use cpu, cuda, cuda:N or auto")
     return match.group(1), None if match.group(2) is None else int(match.group(2))
 
-
-def is_checkpoint(model: str) -> bool:
-    """A PyTorch checkpoint (scored by the PyTorch runner) rather than an ONNX file."""
-    return Path(model).suffix.lower() in CHECKPOINT_SUFFIXES
 
 
 def _tensorrt_reason() -> str | None:

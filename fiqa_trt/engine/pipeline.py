@@ -21,7 +21,7 @@ import numpy as np
 
 from fiqa_trt.engine import cpu_fallbacks
 from fiqa_trt.engine.inputs import Item
-from fiqa_trt.engine.model_config import ModelConfig
+from fiqa_trt.weights.model_config import ModelConfig
 from fiqa_trt.engine.perturbations import View, draw, view_rng
 from fiqa_trt.errors import FiqaError, require
 

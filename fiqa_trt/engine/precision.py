@@ -9,22 +9,15 @@ machine, stored in the user cache directory.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from fiqa_trt.files import cache_dir
+
 RANKING_THRESHOLD = 0.995
 
-
-def cache_dir() -> Path:
-    override = os.environ.get("FIQA_TRT_CACHE")
-    if override:
-        return Path(override)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("fiqa-trt"))
 
 
 def _records_file() -> Path:

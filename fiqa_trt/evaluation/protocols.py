@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fiqa_trt.files import IMAGE_SUFFIXES
 from fiqa_trt.errors import FiqaError
 
 PROTOCOLS = ("auto", "shared", "lfw", "xqlfw", "cplfw", "calfw")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
 
 @dataclass

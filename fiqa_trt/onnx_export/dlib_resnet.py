@@ -3,7 +3,7 @@
 Owns: a reader of dlib's `serialize()` format for that network (written from the format, dlib is never imported;
 see the notes above `_Reader`), its exact ONNX equivalent (opset 17, dynamic batch; notes above `_network_nodes`),
 and the fixed warp from fiqa-trt's ArcFace 112x112 crops to dlib's 150x150 face chips, as an OpenCV function and
-baked into a 112-input variant of the model (the fiqa-trt default model, `weights.default_model`).
+baked into a 112-input variant of the model (the fiqa-trt default model, `engine.models`).
 
 dlib's input layer computes (pixel - avg_channel) / 256; the graphs take that normalised NCHW RGB tensor and the
 fiqa-trt metadata carries mean = the avg_red/green/blue stored in the file (122.782, 117.001, 104.298), std = 256,
@@ -38,7 +38,7 @@ import numpy as np
 
 from fiqa_trt.errors import FiqaError
 
-# Bump when the exported graph changes in any way: cached conversions are keyed by it (weights.default_model).
+# Bump when the exported graph changes in any way: cached conversions are keyed by it (engine.models).
 IMPORTER_VERSION = 1
 OPSET = 17
 CHIP_SIZE = 150

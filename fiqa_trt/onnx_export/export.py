@@ -16,7 +16,6 @@ torch is imported lazily (`checkpoints.require_torch`), so nothing here loads it
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import io
 import logging
@@ -30,6 +29,7 @@ import numpy as np
 import onnx
 
 from fiqa_trt import __version__
+from fiqa_trt.files import sha256_of
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.onnx_export import checkpoints, graph
 from fiqa_trt.onnx_export import fp16 as fp16_convert
@@ -55,13 +55,6 @@ class ExportResult:
     notes: list = field(default_factory=list)  # automatic fixes made while loading the checkpoint
     seconds: float = 0.0
 
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- networks

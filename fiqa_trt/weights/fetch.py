@@ -8,7 +8,6 @@ recorded checksum are kept with a warning that prints the digest. Only http(s) l
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import urllib.error
@@ -18,19 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from fiqa_trt.files import sha256_of
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.weights import locations, zoo
 
 log = logging.getLogger("fiqa_trt")
 CHUNK = 1 << 20
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download(url: str, dest: Path, timeout: float, progress: Callable[[int, int | None], None] | None) -> None:
@@ -73,7 +66,7 @@ def fetch(model: zoo.ZooModel, root: str | Path | None = None, url: str | None =
     if urlparse(link).scheme not in ("http", "https"):
         raise FiqaError(f"only http(s) links are downloaded, not {link}")
     if target.is_file() and not force:
-        if model.sha256 and _sha256(target) != model.sha256:
+        if model.sha256 and sha256_of(target) != model.sha256:
             raise FiqaError(f"{target} exists but its sha256 does not match the record: delete it or pass --force")
         log.info("%s is already at %s", model.name, target)
         return target
@@ -91,7 +84,7 @@ def fetch(model: zoo.ZooModel, root: str | Path | None = None, url: str | None =
                             f"machine from {model.source} and put it at {target}") from None
         if model.archive_member:
             _extract(archive, model.archive_member, part)
-        digest = _sha256(part)
+        digest = sha256_of(part)
         if model.sha256 and digest != model.sha256:
             raise FiqaError(f"checksum mismatch for {model.name}: expected sha256 {model.sha256}, got {digest}; the "
                             "download was deleted. Try again; if it persists, the published file has changed")

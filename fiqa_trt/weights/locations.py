@@ -21,14 +21,14 @@ ENV_ROOT = "FIQA_TRT_WEIGHTS"
 
 
 def roots() -> list[Path]:
-    from fiqa_trt.engine.precision import cache_dir
+    from fiqa_trt.files import cache_dir
 
     found = [Path(os.environ[ENV_ROOT])] if os.environ.get(ENV_ROOT) else []
     return found + [Path.cwd() / "weights", cache_dir() / "weights"]
 
 
 def download_root() -> Path:
-    from fiqa_trt.engine.precision import cache_dir
+    from fiqa_trt.files import cache_dir
 
     return cache_dir() / "weights"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fiqa_trt.engine.model_config import ModelConfig
+from fiqa_trt.weights.model_config import ModelConfig
 
 
 @dataclass(frozen=True)

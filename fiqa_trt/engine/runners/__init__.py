@@ -38,7 +38,8 @@ def load_runner(model: str, backend: str = "auto", precision: str = "auto", thre
     """Open `model` with a backend and precision on `device` ('cpu', 'cuda[:N]', 'auto' or an engine.device.Device);
     `config_overrides` (color, mean, std) replace the model's config."""
     from fiqa_trt.engine import precision as checks
-    from fiqa_trt.engine.device import Device, is_checkpoint, resolve_device
+    from fiqa_trt.engine.device import Device, resolve_device
+    from fiqa_trt.files import is_checkpoint
     from fiqa_trt.engine.runners.onnx_model import open_onnx_model
 
     if precision not in ("auto", *PRECISIONS):

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fiqa_trt.engine.model_config import ModelConfig
+from fiqa_trt.weights.model_config import ModelConfig
 from fiqa_trt.errors import FiqaError
 
 

@@ -6,7 +6,6 @@ if ONNX Runtime gives the original's outputs sample by sample; otherwise backend
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fiqa_trt.engine.model_config import ModelConfig
+from fiqa_trt.weights.model_config import ModelConfig
+from fiqa_trt.files import sha256_of
 from fiqa_trt.errors import FiqaError, require
 from fiqa_trt.onnx_export import graph as onnx_graph
 
@@ -39,13 +39,6 @@ class OnnxModel:
         c = self.config
         return onnx_graph.add_preprocessing(self.proto, c.input_size, c.mean, c.std, c.layout)
 
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _ort_session(proto, threads: int | None = None):

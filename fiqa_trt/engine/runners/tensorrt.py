@@ -143,7 +143,7 @@ def build_engine(onnx_path: str | Path, profile: Profile = Profile(), cache_dir:
     precision: 'auto' (the ONNX file's), 'fp32' or 'fp16' (an FP32 file is converted to FP16 first).
     config_overrides (color, mean, std): as for every runner; mean and std are built into the engine."""
     from fiqa_trt.engine.runners.onnx_model import open_onnx_model
-    from fiqa_trt.engine.precision import cache_dir as user_cache
+    from fiqa_trt.files import cache_dir as user_cache
 
     if precision not in ("auto", *PRECISIONS):
         raise FiqaError(f"unknown precision {precision!r}; use auto, fp32 or fp16")
@@ -267,7 +267,7 @@ class TensorRTRunner:
     name = "tensorrt"
 
     def __init__(self, engine_path: str | Path, cuda_graphs: bool = False, device_id: int = 0):
-        from fiqa_trt.engine.model_config import ModelConfig
+        from fiqa_trt.weights.model_config import ModelConfig
 
         trt, cp = _trt(), _cupy()
         engine_path = Path(engine_path)

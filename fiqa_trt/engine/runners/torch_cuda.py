@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from fiqa_trt.engine.model_config import ModelConfig
+from fiqa_trt.weights.model_config import ModelConfig
 from fiqa_trt.engine.runners.base import check_images
 from fiqa_trt.errors import FiqaError
 

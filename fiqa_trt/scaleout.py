@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from fiqa_trt.engine.inputs import Item, list_items
+from fiqa_trt.engine.models import model_or_default
+from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError, MissingDependency
 
 
@@ -33,15 +35,13 @@ def _ray():
 class _ScoreActor:
     """One per Ray worker: the runner and scorer are built once, then every batch goes through `Scorer.score`."""
 
-    def __init__(self, model: str, runner_options: dict, scorer_options: dict, population_ref):
+    def __init__(self, settings: ScoringSettings, population_ref):
         import ray
 
         from fiqa_trt.engine import sinks
-        from fiqa_trt.engine.runners import load_runner
-        from fiqa_trt.engine.scorer import Scorer
+        from fiqa_trt.engine.models import open_scorer
 
-        self.runner = load_runner(model, **runner_options)
-        self.scorer = Scorer(self.runner, **scorer_options)
+        self.scorer = open_scorer(settings)
         self.population = [Item(p, k, index=i) for i, (p, k) in enumerate(ray.get(population_ref))]
         self.columns = sinks.columns(self.scorer.view_labels)
 
@@ -64,11 +64,10 @@ def done_paths(out_dir: Path) -> set[str]:
     return set(pads.dataset([str(f) for f in files], format="parquet").to_table(columns=["path"])["path"].to_pylist())
 
 
-def ray_score(input: str, out_dir: str, model: str, *, workers: int = 2, address: str | None = None,
-              cpus_per_worker: int = 1, backend: str = "auto", precision: str = "auto",
-              perturb: list[str] | None = None, views: int = 1, agg: str = "mean", seed: int = 0,
-              batch_size: int = 32, config_overrides: dict | None = None, device: str = "cpu") -> dict:
-    """Score INPUT with `workers` Ray actors and write Parquet files into `out_dir`. Returns a summary dict."""
+def ray_score(input: str, out_dir: str, settings: ScoringSettings, *, workers: int = 2, address: str | None = None,
+              cpus_per_worker: int = 1) -> dict:
+    """Score INPUT with `workers` Ray actors, each scoring with `settings` (its threads and device set per actor),
+    and write Parquet files into `out_dir`. Returns a summary dict."""
     if workers < 1:
         raise FiqaError("--workers must be at least 1")
     ray = _ray()
@@ -88,21 +87,19 @@ def ray_score(input: str, out_dir: str, model: str, *, workers: int = 2, address
         else:
             ray.init(num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker), include_dashboard=False,
                      log_to_driver=False)
-    actor_device, gpus = _actor_device(device, ray.cluster_resources().get("GPU", 0), workers)
+    actor_device, gpus = _actor_device(settings.device, ray.cluster_resources().get("GPU", 0), workers)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     population = ray.put([(it.path, it.key) for it in items])
     dataset = ray.data.from_items([{"path": it.path, "key": it.key, "index": it.index} for it in todo])
     start = time.perf_counter()
     scored = dataset.map_batches(
-        _ScoreActor, batch_format="pyarrow", batch_size=batch_size, concurrency=workers, num_cpus=cpus_per_worker,
-        num_gpus=gpus,
+        _ScoreActor, batch_format="pyarrow", batch_size=settings.batch_size, concurrency=workers,
+        num_cpus=cpus_per_worker, num_gpus=gpus,
         fn_constructor_kwargs=dict(
-            model=model, population_ref=population,
-            runner_options=dict(backend=backend, precision=precision, threads=cpus_per_worker, device=actor_device,
-                                **(config_overrides or {})),
-            scorer_options=dict(perturb=perturb, views=views, agg=agg, seed=seed, batch_size=batch_size,
-                                threads=cpus_per_worker)))
+            settings=settings.with_(model=str(model_or_default(settings.model)), threads=cpus_per_worker,
+                                    device=actor_device),
+            population_ref=population))
     scored.write_parquet(str(out))
     summary["seconds"] = round(time.perf_counter() - start, 2)
     errors = _new_rows(out, done)

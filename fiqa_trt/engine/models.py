@@ -1,5 +1,8 @@
-"""The default FR model: dlib's face-recognition ResNet from the PyPI package face_recognition_models, converted
-once to ONNX (112x112 ArcFace-crop input, `onnx_export.dlib_resnet`) and kept in the user cache directory.
+"""One entry from a model name or path to something that scores: `open_model(settings) -> Runner` and
+`open_scorer(settings) -> Scorer`, used by score, gate, eval, bench, serve and the Ray actors alike.
+
+`model=None` is the default FR model: dlib's face-recognition ResNet from the PyPI package face_recognition_models,
+converted once to ONNX (112x112 ArcFace-crop input, `onnx_export.dlib_resnet`) and kept in the user cache directory.
 
 The converted file carries its preprocessing in the fiqa-trt ONNX metadata (RGB, mean = dlib's avg_red/green/blue,
 std 256), so it needs no registry entry. Its name holds the .dat's sha256 and the importer version, so a changed
@@ -11,7 +14,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError
+from fiqa_trt.files import cache_dir, package_model_file, sha256_of
 
 log = logging.getLogger("fiqa_trt")
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
@@ -19,14 +24,11 @@ DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
 
 def dlib_model_file() -> Path:
     """The .dat inside the installed face_recognition_models (FiqaError naming the package when it is missing)."""
-    from fiqa_trt.engine.align import package_model_file
-
     return package_model_file(DAT_NAME)
 
 
 def converted_model_path(dat_sha256: str, importer_version: int | None = None) -> Path:
     """Where the conversion of a .dat with this checksum, by this importer version, is cached."""
-    from fiqa_trt.engine.precision import cache_dir
     from fiqa_trt.onnx_export import dlib_resnet
 
     version = dlib_resnet.IMPORTER_VERSION if importer_version is None else importer_version
@@ -35,7 +37,6 @@ def converted_model_path(dat_sha256: str, importer_version: int | None = None) -
 
 def default_model_path() -> Path:
     """The default model as an ONNX file with 112x112 ArcFace-crop input; converted on first use (a few seconds)."""
-    from fiqa_trt.engine.runners.onnx_model import sha256_of
     from fiqa_trt.onnx_export import dlib_resnet
 
     dat = dlib_model_file()
@@ -55,3 +56,27 @@ def default_model_path() -> Path:
 def model_or_default(model: str | None) -> str:
     """The model a command was given, or the default model's path when it was given none."""
     return str(default_model_path()) if model is None else model
+
+
+def open_model(settings: ScoringSettings):
+    """The runner for `settings.model` (the default model when None) with its backend, precision, device, threads
+    and preprocessing overrides."""
+    from fiqa_trt.engine.runners import load_runner
+
+    return load_runner(model_or_default(settings.model), backend=settings.backend, precision=settings.precision,
+                       threads=settings.threads, device=settings.device, **settings.overrides)
+
+
+def open_scorer(settings: ScoringSettings, runner=None):
+    """A Scorer for `settings` on `runner` (opened from the settings when not given), with a face aligner when the
+    settings align photos first."""
+    from fiqa_trt.engine.scorer import Scorer
+
+    aligner = None
+    if settings.align or settings.all_faces:
+        from fiqa_trt.engine.align import FaceAligner
+
+        aligner = FaceAligner(detector=settings.detector, all_faces=settings.all_faces)
+    return Scorer(runner if runner is not None else open_model(settings), list(settings.perturb) or None,
+                  views=settings.views, agg=settings.agg, seed=settings.seed, batch_size=settings.batch_size,
+                  threads=settings.threads, aligner=aligner)

@@ -25,20 +25,20 @@ def build(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail."),
 ) -> None:
     """Build a TensorRT engine (strongly typed, dynamic batch) cached under ONNX + TensorRT + GPU + profile."""
-    from fiqa_trt import cli as main_cli
+    from fiqa_trt.cli.console import err, setup_logging
     from fiqa_trt.engine.runners.tensorrt import Profile, build_engine
 
     from fiqa_trt.engine.device import parse_device
     from fiqa_trt.errors import FiqaError
 
-    main_cli._setup_logging(verbose)
+    setup_logging(verbose)
     kind, index = parse_device(device)
     if kind != "cuda":
         raise FiqaError(f"--device {device}: TensorRT engines are built for a GPU; use cuda or cuda:N")
     parsed = Profile.parse(profile)
     path, key = build_engine(model, parsed, cache_dir, workspace_gib=workspace_gib, force=force,
                              device_id=index or 0, precision=precision)
-    main_cli.err.print(f"engine {path} ({key['precision']}, TensorRT {key['tensorrt']}, {key['gpu']}, "
+    err.print(f"engine {path} ({key['precision']}, TensorRT {key['tensorrt']}, {key['gpu']}, "
                        f"sm {key['compute_capability']}, batch {parsed.min}..{parsed.max})")
     print(path)
 

@@ -37,8 +37,8 @@ from typing import Callable, Iterable, Protocol, TextIO
 import numpy as np
 
 from fiqa_trt.engine.align import Face
-from fiqa_trt.engine.streams import Frame, FrameReader, SourceStats, kind_of, open_source
-from fiqa_trt.engine.tracking import IouTracker
+from fiqa_trt.gate.streams import Frame, FrameReader, SourceStats, kind_of, open_source
+from fiqa_trt.gate.tracking import IouTracker
 from fiqa_trt.errors import FiqaError
 
 log = logging.getLogger("fiqa_trt")
@@ -60,7 +60,7 @@ class Detector(Protocol):
 
 def calibration_for(model_path: str | Path) -> tuple[float, float] | None:
     """(p1, p99) for a known model file, else None."""
-    from fiqa_trt.engine.runners.onnx_model import sha256_of
+    from fiqa_trt.files import sha256_of
 
     known = CALIBRATIONS.get(sha256_of(Path(model_path)))
     return (known[1], known[2]) if known else None

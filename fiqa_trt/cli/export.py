@@ -1,6 +1,6 @@
-"""The `fiqa-trt export` command and the `fiqa-trt weights` sub-commands (`list`, `fetch`).
+"""The `fiqa-trt export` command: a face-recognition checkpoint to ONNX with its preprocessing in the metadata.
 
-`register(app)` adds them to the main typer app. torch is imported only when an export runs. User mistakes raise
+`register(app)` adds it to the main typer app. torch is imported only when an export runs. User mistakes raise
 FiqaError (printed by the main CLI without a traceback, exit 2).
 """
 
@@ -11,21 +11,9 @@ from typing import Optional
 
 import typer
 
-from fiqa_trt.errors import FiqaError
+from fiqa_trt.cli.console import err, setup_logging
 
 log = logging.getLogger("fiqa_trt")
-
-
-def _console():
-    from fiqa_trt import cli as main_cli
-
-    return main_cli.err
-
-
-def _setup_logging(verbose: bool) -> None:
-    from fiqa_trt import cli as main_cli
-
-    main_cli._setup_logging(verbose)
 
 
 def export(
@@ -48,7 +36,7 @@ def export(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail."),
 ) -> None:
     """Export a face-recognition checkpoint to ONNX, with its preprocessing in the metadata."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     from fiqa_trt.onnx_export.export import export_checkpoint
     from fiqa_trt.weights import locations, zoo
 
@@ -57,7 +45,6 @@ def export(
         arch = known.arch
     if arch.strip().lower() not in ("auto", zoo.ONNX_ARCH):
         arch = zoo.arch(arch).name  # an unknown name fails here, before any work
-    err = _console()
     err.print(f"exporting [bold]{path}[/] ({'architecture from its keys' if arch == 'auto' else arch}) ...")
     result = export_checkpoint(path, arch=arch, out=out, fp16=fp16, fp16_io=fp16_io, aux=aux, opset=opset,
                                check=check, name=known.name if known else None)
@@ -76,60 +63,5 @@ def export(
                   "--fp16-io to score it here)")
 
 
-def weights_list() -> None:
-    """Known models: architecture, preprocessing, where their file is looked for, and whether it is there."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    from fiqa_trt.weights import locations, zoo
-
-    console = Console(highlight=False)
-    for m in zoo.MODELS.values():
-        found = locations.find(m)
-        status = f"[green]found[/] {escape(str(found))}" if found else "[dim]not found[/]"
-        console.print(f"[bold]{m.name}[/]  {m.arch}, {m.embedding_size()}-d, {m.preprocessing()}"
-                      f"{'  [cyan]fetch: yes[/]' if m.url else ''}")
-        console.print(f"    file: weights/{m.directory}/{' | '.join(m.files)}  {status}")
-        console.print(f"    source: {m.source}")
-        console.print(f"    licence: {m.licence}" + (f"; {m.notes}" if m.notes else ""))
-    console.print("\nlooked for under: " + ", ".join(escape(str(r)) for r in locations.roots()))
-    others = [f for f in locations.scan() if f.model is None]
-    if others:
-        console.print("other weights files there (export them with `fiqa-trt export FILE --arch auto`):")
-        for f in others:
-            console.print(f"  {escape(str(f.path))}")
-
-
-def weights_fetch(
-    name: str = typer.Argument(..., help="A model name from `fiqa-trt weights list`."),
-    dest: Optional[str] = typer.Option(None, "--dest", help="Root folder (default: the user cache); the file goes to "
-                                       "DEST/<family folder>/<file name>."),
-    url: Optional[str] = typer.Option(None, "--url", help="Download from this mirror instead of the official link "
-                                      "(the checksum is verified all the same)."),
-    force: bool = typer.Option(False, "--force", help="Download again even if the file is there."),
-) -> None:
-    """Download a known model from its official direct link and verify its checksum."""
-    _setup_logging(False)
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    from fiqa_trt.weights import fetch, zoo
-
-    model = zoo.model(name)
-    err = _console()
-    with Progress(TextColumn(model.name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err,
-                  transient=True) as progress:
-        task = progress.add_task("download", total=None)
-        path = fetch.fetch(model, root=dest, url=url, force=force,
-                           progress=lambda done, total: progress.update(task, completed=done, total=total))
-    err.print(f"{model.name}: {path}" + (" (sha256 verified)" if model.sha256 else ""))
-
-
 def register(app: typer.Typer) -> None:
     app.command("export")(export)
-    weights = typer.Typer(no_args_is_help=True, help="Known pretrained models: list them, download them.")
-    weights.command("list")(weights_list)
-    weights.command("fetch")(weights_fetch)
-    app.add_typer(weights, name="weights")
-
-
-__all__ = ["FiqaError", "register"]

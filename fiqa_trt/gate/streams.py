@@ -25,10 +25,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from fiqa_trt.files import IMAGE_SUFFIXES
 from fiqa_trt.errors import FiqaError
 
 log = logging.getLogger("fiqa_trt")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DROP_POLICIES = ("oldest", "none")
 
 

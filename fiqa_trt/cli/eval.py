@@ -1,0 +1,164 @@
+"""The `fiqa-trt eval` and `fiqa-trt viz` commands: parse options, call the evaluation modules, report.
+
+`register(app)` adds both commands to the main typer app. User mistakes raise FiqaError (printed by the main CLI
+without a traceback, exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from fiqa_trt.cli import options
+from fiqa_trt.cli.console import RateColumn, err, setup_logging
+from fiqa_trt.errors import FiqaError
+
+
+def eval_command(
+    images: str = typer.Argument(..., help="Image root: the folder the pair file's paths are relative to "
+                                 "(identity folders for --generate)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model."),
+    pairs: Optional[str] = typer.Option(None, "--pairs", help="Pair file: the shared 'a,b,1|-1' format, LFW/XQLFW "
+                                        "pairs.txt, or CPLFW/CALFW pair files."),
+    protocol: str = typer.Option("auto", help="Pair-file format: auto, shared, lfw, xqlfw, cplfw, calfw."),
+    generate: bool = typer.Option(False, "--generate", help="No pair file: all mated pairs within identity folders "
+                                  "(capped) plus sampled non-mated pairs."),
+    max_mated: int = typer.Option(20, "--max-mated-per-identity", help="--generate: mated pairs kept per identity."),
+    impostors: Optional[int] = typer.Option(None, help="--generate: non-mated pairs (default: as many as mated)."),
+    pair_limit: Optional[int] = typer.Option(None, "--pair-limit", help="Use only the first N pairs."),
+    perturb: Optional[list[str]] = typer.Option(None, "--perturb", "-p", help="Perturbation spec, repeatable: "
+                                                "each is one method of the sweep (see `fiqa-trt perturbations`)."),
+    all_kinds: bool = typer.Option(False, "--all-kinds", help="Sweep every registered perturbation at its "
+                                   "default strength (plus any --perturb)."),
+    views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec."),
+    agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
+    pair_quality: str = typer.Option("min", "--pair-quality", help="Pair quality from its two images: min, max, "
+                                     "mean."),
+    fmr: Optional[list[float]] = typer.Option(None, "--fmr", help="Target FMR, repeatable (default 1e-2 1e-3 "
+                                              "1e-4)."),
+    pauc_limit: Optional[list[float]] = typer.Option(None, "--pauc-limit", help="pAUC discard limit, repeatable "
+                                                     "(default 0.2 0.3)."),
+    compat: bool = typer.Option(False, "--compat", help="Also the COMPATIBILITY mode: threshold re-derived at "
+                                "every discard step (as in some published code), labelled 'recomputed'."),
+    external: Optional[list[str]] = typer.Option(None, "--external", "-e", help="Quality scores of another method, "
+                                                 "NAME=PATH (CSV path,quality / JSON / JSONL / pickle / Parquet), "
+                                                 "repeatable."),
+    lower_better: Optional[list[str]] = typer.Option(None, "--lower-is-better", help="External NAME whose scores "
+                                                     "are better when lower (they are negated)."),
+    seed: int = typer.Option(0, help="Seed for perturbations, the pair generator and the random reference."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch."),
+    threads: options.Threads = None,
+    backend: options.Backend = "auto",
+    precision: options.Precision = "auto",
+    device: options.Device = "auto",
+    color: Optional[str] = typer.Option(None, help="Override the model's colour order: RGB or BGR."),
+    mean: Optional[float] = typer.Option(None, help="Override the model's input mean (0-255 units)."),
+    std: Optional[float] = typer.Option(None, help="Override the model's input std (0-255 units)."),
+    out_dir: str = typer.Option("eval-results", "--out-dir", "-o", help="Folder for results and pictures."),
+    pictures: bool = typer.Option(True, "--plots/--no-plots", help="Draw the pictures (needs matplotlib)."),
+    max_discard: float = typer.Option(0.5, "--plot-max-discard", help="Right end of the EDC plots."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail on what is happening."),
+) -> None:
+    """Evaluate quality by verification: EDC and pAUC of perturbation specs (and score files) on pairs."""
+    from fiqa_trt.engine.settings import ScoringSettings
+    from fiqa_trt.evaluation.run import EvalSettings, run_eval
+
+    setup_logging(verbose)
+    scoring = ScoringSettings(model=model, backend=backend, precision=precision, device=device, threads=threads,
+                              color=color, mean=mean, std=std, perturb=tuple(perturb or ()), views=views, agg=agg,
+                              seed=seed, batch_size=batch_size)
+    settings = EvalSettings(images=images, scoring=scoring, pairs=pairs, protocol=protocol, generate=generate,
+                            max_mated_per_identity=max_mated, impostors=impostors, pair_limit=pair_limit,
+                            all_kinds=all_kinds, pair_quality=pair_quality, fmrs=tuple(fmr or ()),
+                            pauc_limits=tuple(pauc_limit or ()), compat=compat, external=tuple(external or ()),
+                            lower_is_better=tuple(lower_better or ()), plots=pictures, plot_max_discard=max_discard)
+    if quiet:
+        report = run_eval(settings, out_dir)
+        return
+    progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                        TimeRemainingColumn(), console=err)
+    with progress:
+        task = progress.add_task("embed", total=None)
+        report = run_eval(settings, out_dir, say=lambda msg: err.print(escape(msg)),
+                          progress=lambda n, total: progress.update(task, advance=n, total=total))
+    _summary(report)
+
+
+def _summary(report: dict) -> None:
+    from rich.table import Table
+
+    from fiqa_trt.evaluation.report import limit_key
+
+    v = report["verification"]
+    console = err
+    console.print(f"verification: best accuracy {v['best_accuracy']:.4f}; "
+                  + ", ".join(f"FNMR {a['fnmr']:.4f} at FMR {k} (achieved {a['achieved_fmr']:.2g})"
+                              for k, a in v["at_fmr"].items()))
+    table = Table(title="EDC, fixed threshold (pAUC normalised: 1.0 = random discarding)")
+    lims = report["pauc_limits"]
+    for col in ["method", "FMR", "FNMR@0%"] + [f"pAUC@{round(x * 100)}% (norm.)" for x in lims]:
+        table.add_column(col, justify="right")
+    for row in report["results"]:
+        if row["mode"] == "fixed":
+            table.add_row(row["method"], f"{row['target_fmr']:g}", f"{row['fnmr_0']:.4f}",
+                          *[f"{row[limit_key(x)]:.4f} ({row[limit_key(x) + '_norm']:.3f})" for x in lims])
+    console.print(table)
+
+
+def viz_command(
+    source: str = typer.Argument(..., help="An eval output folder (results.json + qualities.csv) or a score file "
+                                 "(CSV, JSON, JSONL, pickle, Parquet)."),
+    out_dir: Optional[str] = typer.Option(None, "--out-dir", "-o", help="Where the pictures go (default: the eval "
+                                          "folder, or the score file's folder)."),
+    method: Optional[list[str]] = typer.Option(None, "--method", help="Methods to draw (default: all)."),
+    fmr: Optional[list[float]] = typer.Option(None, "--fmr", help="Target FMR(s) of the EDC plots (default: all)."),
+    max_discard: float = typer.Option(0.5, "--max-discard", help="Right end of the EDC plots."),
+    faces: int = typer.Option(16, help="Faces in the annotated grid."),
+    cols: int = typer.Option(8, help="Faces per row."),
+    select: str = typer.Option("spread", help="Which faces: spread (over the ranking), lowest or highest."),
+    grid_method: Optional[str] = typer.Option(None, "--grid-method", help="Method whose qualities sort the grid."),
+    images: Optional[str] = typer.Option(None, "--images", help="Folder the image names are relative to (default: "
+                                         "the eval's image root, or the score file's folder)."),
+) -> None:
+    """Draw EDC curves, quality histograms and an annotated face grid (PNG and SVG)."""
+    from fiqa_trt.evaluation import external as ext
+    from fiqa_trt.evaluation import plots
+    from fiqa_trt.evaluation.report import read_qualities
+    from fiqa_trt.evaluation.run import draw_pictures
+
+    src = Path(source)
+    if faces < 1 or cols < 1:
+        raise FiqaError("--faces and --cols must be at least 1")
+    if src.is_dir():
+        if not (src / "results.json").is_file() or not (src / "qualities.csv").is_file():
+            raise FiqaError(f"{src} is not an eval output folder (no results.json and qualities.csv)")
+        report = json.loads((src / "results.json").read_text())
+        keys, qualities = read_qualities(src / "qualities.csv")
+        root = Path(images or report["pairs"]["root"])
+        written = draw_pictures(report, keys, qualities, root, Path(out_dir or src), fmr, method, max_discard, faces,
+                                cols, select, grid_method)
+    else:
+        scores = ext.read_scores(src)
+        root = Path(images) if images else src.parent
+        names = list(scores)
+        q = np.array([scores[n] for n in names], dtype=float)
+        out = Path(out_dir or src.parent)
+        paths = [n if Path(n).is_absolute() else str(root / n) for n in names]
+        written = plots.plot_histograms({src.stem: q}, out / f"{src.stem}_hist")
+        written += plots.plot_face_grid(paths, q, out / f"{src.stem}_faces", faces, cols, select,
+                                        title=f"{src.stem}: {faces} faces by quality ({select}), lowest first")
+    err.print("written: " + ", ".join(str(p) for p in written))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `eval` and `viz` to the main CLI."""
+    app.command("eval")(eval_command)
+    app.command("viz")(viz_command)

@@ -1,0 +1,83 @@
+"""The `fiqa-trt gate` command: parses options, builds the scorer and the `gate.gate.Gate`, reports.
+
+`register(app)` adds the command to the main typer app. User mistakes raise FiqaError (printed by the main CLI
+without a traceback, exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from fiqa_trt.cli import options
+from fiqa_trt.cli.console import err, setup_logging
+
+
+def gate(
+    source: str = typer.Argument(..., help="A webcam index (0), an RTSP/HTTP URL, a video file or a folder of "
+                                 "frames."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: "
+                                        "dlib's ResNet, as for `fiqa-trt score`)."),
+    threshold: Optional[float] = typer.Option(None, help="Accept when the score >= this (default: 50 on the "
+                                              "calibrated scale, 0.95 on the raw one)."),
+    scale: str = typer.Option("auto", help="calibrated (0-100, known models), raw (the aggregated cosine), or "
+                              "auto: calibrated when the model is known, else raw."),
+    events: str = typer.Option("-", "--events", "-o", help="JSON-lines events: a file, or - for standard "
+                               "output."),
+    best_dir: Optional[str] = typer.Option(None, "--best-dir", help="Save each track's best-shot crop here."),
+    video_out: Optional[str] = typer.Option(None, "--video-out", help="Write an annotated video (.avi: MJPG, "
+                                            ".mp4: mp4v)."),
+    batch_frames: int = typer.Option(4, help="Most frames whose faces are scored in one batch."),
+    drop: Optional[str] = typer.Option(None, help="When scoring falls behind: oldest (drop the oldest queued "
+                                       "frame; default for cameras and URLs) or none (wait; default for files "
+                                       "and folders)."),
+    queue_size: int = typer.Option(8, help="Frames the reader may queue."),
+    max_missed: int = typer.Option(5, help="A track ends after more than this many frames without its face."),
+    min_iou: float = typer.Option(0.3, help="Least IoU for a face to continue a track."),
+    perturb: Optional[list[str]] = typer.Option(None, "--perturb", "-p", help="Perturbation spec(s), as for "
+                                                "`fiqa-trt score`."),
+    views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec."),
+    agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
+    threads: options.Threads = None,
+    backend: options.Backend = "auto",
+    precision: options.Precision = "auto",
+    device: options.Device = "auto",
+    detector: str = typer.Option("hog", help="dlib face detector: hog (fast) or cnn (MMOD)."),
+    upsample: int = typer.Option(1, help="Detector upsampling (1 finds faces down to about 40 px)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary on standard error."),
+) -> None:
+    """Gate a camera stream, URL, video or folder of frames on face quality: JSON-lines events per face and
+    per track (best shot), a summary at the end (also on Ctrl-C)."""
+    from fiqa_trt.engine.align import FaceAligner
+    from fiqa_trt.engine.models import model_or_default, open_scorer
+    from fiqa_trt.engine.settings import ScoringSettings
+    from fiqa_trt.gate.gate import Gate, calibration_for
+    from fiqa_trt.gate.streams import kind_of
+
+    setup_logging(False)
+    kind_of(source)  # a missing source is a usage mistake, before the model is loaded
+    model = model_or_default(model)
+    scorer = open_scorer(ScoringSettings(model=model, backend=backend, precision=precision, device=device,
+                                         threads=threads, perturb=tuple(perturb or ()), views=views, agg=agg))
+    calibration = calibration_for(model)
+    if scale == "auto":
+        scale = "calibrated" if calibration is not None else "raw"
+        if calibration is None and threshold is None:
+            err.print("[yellow]warning:[/] no calibration is known for this model: the threshold is 0.95 on the "
+                      "raw cosine (set --threshold)")
+    if threshold is None:
+        threshold = 50.0 if scale == "calibrated" else 0.95
+    gate_ = Gate(scorer, FaceAligner(detector=detector, upsample=upsample, all_faces=True), threshold=threshold,
+                 scale=scale, calibration=calibration, events=events, best_dir=best_dir,
+                 video_out=video_out, batch_frames=batch_frames, min_iou=min_iou, max_missed=max_missed)
+    summary = gate_.run(source, drop=drop, queue_size=queue_size)
+    if not quiet:
+        err.print(json.dumps({k: v for k, v in summary.items() if k not in ("event", "time")}))
+    if summary["interrupted"]:
+        raise typer.Exit(130)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(gate)

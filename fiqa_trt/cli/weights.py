@@ -1,0 +1,63 @@
+"""The `fiqa-trt weights` sub-commands: `list` (known models and where their files are looked for), `fetch`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from fiqa_trt.cli.console import err, setup_logging
+
+
+def weights_list() -> None:
+    """Known models: architecture, preprocessing, where their file is looked for, and whether it is there."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from fiqa_trt.weights import locations, zoo
+
+    console = Console(highlight=False)
+    for m in zoo.MODELS.values():
+        found = locations.find(m)
+        status = f"[green]found[/] {escape(str(found))}" if found else "[dim]not found[/]"
+        console.print(f"[bold]{m.name}[/]  {m.arch}, {m.embedding_size()}-d, {m.preprocessing()}"
+                      f"{'  [cyan]fetch: yes[/]' if m.url else ''}")
+        console.print(f"    file: weights/{m.directory}/{' | '.join(m.files)}  {status}")
+        console.print(f"    source: {m.source}")
+        console.print(f"    licence: {m.licence}" + (f"; {m.notes}" if m.notes else ""))
+    console.print("\nlooked for under: " + ", ".join(escape(str(r)) for r in locations.roots()))
+    others = [f for f in locations.scan() if f.model is None]
+    if others:
+        console.print("other weights files there (export them with `fiqa-trt export FILE --arch auto`):")
+        for f in others:
+            console.print(f"  {escape(str(f.path))}")
+
+
+def weights_fetch(
+    name: str = typer.Argument(..., help="A model name from `fiqa-trt weights list`."),
+    dest: Optional[str] = typer.Option(None, "--dest", help="Root folder (default: the user cache); the file goes to "
+                                       "DEST/<family folder>/<file name>."),
+    url: Optional[str] = typer.Option(None, "--url", help="Download from this mirror instead of the official link "
+                                      "(the checksum is verified all the same)."),
+    force: bool = typer.Option(False, "--force", help="Download again even if the file is there."),
+) -> None:
+    """Download a known model from its official direct link and verify its checksum."""
+    setup_logging(False)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from fiqa_trt.weights import fetch, zoo
+
+    model = zoo.model(name)
+    with Progress(TextColumn(model.name), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err,
+                  transient=True) as progress:
+        task = progress.add_task("download", total=None)
+        path = fetch.fetch(model, root=dest, url=url, force=force,
+                           progress=lambda done, total: progress.update(task, completed=done, total=total))
+    err.print(f"{model.name}: {path}" + (" (sha256 verified)" if model.sha256 else ""))
+
+
+def register(app: typer.Typer) -> None:
+    weights = typer.Typer(no_args_is_help=True, help="Known pretrained models: list them, download them.")
+    weights.command("list")(weights_list)
+    weights.command("fetch")(weights_fetch)
+    app.add_typer(weights, name="weights")

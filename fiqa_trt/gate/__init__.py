@@ -1,0 +1,2 @@
+"""Real-time quality gating of camera streams: `streams` (sources and the bounded reader queue), `tracking` (greedy
+IoU tracks), `gate` (detect, align, score in batches, per-track best-shot decisions, JSON-lines events)."""
