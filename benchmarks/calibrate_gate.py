@@ -3,7 +3,7 @@
     python benchmarks/calibrate_gate.py [--model M.onnx ...] [--step 4] [--out benchmarks/results/gate_calibration.json]
 
 Scores every `step`-th shared LFW crop (sorted paths) with the default perturbation and mean aggregation, fp32 on
-ONNX Runtime, and prints the `CALIBRATIONS` entries for fiqa_trt/engine/gate.py (keyed by the ONNX file's sha256).
+ONNX Runtime, and prints the `calibration` of each model's record in fiqa_trt/weights/registry.py (keyed by the ONNX file's sha256).
 Without --model: the shared MobileFaceNet and the default model (dlib's ResNet, converted).
 """
 

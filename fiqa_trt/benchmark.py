@@ -119,9 +119,9 @@ def measure_peak(backend: str, precision: str, n: int = 2048, repeats: int = 5) 
             request = compiled.create_infer_request()
             run = lambda: request.infer({0: x})  # noqa: E731
         else:
-            from fiqa_trt.engine.runners.onnx_model import _ort_session
+            from fiqa_trt.onnx_export.graph import ort_session
 
-            session = _ort_session(model)
+            session = ort_session(model)
             run = lambda: session.run(None, {"x": x})  # noqa: E731
         run()
         best = min(_timed(run) for _ in range(repeats))

@@ -543,7 +543,7 @@ def http_server(tmp_path):
 
 
 def _zoo_entry(url, sha, member="model.onnx"):
-    return zoo.ZooModel("test-model", zoo.ONNX_ARCH, (member,), "https://example.org/models", "test", sha256=sha,
+    return zoo.ModelRecord("test-model", zoo.ONNX_ARCH, (member,), "https://example.org/models", "test", sha256=sha,
                         url=url, archive_member=member if url.endswith(".zip") else None, weights_dir="arcface")
 
 

@@ -273,7 +273,8 @@ def test_engine_graph_computes_what_the_model_does(real_model, precision, least)
     """The ONNX graph handed to TensorRT (normalisation in front, uint8 NHWC in; FP16-converted for fp16), run by
     ONNX Runtime on LFW-like images, gives the embeddings of the original model with its preprocessing."""
     from fiqa_trt.engine.runners import load_runner
-    from fiqa_trt.engine.runners.onnx_model import _ort_session, open_onnx_model
+    from fiqa_trt.engine.runners.onnx_model import open_onnx_model
+    from fiqa_trt.onnx_export.graph import ort_session
     from fiqa_trt.onnx_export.export import cosines
 
     proto, got_precision = trt_runner.engine_graph(open_onnx_model(real_model), precision)
@@ -282,7 +283,7 @@ def test_engine_graph_computes_what_the_model_does(real_model, precision, least)
 
     rng = np.random.default_rng(3)
     images = np.stack([cv2.resize(rng.integers(0, 256, (14, 14, 3), dtype=np.uint8), (112, 112)) for _ in range(8)])
-    session = _ort_session(proto)
+    session = ort_session(proto)
     got = session.run(None, {session.get_inputs()[0].name: images})[0].astype(np.float32).reshape(8, -1)
     want = load_runner(str(real_model), "onnxruntime", "fp32", device="cpu").embed(images)
     assert cosines(got, want).min() >= least

@@ -8,7 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fiqa_trt.engine.runners import load_runner  # noqa: E402
-from fiqa_trt.engine.runners.torch_cuda import _bucket, load_torch_runner  # noqa: E402
+from fiqa_trt.engine.runners.base import power_of_two_bucket  # noqa: E402
+from fiqa_trt.engine.runners.torch_cuda import load_torch_runner  # noqa: E402
 from fiqa_trt.errors import FiqaError  # noqa: E402
 from fiqa_trt.onnx_export import export  # noqa: E402
 from fiqa_trt.weights import zoo  # noqa: E402
@@ -50,7 +51,7 @@ def test_options_are_checked(checkpoint):
 
 
 def test_buckets():
-    assert [_bucket(n, 256) for n in (1, 2, 3, 64, 65, 256, 300)] == [1, 2, 4, 64, 128, 256, 256]
+    assert [power_of_two_bucket(n, 1, 256) for n in (1, 2, 3, 64, 65, 256, 300)] == [1, 2, 4, 64, 128, 256, 256]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch sees no CUDA device")

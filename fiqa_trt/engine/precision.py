@@ -62,10 +62,9 @@ def record(sha256: str, backend: str, precision: str, rho: float, images: int, d
 
 def validated(sha256: str, backend: str, precision: str) -> float | None:
     """The recorded Spearman if it keeps the ranking (>= RANKING_THRESHOLD), else None."""
-    from fiqa_trt.weights.registry import KNOWN_MODELS
+    from fiqa_trt.weights import registry
 
     rho = _load().get(f"{sha256}:{backend}:{precision}", {}).get("spearman_vs_fp32")
-    if rho is None:
-        rho = next((m.precision_checks.get(f"{backend}:{precision}") for m in KNOWN_MODELS if m.sha256 == sha256),
-                   None)
+    if rho is None and (record := registry.lookup(sha256)) is not None:
+        rho = record.precision_checks.get(f"{backend}:{precision}")
     return rho if rho is not None and rho >= RANKING_THRESHOLD else None

@@ -11,7 +11,7 @@ scoring is behind.
 Score and decision: `quality` is the raw aggregated cosine. `score` is what the threshold applies to: the raw
 cosine (scale `raw`) or a 0-100 calibrated score (scale `calibrated`): a linear map of the raw cosine from the 1st
 percentile (0) to the 99th percentile (100) of the model's qualities on the shared LFW crops, clipped to 0-100
-(`CALIBRATIONS`, measured by benchmarks/calibrate_gate.py on every 4th crop, 3,309 images; known models only).
+(`ModelRecord.calibration` in weights.registry, measured by benchmarks/calibrate_gate.py on every 4th crop, 3,309 images; known models only).
 The shared crops are stored on the 96x112 template while the gate re-aligns faces to the ArcFace one: clean faces
 in the test video score 0.97-0.99 with the shared MobileFaceNet, above its LFW p99, so they reach 100. A face event is `accept` when its
 score >= threshold. A track's final decision is made on its best shot (highest quality over the track): accept when
@@ -44,12 +44,6 @@ from fiqa_trt.errors import FiqaError
 log = logging.getLogger("fiqa_trt")
 SCALES = ("raw", "calibrated")
 
-# sha256 of the ONNX file -> (name, quality at the 1st percentile, at the 99th percentile) on the shared LFW crops
-# (default perturbation, mean aggregation), from benchmarks/calibrate_gate.py.
-CALIBRATIONS: dict[str, tuple[str, float, float]] = {
-    "87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581": ("faceplugin-mobilefacenet", 0.9127, 0.9754),
-    "dd048666ee58ed90f1b08c28749fa10e26b20acfeefca108531217980670855c": ("dlib-resnet-v1-arcface112", 0.9678, 0.9907),
-}
 
 
 class Detector(Protocol):
@@ -59,11 +53,12 @@ class Detector(Protocol):
 
 
 def calibration_for(model_path: str | Path) -> tuple[float, float] | None:
-    """(p1, p99) for a known model file, else None."""
+    """(p1, p99) for a known model file (its record in weights.registry), else None."""
     from fiqa_trt.files import sha256_of
+    from fiqa_trt.weights import registry
 
-    known = CALIBRATIONS.get(sha256_of(Path(model_path)))
-    return (known[1], known[2]) if known else None
+    record = registry.lookup(sha256_of(Path(model_path)))
+    return record.calibration if record is not None else None
 
 
 def calibrate(quality: float, calibration: tuple[float, float]) -> float:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import io
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from fiqa_trt import __version__
 from fiqa_trt.files import sha256_of
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.onnx_export import checkpoints, graph
+from fiqa_trt.onnx_export.graph import ort_session
 from fiqa_trt.onnx_export import fp16 as fp16_convert
 from fiqa_trt.weights import zoo
 
@@ -122,16 +122,6 @@ def random_inputs(config: dict, n: int = 4, seed: int = 0) -> np.ndarray:
     mean = np.asarray(config["mean"], np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(config["std"], np.float32).reshape(1, 3, 1, 1)
     return (pixels - mean) / std
-
-
-def ort_session(model: onnx.ModelProto | bytes, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-    options.log_severity_level = 3
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -19,6 +19,22 @@ BATCH_DIM = "batch"
 METADATA_KEY = "fiqa_trt.model_config"
 
 
+def ort_session(model: "onnx.ModelProto | bytes", threads: int | None = None):
+    """An ONNX Runtime CPU session for a graph (proto or serialised bytes): `threads` intra-op threads (default: all
+    cores), one inter-op thread, warnings off. The one place a session is set up (runners, checks, exports)."""
+    import os
+
+    from fiqa_trt.errors import require
+
+    ort = require("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
 def fixed_batch_size(model: onnx.ModelProto) -> int | None:
     """The fixed batch size of the first graph input, or None when it is already symbolic."""
     dim0 = _real_inputs(model)[0].type.tensor_type.shape.dim[0]

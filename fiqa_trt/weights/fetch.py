@@ -1,7 +1,7 @@
 """Downloading a known model's weights from its official direct link, with checksum verification.
 
 The download streams into a `.part` file beside the target while hashing; a zip archive is opened and the model's
-member taken out; the sha256 of the file that lands is compared with the record (`zoo.ZooModel.sha256`) before the
+member taken out; the sha256 of the file that lands is compared with the record (`zoo.ModelRecord.sha256`) before the
 file is moved into place, so a failed or corrupted download never leaves a file that looks valid. Models without a
 recorded checksum are kept with a warning that prints the digest. Only http(s) links are followed.
 """
@@ -54,7 +54,7 @@ def _extract(archive: Path, member: str, dest: Path) -> None:
         raise FiqaError("the downloaded file is not a zip archive") from None
 
 
-def fetch(model: zoo.ZooModel, root: str | Path | None = None, url: str | None = None, force: bool = False,
+def fetch(model: zoo.ModelRecord, root: str | Path | None = None, url: str | None = None, force: bool = False,
           timeout: float = 60.0, progress: Callable[[int, int | None], None] | None = None) -> Path:
     """Download `model` into `root/<family folder>/<first expected name>` (root: the user cache by default) and
     verify it. `url` replaces the official link (a mirror); the checksum is checked all the same."""

@@ -3,7 +3,7 @@
 Roots, searched in this order: `$FIQA_TRT_WEIGHTS` (if set), `./weights` (relative to the current directory: the
 seed project's convention, `weights/arcface`, `weights/adaface`, `weights/transface`, ...), and `weights/` in the user
 cache directory (`engine.precision.cache_dir()`, where `fiqa-trt weights fetch` puts downloads). A file dropped
-into one of these folders is found without editing any source file: by its expected name (`zoo.ZooModel.files`),
+into one of these folders is found without editing any source file: by its expected name (`zoo.ModelRecord.files`),
 or listed as an unlisted file whose architecture `fiqa-trt export --arch auto` recognises.
 """
 
@@ -39,11 +39,11 @@ def directories() -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def expected_paths(model: zoo.ZooModel) -> list[Path]:
+def expected_paths(model: zoo.ModelRecord) -> list[Path]:
     return [root / model.directory / name for root in roots() for name in model.files]
 
 
-def find(model: zoo.ZooModel) -> Path | None:
+def find(model: zoo.ModelRecord) -> Path | None:
     return next((p for p in expected_paths(model) if p.is_file()), None)
 
 
@@ -75,7 +75,7 @@ def scan() -> list[FoundFile]:
     return out
 
 
-def resolve(name_or_path: str) -> tuple[Path, zoo.ZooModel | None]:
+def resolve(name_or_path: str) -> tuple[Path, zoo.ModelRecord | None]:
     """A checkpoint argument: an existing path, or the name of a known model found in the weights folders."""
     path = Path(name_or_path).expanduser()
     if path.is_file():

@@ -4,9 +4,11 @@ Two record types, both plain data (no torch import here):
 - `Arch`: an exportable network: its family (checkpoint format, preprocessing, outputs, where its weights live) and
   the constructor arguments. `arch(name)` resolves a name or alias; `derived_arch` describes a checkpoint whose depth
   is not a published size.
-- `ZooModel`: one published weights file: name, architecture, expected file name(s), source page, licence note,
-  sha256 where known, and a direct download link where one exists (`fiqa-trt weights fetch`).
-Preprocessing is given in 0-255 pixel units, as in `engine.model_config.ModelConfig`.
+- `ModelRecord`: everything known about one model file, in one record: name, source page, licence, sha256 where
+  known; for published weights the architecture, expected file name(s) and a direct download link where one exists
+  (`fiqa-trt weights fetch`); for files scored as they are (weights.registry) the preprocessing config, the
+  reduced-precision ranking checks and the gate's quality calibration.
+Preprocessing is given in 0-255 pixel units, as in `weights.model_config.ModelConfig`.
 """
 
 from __future__ import annotations
@@ -158,17 +160,23 @@ def _same(a, b) -> bool:
 
 
 @dataclass(frozen=True)
-class ZooModel:
+class ModelRecord:
     name: str
     arch: str  # an ARCHS name, or ONNX_ARCH
     files: tuple[str, ...]  # expected file name(s) under weights/<family dir>/, the first preferred
     source: str  # the page the weights are published on
     licence: str
-    sha256: str | None = None  # of the file that lands in the weights folder
+    sha256: str | None = None  # of the model file (the one that lands in the weights folder, or the one scored)
     url: str | None = None  # a direct link, where the authors give one
     archive_member: str | None = None  # the file to take out of the downloaded zip
     weights_dir: str | None = None  # defaults to the family's
     notes: str = ""
+    # for a file scored as it is: its preprocessing (ModelConfig fields) when the file carries no fiqa-trt metadata
+    config: dict | None = None
+    # "backend:precision" -> Spearman of quality scores against fp32 (`fiqa-trt bench` on the shared LFW)
+    precision_checks: dict = field(default_factory=dict, hash=False)
+    # (quality at the 1st, at the 99th percentile) on the shared LFW crops: the gate's 0-100 scale
+    calibration: tuple[float, float] | None = None
 
     @property
     def directory(self) -> str:
@@ -191,53 +199,53 @@ _ADAFACE_ZOO = "https://github.com/mk-minchul/AdaFace#pretrained-models"
 _TRANSFACE_ZOO = "https://github.com/DanJun6737/TransFace#transface-pretrained-models"
 
 
-def _zoo() -> list[ZooModel]:
+def _zoo() -> list[ModelRecord]:
     out = [
-        ZooModel("insightface-buffalo_l-w600k_r50", ONNX_ARCH, ("w600k_r50.onnx",),
+        ModelRecord("insightface-buffalo_l-w600k_r50", ONNX_ARCH, ("w600k_r50.onnx",),
                  "https://github.com/deepinsight/insightface/tree/master/model_zoo", _ARCFACE_LICENCE,
                  url=f"{_INSIGHTFACE_RELEASE}/buffalo_l.zip", archive_member="w600k_r50.onnx", weights_dir="arcface",
                  notes="ResNet50 trained on WebFace600K, inside the buffalo_l pack; export it to add metadata"),
-        ZooModel("insightface-buffalo_s-w600k_mbf", ONNX_ARCH, ("w600k_mbf.onnx",),
+        ModelRecord("insightface-buffalo_s-w600k_mbf", ONNX_ARCH, ("w600k_mbf.onnx",),
                  "https://github.com/deepinsight/insightface/tree/master/model_zoo", _ARCFACE_LICENCE,
                  url=f"{_INSIGHTFACE_RELEASE}/buffalo_s.zip", archive_member="w600k_mbf.onnx", weights_dir="arcface",
                  notes="MobileFaceNet trained on WebFace600K, inside the buffalo_s pack"),
-        ZooModel("insightface-antelopev2-glintr100", ONNX_ARCH, ("glintr100.onnx",),
+        ModelRecord("insightface-antelopev2-glintr100", ONNX_ARCH, ("glintr100.onnx",),
                  "https://github.com/deepinsight/insightface/tree/master/model_zoo", _ARCFACE_LICENCE,
                  url=f"{_INSIGHTFACE_RELEASE}/antelopev2.zip", archive_member="glintr100.onnx",
                  weights_dir="arcface", notes="ResNet100 trained on Glint360K, inside the antelopev2 pack"),
     ]
     for data, depths in (("ms1mv3_arcface", (18, 34, 50, 100)), ("glint360k_cosface", (18, 34, 50, 100))):
         for d in depths:
-            out.append(ZooModel(f"arcface-{data}-r{d}", f"iresnet{d}", (f"{data}_r{d}_fp16/backbone.pth",
+            out.append(ModelRecord(f"arcface-{data}-r{d}", f"iresnet{d}", (f"{data}_r{d}_fp16/backbone.pth",
                                                                         f"{data}_r{d}.pth"),
                                 _ARCFACE_ZOO, _ARCFACE_LICENCE,
                                 notes="OneDrive / Baidu folders (no direct link); keep the folder name, or rename "
                                       "backbone.pth"))
     for d, data in ((18, "casia"), (18, "vgg2"), (18, "webface4m"), (50, "casia"), (50, "webface4m"),
                     (50, "ms1mv2"), (101, "ms1mv2"), (101, "ms1mv3"), (101, "webface4m"), (101, "webface12m")):
-        out.append(ZooModel(f"adaface-ir{d}-{data}", f"adaface_ir{d}", (f"adaface_ir{d}_{data}.ckpt",), _ADAFACE_ZOO,
+        out.append(ModelRecord(f"adaface-ir{d}-{data}", f"adaface_ir{d}", (f"adaface_ir{d}_{data}.ckpt",), _ADAFACE_ZOO,
                             "MIT", notes="Google Drive (no direct link)"))
     for data in ("ms1mv2", "glint360k"):
         for size in ("s", "b", "l"):
-            out.append(ZooModel(f"transface-{data}-vit_{size}", f"transface_vit_{size}",
+            out.append(ModelRecord(f"transface-{data}-vit_{size}", f"transface_vit_{size}",
                                 (f"{data}_model_TransFace_{size.upper()}.pt", f"{data}_vit_{size}/model.pt"),
                                 _TRANSFACE_ZOO, FAMILIES["transface"].licence, notes="Google Drive (no direct link)"))
     out += [
-        ZooModel("magface-ms1mv2-iresnet100", "magface_iresnet100", ("magface_epoch_00025.pth",),
+        ModelRecord("magface-ms1mv2-iresnet100", "magface_iresnet100", ("magface_epoch_00025.pth",),
                  "https://github.com/IrvingMeng/MagFace#model-zoo", FAMILIES["magface"].licence,
                  notes="Google Drive / Baidu (no direct link)"),
-        ZooModel("crfiqa-l", "crfiqa_iresnet100", ("181952backbone.pth",), "https://github.com/fdbtrs/CR-FIQA",
+        ModelRecord("crfiqa-l", "crfiqa_iresnet100", ("181952backbone.pth",), "https://github.com/fdbtrs/CR-FIQA",
                  FAMILIES["crfiqa"].licence, notes="CR-FIQA(L), MS1MV2; Google Drive folder (no direct link)"),
-        ZooModel("crfiqa-s", "crfiqa_iresnet50", ("32572backbone.pth",), "https://github.com/fdbtrs/CR-FIQA",
+        ModelRecord("crfiqa-s", "crfiqa_iresnet50", ("32572backbone.pth",), "https://github.com/fdbtrs/CR-FIQA",
                  FAMILIES["crfiqa"].licence, notes="CR-FIQA(S), CASIA-WebFace; Google Drive folder (no direct link)"),
     ]
     return out
 
 
-MODELS: dict[str, ZooModel] = {m.name: m for m in _zoo()}
+MODELS: dict[str, ModelRecord] = {m.name: m for m in _zoo()}
 
 
-def model(name: str) -> ZooModel:
+def model(name: str) -> ModelRecord:
     try:
         return MODELS[name.strip()]
     except KeyError:

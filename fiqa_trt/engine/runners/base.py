@@ -1,25 +1,32 @@
-"""The runner interface every backend implements (Polygraphy-style: one interface, many backends)."""
+"""The runner interface every backend implements (Polygraphy-style: one interface, many backends).
+
+`Runner.embed` is the public entry: it checks the batch against the model's input and calls the backend's
+`_embed`. Every runner says its backend (`name`), `device` ("cpu" or "cuda:N") and the `precision` it really runs.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 
-from fiqa_trt.weights.model_config import ModelConfig
 from fiqa_trt.errors import FiqaError
+from fiqa_trt.weights.model_config import ModelConfig
 
 
-class Runner(Protocol):
+class Runner:
     config: ModelConfig
-    device: str  # "cpu" or "cuda:N"
-    name: str  # backend name, for reports
+    name: str = "runner"  # backend name, for reports
+    device: str = "cpu"  # "cpu" or "cuda:N"
+    precision: str = "fp32"  # what the backend really runs: fp32, bf16 or fp16
+    sha256: str | None = None  # of the model file, where the runner was opened from one
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
-        """(B, H, W, 3) uint8 decoded images in the model's colour order -> (B, D) float32 embeddings.
+    def embed(self, batch):
+        """(B, H, W, 3) uint8 decoded images in the model's colour order -> (B, D) float32 embeddings, NumPy on the
+        CPU, CuPy on a CUDA device. The runner applies the model's normalisation and layout (from `config`)."""
+        check_images(batch, self.config)
+        return self._embed(batch)
 
-        The runner applies the model's normalisation and layout (from `config`) itself."""
-        ...
+    def _embed(self, batch):
+        raise NotImplementedError
 
 
 def check_images(batch, config: ModelConfig) -> None:
@@ -29,7 +36,12 @@ def check_images(batch, config: ModelConfig) -> None:
                         f"{tuple(batch.shape)}")
 
 
-class HostRunner:
+def power_of_two_bucket(n: int, low: int, high: int) -> int:
+    """The buffer / CUDA-graph bucket of a batch of n: the next power of two, clipped to [low, high]."""
+    return max(low, min(high, 1 << max(0, (n - 1).bit_length())))
+
+
+class HostRunner(Runner):
     """What the host-memory runners share: batches cut to the model's limit, the embedding size read from a probe.
 
     Subclasses set `model`, `config`, `batch_limit`, `max_batch` and implement `_run(uint8 chunk) -> (n, ...)`.
@@ -45,7 +57,11 @@ class HostRunner:
             probe = self.embed(np.zeros((1, *self.model.image_shape()), np.uint8))
             self.config = replace(self.config, embedding_size=int(probe.shape[1]))
 
-    def embed(self, batch: np.ndarray) -> np.ndarray:
+    @property
+    def sha256(self) -> str:
+        return self.model.sha256
+
+    def _embed(self, batch: np.ndarray) -> np.ndarray:
         step = self.batch_limit or self.max_batch
         outs = []
         for start in range(0, len(batch), step):

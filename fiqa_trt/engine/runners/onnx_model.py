@@ -15,7 +15,7 @@ import numpy as np
 
 from fiqa_trt.weights.model_config import ModelConfig
 from fiqa_trt.files import sha256_of
-from fiqa_trt.errors import FiqaError, require
+from fiqa_trt.errors import FiqaError
 from fiqa_trt.onnx_export import graph as onnx_graph
 
 log = logging.getLogger("fiqa_trt")
@@ -41,15 +41,6 @@ class OnnxModel:
 
 
 
-def _ort_session(proto, threads: int | None = None):
-    ort = require("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def open_onnx_model(path: str | os.PathLike, **overrides) -> OnnxModel:
     """Load and validate an ONNX FR model; `overrides` (color, mean, std) replace its config. FiqaError if unusable."""
     from fiqa_trt.weights import registry
@@ -63,7 +54,7 @@ def open_onnx_model(path: str | os.PathLike, **overrides) -> OnnxModel:
     meta = onnx_graph.read_metadata(model)
     if meta is not None:
         config = ModelConfig.from_dict(meta, source="metadata")
-    elif (known := registry.lookup(digest)) is not None:
+    elif (known := registry.config_for(digest)) is not None:
         config = known
     else:
         if not fixed_hw:
@@ -89,14 +80,14 @@ def _dynamic_batch(model, path: Path, config: ModelConfig):
     h, w = config.input_size
     shape = (3, h, w) if config.layout == "NCHW" else (h, w, 3)
     try:
-        original = _ort_session(model)
+        original = onnx_graph.ort_session(model)
     except Exception as exc:
         raise FiqaError(f"ONNX Runtime cannot run {path.name}: {str(exc)[:300]}") from None
     x = np.random.default_rng(0).standard_normal((2 * fixed, *shape)).astype(np.float32)
     name = original.get_inputs()[0].name
     want = np.concatenate([original.run(None, {name: x[i : i + fixed]})[0] for i in range(0, 2 * fixed, fixed)])
     try:
-        got = _ort_session(dynamic).run(None, {name: x})[0]
+        got = onnx_graph.ort_session(dynamic).run(None, {name: x})[0]
         exact = got.shape == want.shape and bool(np.allclose(got, want, rtol=1e-4, atol=1e-5))
     except Exception:
         exact = False

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from fiqa_trt.engine.runners.base import HostRunner
-from fiqa_trt.engine.runners.onnx_model import OnnxModel, _ort_session
+from fiqa_trt.engine.runners.onnx_model import OnnxModel
+from fiqa_trt.onnx_export.graph import ort_session
 from fiqa_trt.errors import FiqaError
 
 
@@ -19,7 +20,7 @@ class OnnxRuntimeRunner(HostRunner):
         self.batch_limit = model.batch_limit
         self.max_batch = max_batch
         try:
-            self._session = _ort_session(model.with_preprocessing(), threads)
+            self._session = ort_session(model.with_preprocessing(), threads)
         except Exception as exc:
             raise FiqaError(f"ONNX Runtime cannot run {model.path.name}: {str(exc)[:300]}") from None
         self._input = self._session.get_inputs()[0].name

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fiqa_trt.engine.runners.base import check_images
+from fiqa_trt.engine.runners.base import Runner, power_of_two_bucket
 from fiqa_trt.errors import FiqaError, require
 
 log = logging.getLogger("fiqa_trt")
@@ -91,7 +91,7 @@ def check_engine(meta: dict, expected: dict, path: str = "engine") -> None:
 
 def bucket(n: int, profile: Profile) -> int:
     """The buffer / CUDA-graph bucket of a batch of n: the next power of two within [min, max]."""
-    return max(profile.min, min(profile.max, 1 << max(0, (n - 1).bit_length())))
+    return power_of_two_bucket(n, profile.min, profile.max)
 
 
 def _trt():
@@ -259,7 +259,7 @@ class EngineSession:
             raise FiqaError("TensorRT failed to enqueue the engine")
 
 
-class TensorRTRunner:
+class TensorRTRunner(Runner):
     """`embed(uint8 (B, H, W, 3))`: NumPy in -> NumPy out; CuPy in (already on the device, as the GPU pipeline
     hands it over) -> CuPy out, with no host copy. Work is ordered after the caller's current CuPy stream and the
     caller's stream waits for the result."""
@@ -324,10 +324,9 @@ class TensorRTRunner:
             slot[2].launch(self._stream)
         return y[:n].astype(cp.float32).reshape(n, -1)  # a copy: the bucket's buffer is reused by the next call
 
-    def embed(self, batch):
+    def _embed(self, batch):
         cp = self._cp
         on_device = isinstance(batch, cp.ndarray)
-        check_images(batch, self.config)
         with cp.cuda.Device(self.device_id):
             caller = cp.cuda.get_current_stream()
             self._stream.wait_event(caller.record())

@@ -19,16 +19,11 @@ import warnings
 import numpy as np
 
 from fiqa_trt.weights.model_config import ModelConfig
-from fiqa_trt.engine.runners.base import check_images
+from fiqa_trt.engine.runners.base import Runner, power_of_two_bucket
 from fiqa_trt.errors import FiqaError
 
 
-def _bucket(n: int, max_batch: int) -> int:
-    """The CUDA-graph bucket of a batch of n: the next power of two, at most max_batch."""
-    return min(max_batch, 1 << max(0, (n - 1).bit_length()))
-
-
-class TorchRunner:
+class TorchRunner(Runner):
     name = "torch"
 
     def __init__(self, net, config: ModelConfig, device: str = "cpu", fp16: bool | None = None,
@@ -67,7 +62,7 @@ class TorchRunner:
 
     def _graphed(self, chunk):
         torch = self.torch
-        bucket = _bucket(len(chunk), self.max_batch)
+        bucket = power_of_two_bucket(len(chunk), 1, self.max_batch)
         if bucket not in self._graphs:
             static = torch.zeros((bucket, *chunk.shape[1:]), dtype=torch.uint8, device=self.device)
             side = torch.cuda.Stream()
@@ -99,11 +94,10 @@ class TorchRunner:
             return torch.zeros((0, self.config.embedding_size), dtype=torch.float32, device=self.device)
         return torch.cat(outs)
 
-    def embed(self, batch):
+    def _embed(self, batch):
         """NumPy uint8 (B, H, W, 3) -> NumPy float32 (B, D); a CuPy array on this runner's GPU -> a CuPy array,
         with no host copy (DLPack both ways, run on the caller's current CuPy stream)."""
         torch = self.torch
-        check_images(batch, self.config)
         if type(batch).__module__.startswith("cupy"):
             import cupy
 
