@@ -27,8 +27,10 @@ from fiqa_trt.engine import precision as checks
 from fiqa_trt.engine.inputs import check_item, list_items
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC
 from fiqa_trt.engine.pipeline import PerturbPipeline
-from fiqa_trt.engine.runners import available_backends, load_runner, supported_precisions
-from fiqa_trt.engine.scorer import STAGES, Scorer
+from fiqa_trt.engine.models import model_or_default, open_model, open_scorer
+from fiqa_trt.engine.runners import available_backends, supported_precisions
+from fiqa_trt.engine.scorer import STAGES
+from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError
 
 MULTI_VIEW_SPEC = "affine:rot=-1:1,scale=1:1.02,flip=1"  # the study's setting with jitter, so that K views differ
@@ -149,17 +151,22 @@ def _timed(fn, sync=None) -> float:
     return time.perf_counter() - start
 
 
+def _settings(model: str, views: int, batch_size: int, **runner) -> ScoringSettings:
+    return ScoringSettings(model=model, perturb=tuple(spec_for(views)), views=views, batch_size=batch_size, **runner)
+
+
 def _qualities(runner, items, views: int, batch_size: int) -> np.ndarray:
-    return np.array([r.quality for r in Scorer(runner, spec_for(views), views=views,
-                                               batch_size=batch_size).score(items)])
+    scorer = open_scorer(_settings(None, views, batch_size), runner)
+    return np.array([r.quality for r in scorer.score(items)])
 
 
-def run_benchmark(model: str, data: str, images: int = 512, backends: list[str] | None = None,
+def run_benchmark(model: str | None, data: str, images: int = 512, backends: list[str] | None = None,
                   precisions: list[str] | None = None, views: tuple[int, ...] = (1, 4),
                   batch_sizes: tuple[int, ...] = (32,), ranking_images: int = 1000, progress=print,
                   device: str = "cpu") -> dict:
     from fiqa_trt.engine.device import resolve_device
 
+    model = model_or_default(model)
     all_items = list_items(data)
     items = all_items[:images]
     target = resolve_device(device, model)
@@ -172,10 +179,10 @@ def run_benchmark(model: str, data: str, images: int = 512, backends: list[str] 
         for b in backends:
             if b not in available_backends():
                 raise FiqaError(f"backend '{b}' is not installed; available: {', '.join(available_backends())}")
-    reference = load_runner(model, "onnxruntime", "fp32", device="cpu")
+    reference = open_model(ScoringSettings(model=model, backend="onnxruntime", precision="fp32", device="cpu"))
     flops = model_flops(reference.model.proto)
     report = {"benchmark": "fiqa-trt bench", "machine": machine(), "model": Path(model).name,
-              "model_sha256": reference.model.sha256, "model_gflops_per_image": round(flops / 1e9, 4),
+              "model_sha256": reference.sha256, "model_gflops_per_image": round(flops / 1e9, 4),
               "images": len(items), "data": str(data), "device": str(target), "peak_gflops": {},
               "ranking_checks": [], "rows": []}
     sync, where = None, {}  # GPU: wait for the device in timings; the pipeline on the GPU
@@ -195,7 +202,7 @@ def run_benchmark(model: str, data: str, images: int = 512, backends: list[str] 
     prepared: dict[tuple[int, int], dict] = {}
     for k in views:
         for bs in batch_sizes:
-            scorer = Scorer(reference, spec_for(k), views=k, batch_size=bs)
+            scorer = open_scorer(_settings(model, k, bs), reference)
             decode_only = PerturbPipeline([], reference.config, batch_size=bs, num_threads=os.cpu_count(), **where)
             start = time.perf_counter()
             for i in range(0, len(checked), bs):
@@ -216,7 +223,7 @@ def run_benchmark(model: str, data: str, images: int = 512, backends: list[str] 
             if prec not in runs:
                 progress(f"skip {backend} {prec}: not supported {'here' if target.is_cuda else 'on this CPU'}")
                 continue
-            runner = load_runner(model, backend, prec, device=target)
+            runner = open_model(ScoringSettings(model=model, backend=backend, precision=prec, device=str(target)))
             key = f"{backend}:{runner.precision}"
             peak = measure_gpu_peak(runner.precision, target.index) if target.is_cuda else \
                 measure_peak(backend, runner.precision)
@@ -226,7 +233,7 @@ def run_benchmark(model: str, data: str, images: int = 512, backends: list[str] 
                 runner.embed(tensors[0].reshape(-1, *tensors[0].shape[2:]))  # warm-up
                 latencies = [_timed(lambda t=t: runner.embed(t.reshape(-1, *t.shape[2:])), sync) for t in tensors]
                 inference = len(checked) / sum(latencies)
-                scorer = Scorer(runner, spec_for(k), views=k, batch_size=bs)
+                scorer = open_scorer(_settings(model, k, bs), runner)
                 marks = [time.perf_counter()]
                 start = marks[0]
                 results = list(scorer.score(items, progress=lambda n: marks.append(time.perf_counter())))
@@ -269,7 +276,7 @@ def _ranking_check(reference, runner, all_items, n: int, data: str) -> dict:
     rho = checks.spearman(q_ref, q)
     passed = rho >= checks.RANKING_THRESHOLD
     if passed:
-        checks.record(reference.model.sha256, runner.name, runner.precision, rho, len(items), str(data))
+        checks.record(reference.sha256, runner.name, runner.precision, rho, len(items), str(data))
     return {"backend": runner.name, "precision": runner.precision, "images": len(items), "spearman_vs_fp32":
             round(rho, 5), "threshold": checks.RANKING_THRESHOLD, "passed": passed,
             "max_abs_quality_difference": round(float(np.abs(q - q_ref).max()), 5)}

@@ -14,6 +14,16 @@ LFW_PAIRS = SHARED / "data" / "lfw112_pairs.txt"
 MOBILEFACENET = SHARED / "models" / "faceplugin-mobilefacenet" / "fr_feature.onnx"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (minutes each) run in CI (CI=true), with FIQA_TRT_SLOW=1, or when `-m` names them."""
+    if os.environ.get("CI") == "true" or os.environ.get("FIQA_TRT_SLOW") == "1" or "slow" in config.option.markexpr:
+        return
+    skip = pytest.mark.skip(reason="slow (whole shared LFW): runs in CI, or with FIQA_TRT_SLOW=1 or -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def lfw() -> Path:
     if not LFW.is_dir():

@@ -5,19 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests.cli_runner import run_cli
 from tests.conftest import write_image
 from tests.onnx_models import non_image_model
 
 
 def fiqa(*args, cwd=None, env=None):
-    proc = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, env=env)
+    proc = run_cli(*args, cwd=cwd, env=env)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

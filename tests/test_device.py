@@ -11,6 +11,7 @@ from fiqa_trt.files import is_checkpoint
 from fiqa_trt.engine.runners import load_runner
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.kernels.cuda import usable_device
+from tests.cli_runner import run_cli
 
 NO_GPU = usable_device()
 
@@ -51,13 +52,9 @@ def test_cpu_backends_and_gpu_backends_are_kept_apart(random_model):
 
 
 def test_cli_device_errors_are_clean(random_model, tmp_path):
-    import subprocess
-    import sys
-
     import cv2
     import numpy as np
 
     cv2.imwrite(str(tmp_path / "face.png"), np.zeros((112, 112, 3), np.uint8))
-    run = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(tmp_path), "--model", str(random_model),
-                          "--device", "gpu"], capture_output=True, text=True)
+    run = run_cli("score", tmp_path, "--model", random_model, "--device", "gpu")
     assert run.returncode == 2 and "use cpu, cuda, cuda:N or auto" in run.stderr and "Traceback" not in run.stderr

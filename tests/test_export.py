@@ -450,8 +450,9 @@ def test_model_zoo_onnx_file_is_relabelled_with_detected_normalisation(tmp_path,
 
 
 def _cli(*args, cwd=None):
-    proc = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+    from tests.cli_runner import run_cli
+
+    proc = run_cli(*args, cwd=cwd)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

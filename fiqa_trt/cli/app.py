@@ -20,9 +20,11 @@ for command in (score, bench, perturbations, eval, export, weights, gate, build)
     command.register(app)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line (`argv`: the arguments, default sys.argv[1:]); a user mistake (FiqaError) is one line on
+    standard error and exit code 2, never a traceback."""
     try:
-        app()
+        app(args=argv)
     except FiqaError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise SystemExit(2)

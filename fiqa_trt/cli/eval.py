@@ -58,14 +58,14 @@ def eval_command(
     backend: options.Backend = "auto",
     precision: options.Precision = "auto",
     device: options.Device = "auto",
-    color: Optional[str] = typer.Option(None, help="Override the model's colour order: RGB or BGR."),
-    mean: Optional[float] = typer.Option(None, help="Override the model's input mean (0-255 units)."),
-    std: Optional[float] = typer.Option(None, help="Override the model's input std (0-255 units)."),
+    color: options.Color = None,
+    mean: options.Mean = None,
+    std: options.Std = None,
     out_dir: str = typer.Option("eval-results", "--out-dir", "-o", help="Folder for results and pictures."),
     pictures: bool = typer.Option(True, "--plots/--no-plots", help="Draw the pictures (needs matplotlib)."),
     max_discard: float = typer.Option(0.5, "--plot-max-discard", help="Right end of the EDC plots."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail on what is happening."),
+    quiet: options.Quiet = False,
+    verbose: options.Verbose = False,
 ) -> None:
     """Evaluate quality by verification: EDC and pAUC of perturbation specs (and score files) on pairs."""
     from fiqa_trt.engine.settings import ScoringSettings

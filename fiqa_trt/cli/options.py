@@ -15,3 +15,8 @@ Device = Annotated[str, typer.Option(
     "--device", help="cpu, cuda, cuda:N, or auto (the GPU path when CUDA, DALI and a GPU runner are all here).")]
 Threads = Annotated[Optional[int], typer.Option(
     "--threads", help="CPU threads for decoding and inference (default: all).")]
+Color = Annotated[Optional[str], typer.Option("--color", help="Override the model's colour order: RGB or BGR.")]
+Mean = Annotated[Optional[float], typer.Option("--mean", help="Override the model's input mean (0-255 units).")]
+Std = Annotated[Optional[float], typer.Option("--std", help="Override the model's input std (0-255 units).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on what is happening.")]

@@ -43,11 +43,11 @@ def score(
                                               "Ray instance)."),
     workers: int = typer.Option(2, help="With --ray: scorer actors (model loaded once each)."),
     cpus_per_worker: int = typer.Option(1, help="With --ray: CPUs reserved per actor (its decode/inference threads)."),
-    color: Optional[str] = typer.Option(None, help="Override the model's colour order: RGB or BGR."),
-    mean: Optional[float] = typer.Option(None, help="Override the model's input mean (0-255 units)."),
-    std: Optional[float] = typer.Option(None, help="Override the model's input std (0-255 units)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail on what is happening."),
+    color: options.Color = None,
+    mean: options.Mean = None,
+    std: options.Std = None,
+    quiet: options.Quiet = False,
+    verbose: options.Verbose = False,
 ) -> None:
     """Score face images: one row per image with the quality, each view's cosine and any error."""
     setup_logging(verbose)

@@ -1,8 +1,9 @@
-"""The scorer: batches items through the DALI pipeline and the runner, and turns embeddings into qualities.
+"""The scorer (the consumer side of a scoring run): embeds each batch the producer gives and turns the embeddings
+into qualities.
 
-quality(I) = aggregate_k cos(E(I), E(P_k(I))). Per batch of N images the pipeline yields the N originals and
-their N*K views, embedded together in one runner call (the original embedding is computed once and shared by
-all K views). Decoding and perturbing batch i+1 runs in a worker thread while batch i is in the model.
+quality(I) = aggregate_k cos(E(I), E(P_k(I))). Per batch of N images the producer (`engine.batching`) yields the
+N originals and their N*K views, embedded together in one runner call (the original embedding is computed once and
+shared by all K views). Decoding and perturbing batch i+1 runs in a worker thread while batch i is in the model.
 Per-item failures (unreadable, not an image, undecodable) become error rows; the other items are still scored.
 `Scorer.embed` yields the raw (n, 1+K, D) embeddings per batch, for callers that need them (evaluation: the
 originals give the verification similarities); `Scorer.score` is `embed` followed by the quality kernel.
@@ -16,25 +17,23 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 import time
 from contextlib import closing, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 
 from fiqa_trt import kernels
+from fiqa_trt.engine.batching import PRODUCER_STAGES, Batch, BatchProducer, needs_partner, png, produce_in_thread
 from fiqa_trt.engine.device import Device, array_module, parse_device
-from fiqa_trt.engine.inputs import Item, check_item
+from fiqa_trt.engine.inputs import Item
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, View, parse_spec, plan_views
-from fiqa_trt.engine.pipeline import INPUT_NAMES, PerturbPipeline, mixup_partner
 from fiqa_trt.engine.runners.base import Runner
 from fiqa_trt.errors import FiqaError
 
 log = logging.getLogger("fiqa_trt")
-STAGES = ("io", "align", "decode_perturb", "inference", "kernels")  # io: reading files and headers (worker thread)
+STAGES = (*PRODUCER_STAGES, "inference", "kernels")
 
 
 @dataclass
@@ -54,28 +53,6 @@ class Embedded:
     embeddings: np.ndarray | None  # None when no item of the batch could be decoded
 
 
-@dataclass
-class _Batch:
-    items: list[Item]  # every item of the batch, in input order (failed ones carry `error`)
-    tensor: np.ndarray | None  # (n_ok, 1+K, H, W, 3) uint8 for the items without error, in order (CuPy on a GPU)
-    ready: object = None  # GPU: a CUDA event on the producer's stream after which `tensor` may be read
-
-
-def _png(crop: np.ndarray) -> np.ndarray:
-    """An RGB uint8 crop encoded as PNG bytes, the form the pipeline decodes."""
-    import cv2
-
-    return cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))[1].reshape(-1)
-
-
-def _dali_message(exc: Exception) -> str:
-    text = str(exc)
-    if "decoders" in text:
-        return "cannot decode image (corrupt or truncated file)"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "Critical error" not in ln]
-    return "perturbation pipeline failed: " + (lines[-1] if lines else type(exc).__name__)[:200]
-
-
 class Scorer:
     """Scores images with one FR runner and one set of perturbations.
 
@@ -93,8 +70,8 @@ class Scorer:
         self.threads = threads or os.cpu_count() or 1
         self.specs = [parse_spec(s) for s in (perturb or [DEFAULT_SPEC])]
         self.views: list[View] = plan_views(self.specs, views)
-        self.resized = 0  # items that were not at the model's input size
-        self.timings = dict.fromkeys(STAGES, 0.0)  # seconds per stage, summed over the last `score` call
+        self.resized = 0  # items that were not at the model's input size, over the last `score` / `embed` call
+        self.timings = dict.fromkeys(STAGES, 0.0)  # seconds per stage, summed over the last `score` / `embed` call
         kind, index = parse_device(getattr(runner, "device", "cpu"))
         self.device = Device("cuda", index or 0) if kind == "cuda" else Device()
         self.xp = array_module(self.device)
@@ -107,6 +84,9 @@ class Scorer:
             with cupy.cuda.Device(self.device.index):
                 self._stream = cupy.cuda.Stream(non_blocking=True)
                 self._feed_stream = cupy.cuda.Stream(non_blocking=True)
+        self.producer = BatchProducer(self.views, runner.config, seed=seed, batch_size=batch_size,
+                                      threads=self.threads, device=self.device, aligner=aligner,
+                                      concatenate=self.xp.concatenate)
 
     @property
     def view_labels(self) -> list[str]:
@@ -125,127 +105,11 @@ class Scorer:
         scope.enter_context(stream or self._stream)
         return scope
 
-    def _pipeline(self) -> PerturbPipeline:
-        return PerturbPipeline(self.views, self.runner.config, seed=self.seed, batch_size=self.batch_size,
-                               num_threads=self.threads, device="gpu" if self.device.is_cuda else "cpu",
-                               device_id=self.device.index if self.device.is_cuda else None)
-
     def _host(self, array) -> np.ndarray:
         if isinstance(array, np.ndarray):
             return array
         with self._on_device():
             return self.xp.asnumpy(array)
-
-    # ---- producer side: read, check, decode, perturb ----
-
-    def _partners(self, items: list[Item], all_items: list[Item]) -> dict[int, list[Item]] | None:
-        mix = [v for v in self.views if "partner" in INPUT_NAMES[v.spec.kind.name]]
-        if not mix:
-            return None
-        keys = [it.key for it in all_items]
-        partners: dict[int, list[Item]] = {}
-        for view in mix:
-            chosen = []
-            for own in (it.index for it in items):
-                index = mixup_partner(own, keys, view, self.seed)
-                for _ in range(len(all_items)):  # a partner that cannot be read is replaced by the next item
-                    candidate = check_item(Item(all_items[index].path, all_items[index].key, index=index))
-                    if self.aligner is not None and candidate.error is None:
-                        candidate = self._align([candidate])[0]  # the partner's largest face
-                    if candidate.error is None and index != own:
-                        break
-                    index = (index + 1) % len(all_items)
-                else:
-                    raise FiqaError("mixup needs a second readable image, and none of the inputs is one")
-                chosen.append(candidate)
-            partners[view.index] = chosen
-        return partners
-
-    def _align(self, items: list[Item]) -> list[Item]:
-        """Replace each photo by its aligned face(s), encoded as PNG for the pipeline; no face -> an error row."""
-        import cv2
-
-        out = []
-        for it in items:
-            if it.error is not None:
-                out.append(it)
-                continue
-            photo = cv2.imdecode(it.data, cv2.IMREAD_COLOR)
-            if photo is None:
-                out.append(replace(it, data=None, error="cannot decode image (corrupt or truncated file)"))
-                continue
-            faces = self.aligner.align(cv2.cvtColor(photo, cv2.COLOR_BGR2RGB))
-            if not faces:
-                out.append(replace(it, data=None, error="no face found"))
-            for j, face in enumerate(faces):
-                suffix = f"#face{j}" if self.aligner.all_faces else ""
-                out.append(replace(it, path=it.path + suffix, key=it.key + suffix, data=_png(face.crop),
-                                   size=face.crop.shape[:2]))
-        return out
-
-    def _run_pipeline(self, pipe: PerturbPipeline, items: list[Item], partners) -> np.ndarray | None:
-        """Run the good items; if the batch fails, find the failing items one by one and run the rest."""
-        good = [i for i, it in enumerate(items) if it.error is None]
-        if not good:
-            return None
-        pick = lambda idx: {k: [v[i] for i in idx] for k, v in partners.items()} if partners else None  # noqa
-        try:
-            return pipe.run([items[i] for i in good], pick(good))
-        except Exception as exc:  # DALI reports one error for the whole batch
-            first = exc
-        outs = []
-        for i in good:
-            try:
-                outs.append(pipe.run([items[i]], pick([i])))
-            except Exception as exc:
-                items[i].error = _dali_message(exc)
-        if not outs:
-            log.debug("batch failed: %s", first)
-            return None
-        return self.xp.concatenate(outs)
-
-    def _produce(self, all_items: list[Item], population: list[Item] | None, out: queue.Queue,
-                 stop: threading.Event) -> None:
-        try:
-            with self._on_device(self._feed_stream):  # the pipeline's output is ordered on the feed stream
-                self._produce_batches(all_items, population, out, stop)
-            out.put(None)
-        except BaseException as exc:  # hand every failure to the consumer, which re-raises it
-            out.put(exc)
-
-    def _produce_batches(self, all_items: list[Item], population: list[Item] | None, out: queue.Queue,
-                         stop: threading.Event) -> None:
-        h, w = self.runner.config.input_size
-        pipe = self._pipeline()
-        for start in range(0, len(all_items), self.batch_size):
-            if stop.is_set():
-                return
-            t0 = time.perf_counter()
-            chunk = all_items[start : start + self.batch_size]
-            items = [check_item(replace(it, data=None, size=None, error=None,
-                                        index=it.index if it.index >= 0 else i))
-                     for i, it in enumerate(chunk, start)]
-            aligning = 0.0
-            if self.aligner is not None:
-                t_align = time.perf_counter()
-                items = self._align(items)
-                aligning = time.perf_counter() - t_align
-                self.timings["align"] += aligning
-            for it in items:
-                if it.error is None and it.size != (h, w):
-                    if not self.resized:
-                        log.warning("%s is %dx%d, not %dx%d: images are resized to the model's input size "
-                                    "(scores assume aligned face crops)", it.path, it.size[1], it.size[0], w, h)
-                    self.resized += 1
-            partners = self._partners(items, population or all_items)
-            t1 = time.perf_counter()
-            tensor = self._run_pipeline(pipe, items, partners)
-            self.timings["io"] += t1 - t0 - aligning
-            self.timings["decode_perturb"] += time.perf_counter() - t1
-            for it in items:
-                it.data = None
-            ready = self._feed_stream.record() if self.device.is_cuda and tensor is not None else None
-            out.put(_Batch(items, tensor, ready))
 
     # ---- consumer side: embed and score ----
 
@@ -278,15 +142,12 @@ class Scorer:
     def _embedded(self, items: list[Item], progress: Callable[[int], None] | None,
                   population: list[Item] | None) -> Iterator[Embedded]:
         """`embed`, with the embeddings left where the runner put them (CuPy on the GPU path)."""
-        self.timings = dict.fromkeys(STAGES, 0.0)
-        batches: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
-        worker = threading.Thread(target=self._produce, args=(items, population, batches, stop), daemon=True)
-        worker.start()
-        try:
-            while (batch := batches.get()) is not None:
-                if isinstance(batch, BaseException):
-                    raise batch
+        self.timings, self.resized = dict.fromkeys(STAGES, 0.0), 0
+        produced = self.producer.batches(items, population, feed_stream=self._feed_stream)
+        # the pipeline's output is ordered on the feed stream (GPU); the worker builds the pipeline on first use
+        with closing(produce_in_thread(produced, self._on_device(self._feed_stream))) as batches:
+            for batch in batches:
+                self._account(batch)
                 emb = None
                 if batch.tensor is not None:
                     t0 = time.perf_counter()
@@ -297,13 +158,11 @@ class Scorer:
                 yield Embedded(batch.items, emb)
                 if progress:  # in input files (one photo may give several faces)
                     progress(len({it.index for it in batch.items}))
-        finally:
-            stop.set()
-            while worker.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    batches.get(timeout=0.1)
-                except queue.Empty:
-                    pass
+
+    def _account(self, batch: Batch) -> None:
+        self.resized += batch.resized
+        for stage, seconds in batch.seconds.items():
+            self.timings[stage] += seconds
 
     def score(self, items: list[Item], progress: Callable[[int], None] | None = None,
               population: list[Item] | None = None) -> Iterator[Result]:
@@ -318,26 +177,25 @@ class Scorer:
 
         `keys` seed the per-image view draws (default: the position in `crops`). Mixup needs a population of files
         and is refused here. The pipeline is built once per Scorer and reused."""
-        if any("partner" in INPUT_NAMES[v.spec.kind.name] for v in self.views):
+        if any(needs_partner(v) for v in self.views):
             raise FiqaError("mixup perturbations need input files; score in-memory crops without mixup")
         if not crops:
             return np.zeros(0, np.float32)
         keys = list(keys) if keys is not None else [str(i) for i in range(len(crops))]
         if len(keys) != len(crops):
             raise FiqaError("score_crops: give one key per crop")
-        if getattr(self, "_crop_pipe", None) is None:
-            with self._on_device():
-                self._crop_pipe = self._pipeline()
+        with self._on_device():
+            pipe = self.producer.pipeline()
         items = []
         for i, (crop, key) in enumerate(zip(crops, keys)):
             crop = np.asarray(crop)
             if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
                 raise FiqaError(f"score_crops: crop {i} must be (H, W, 3) uint8, got {crop.shape} {crop.dtype}")
-            items.append(Item(key, key, data=_png(crop), size=crop.shape[:2], index=i))
+            items.append(Item(key, key, data=png(crop), size=crop.shape[:2], index=i))
         out = []
         for start in range(0, len(items), self.batch_size):
             with self._on_device():
-                tensor = self._crop_pipe.run(items[start : start + self.batch_size])
+                tensor = pipe.run(items[start : start + self.batch_size])
             cos, q = self._quality(self._embed_views(tensor))
             q = np.asarray(q, np.float32).copy()
             q[np.isnan(cos).any(axis=1)] = np.nan
