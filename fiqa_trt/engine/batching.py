@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from fiqa_trt.engine.inputs import Item, check_item
+from fiqa_trt.engine.inputs import Item, check_encoded, check_item
 from fiqa_trt.engine.perturbations import View
 from fiqa_trt.engine.pipeline import INPUT_NAMES, PerturbPipeline, mixup_partner
 from fiqa_trt.errors import FiqaError
@@ -95,7 +95,7 @@ class BatchProducer:
             for j, face in enumerate(faces):
                 suffix = f"#face{j}" if self.aligner.all_faces else ""
                 out.append(replace(it, path=it.path + suffix, key=it.key + suffix, data=png(face.crop),
-                                   size=face.crop.shape[:2]))
+                                   size=face.crop.shape[:2], det_score=face.score, box=face.box))
         return out
 
     def partners(self, items: list[Item], all_items: list[Item]) -> dict[int, list[Item]] | None:
@@ -155,18 +155,17 @@ class BatchProducer:
         return len(resized)
 
     def batches(self, all_items: list[Item], population: list[Item] | None = None,
-                stop: threading.Event | None = None, feed_stream=None) -> Iterator[Batch]:
+                stop: threading.Event | None = None, feed_stream=None, in_memory: bool = False) -> Iterator[Batch]:
         """One Batch per `batch_size` items, in input order. `population`: the whole input list when `all_items` is
-        a shard of it (mixup partners are drawn from it). GPU: each batch's `ready` event is on `feed_stream`."""
+        a shard of it (mixup partners are drawn from it). GPU: each batch's `ready` event is on `feed_stream`.
+        `in_memory`: each item's `data` already holds its encoded file (an upload), checked instead of read."""
         for start in range(0, len(all_items), self.batch_size):
             if stop is not None and stop.is_set():
                 return
             t0 = time.perf_counter()
             seconds = dict.fromkeys(PRODUCER_STAGES, 0.0)
             chunk = all_items[start : start + self.batch_size]
-            items = [check_item(replace(it, data=None, size=None, error=None,
-                                        index=it.index if it.index >= 0 else i))
-                     for i, it in enumerate(chunk, start)]
+            items = [_check(it, it.index if it.index >= 0 else i, in_memory) for i, it in enumerate(chunk, start)]
             if self.aligner is not None:
                 t_align = time.perf_counter()
                 items = self.align(items)
@@ -181,6 +180,14 @@ class BatchProducer:
                 it.data = None
             ready = feed_stream.record() if feed_stream is not None and tensor is not None else None
             yield Batch(items, tensor, ready, resized, seconds)
+
+
+def _check(item: Item, index: int, in_memory: bool) -> Item:
+    """A fresh copy of `item` at `index`, read and checked (in memory: its `data` checked)."""
+    fresh = replace(item, data=None, size=None, error=None, det_score=None, box=None, index=index)
+    if in_memory:
+        return check_encoded(fresh, bytes(item.data) if item.data is not None else b"")
+    return check_item(fresh)
 
 
 def produce_in_thread(batches: Iterator[Batch], scope, depth: int = 2) -> Iterator[Batch]:

@@ -32,6 +32,8 @@ class Item:
     size: tuple[int, int] | None = None  # (height, width) from the header
     error: str | None = None
     index: int = -1  # position in the input list (set by the scorer; several faces of one photo share it)
+    det_score: float | None = None  # aligned runs: the detector's score of this face
+    box: tuple[int, int, int, int] | None = None  # aligned runs: the face's box in the photo (left, top, right, bottom)
 
 
 def _looks_like_image(head: bytes) -> bool:
@@ -125,8 +127,6 @@ def _list_local(source: str | os.PathLike) -> list[Item]:
 
 def check_item(item: Item) -> Item:
     """Read the bytes and the header; set `error` for what cannot be decoded. Never raises for a bad file."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         raw = read_file(item.path)
     except FileNotFoundError:
@@ -135,6 +135,14 @@ def check_item(item: Item) -> Item:
     except OSError as exc:
         item.error = f"cannot read file: {exc.strerror or exc}"
         return item
+    return check_encoded(item, raw)
+
+
+def check_encoded(item: Item, raw: bytes) -> Item:
+    """Check an image's encoded bytes (a file's content, an upload) from its header; keep them as `item.data`
+    and the size as `item.size`, or set `error`. Never raises for bad bytes."""
+    from PIL import Image, UnidentifiedImageError
+
     if not raw:
         item.error = "empty file (0 bytes)"
         return item
@@ -143,6 +151,9 @@ def check_item(item: Item) -> Item:
             fmt, (w, h) = im.format, im.size
     except UnidentifiedImageError:
         item.error = "not an image (unrecognised file format)"
+        return item
+    except Image.DecompressionBombError as exc:  # the header's size alone is over PIL's bomb limit
+        item.error = f"image too large ({exc})"
         return item
     except Exception as exc:  # PIL raises assorted errors on damaged headers
         item.error = f"damaged image header ({exc})"

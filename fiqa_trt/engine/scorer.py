@@ -42,6 +42,8 @@ class Result:
     quality: float
     cosines: np.ndarray  # (K,), NaN where the item failed
     error: str | None = None
+    det_score: float | None = None  # aligned runs: the face detector's score
+    box: tuple[int, int, int, int] | None = None  # aligned runs: the face's box in the photo
 
 
 @dataclass
@@ -202,6 +204,26 @@ class Scorer:
             out.append(q)
         return np.concatenate(out)
 
+    def score_encoded(self, items: list[Item]) -> list[Result]:
+        """Score images held in memory: each item's `data` is an encoded image file (bytes or a uint8 array) and its
+        `key` seeds the view draws, as a file's path relative to INPUT does in `score`: the same file under the same
+        key gets the same scores. One Result per item (per face with `all_faces`), in order; what cannot be read,
+        decoded or aligned is an error row, as in `score`. Runs in the calling thread, through the same producer
+        (checks, alignment, the reused DALI pipeline), runner and kernel as `score`. Mixup needs a population of
+        files and is refused here."""
+        if any(needs_partner(v) for v in self.views):
+            raise FiqaError("mixup perturbations need input files; score in-memory images without mixup")
+        results: list[Result] = []
+        with closing(self.producer.batches(items, in_memory=True)) as batches:
+            while True:
+                with self._on_device():  # the pipeline's output is ordered on the consumer's stream
+                    batch = next(batches, None)
+                if batch is None:
+                    return results
+                self.resized += batch.resized
+                emb = self._embed_views(batch.tensor) if batch.tensor is not None else None
+                results.extend(self._score_batch(Embedded(batch.items, emb)))
+
     def _score_batch(self, batch: Embedded) -> Iterator[Result]:
         nan = np.full(len(self.views), np.nan, np.float32)
         if batch.embeddings is not None:
@@ -211,10 +233,11 @@ class Scorer:
         ok = iter(range(len(batch.embeddings) if batch.embeddings is not None else 0))
         for it in batch.items:
             if it.error is not None:
-                yield Result(it.path, float("nan"), nan, it.error)
+                yield Result(it.path, float("nan"), nan, it.error, it.det_score, it.box)
                 continue
             j = next(ok)
             if np.isnan(cos[j]).any():
-                yield Result(it.path, float("nan"), nan, "the model returned a zero or non-finite embedding")
+                yield Result(it.path, float("nan"), nan, "the model returned a zero or non-finite embedding",
+                             it.det_score, it.box)
             else:
-                yield Result(it.path, float(q[j]), cos[j], None)
+                yield Result(it.path, float(q[j]), cos[j], None, it.det_score, it.box)
