@@ -9,14 +9,14 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from fiqa_trt.cli import bench, build, eval, export, gate, perturbations, score, weights
+from fiqa_trt.cli import bench, build, eval, export, gate, perturbations, score, serve, weights
 from fiqa_trt.cli.console import err
 from fiqa_trt.errors import FiqaError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Face image quality by embedding stability: perturb, embed, compare.")
 
-for command in (score, bench, perturbations, eval, export, weights, gate, build):
+for command in (score, bench, perturbations, eval, export, weights, gate, build, serve):
     command.register(app)
 
 

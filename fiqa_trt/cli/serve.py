@@ -1,0 +1,92 @@
+"""The `fiqa-trt serve` command: builds one Scorer as `score` does and serves it over HTTP (fiqa_trt.serve)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fiqa_trt.cli import options
+from fiqa_trt.cli.console import err, setup_logging
+from fiqa_trt.errors import FiqaError, MissingDependency
+
+
+def serve(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: dlib's "
+                                        "ResNet, as for `score`)."),
+    perturb: Optional[list[str]] = typer.Option(None, "--perturb", "-p", help="Perturbation spec, repeatable (as "
+                                                "for `score`; mixup needs files and is refused)."),
+    views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec."),
+    agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
+    seed: int = typer.Option(0, help="Seed for every random draw."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (anything but localhost wants --api-key-file)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    max_batch: int = typer.Option(64, help="Most images per scored batch (gathered across requests)."),
+    max_wait_ms: float = typer.Option(5.0, help="Longest a queued image waits for a fuller batch."),
+    queue: int = typer.Option(1024, help="Most images queued; past it a request gets 503 with Retry-After."),
+    max_images: int = typer.Option(64, help="Most images per request (413 past it)."),
+    max_upload_mb: float = typer.Option(32.0, help="Largest request body, in MiB (413 past it)."),
+    max_pixels: int = typer.Option(40_000_000, help="Largest decoded image, width x height (decompression bombs)."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds a request may wait for its scores (504 past it)."),
+    api_key_file: Optional[Path] = typer.Option(None, help="File holding the API key every route but /healthz "
+                                                "needs (X-API-Key or Authorization: Bearer)."),
+    align: bool = typer.Option(False, "--align", help="Uploads are photos: detect the largest face and align it "
+                               "first (dlib); rows then carry the face box and detector score."),
+    detector: str = typer.Option("hog", help="With --align: dlib face detector, hog or cnn."),
+    threads: options.Threads = None,
+    backend: options.Backend = "auto",
+    precision: options.Precision = "auto",
+    device: options.Device = "auto",
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail on what is happening."),
+) -> None:
+    """Serve quality scores over HTTP: POST /v1/quality, /healthz, /readyz, /v1/model, /metrics."""
+    setup_logging(verbose)
+    try:
+        from fiqa_trt.serve.app import QualityService, Settings, create_app
+        from fiqa_trt.serve.limits import Limits
+        from fiqa_trt.serve.server import is_local, run
+    except ImportError as exc:
+        raise MissingDependency(exc.name or "fastapi", "serve") from None
+    from fiqa_trt.engine.models import model_or_default, open_scorer
+    from fiqa_trt.engine.settings import ScoringSettings
+
+    if max_batch < 1 or queue < max_batch or max_images < 1 or max_wait_ms < 0 or timeout <= 0:
+        raise FiqaError("need --max-batch >= 1, --queue >= --max-batch, --max-images >= 1, --max-wait-ms >= 0 "
+                        "and --timeout > 0")
+    key = _read_key(api_key_file) if api_key_file else None
+    if key is None and not is_local(host):
+        err.print(f"[yellow]warning:[/] serving on {host} without --api-key-file: anyone who reaches this port "
+                  "can use the service")
+    # the DALI pipeline's batch is the largest batch the batcher forms
+    settings = ScoringSettings(model=model, backend=backend, precision=precision, device=device, threads=threads,
+                               perturb=tuple(perturb or ()), views=views, agg=agg, seed=seed, batch_size=max_batch,
+                               align=align, detector=detector)
+    scorer = open_scorer(settings)
+    runner = scorer.runner
+    if any(v.spec.kind.name == "mixup" for v in scorer.views):
+        raise FiqaError("mixup draws its partner from a list of input files; serve scores uploads without it")
+    limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_images=max_images,
+                    max_pixels=max_pixels, timeout_s=timeout)
+    service = QualityService(scorer, Settings(max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
+                                              limits=limits, api_key=key,
+                                              model_info={"model": Path(model_or_default(model)).name}))
+    cfg = runner.config
+    err.print(f"serving model [bold]{cfg.name}[/] on {runner.name} {runner.precision} ({scorer.device}), "
+              f"{len(scorer.views)} view(s), batches of up to {max_batch} within {max_wait_ms:g} ms, on "
+              f"http://{host}:{port}" + (" (API key required)" if key else ""))
+    run(create_app(service), service, host=host, port=port, log_level="debug" if verbose else "info")
+
+
+def _read_key(path: Path) -> str:
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise FiqaError(f"cannot read the API key file {path}: {exc.strerror or exc}") from None
+    if not key:
+        raise FiqaError(f"the API key file {path} is empty")
+    return key
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

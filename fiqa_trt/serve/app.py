@@ -1,0 +1,308 @@
+"""The HTTP routes (FastAPI): POST /v1/quality, GET /healthz, /readyz, /v1/model, /metrics.
+
+POST /v1/quality takes one or more images, as multipart/form-data (every file part is an image; its filename keys
+the view draws, as a file's path relative to INPUT does in `fiqa-trt score`) or as a raw image body (image/* or
+application/octet-stream; `?name=` keys it, else the body's SHA-256). It answers one row per image with the fields
+of a `score` row (path, quality, cos_<view>..., error; box and face_score with alignment). An image that cannot be
+scored is an error row in a 200 while another image of the request is fine; a request none of whose images can be
+scored, or that is malformed, too large or of another content type, is refused with 400/413/415 and
+{"error": message}. A full queue answers 503 with Retry-After, a request that outlives the timeout 504. Every
+route but /healthz needs the API key when one is set (X-API-Key or Authorization: Bearer), compared in constant
+time. No traceback reaches a client: an unexpected failure is logged and answered 500 {"error": "internal error"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fiqa_trt.engine import sinks
+from fiqa_trt.engine.inputs import Item
+from fiqa_trt.engine.scorer import Result, Scorer
+from fiqa_trt.serve.batcher import Batcher, Draining, QueueFull
+from fiqa_trt.serve.limits import (BodyTooLarge, Limits, Rejected, UploadLimit, check_upload, status_for_failures,
+                                   too_large_message)
+from fiqa_trt.serve.metrics import Metrics, RequestMetrics
+
+log = logging.getLogger("fiqa_trt")
+RAW_TYPES = ("image/", "application/octet-stream")
+
+
+@dataclass
+class Settings:
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    queue: int = 1024
+    limits: Limits = field(default_factory=Limits)
+    api_key: str | None = None
+    model_info: dict = field(default_factory=dict)  # what /v1/model reports besides the scorer's own settings
+
+
+class ClientGone(Exception):
+    """The client disconnected while its images waited."""
+
+
+class QualityService:
+    """One scorer behind one batcher, with the state the routes share (readiness, draining, metrics)."""
+
+    def __init__(self, scorer: Scorer, settings: Settings):
+        self.scorer, self.settings, self.limits = scorer, settings, settings.limits
+        self.batcher: Batcher | None = None
+        self.metrics = Metrics(depth=lambda: self.batcher.depth if self.batcher else 0)
+        self.columns = sinks.columns(scorer.view_labels)
+        self.ready = False
+        self.not_ready_reason = "warming up"
+
+    # ---- life cycle ----
+
+    def start(self) -> None:
+        s = self.settings
+        self.batcher = Batcher(self.scorer.score_encoded, max_batch=s.max_batch, max_wait_s=s.max_wait_ms / 1000,
+                               capacity=s.queue, observe=self.metrics.observe_batch)
+
+    async def warm_up(self) -> None:
+        """Score one generated image through the batcher (builds the pipeline, first inference), then ready."""
+        import cv2
+
+        h, w = self.scorer.runner.config.input_size
+        yy, xx = np.mgrid[0:h, 0:w]
+        image = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (h + w)], -1).astype(np.uint8)
+        data = cv2.imencode(".png", image)[1].tobytes()
+        try:
+            (job,) = self.batcher.submit([Item("warm-up", "warm-up", data=np.frombuffer(data, np.uint8))])
+            await job.future
+        except Exception as exc:  # noqa: BLE001 - the service stays alive and says why it is not ready
+            log.error("warm-up failed: %s", exc)
+            self.not_ready_reason = f"warm-up failed: {exc}"
+            return
+        if not self.batcher.draining:
+            self.ready = True
+
+    def begin_drain(self) -> None:
+        """Stop taking images and score what is queued at once (the server then waits for the open requests)."""
+        self.ready, self.not_ready_reason = False, "shutting down"
+        if self.batcher is not None:
+            self.batcher.drain()
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            self.batcher.drain()
+            await asyncio.to_thread(self.batcher.join, self.limits.timeout_s + 5)
+
+    # ---- requests ----
+
+    def model_info(self) -> dict:
+        sc, runner = self.scorer, self.scorer.runner
+        return {**self.settings.model_info, "config": runner.config.to_dict(), "backend": runner.name,
+                "precision": getattr(runner, "precision", "fp32"), "device": str(sc.device),
+                "perturb": [spec.label() for spec in sc.specs], "views": sc.view_labels, "agg": sc.agg,
+                "seed": sc.seed, "align": sc.aligner is not None,
+                "batching": {"max_batch": self.settings.max_batch, "max_wait_ms": self.settings.max_wait_ms,
+                             "queue": self.settings.queue},
+                "limits": self.limits.to_dict()}
+
+    def row(self, result: Result) -> dict:
+        out = sinks.row(result, self.columns)
+        if self.scorer.aligner is not None:
+            out["box"] = list(result.box) if result.box is not None else None
+            out["face_score"] = result.face_score
+        return out
+
+    def failed_row(self, item: Item) -> dict:
+        nan = np.full(len(self.scorer.views), np.nan, np.float32)
+        return self.row(Result(item.path, float("nan"), nan, item.error))
+
+    async def score(self, request: Request, uploads: list[tuple[str, str, bytes]]) -> dict:
+        items = [check_upload(name, key, data, self.limits) for name, key, data in uploads]
+        ok = [it for it in items if it.error is None]
+        if not ok:
+            status = status_for_failures(items, self.limits)
+            self.metrics.images.labels("error").inc(len(items))
+            raise Rejected(status, "no image of the request can be scored: " + items[0].error,
+                           images=[self.failed_row(it) for it in items])
+        jobs = self.batcher.submit(ok)
+        results = iter(await self._wait(request, jobs))
+        rows = [self.row(next(results)) if it.error is None else self.failed_row(it) for it in items]
+        failed = sum(r["error"] is not None for r in rows)
+        self.metrics.images.labels("scored").inc(len(rows) - failed)
+        self.metrics.images.labels("error").inc(failed)
+        return {"images": rows, "scored": len(rows) - failed, "failed": failed}
+
+    async def _wait(self, request: Request, jobs) -> list[Result]:
+        gathered = asyncio.gather(*(j.future for j in jobs))
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            done, _ = await asyncio.wait({gathered, gone}, timeout=self.limits.timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if gathered in done:
+            return gathered.result()
+        dropped = self.batcher.withdraw(jobs)
+        gathered.cancel()
+        if gone in done:
+            self.metrics.dropped.labels("disconnected").inc(dropped)
+            raise ClientGone()
+        self.metrics.dropped.labels("timeout").inc(dropped)
+        raise Rejected(504, f"no result within the request timeout of {self.limits.timeout_s:g} s")
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client goes away (the body has been read: the server's next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, str, bytes]]:
+    """(name, key, bytes) per image of the request; Rejected for a malformed, empty or unsupported request."""
+    from starlette.formparsers import MultiPartException
+
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=limits.max_images, max_fields=limits.max_images,
+                                      max_part_size=limits.max_upload_bytes)
+        except (MultiPartException, StarletteHTTPException) as exc:  # Starlette turns the first into a 400
+            detail = str(getattr(exc, "detail", None) or exc)
+            if detail.startswith("Too many"):
+                raise Rejected(413, too_many_message(limits)) from None
+            raise Rejected(400, f"malformed multipart body: {detail}") from None
+        try:
+            files = [v for _, v in form.multi_items() if not isinstance(v, str)]
+            uploads = []
+            for f in files:
+                data = await f.read()
+                name = f.filename or hashlib.sha256(data).hexdigest()
+                uploads.append((name, name, data))
+        finally:
+            await form.close()
+        if not uploads:
+            raise Rejected(400, "no image in the request: send multipart file parts or a raw image body")
+    elif ctype.startswith(RAW_TYPES):
+        data = await request.body()
+        if not data:
+            raise Rejected(400, "empty request body: send an image")
+        name = request.query_params.get("name") or hashlib.sha256(data).hexdigest()
+        uploads = [(name, name, data)]
+    else:
+        raise Rejected(415, f"unsupported content type '{ctype or 'none'}': send multipart/form-data or a raw "
+                       "image body (image/*, application/octet-stream)")
+    if len(uploads) > limits.max_images:
+        raise Rejected(413, too_many_message(limits))
+    return uploads
+
+
+def too_many_message(limits: Limits) -> str:
+    return f"too many images: at most {limits.max_images} per request"
+
+
+def create_app(service: QualityService) -> FastAPI:
+    """The ASGI app: routes, API key, limits and error handlers around `service` (started by the app's lifespan)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.start()
+        warm = asyncio.create_task(service.warm_up())
+        yield
+        warm.cancel()
+        await service.stop()
+
+    app = FastAPI(title="fiqa-trt", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+    key = service.settings.api_key
+
+    async def require_key(request: Request) -> None:
+        if key is None:
+            return
+        given = request.headers.get("x-api-key", "")
+        auth = request.headers.get("authorization", "")
+        if not given and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            service.metrics.rejected.labels("unauthorized").inc()
+            raise Rejected(401, "missing or wrong API key (send X-API-Key: KEY or Authorization: Bearer KEY)",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    guarded = [Depends(require_key)]
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "alive"}
+
+    @app.get("/readyz", dependencies=guarded)
+    async def readyz():
+        if service.ready:
+            return {"ready": True}
+        return JSONResponse({"ready": False, "reason": service.not_ready_reason}, status_code=503)
+
+    @app.get("/v1/model", dependencies=guarded)
+    async def model():
+        return service.model_info()
+
+    @app.get("/metrics", dependencies=guarded)
+    async def metrics():
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    @app.post("/v1/quality", dependencies=guarded)
+    async def quality(request: Request):
+        if service.batcher is None or service.batcher.draining:
+            raise Draining()
+        uploads = await read_uploads(request, service.limits)
+        return await service.score(request, uploads)
+
+    def reject(status: int, message: str, reason: str, headers: dict | None = None) -> JSONResponse:
+        service.metrics.rejected.labels(reason).inc()
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(Rejected)
+    async def rejected(request: Request, exc: Rejected):
+        if exc.status != 401:
+            service.metrics.rejected.labels(_REASONS.get(exc.status, str(exc.status))).inc()
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request: Request, exc: BodyTooLarge):
+        return reject(413, too_large_message(service.limits.max_upload_bytes), "too_large", {"Connection": "close"})
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(request: Request, exc: QueueFull):
+        return reject(503, str(exc), "queue_full", {"Retry-After": str(exc.retry_after_s)})
+
+    @app.exception_handler(Draining)
+    async def draining(request: Request, exc: Draining):
+        return reject(503, "the service is shutting down", "shutting_down", {"Retry-After": "1"})
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone):
+        return Response(status_code=499)  # nobody reads it; the client has gone
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return reject(400, "bad request: " + "; ".join(str(e.get("msg")) for e in exc.errors()), "bad_request")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):
+        log.error("internal error on %s: %r", request.url.path, exc, exc_info=exc)
+        service.metrics.internal_errors.inc()
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    app.add_middleware(UploadLimit, max_bytes=service.limits.max_upload_bytes)
+    app.add_middleware(RequestMetrics, metrics=service.metrics)
+    return app
+
+
+_REASONS = {400: "bad_request", 413: "too_large", 415: "unsupported", 504: "timeout", 503: "unavailable"}

@@ -1,0 +1,356 @@
+"""`fiqa-trt serve` as a real server process on 127.0.0.1, with real images and a real model.
+
+Two servers per module: `service` (the shared MobileFaceNet on LFW crops, or without ../shared the default dlib
+model on generated images) answers correctness, limits and API-key questions; `slow_batches` (the default model,
+batches of 2 that wait up to 5 s to fill, a queue of 2, a 2 s timeout) makes queueing states last long enough
+to observe: a full queue, a timeout, a client that disconnects, and SIGTERM draining the queue (its last test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import LFW, MOBILEFACENET, write_image
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = "import sys; from fiqa_trt.cli.app import main; sys.argv[0] = 'fiqa-trt'; main()"
+KEY = "test-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", LAUNCH, *args]
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+class Server:
+    def __init__(self, args: list[str], log: Path, key: str | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.headers = {"X-API-Key": key} if key else {}
+        self.log = log
+        self.proc = subprocess.Popen(cli("serve", "--port", str(self.port), *args), cwd=ROOT, env=env(),
+                                     stdout=log.open("w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(self.url + "/readyz", headers=self.headers, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise AssertionError(f"server not ready in time:\n{log.read_text()}")
+
+    def post(self, files=None, **kw) -> httpx.Response:
+        headers = {**self.headers, **kw.pop("headers", {})}
+        return httpx.post(self.url + "/v1/quality", files=files, headers=headers, timeout=60, **kw)
+
+    def metrics(self) -> dict[str, float]:
+        text = httpx.get(self.url + "/metrics", headers=self.headers, timeout=10).text
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def generated_faces(folder: Path, n: int) -> list[Path]:
+    """n distinct structured 112x112 RGB images (for the default model where ../shared is absent)."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:112, 0:112]
+    paths = []
+    for i in range(n):
+        img = np.stack([(xx * (i % 5 + 1)) % 256, (yy * 2 + 17 * i) % 256, ((xx + yy) * 3 + i) % 256], -1)
+        img = img.astype(np.uint8)
+        img[20 + i % 30 : 70, 30:60] = rng.integers(0, 255, 3)
+        paths.append(write_image(folder / f"gen{i:02d}.png", img))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    """24 images in one flat folder (so that a file's key in `score` is its name, as the upload's filename is)."""
+    folder = tmp_path_factory.mktemp("serve_images")
+    if LFW.is_dir():
+        picked = sorted(LFW.glob("*/*.jpg"))[:: 500][:24]
+        for p in picked:
+            (folder / p.name).write_bytes(p.read_bytes())
+        return sorted(folder.iterdir())
+    return generated_faces(folder, 24)
+
+
+@pytest.fixture(scope="module")
+def model_args() -> list[str]:
+    return ["--model", str(MOBILEFACENET)] if MOBILEFACENET.is_file() else []
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, model_args):
+    tmp = tmp_path_factory.mktemp("serve_a")
+    (tmp / "key").write_text(KEY + "\n")
+    server = Server([*model_args, "--max-batch", "16", "--max-wait-ms", "30", "--max-images", "8",
+                     "--max-upload-mb", "1", "--max-pixels", "1000000", "--timeout", "120",
+                     "--api-key-file", str(tmp / "key")], tmp / "server.log", key=KEY)
+    yield server
+    server.stop()
+    assert server.proc.returncode == 0, server.log.read_text()
+
+
+def test_concurrent_clients_get_the_scores_of_score(service, images, model_args, tmp_path):
+    ref_file = tmp_path / "ref.jsonl"
+    subprocess.run(cli("score", str(images[0].parent), *model_args, "--out", str(ref_file), "-q"), cwd=ROOT,
+                   env=env(), check=True, timeout=600)
+    reference = {Path(row["path"]).name: row for row in map(json.loads, ref_file.read_text().splitlines())}
+    before = service.metrics()
+
+    def request(group: list[Path]) -> list[dict]:
+        files = [("image", (p.name, p.read_bytes(), "application/octet-stream")) for p in group]
+        response = service.post(files)
+        assert response.status_code == 200, response.text
+        return response.json()["images"]
+
+    groups = [images[i : i + 1 + i % 3] for i in range(0, len(images), 3)]  # requests of 1, 2 and 3 images
+    with ThreadPoolExecutor(8) as pool:
+        rows = [row for answer in pool.map(request, groups * 2) for row in answer]
+    assert len(rows) == 2 * sum(map(len, groups))
+    for row in rows:
+        ref = reference[row["path"]]
+        assert row["error"] is None and ref["error"] is None
+        assert row == {**ref, "path": row["path"]}, (row, ref)  # every field exactly as `score` writes it
+    raw = images[0].read_bytes()
+    one = service.post(content=raw, headers={"Content-Type": "image/jpeg"}, params={"name": images[0].name})
+    assert one.status_code == 200
+    assert one.json()["images"][0] == {**reference[images[0].name], "path": images[0].name}
+
+    after = service.metrics()
+    batches = after["fiqa_batch_size_count"] - before.get("fiqa_batch_size_count", 0)
+    singles = after['fiqa_batch_size_bucket{le="1.0"}'] - before.get('fiqa_batch_size_bucket{le="1.0"}', 0)
+    assert batches - singles >= 1, "no batch of more than one image formed under concurrency"
+    assert after["fiqa_batch_size_sum"] - before["fiqa_batch_size_sum"] == len(rows) + 1
+    assert after['fiqa_images_total{outcome="scored"}'] >= len(rows) + 1
+
+
+def truncated(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[: len(data) // 3]
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (a decompression bomb's header; the data never comes)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_bad_images_are_error_rows_beside_good_ones(service, images):
+    files = [("image", ("good.jpg", images[0].read_bytes(), "image/jpeg")),
+             ("image", ("cut.jpg", truncated(images[1]), "image/jpeg")),
+             ("image", ("notes.txt", b"not an image at all", "text/plain")),
+             ("image", ("empty.jpg", b"", "image/jpeg")),
+             ("image", ("bomb.png", png_header(2000, 1000), "image/png"))]
+    response = service.post(files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    rows = {r["path"]: r for r in body["images"]}
+    assert list(rows) == ["good.jpg", "cut.jpg", "notes.txt", "empty.jpg", "bomb.png"]
+    assert rows["good.jpg"]["error"] is None and 0 < rows["good.jpg"]["quality"] <= 1
+    assert rows["cut.jpg"]["error"] == "cannot decode image (corrupt or truncated file)"
+    assert rows["notes.txt"]["error"] == "not an image (unrecognised file format)"
+    assert rows["empty.jpg"]["error"] == "empty file (0 bytes)"
+    assert rows["bomb.png"]["error"] == "image too large: 2000x1000 pixels (limit 1000000)"
+    assert all(rows[k]["quality"] is None for k in ("cut.jpg", "notes.txt", "empty.jpg", "bomb.png"))
+    assert (body["scored"], body["failed"]) == (1, 4)
+
+
+def chunked(data: bytes, size: int = 65536):
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+@pytest.mark.parametrize("case, status, message", [
+    ("json body", 415, "unsupported content type 'application/json'"),
+    ("no content type", 415, "unsupported content type 'none'"),
+    ("only a text file", 415, "no image of the request can be scored: not an image (unrecognised file format)"),
+    ("only a bomb", 413, "no image of the request can be scored: image too large (Image size (10000000000 pixels)"),
+    ("over the pixel limit", 413, "no image of the request can be scored: image too large: 1001x1000 pixels"),
+    ("nine images", 413, "too many images: at most 8 per request"),
+    ("body over 1 MiB", 413, "request body over the upload limit of 1048576 bytes"),
+    ("streamed body over 1 MiB", 413, "request body over the upload limit of 1048576 bytes"),
+    ("empty raw body", 400, "empty request body: send an image"),
+    ("only an empty file", 400, "no image of the request can be scored: empty file (0 bytes)"),
+    ("multipart without files", 400, "no image in the request"),
+    ("broken multipart", 400, "malformed multipart body"),
+])
+def test_bad_requests_get_a_status_and_a_json_message(service, images, case, status, message):
+    jpeg = images[0].read_bytes()
+    big = os.urandom(1024 * 1024 + 10)
+    send = {
+        "json body": dict(content=b"{}", headers={"Content-Type": "application/json"}),
+        "no content type": dict(content=jpeg),
+        "only a text file": dict(files=[("image", ("a.txt", b"hello", "text/plain"))]),
+        "only a bomb": dict(content=png_header(100000, 100000), headers={"Content-Type": "image/png"}),
+        "over the pixel limit": dict(files=[("image", ("big.png", png_header(1001, 1000), "image/png"))]),
+        "nine images": dict(files=[("image", (f"{i}.jpg", jpeg, "image/jpeg")) for i in range(9)]),
+        "body over 1 MiB": dict(content=big, headers={"Content-Type": "image/jpeg"}),
+        "streamed body over 1 MiB": dict(content=chunked(big), headers={"Content-Type": "image/jpeg"}),
+        "empty raw body": dict(content=b"", headers={"Content-Type": "image/jpeg"}),
+        "only an empty file": dict(files=[("image", ("e.jpg", b"", "image/jpeg"))]),
+        "multipart without files": dict(data={"field": "value"}, files=[]),
+        "broken multipart": dict(content=b"--x\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--x--\r\n",
+                                 headers={"Content-Type": "multipart/form-data; boundary=x"}),
+    }[case]
+    if case == "no content type":
+        response = httpx.post(service.url + "/v1/quality", content=jpeg, headers={**service.headers,
+                              "Content-Type": ""}, timeout=60)
+    elif case == "multipart without files":
+        response = httpx.post(service.url + "/v1/quality", data={"field": "value"},
+                              files={"dummy": (None, b"x")}, headers=service.headers, timeout=60)
+    else:
+        response = service.post(**send)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"].startswith(message), response.json()
+    assert "Traceback" not in response.text
+
+
+def test_unknown_route_is_a_json_404(service):
+    response = httpx.get(service.url + "/v2/nothing", headers=service.headers)
+    assert response.status_code == 404 and response.json() == {"error": "Not Found"}
+
+
+def test_api_key_is_needed_everywhere_but_healthz(service, images):
+    files = [("image", ("a.jpg", images[0].read_bytes(), "image/jpeg"))]
+    for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"X-API-Key": KEY[:-1]}):
+        for method, route in (("GET", "/readyz"), ("GET", "/v1/model"), ("GET", "/metrics"),
+                              ("POST", "/v1/quality")):
+            response = httpx.request(method, service.url + route, headers=headers,
+                                     files=files if method == "POST" else None)
+            assert response.status_code == 401, (route, headers, response.text)
+            assert response.json()["error"].startswith("missing or wrong API key")
+    assert httpx.get(service.url + "/healthz").json() == {"status": "alive"}
+    ok = httpx.post(service.url + "/v1/quality", files=files, headers={"Authorization": f"Bearer {KEY}"})
+    assert ok.status_code == 200 and ok.json()["scored"] == 1
+    assert service.metrics()['fiqa_rejected_requests_total{reason="unauthorized"}'] >= 16
+
+
+def test_model_and_readiness(service, model_args):
+    assert httpx.get(service.url + "/readyz", headers=service.headers).json() == {"ready": True}
+    info = httpx.get(service.url + "/v1/model", headers=service.headers).json()
+    assert info["model"] == (Path(model_args[1]).name if model_args else info["model"])
+    assert info["backend"] in ("openvino", "onnxruntime") and info["device"] == "cpu"
+    assert info["perturb"] == ["affine:rot=0.5,scale=1.01,tx=0,ty=0,flip=1"] and info["views"] == ["affine"]
+    assert info["batching"] == {"max_batch": 16, "max_wait_ms": 30.0, "queue": 1024}
+    assert info["limits"]["max_images"] == 8 and info["limits"]["max_upload_bytes"] == 1024 * 1024
+    assert info["config"]["input_size"] == [112, 112]
+
+
+# ---- queueing: full queue, timeout, disconnect, SIGTERM (one slow-batching server; SIGTERM last) ----
+
+@pytest.fixture(scope="module")
+def slow_batches(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve_b")
+    server = Server(["--max-batch", "2", "--queue", "2", "--max-images", "2", "--max-wait-ms", "5000",
+                     "--timeout", "2"], tmp / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> list[Path]:
+    return generated_faces(tmp_path_factory.mktemp("serve_gen"), 2)
+
+
+def upload(paths: list[Path]) -> list:
+    return [("image", (p.name, p.read_bytes(), "image/png")) for p in paths]
+
+
+def test_a_full_batch_is_scored_without_waiting(slow_batches, generated):
+    response = slow_batches.post(upload(generated))  # 2 images = --max-batch: not held for the 5 s wait
+    assert response.status_code == 200, response.text
+    assert response.json()["scored"] == 2
+
+
+def test_full_queue_answers_503_and_a_late_request_504(slow_batches, generated):
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(slow_batches.post, upload(generated[:1]))  # held: the batch waits to fill
+        time.sleep(0.5)
+        full = slow_batches.post(upload(generated))  # 1 queued + 2 > --queue 2
+        assert full.status_code == 503, full.text
+        assert full.json()["error"].startswith("the queue is full; retry after")
+        assert int(full.headers["retry-after"]) >= 1
+        late = waiting.result()
+    assert late.status_code == 504, late.text
+    assert late.json() == {"error": "no result within the request timeout of 2 s"}
+    metrics = slow_batches.metrics()
+    assert metrics['fiqa_dropped_images_total{reason="timeout"}'] == 1
+    assert metrics["fiqa_queue_depth"] == 0
+
+
+def test_a_disconnected_client_has_its_images_dropped(slow_batches, generated):
+    scored = slow_batches.metrics()['fiqa_images_total{outcome="scored"}']
+    body = generated[0].read_bytes()
+    with socket.create_connection(("127.0.0.1", slow_batches.port)) as conn:
+        conn.sendall(b"POST /v1/quality?name=gone.png HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        time.sleep(0.5)
+    for _ in range(50):
+        metrics = slow_batches.metrics()
+        if metrics.get('fiqa_dropped_images_total{reason="disconnected"}'):
+            break
+        time.sleep(0.1)
+    assert metrics['fiqa_dropped_images_total{reason="disconnected"}'] == 1
+    assert metrics["fiqa_queue_depth"] == 0
+    time.sleep(0.5)
+    assert slow_batches.metrics()['fiqa_images_total{outcome="scored"}'] == scored
+
+
+def test_sigterm_scores_what_is_queued_and_exits_0(slow_batches, generated):
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(slow_batches.post, upload(generated[:1]))  # held for a second image that never comes
+        time.sleep(0.5)
+        slow_batches.proc.send_signal(signal.SIGTERM)
+        answer = waiting.result()
+    assert answer.status_code == 200, answer.text  # drained: scored at once instead of waiting (or timing out)
+    assert answer.json()["scored"] == 1
+    assert slow_batches.proc.wait(60) == 0, slow_batches.log.read_text()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(slow_batches.url + "/healthz", timeout=2)
+    assert "Traceback" not in slow_batches.log.read_text()
