@@ -354,3 +354,20 @@ def test_sigterm_scores_what_is_queued_and_exits_0(slow_batches, generated):
     with pytest.raises(httpx.ConnectError):
         httpx.get(slow_batches.url + "/healthz", timeout=2)
     assert "Traceback" not in slow_batches.log.read_text()
+
+
+# ---- the command's own checks (nothing is bound: each fails before the server starts) ----
+
+@pytest.mark.parametrize("args, message", [
+    (["--host", "0.0.0.0", "--model", "/nonexistent/model.onnx"], "model file not found"),
+    (["--api-key-file", "/nonexistent/key"], "cannot read the API key file /nonexistent/key"),
+    (["--perturb", "mixup"], "mixup draws its partner from a list of input files"),
+    (["--queue", "2", "--max-batch", "4"], "need --max-batch >= 1, --queue >= --max-batch"),
+])
+def test_serve_refuses_bad_options_with_one_line(args, message):
+    proc = subprocess.run(cli("serve", "--port", str(free_port()), *args), cwd=ROOT, env=env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+    if "0.0.0.0" in args:  # the warning comes first, before anything is opened
+        assert "warning: serving on 0.0.0.0 without --api-key-file" in " ".join(proc.stderr.split())

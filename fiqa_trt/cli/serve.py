@@ -49,11 +49,14 @@ def serve(
     except ImportError as exc:
         raise MissingDependency(exc.name or "fastapi", "serve") from None
     from fiqa_trt.engine.models import model_or_default, open_scorer
+    from fiqa_trt.engine.perturbations import parse_spec
     from fiqa_trt.engine.settings import ScoringSettings
 
     if max_batch < 1 or queue < max_batch or max_images < 1 or max_wait_ms < 0 or timeout <= 0:
         raise FiqaError("need --max-batch >= 1, --queue >= --max-batch, --max-images >= 1, --max-wait-ms >= 0 "
                         "and --timeout > 0")
+    if any(parse_spec(spec).kind.name == "mixup" for spec in perturb or ()):
+        raise FiqaError("mixup draws its partner from a list of input files; serve scores uploads without it")
     key = _read_key(api_key_file) if api_key_file else None
     if key is None and not is_local(host):
         err.print(f"[yellow]warning:[/] serving on {host} without --api-key-file: anyone who reaches this port "
@@ -64,8 +67,6 @@ def serve(
                                align=align, detector=detector)
     scorer = open_scorer(settings)
     runner = scorer.runner
-    if any(v.spec.kind.name == "mixup" for v in scorer.views):
-        raise FiqaError("mixup draws its partner from a list of input files; serve scores uploads without it")
     limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_images=max_images,
                     max_pixels=max_pixels, timeout_s=timeout)
     service = QualityService(scorer, Settings(max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
