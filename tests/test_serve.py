@@ -342,6 +342,17 @@ def test_a_disconnected_client_has_its_images_dropped(slow_batches, generated):
     assert slow_batches.metrics()['fiqa_images_total{outcome="scored"}'] == scored
 
 
+def test_a_client_gone_mid_upload_is_no_error(slow_batches, generated):
+    body = generated[0].read_bytes()
+    with socket.create_connection(("127.0.0.1", slow_batches.port)) as conn:
+        conn.sendall(b"POST /v1/quality HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body[: len(body) // 2])
+        time.sleep(0.3)
+    time.sleep(0.3)
+    assert slow_batches.metrics().get("fiqa_internal_errors_total", 0) == 0
+    assert "Traceback" not in slow_batches.log.read_text()
+
+
 def test_sigterm_scores_what_is_queued_and_exits_0(slow_batches, generated):
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(slow_batches.post, upload(generated[:1]))  # held for a second image that never comes

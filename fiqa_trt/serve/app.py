@@ -25,6 +25,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from fiqa_trt.engine import sinks
 from fiqa_trt.engine.inputs import Item
@@ -283,7 +284,8 @@ def create_app(service: QualityService) -> FastAPI:
         return reject(503, "the service is shutting down", "shutting_down", {"Retry-After": "1"})
 
     @app.exception_handler(ClientGone)
-    async def client_gone(request: Request, exc: ClientGone):
+    @app.exception_handler(ClientDisconnect)  # gone while its body was being read: nothing was queued yet
+    async def client_gone(request: Request, exc: Exception):
         return Response(status_code=499)  # nobody reads it; the client has gone
 
     @app.exception_handler(StarletteHTTPException)
