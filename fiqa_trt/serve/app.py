@@ -140,18 +140,25 @@ class QualityService:
         return {"images": rows, "scored": len(rows) - failed, "failed": failed}
 
     async def _wait(self, request: Request, jobs) -> list[Result]:
-        gathered = asyncio.gather(*(j.future for j in jobs))
+        """The results of `jobs`, or ClientGone / Rejected(504) with the images still queued taken back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.timeout_s
+        futures = [j.future for j in jobs]
+        waiting = set(futures)
         gone = asyncio.ensure_future(_disconnected(request))
         try:
-            done, _ = await asyncio.wait({gathered, gone}, timeout=self.limits.timeout_s,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            while waiting and not gone.done() and (left := deadline - loop.time()) > 0:
+                done, _ = await asyncio.wait(waiting | {gone}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                waiting -= done
         finally:
             gone.cancel()
-        if gathered in done:
-            return gathered.result()
+        if not waiting:
+            return [f.result() for f in futures]
         dropped = self.batcher.withdraw(jobs)
-        gathered.cancel()
-        if gone in done:
+        for f in futures:
+            f.cancel()
+        if gone.done() and not gone.cancelled():
+            gone.exception()  # retrieved (a receive that failed means the client is gone too)
             self.metrics.dropped.labels("disconnected").inc(dropped)
             raise ClientGone()
         self.metrics.dropped.labels("timeout").inc(dropped)
