@@ -118,7 +118,7 @@ async def soak(url: str, port: int, pid: int, images: list[tuple[str, bytes]], s
     deadline = started + seconds
 
     async def dropped(data: bytes) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /v1/quality?name=dropped.jpg HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(data) + data)
         await writer.drain()

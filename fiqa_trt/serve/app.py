@@ -127,7 +127,7 @@ class QualityService:
         items = [check_upload(name, key, data, self.limits) for name, key, data in uploads]
         ok = [it for it in items if it.error is None]
         if not ok:
-            status = status_for_failures(items, self.limits)
+            status = status_for_failures(items)
             self.metrics.images.labels("error").inc(len(items))
             raise Rejected(status, "no image of the request can be scored: " + items[0].error,
                            images=[self.failed_row(it) for it in items])

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from fiqa_trt.engine.inputs import Item, check_encoded
 
 
@@ -90,7 +88,7 @@ def check_upload(name: str, key: str, data: bytes, limits: Limits) -> Item:
     return item
 
 
-def status_for_failures(items: list[Item], limits: Limits) -> int:
+def status_for_failures(items: list[Item]) -> int:
     """The status of a request none of whose images can be scored: 413 when one is over the pixel limit,
     415 when they are not images of a supported format, 400 otherwise (empty, too small)."""
     errors = [it.error or "" for it in items]
@@ -99,7 +97,3 @@ def status_for_failures(items: list[Item], limits: Limits) -> int:
     if any(e.startswith(("not an image", "unsupported image format", "damaged image header")) for e in errors):
         return 415
     return 400
-
-
-def as_array(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype=np.uint8)
