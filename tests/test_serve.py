@@ -1,9 +1,10 @@
 """`fiqa-trt serve` as a real server process on 127.0.0.1, with real images and a real model.
 
-Two servers per module: `service` (the shared MobileFaceNet on LFW crops, or without ../shared the default dlib
+Two servers for most of the module: `service` (the shared MobileFaceNet on LFW crops, or without ../shared the default dlib
 model on generated images) answers correctness, limits and API-key questions; `slow_batches` (the default model,
 batches of 2 that wait up to 5 s to fill, a queue of 2, a 2 s timeout) makes queueing states last long enough
 to observe: a full queue, a timeout, a client that disconnects, and SIGTERM draining the queue (its last test).
+One more, with --align, checks the face box and detector score.
 """
 
 from __future__ import annotations
@@ -279,6 +280,42 @@ def test_model_and_readiness(service, model_args):
     assert info["batching"] == {"max_batch": 16, "max_wait_ms": 30.0, "queue": 1024}
     assert info["limits"]["max_images"] == 8 and info["limits"]["max_upload_bytes"] == 1024 * 1024
     assert info["config"]["input_size"] == [112, 112]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> list[Path]:
+    """A shared LFW face in a larger photo, and a blank image (no face)."""
+    cv2 = pytest.importorskip("cv2")
+    if not LFW.is_dir():
+        pytest.skip("shared LFW data not available (../shared/data/lfw112)")
+    folder = tmp_path_factory.mktemp("serve_photos")
+    face = cv2.resize(cv2.imread(str(sorted(LFW.glob("*/*.jpg"))[0])), (300, 300), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(folder / "photo.png"), cv2.copyMakeBorder(face, 50, 50, 80, 80, cv2.BORDER_CONSTANT,
+                                                               value=(90, 90, 90)))
+    cv2.imwrite(str(folder / "zblank.png"), np.full((200, 200, 3), 128, np.uint8))
+    return sorted(folder.iterdir())
+
+
+def test_align_rows_carry_the_face_box_and_detector_score(real_model, photos, tmp_path):
+    pytest.importorskip("dlib")
+    ref_file = tmp_path / "ref.jsonl"
+    subprocess.run(cli("score", str(photos[0].parent), "--model", str(real_model), "--align", "--out",
+                       str(ref_file), "-q"), cwd=ROOT, env=env(), check=True, timeout=600)
+    reference = {Path(row["path"]).name: row for row in map(json.loads, ref_file.read_text().splitlines())}
+    server = Server(["--model", str(real_model), "--align"], tmp_path / "server.log")
+    try:
+        response = server.post(upload(photos))
+    finally:
+        server.stop()
+    assert response.status_code == 200, response.text
+    photo, blank = response.json()["images"]
+    assert blank["error"] == "no face found" and blank["box"] is None and blank["det_score"] is None
+    left, top, right, bottom = photo["box"]
+    assert 80 <= left < right <= 460 and 50 <= top < bottom <= 400 and photo["det_score"] > 0
+    for row in (photo, blank):
+        ref = reference[row["path"]]
+        assert {k: row[k] for k in ref if k != "path"} == {k: v for k, v in ref.items() if k != "path"}
+    assert server.proc.returncode == 0
 
 
 # ---- queueing: full queue, timeout, disconnect, SIGTERM (one slow-batching server; SIGTERM last) ----

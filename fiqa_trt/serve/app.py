@@ -3,7 +3,7 @@
 POST /v1/quality takes one or more images, as multipart/form-data (every file part is an image; its filename keys
 the view draws, as a file's path relative to INPUT does in `fiqa-trt score`) or as a raw image body (image/* or
 application/octet-stream; `?name=` keys it, else the body's SHA-256). It answers one row per image with the fields
-of a `score` row (path, quality, cos_<view>..., error; box and face_score with alignment). An image that cannot be
+of a `score` row (path, quality, cos_<view>..., error; det_score and box with alignment). An image that cannot be
 scored is an error row in a 200 while another image of the request is fine; a request none of whose images can be
 scored, or that is malformed, too large or of another content type, is refused with 400/413/415 and
 {"error": message}. A full queue answers 503 with Retry-After, a request that outlives the timeout 504. Every
@@ -113,10 +113,12 @@ class QualityService:
                 "limits": self.limits.to_dict()}
 
     def row(self, result: Result) -> dict:
+        """The fields of a `score` row (sinks.row: whatever columns `score` writes, a 0-100 score among them once
+        sinks has one), with the face's detector score and box when photos are aligned."""
         out = sinks.row(result, self.columns)
         if self.scorer.aligner is not None:
+            out["det_score"] = result.det_score
             out["box"] = list(result.box) if result.box is not None else None
-            out["face_score"] = result.face_score
         return out
 
     def failed_row(self, item: Item) -> dict:
@@ -266,7 +268,7 @@ def create_app(service: QualityService) -> FastAPI:
         if service.batcher is None or service.batcher.draining:
             raise Draining()
         uploads = await read_uploads(request, service.limits)
-        return await service.score(request, uploads)
+        return JSONResponse(await service.score(request, uploads))  # plain JSON types: no encoder pass
 
     def reject(status: int, message: str, reason: str, headers: dict | None = None) -> JSONResponse:
         service.metrics.rejected.labels(reason).inc()
