@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cli_runner import run_cli
 from tests.conftest import LFW, MOBILEFACENET, write_image
 
 httpx = pytest.importorskip("httpx")
@@ -134,8 +135,8 @@ def service(tmp_path_factory, model_args):
 
 def test_concurrent_clients_get_the_scores_of_score(service, images, model_args, tmp_path):
     ref_file = tmp_path / "ref.jsonl"
-    subprocess.run(cli("score", str(images[0].parent), *model_args, "--out", str(ref_file), "-q"), cwd=ROOT,
-                   env=env(), check=True, timeout=600)
+    done = run_cli("score", images[0].parent, *model_args, "--out", ref_file, "-q")
+    assert done.returncode == 0, done.stderr
     reference = {Path(row["path"]).name: row for row in map(json.loads, ref_file.read_text().splitlines())}
     before = service.metrics()
 
@@ -299,8 +300,8 @@ def photos(tmp_path_factory) -> list[Path]:
 def test_align_rows_carry_the_face_box_and_detector_score(real_model, photos, tmp_path):
     pytest.importorskip("dlib")
     ref_file = tmp_path / "ref.jsonl"
-    subprocess.run(cli("score", str(photos[0].parent), "--model", str(real_model), "--align", "--out",
-                       str(ref_file), "-q"), cwd=ROOT, env=env(), check=True, timeout=600)
+    done = run_cli("score", photos[0].parent, "--model", real_model, "--align", "--out", ref_file, "-q")
+    assert done.returncode == 0, done.stderr
     reference = {Path(row["path"]).name: row for row in map(json.loads, ref_file.read_text().splitlines())}
     server = Server(["--model", str(real_model), "--align"], tmp_path / "server.log")
     try:
@@ -405,7 +406,7 @@ def test_sigterm_scores_what_is_queued_and_exits_0(slow_batches, generated):
     assert "Traceback" not in log and "never retrieved" not in log, log
 
 
-# ---- the command's own checks (nothing is bound: each fails before the server starts) ----
+# ---- the command's own checks (in-process; nothing is bound: each fails before the server starts) ----
 
 @pytest.mark.parametrize("args, message", [
     (["--host", "0.0.0.0", "--model", "/nonexistent/model.onnx"], "model file not found"),
@@ -414,8 +415,7 @@ def test_sigterm_scores_what_is_queued_and_exits_0(slow_batches, generated):
     (["--queue", "2", "--max-batch", "4"], "need --max-batch >= 1, --queue >= --max-batch"),
 ])
 def test_serve_refuses_bad_options_with_one_line(args, message):
-    proc = subprocess.run(cli("serve", "--port", str(free_port()), *args), cwd=ROOT, env=env(), capture_output=True,
-                          text=True, timeout=120)
+    proc = run_cli("serve", "--port", free_port(), *args)
     assert proc.returncode == 2, proc.stderr
     assert message in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
     if "0.0.0.0" in args:  # the warning comes first, before anything is opened

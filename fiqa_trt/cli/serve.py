@@ -38,7 +38,7 @@ def serve(
     backend: options.Backend = "auto",
     precision: options.Precision = "auto",
     device: options.Device = "auto",
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail on what is happening."),
+    verbose: options.Verbose = False,
 ) -> None:
     """Serve quality scores over HTTP: POST /v1/quality, /healthz, /readyz, /v1/model, /metrics."""
     setup_logging(verbose)
