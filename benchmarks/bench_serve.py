@@ -1,7 +1,7 @@
 """`fiqa-trt serve` under load on this machine, against the in-process `score` rate of the same model, as JSON.
 
     python benchmarks/bench_serve.py [--images 512] [--concurrency 1 4 16 64] [--soak-s 180]
-                                     [--out benchmarks/results/serve_cpu.json]
+                                     [--out benchmarks/results/serve_cpu_intel-xeon-2core.json]
 
 1. Baseline: `Scorer.score` in this process over the first N shared LFW images (the `score` command's path and
    batch size), with no server running: once before the server starts and once after it has stopped; their mean

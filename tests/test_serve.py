@@ -277,6 +277,10 @@ def test_model_and_readiness(service, model_args):
     info = httpx.get(service.url + "/v1/model", headers=service.headers).json()
     assert info["model"] == (Path(model_args[1]).name if model_args else info["model"])
     assert info["backend"] in ("openvino", "onnxruntime") and info["device"] == "cpu"
+    if model_args:
+        import hashlib
+
+        assert info["sha256"] == hashlib.sha256(Path(model_args[1]).read_bytes()).hexdigest()
     assert info["perturb"] == ["affine:rot=0.5,scale=1.01,tx=0,ty=0,flip=1"] and info["views"] == ["affine"]
     assert info["batching"] == {"max_batch": 16, "max_wait_ms": 30.0, "queue": 1024}
     assert info["limits"]["max_images"] == 8 and info["limits"]["max_upload_bytes"] == 1024 * 1024

@@ -104,7 +104,8 @@ class QualityService:
 
     def model_info(self) -> dict:
         sc, runner = self.scorer, self.scorer.runner
-        return {**self.settings.model_info, "config": runner.config.to_dict(), "backend": runner.name,
+        return {**self.settings.model_info, "sha256": getattr(runner, "sha256", None),
+                "config": runner.config.to_dict(), "backend": runner.name,
                 "precision": getattr(runner, "precision", "fp32"), "device": str(sc.device),
                 "perturb": [spec.label() for spec in sc.specs], "views": sc.view_labels, "agg": sc.agg,
                 "seed": sc.seed, "align": sc.aligner is not None,
