@@ -17,6 +17,8 @@ from fiqa_trt.evaluation.report import Method, evaluate, markdown_table, random_
 from tests.test_cli import fiqa, read_csv
 
 # ---- EDC / pAUC on hand-computed cases ----------------------------------------------------------------------
+# The first cases count the discard fraction over all pairs (discard="all", the project's earlier convention);
+# the ISO/IEC 29794-1 convention (over the mated comparisons, the default) follows them.
 # Four non-mated pairs (similarities 0.1 .. 0.4) and four mated ones. At a target FMR of 0.25, k = floor(0.25 * 4)
 # = 1 false match is allowed, so the threshold is the 2nd highest non-mated similarity, 0.3 (match: > 0.3).
 NONMATED_SIM = [0.1, 0.2, 0.3, 0.4]
@@ -33,7 +35,7 @@ def case(mated_sim, mated_q, nonmated_sim=NONMATED_SIM, nonmated_q=NONMATED_Q):
 def test_threshold_and_one_error_discarded_first():
     # mated 0.2 is the only false non-match (0.2 <= 0.3) and has the lowest pair quality: discarded first.
     sim, mated, q = case([0.2, 0.35, 0.5, 0.9], [0.1, 0.5, 0.6, 0.7])
-    c = edc.edc(sim, mated, q, 0.25)
+    c = edc.edc(sim, mated, q, 0.25, discard="all")
     assert c.threshold[0] == 0.3 and c.achieved_fmr == 0.25
     np.testing.assert_allclose(c.discard, np.arange(9) / 8)
     np.testing.assert_allclose(c.fnmr, [0.25] + [0.0] * 8)
@@ -47,20 +49,20 @@ def test_threshold_and_one_error_discarded_first():
 def test_ties_are_discarded_together():
     # The false non-match now shares its quality (0.5) with a correct mated pair: both go at 4/8, never one alone.
     sim, mated, q = case([0.2, 0.35, 0.5, 0.9], [0.5, 0.5, 0.6, 0.7])
-    c = edc.edc(sim, mated, q, 0.25)
+    c = edc.edc(sim, mated, q, 0.25, discard="all")
     np.testing.assert_allclose(c.discard, [0, 1 / 8, 2 / 8, 4 / 8, 5 / 8, 6 / 8, 7 / 8, 1])
     np.testing.assert_allclose(c.fnmr, [0.25, 0.25, 0.25, 0, 0, 0, 0, 0])
     assert c.at(3 / 8) == 0.25 and c.at(0.5) == 0.0  # no step inside the tie group
     assert c.pauc(0.2) == pytest.approx(0.05) and c.normalised_pauc(0.2) == pytest.approx(1.0)
     assert c.pauc(0.3) == pytest.approx(0.075) and c.normalised_pauc(0.3) == pytest.approx(1.0)
-    everything_tied = edc.edc(sim, mated, np.ones(8), 0.25)  # one quality for all: one step, from 0 to 100%
+    everything_tied = edc.edc(sim, mated, np.ones(8), 0.25, discard="all")  # one quality for all: one step, from 0 to 100%
     np.testing.assert_allclose(everything_tied.discard, [0, 1])
     assert everything_tied.normalised_pauc(0.3) == pytest.approx(1.0)
 
 
 def test_all_errors():
     sim, mated, q = case([0.0, 0.1, 0.2, 0.3], [0.1, 0.5, 0.6, 0.7])  # every mated similarity <= 0.3
-    c = edc.edc(sim, mated, q, 0.25)
+    c = edc.edc(sim, mated, q, 0.25, discard="all")
     np.testing.assert_allclose(c.fnmr, [1, 1, 1, 1, 1, 1, 0, 0, 0])  # 0 once no mated pair is left (6/8)
     assert c.pauc(0.2) == pytest.approx(0.2) and c.normalised_pauc(0.2) == pytest.approx(1.0)
     assert c.pauc(0.3) == pytest.approx(0.3) and c.normalised_pauc(0.3) == pytest.approx(1.0)
@@ -88,14 +90,14 @@ def test_recomputed_mode_rederives_the_threshold_at_every_step():
     # * 2) = 0 and the recomputed threshold drops to 0.2, so mated 0.25 is no longer an error; with the fixed
     # threshold (0.3) it stays one until it is itself discarded at 3/8.
     sim, mated, q = case([0.25, 0.35, 0.5, 0.9], [0.5, 0.6, 0.7, 0.95], nonmated_q=[0.9, 0.8, 0.2, 0.15])
-    fixed = edc.edc(sim, mated, q, 0.25)
-    compat = edc.edc(sim, mated, q, 0.25, mode="recomputed")
+    fixed = edc.edc(sim, mated, q, 0.25, discard="all")
+    compat = edc.edc(sim, mated, q, 0.25, mode="recomputed", discard="all")
     np.testing.assert_allclose(fixed.fnmr[:4], [0.25, 0.25, 0.25, 0])
     np.testing.assert_allclose(compat.fnmr[:4], [0.25, 0.25, 0, 0])
     np.testing.assert_allclose(compat.threshold[:3], [0.3, 0.3, 0.2])
     assert fixed.pauc(0.3) == pytest.approx(0.25 * 0.3) and compat.pauc(0.3) == pytest.approx(0.25 * 0.25)
     assert compat.mode == "recomputed" and fixed.mode == "fixed"
-    short = edc.edc(sim, mated, q, 0.25, mode="recomputed", max_discard=0.3)
+    short = edc.edc(sim, mated, q, 0.25, mode="recomputed", max_discard=0.3, discard="all")
     assert short.pauc(0.3) == compat.pauc(0.3) and len(short.fnmr) < len(compat.fnmr)
     with pytest.raises(ValueError):
         short.pauc(0.6)

@@ -10,9 +10,18 @@ Formats (`read_pairs(path, root, protocol="auto")`; blank lines and lines starti
   directly under the root (the images are in one flat folder).
 `auto` looks at the first line that is not blank or a comment.
 
-`generate_pairs(root, ...)` builds a protocol from identity folders (`root/<identity>/<image>`): every mated pair
-within each identity (at most `max_mated_per_identity`, sampled when there are more) plus sampled non-mated pairs
-across identities, reproducible from `seed`.
+Generated protocols, from identity folders (`root/<identity>/<image>`), reproducible from `seed`:
+- `all_mated_pairs(root, max_images=20, nonmated=2_000_000, seed=0)`: the "all-mated" protocol of the ISO/IEC
+  29794-1 style evaluation. Each identity keeps at most `max_images` images (a sample keyed by (seed, identity)
+  where it has more); every mated pair among the kept images is used (27,726 on the shared LFW with the default
+  cap), plus `nonmated` pairs of kept images of different identities drawn uniformly without repeats (all of
+  them when fewer are possible and the count was not given).
+- `generate_pairs(root, ...)`: the older generator, at most `max_mated_per_identity` mated pairs sampled per
+  identity plus as many (or `impostors`) sampled non-mated pairs.
+
+`identity_of(key)` names the identity of an image key (its folder, or for flat folders the file name up to its
+last `_`); `Pairs.identities()` gives one identity per key and `Pairs.restrict(identities)` the pairs whose
+images all belong to the given identities (used by `evaluation.split` for dev/test halves).
 """
 
 from __future__ import annotations
@@ -63,6 +72,22 @@ class Pairs:
         return _build(self.root, [(self.keys[i], self.keys[j], bool(m))
                                   for i, j, m in zip(self.a[:limit], self.b[:limit], self.mated[:limit])],
                       f"{self.source}, first {limit} of {len(self)} pairs", self.notes)
+
+    def identities(self) -> list[str]:
+        """The identity of each key (see `identity_of`)."""
+        return [identity_of(k) for k in self.keys]
+
+    def restrict(self, identities, label: str = "") -> "Pairs":
+        """The pairs both of whose images belong to `identities` (a set of names), and only the images they use."""
+        wanted = set(identities)
+        inside = np.array([i in wanted for i in self.identities()], dtype=bool)
+        keep = inside[self.a] & inside[self.b] if len(self.keys) else np.zeros(0, bool)
+        used = np.unique(np.concatenate([self.a[keep], self.b[keep]]))
+        remap = np.full(len(self.keys), -1, np.int64)
+        remap[used] = np.arange(len(used))
+        source = f"{self.source}; {label or 'restricted'}: {len(used)} images, {int(keep.sum())} of {len(self)} pairs"
+        return Pairs(self.root, [self.keys[i] for i in used], remap[self.a[keep]], remap[self.b[keep]],
+                     self.mated[keep], source, list(self.notes))
 
     def describe(self) -> str:
         return (f"{len(self)} pairs ({int(self.mated.sum())} mated, {int((~self.mated).sum())} non-mated) over "
@@ -197,6 +222,16 @@ def identities(root: str | os.PathLike) -> dict[str, list[str]]:
     return out
 
 
+def identity_of(key: str) -> str:
+    """The identity of an image key: its first folder (`Name/Name_0001.jpg` -> `Name`), or for a key without a
+    folder the file name up to its last `_` (`Name_1.jpg` -> `Name`, as in the flat CPLFW/CALFW folders)."""
+    parts = key.replace("\\", "/").split("/")
+    if len(parts) > 1:
+        return parts[0]
+    stem = parts[0].rsplit(".", 1)[0]
+    return stem.rsplit("_", 1)[0] if "_" in stem else stem
+
+
 def _rng(seed: int, *key: str) -> np.random.Generator:
     from fiqa_trt.engine.perturbations import view_rng
 
@@ -254,3 +289,84 @@ def generate_pairs(root: str | os.PathLike, max_mated_per_identity: int | None =
     source = (f"generated from {len(groups)} identity folders of {Path(root).name}: {cap} mated pairs per identity "
               f"({capped} capped), {target} sampled non-mated pairs, seed {seed}")
     return _build(Path(root), triples, source)
+
+
+def sample_nonmated(identity: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`count` distinct unordered pairs (a < b) of items whose `identity` labels differ, uniform over all such
+    pairs, sorted; vectorised (draws in rounds, drops same-identity pairs and repeats)."""
+    identity = np.asarray(identity)
+    n = len(identity)
+    _, sizes = np.unique(identity, return_counts=True)
+    possible = (n * n - int((sizes.astype(np.int64) ** 2).sum())) // 2
+    if count > possible:
+        raise FiqaError(f"{count} non-mated pairs asked for, but these images allow only {possible}")
+    codes = np.zeros(0, np.int64)
+    while len(codes) < count:
+        need = count - len(codes)
+        x = rng.integers(0, n, size=int(need * 1.1) + 64)
+        y = rng.integers(0, n, size=len(x))
+        ok = identity[x] != identity[y]
+        lo, hi = np.minimum(x[ok], y[ok]), np.maximum(x[ok], y[ok])
+        new = np.unique(lo.astype(np.int64) * n + hi)
+        new = new[~np.isin(new, codes, assume_unique=True)]
+        if len(new) > need:  # keep a uniform subset of the new ones, not the smallest codes
+            new = np.sort(rng.choice(new, need, replace=False))
+        codes = np.union1d(codes, new)
+    return codes // n, codes % n
+
+
+def all_mated_pairs(root: str | os.PathLike, max_images: int | None = 20, nonmated: int | None = 2_000_000,
+                    seed: int = 0, keys: list[str] | None = None) -> Pairs:
+    """The all-mated protocol (see the module docstring): every mated pair among at most `max_images` images per
+    identity, plus `nonmated` sampled non-mated pairs over the same images. `nonmated=None` means 2,000,000 or
+    every possible pair where fewer exist; an explicit count that is not possible raises FiqaError. `keys`
+    restricts the protocol to those images (paths relative to root)."""
+    if max_images is not None and max_images < 2:
+        raise FiqaError("--max-images-per-identity must be at least 2 (a mated pair needs two images)")
+    if nonmated is not None and nonmated < 1:
+        raise FiqaError("the number of non-mated pairs must be at least 1")
+    groups = identities(root)
+    if keys is not None:
+        wanted = set(keys)
+        groups = {i: [k for k in ks if k in wanted] for i, ks in groups.items()}
+        groups = {i: ks for i, ks in groups.items() if ks}
+    capped = 0
+    for ident, ks in groups.items():
+        if max_images is not None and len(ks) > max_images:
+            pick = _rng(seed, "all-mated", ident).choice(len(ks), max_images, replace=False)
+            groups[ident] = [ks[i] for i in sorted(pick)]
+            capped += 1
+    flat = [k for ks in groups.values() for k in ks]  # sorted by identity, then file: the order of _build's keys
+    if len(groups) < 2:
+        raise FiqaError(f"{root} has a single identity: no non-mated pairs can be formed")
+    label = np.repeat(np.arange(len(groups)), [len(ks) for ks in groups.values()])
+    starts = np.concatenate([[0], np.cumsum([len(ks) for ks in groups.values()])])
+    ma, mb = [], []
+    for g, n in enumerate(np.diff(starts)):
+        if n > 1:
+            i, j = np.triu_indices(int(n), 1)
+            ma.append(starts[g] + i)
+            mb.append(starts[g] + j)
+    if not ma:
+        raise FiqaError(f"no identity under {root} has two images: no mated pairs can be formed")
+    ma, mb = np.concatenate(ma), np.concatenate(mb)
+    sizes = np.diff(starts)
+    possible = (len(flat) ** 2 - int((sizes**2).sum())) // 2
+    target = min(2_000_000, possible) if nonmated is None else nonmated
+    na, nb = sample_nonmated(label, target, _rng(seed, "all-mated", "non-mated"))
+    order = np.argsort(flat, kind="stable")  # keys sorted by path (as _build does)
+    rank = np.empty(len(flat), np.int64)
+    rank[order] = np.arange(len(flat))
+    a = rank[np.concatenate([ma, na])]
+    b = rank[np.concatenate([mb, nb])]
+    mated = np.concatenate([np.ones(len(ma), bool), np.zeros(len(na), bool)])
+    cap = "all images" if max_images is None else f"at most {max_images} images"
+    source = (f"all-mated protocol from {len(groups)} identity folders of {Path(root).name}: {cap} per identity "
+              f"({capped} capped), every mated pair ({len(ma)}), {target} sampled non-mated pairs, seed {seed}")
+    used = np.unique(np.concatenate([a, b]))
+    keys_sorted = [flat[i] for i in order]
+    if len(used) < len(keys_sorted):  # images in no pair (possible with few non-mated pairs): leave them out
+        remap = np.full(len(keys_sorted), -1, np.int64)
+        remap[used] = np.arange(len(used))
+        keys_sorted, a, b = [keys_sorted[i] for i in used], remap[a], remap[b]
+    return Pairs(Path(root), keys_sorted, a, b, mated, source)
