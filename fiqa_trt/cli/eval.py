@@ -28,19 +28,39 @@ def eval_command(
     pairs: Optional[str] = typer.Option(None, "--pairs", help="Pair file: the shared 'a,b,1|-1' format, LFW/XQLFW "
                                         "pairs.txt, or CPLFW/CALFW pair files."),
     protocol: str = typer.Option("auto", help="Pair-file format: auto, shared, lfw, xqlfw, cplfw, calfw."),
-    generate: bool = typer.Option(False, "--generate", help="No pair file: all mated pairs within identity folders "
-                                  "(capped) plus sampled non-mated pairs."),
-    max_mated: int = typer.Option(20, "--max-mated-per-identity", help="--generate: mated pairs kept per identity."),
-    impostors: Optional[int] = typer.Option(None, help="--generate: non-mated pairs (default: as many as mated)."),
+    generate: bool = typer.Option(False, "--generate", help="No pair file: pairs from identity folders (see "
+                                  "--generator)."),
+    generator: str = typer.Option("all-mated", "--generator", help="--generate: all-mated (every mated pair of at "
+                                  "most --max-images-per-identity images per identity, plus --impostors random "
+                                  "non-mated pairs) or sampled (at most --max-mated-per-identity mated pairs per "
+                                  "identity, as many non-mated)."),
+    max_images: int = typer.Option(20, "--max-images-per-identity", help="all-mated: images kept per identity (a "
+                                   "seeded sample where there are more)."),
+    max_mated: int = typer.Option(20, "--max-mated-per-identity", help="sampled: mated pairs kept per identity."),
+    impostors: Optional[int] = typer.Option(None, help="--generate: non-mated pairs (default: all-mated 2,000,000 "
+                                            "or all possible; sampled as many as mated)."),
     pair_limit: Optional[int] = typer.Option(None, "--pair-limit", help="Use only the first N pairs."),
+    half: Optional[str] = typer.Option(None, "--half", help="Evaluate one half of the seeded identity split: dev or "
+                                       "test (pairs with both images in that half)."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the identity split."),
     perturb: Optional[list[str]] = typer.Option(None, "--perturb", "-p", help="Perturbation spec, repeatable: "
                                                 "each is one method of the sweep (see `fiqa-trt perturbations`)."),
     all_kinds: bool = typer.Option(False, "--all-kinds", help="Sweep every registered perturbation at its "
                                    "default strength (plus any --perturb)."),
     views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec."),
     agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
+    norm: bool = typer.Option(False, "--norm", help="Also evaluate the L2 norm of the model's raw embedding (no "
+                              "extra forward pass) as a quality."),
     pair_quality: str = typer.Option("min", "--pair-quality", help="Pair quality from its two images: min, max, "
                                      "mean."),
+    discard: str = typer.Option("mated", "--discard", help="What the discard fraction counts: mated (the mated "
+                                "comparisons, ISO/IEC 29794-1) or all (every pair, the earlier axis)."),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="Resamples of the identities for 90% intervals of each "
+                                  "normalised pAUC and of the differences (0: none)."),
+    bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed of the bootstrap resamples."),
+    compare: Optional[list[str]] = typer.Option(None, "--compare", help="A:B, repeatable: interval of the "
+                                                "difference of normalised pAUC A - B (default: the first method "
+                                                "against every other one)."),
     fmr: Optional[list[float]] = typer.Option(None, "--fmr", help="Target FMR, repeatable (default 1e-2 1e-3 "
                                               "1e-4)."),
     pauc_limit: Optional[list[float]] = typer.Option(None, "--pauc-limit", help="pAUC discard limit, repeatable "
@@ -76,7 +96,10 @@ def eval_command(
                               color=color, mean=mean, std=std, perturb=tuple(perturb or ()), views=views, agg=agg,
                               seed=seed, batch_size=batch_size)
     settings = EvalSettings(images=images, scoring=scoring, pairs=pairs, protocol=protocol, generate=generate,
+                            generator=generator, max_images_per_identity=max_images,
                             max_mated_per_identity=max_mated, impostors=impostors, pair_limit=pair_limit,
+                            half=half, split_seed=split_seed, norm=norm, discard=discard, bootstrap=bootstrap,
+                            bootstrap_seed=bootstrap_seed, compare=tuple(compare or ()),
                             all_kinds=all_kinds, pair_quality=pair_quality, fmrs=tuple(fmr or ()),
                             pauc_limits=tuple(pauc_limit or ()), compat=compat, external=tuple(external or ()),
                             lower_is_better=tuple(lower_better or ()), plots=pictures, plot_max_discard=max_discard)
@@ -102,15 +125,26 @@ def _summary(report: dict) -> None:
     console.print(f"verification: best accuracy {v['best_accuracy']:.4f}; "
                   + ", ".join(f"FNMR {a['fnmr']:.4f} at FMR {k} (achieved {a['achieved_fmr']:.2g})"
                               for k, a in v["at_fmr"].items()))
-    table = Table(title="EDC, fixed threshold (pAUC normalised: 1.0 = random discarding)")
+    table = Table(title="EDC, fixed threshold (pAUC normalised: 1.0 = random discarding; [90% interval over "
+                        "identities]; theoretical best)")
     lims = report["pauc_limits"]
     for col in ["method", "FMR", "FNMR@0%"] + [f"pAUC@{round(x * 100)}% (norm.)" for x in lims]:
         table.add_column(col, justify="right")
+
+    def cell(row, x):
+        key = limit_key(x)
+        interval = f" [{row[key + '_norm_lo']:.3f}, {row[key + '_norm_hi']:.3f}]" if key + "_norm_lo" in row else ""
+        return f"{row[key]:.4f} ({row[key + '_norm']:.3f}{interval}; best {row[key + '_best_norm']:.3f})"
+
     for row in report["results"]:
         if row["mode"] == "fixed":
-            table.add_row(row["method"], f"{row['target_fmr']:g}", f"{row['fnmr_0']:.4f}",
-                          *[f"{row[limit_key(x)]:.4f} ({row[limit_key(x) + '_norm']:.3f})" for x in lims])
+            table.add_row(row["method"], f"{row['target_fmr']:g}", f"{row['fnmr_0']:.4f}", *[cell(row, x) for x in lims])
     console.print(table)
+    for d in report.get("differences", []):
+        interval = (f" [{d['lo']:+.4f}, {d['hi']:+.4f}]{' excludes 0' if d['excludes_zero'] else ''}"
+                    if "lo" in d else "")
+        console.print(f"{d['a']} - {d['b']} at FMR {d['target_fmr']:g}, pAUC@{round(d['limit'] * 100)}% norm.: "
+                      f"{d['point']:+.4f}{interval}")
 
 
 def viz_command(

@@ -5,7 +5,9 @@ counts c times: each of its mated comparisons gets weight c, a non-mated compari
 c_i * c_j (the comparisons a resampled population would hold). In every resample the fixed threshold is set
 again at 0% discard (at the target FMR of the weighted non-mated similarities), and the EDC runs over the
 weighted mated comparisons, discard fractions counted in weights (`edc.fixed_paucs`). The interval is the
-percentile interval of the resampled values (90% by default: the 5th and 95th percentiles). Two methods are
+percentile interval of the resampled values (90% by default: the 5th and 95th percentiles); resamples without a
+value (no non-mated pair, or no false non-match at 0% discard, in a resample of very few identities) are left
+out. Two methods are
 compared on the SAME resamples, so the interval of their difference accounts for their correlation; a
 difference interval that excludes 0 is a difference beyond the identity sampling noise.
 
@@ -78,8 +80,9 @@ def resampled_thresholds(res: Resamples, pairs: Pairs, similarity: np.ndarray, f
     out = np.empty((len(fmrs), len(res)))
     for r, c in enumerate(res.counts):
         w = c[na].astype(np.float64) * c[nb]
-        if not w.any():
-            raise FiqaError("a bootstrap resample holds no non-mated pair (too few identities?)")
+        if not w.any():  # a resample of very few identities may hold no non-mated pair: no value
+            out[:, r] = np.nan
+            continue
         for f, fmr in enumerate(fmrs):
             out[f, r] = edc.weighted_threshold(desc, w, fmr)
     return out

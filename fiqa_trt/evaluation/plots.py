@@ -1,6 +1,7 @@
 """Pictures of an evaluation with matplotlib (Agg backend, imported when a picture is drawn), each as PNG and SVG.
 
-- `plot_edc`: the EDC curves of several methods at one target FMR, with the random-discard expectation.
+- `plot_edc`: the EDC curves of several methods at one target FMR (engine methods, other methods' score files
+  dashed, the random reference dotted), with the random-discard expectation and the theoretical-best curve.
 - `plot_histograms`: one quality histogram per method.
 - `plot_face_grid`: face thumbnails sorted by quality, the score printed on each.
 """
@@ -67,10 +68,18 @@ def plot_edc(report: dict, target_fmr: float, stem: str | os.PathLike, mode: str
                 label=f"{name} ({kinds[name]})" if kinds[name] != "engine" else name)
     if fnmr0 is not None:
         ax.axhline(fnmr0, color="0.5", linewidth=0.8, linestyle="-.", label="random discard (expected)")
+    from fiqa_trt.evaluation.report import BEST
+
+    best = report["curves"]["fnmr"].get(f"{BEST}|fixed|{fmr_key(target_fmr)}")
+    if best is not None and mode == "fixed":
+        y = np.array([np.nan if v is None else v for v in best], dtype=float)
+        ax.step(grid[keep], y[keep], where="post", color="0.3", linewidth=1.0, linestyle=(0, (1, 1)),
+                label="theoretical best (false non-matches discarded first)")
     title = f"EDC at FMR = {target_fmr:g}, pair quality = {report['pair_quality']}"
     if mode != "fixed":
         title += "\nCOMPAT mode: threshold re-derived at every discard step"
-    ax.set(xlabel="fraction of pairs discarded (lowest pair quality first)", ylabel="FNMR", xlim=(0, xmax),
+    pool = "mated comparisons" if report.get("discard_over", "all") == "mated" else "pairs"
+    ax.set(xlabel=f"fraction of {pool} discarded (lowest pair quality first)", ylabel="FNMR", xlim=(0, xmax),
            ylim=(0, None), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(names) > 6 else 1)

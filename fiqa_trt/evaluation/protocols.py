@@ -82,7 +82,7 @@ class Pairs:
         wanted = set(identities)
         inside = np.array([i in wanted for i in self.identities()], dtype=bool)
         keep = inside[self.a] & inside[self.b] if len(self.keys) else np.zeros(0, bool)
-        used = np.unique(np.concatenate([self.a[keep], self.b[keep]]))
+        used = np.flatnonzero(np.bincount(np.concatenate([self.a[keep], self.b[keep]]), minlength=len(self.keys)))
         remap = np.full(len(self.keys), -1, np.int64)
         remap[used] = np.arange(len(used))
         source = f"{self.source}; {label or 'restricted'}: {len(used)} images, {int(keep.sum())} of {len(self)} pairs"
@@ -291,6 +291,12 @@ def generate_pairs(root: str | os.PathLike, max_mated_per_identity: int | None =
     return _build(Path(root), triples, source)
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique by sorting (NumPy's hash-based unique is several times slower on millions of int64 codes)."""
+    v = np.sort(values)
+    return v[np.append(True, v[1:] != v[:-1])] if len(v) else v
+
+
 def sample_nonmated(identity: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """`count` distinct unordered pairs (a < b) of items whose `identity` labels differ, uniform over all such
     pairs, sorted; vectorised (draws in rounds, drops same-identity pairs and repeats)."""
@@ -307,11 +313,13 @@ def sample_nonmated(identity: np.ndarray, count: int, rng: np.random.Generator) 
         y = rng.integers(0, n, size=len(x))
         ok = identity[x] != identity[y]
         lo, hi = np.minimum(x[ok], y[ok]), np.maximum(x[ok], y[ok])
-        new = np.unique(lo.astype(np.int64) * n + hi)
-        new = new[~np.isin(new, codes, assume_unique=True)]
+        new = _sorted_unique(lo.astype(np.int64) * n + hi)
+        if len(codes):
+            at = np.minimum(np.searchsorted(codes, new), len(codes) - 1)
+            new = new[codes[at] != new]
         if len(new) > need:  # keep a uniform subset of the new ones, not the smallest codes
             new = np.sort(rng.choice(new, need, replace=False))
-        codes = np.union1d(codes, new)
+        codes = np.sort(np.concatenate([codes, new]))
     return codes // n, codes % n
 
 
@@ -363,7 +371,7 @@ def all_mated_pairs(root: str | os.PathLike, max_images: int | None = 20, nonmat
     cap = "all images" if max_images is None else f"at most {max_images} images"
     source = (f"all-mated protocol from {len(groups)} identity folders of {Path(root).name}: {cap} per identity "
               f"({capped} capped), every mated pair ({len(ma)}), {target} sampled non-mated pairs, seed {seed}")
-    used = np.unique(np.concatenate([a, b]))
+    used = np.flatnonzero(np.bincount(np.concatenate([a, b]), minlength=len(flat)))
     keys_sorted = [flat[i] for i in order]
     if len(used) < len(keys_sorted):  # images in no pair (possible with few non-mated pairs): leave them out
         remap = np.full(len(keys_sorted), -1, np.int64)

@@ -2,9 +2,17 @@
 
 `evaluate(...)` returns a plain dict, the JSON document: the pair set; verification by the FR model on it (best
 accuracy; threshold, achieved FMR and FNMR at each target FMR); one row per (method, mode, target FMR) with the
-FNMR at 0% discard and the pAUCs, raw and normalised; and every curve sampled on a grid of discard fractions, for
-the plots. Rows of mode `recomputed` come from the compatibility mode (threshold re-derived at every step) and
-say so in every table.
+FNMR at 0% discard and the pAUCs, raw and normalised, and the area of the theoretical-best curve at each limit
+(`pauc30_best`, `pauc30_best_norm`); with `bootstrap=N` the 90% interval over identities of each normalised pAUC
+(`pauc30_norm_lo`, `pauc30_norm_hi`) and, in `differences`, the interval of the difference between two methods on
+the same resamples; and every curve sampled on a grid of discard fractions, the theoretical-best one included
+(method name `theoretical best`), for the plots. The discard fraction counts the mated comparisons (ISO/IEC
+29794-1; `discard="all"` for the earlier axis). Rows of mode `recomputed` come from the compatibility mode
+(threshold re-derived at every step) and say so in every table.
+
+API: `evaluate(pairs, similarity, methods, fmrs=(1e-3, 1e-4), limits=(0.3,), rule="min", bootstrap=200,
+bootstrap_seed=0, compare=[("a", "b")])` with `methods` a list of `Method(name, kind, detail, quality)` (one
+image quality per key of `pairs`); `write_report(report, out_dir)` writes results.json / .csv / .md.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from fiqa_trt.evaluation.protocols import Pairs
 
 DEFAULT_FMRS = (1e-2, 1e-3, 1e-4)
 DEFAULT_LIMITS = (0.2, 0.3)
+BEST = "theoretical best"  # the curve name of the theoretical-best EDC in a report
 MODE_LABELS = {"fixed": "fixed threshold (ISO/IEC 29794-1 EDC)",
                "recomputed": "COMPAT: threshold re-derived at every discard step"}
 
@@ -53,21 +62,38 @@ def limit_key(limit: float) -> str:
 
 def evaluate(pairs: Pairs, similarity: np.ndarray, methods: list[Method], fmrs=DEFAULT_FMRS,
              limits=DEFAULT_LIMITS, rule: str = "min", compat: bool = False, grid_max: float = 0.5,
-             grid_step: float = 0.0025) -> dict:
-    """EDC and pAUC of every method at every target FMR (fixed mode, and the recomputed mode if `compat`)."""
+             grid_step: float = 0.0025, discard: str = "mated", bootstrap: int = 0, bootstrap_seed: int = 0,
+             level: float = 0.9, compare: list[tuple[str, str]] | None = None) -> dict:
+    """EDC and pAUC of every method at every target FMR (fixed mode, and the recomputed mode if `compat`).
+
+    `bootstrap` resamples of the identities (0: none) give intervals at `level`; `compare` lists (a, b) method
+    pairs whose difference of normalised pAUC (a - b) gets an interval (default with bootstrap: the first method
+    against every other one but the random reference)."""
+    from fiqa_trt.evaluation import bootstrap as boot
+
     if not methods:
         raise FiqaError("no quality method to evaluate")
     n_mated = int(pairs.mated.sum())
     if n_mated == 0 or n_mated == len(pairs):
         raise FiqaError(f"the pair set has {n_mated} mated and {len(pairs) - n_mated} non-mated pairs; an EDC "
                         "needs both (more pairs? see --pair-limit)")
+    if bootstrap and discard != "mated":
+        raise FiqaError("bootstrap intervals are computed over the mated comparisons: use discard 'mated'")
     limits = sorted(limits)
-    edc.reject_nan(similarity, "pair similarities", pairs.names())
-    used = np.unique(np.concatenate([pairs.a, pairs.b]))
+    similarity = np.asarray(similarity, np.float64)
+    if not np.isfinite(similarity).all():
+        edc.reject_nan(similarity, "pair similarities", pairs.names())
+    used = np.flatnonzero(np.bincount(np.concatenate([pairs.a, pairs.b]), minlength=len(pairs.keys)))
     for m in methods:
         if len(m.quality) != len(pairs.keys):
             raise ValueError(f"{m.name}: {len(m.quality)} qualities for {len(pairs.keys)} images")
         edc.reject_nan(m.quality[used], f"image qualities of '{m.name}'", [pairs.keys[i] for i in used])
+    names = {m.name for m in methods}
+    if compare is None:
+        compare = [(methods[0].name, m.name) for m in methods[1:] if m.kind != "reference"] if bootstrap else []
+    for a, b in compare:
+        if a not in names or b not in names:
+            raise FiqaError(f"cannot compare {a} with {b}: the methods are {', '.join(sorted(names))}")
     grid = np.round(np.arange(0.0, grid_max + grid_step / 2, grid_step), 6)
     modes = ["fixed", "recomputed"] if compat else ["fixed"]
     accuracy, acc_threshold = edc.best_accuracy(similarity, pairs.mated)
@@ -79,28 +105,53 @@ def evaluate(pairs: Pairs, similarity: np.ndarray, methods: list[Method], fmrs=D
             "threshold": t, "achieved_fmr": achieved, "fnmr": float(np.mean(genuine <= t)),
             "false_matches": int(np.sum(similarity[~pairs.mated] > t)),
             "resolved": bool(fmr * int((~pairs.mated).sum()) >= 1)}
+    values = {}
+    if bootstrap:
+        res = boot.identity_resamples(pairs, bootstrap, bootstrap_seed)
+        values = boot.resampled_paucs(res, pairs, similarity, {m.name: m.quality for m in methods}, fmrs, limits,
+                                      rule)
     rows, curves = [], {}
-    names = pairs.names()
     for m in methods:
         q = edc.pair_quality(m.quality[pairs.a], m.quality[pairs.b], rule)
         for mode in modes:
             for fmr in fmrs:
-                curve = edc.edc(similarity, pairs.mated, q, fmr, mode, names=names,
-                                max_discard=max(grid_max, limits[-1]))
+                curve = edc.edc(similarity, pairs.mated, q, fmr, mode, max_discard=max(grid_max, limits[-1]),
+                                discard=discard)
                 row = {"method": m.name, "kind": m.kind, "mode": mode, "target_fmr": fmr,
                        "threshold": float(curve.threshold[0]), "achieved_fmr": curve.achieved_fmr,
                        "fnmr_0": curve.fnmr0}
                 for lim in limits:
-                    row[limit_key(lim)] = curve.pauc(lim)
-                    row[limit_key(lim) + "_norm"] = curve.normalised_pauc(lim)
+                    key = limit_key(lim)
+                    row[key] = curve.pauc(lim)
+                    row[key + "_norm"] = curve.normalised_pauc(lim)
+                    row[key + "_best"] = curve.best_pauc(lim)
+                    row[key + "_best_norm"] = (curve.best_pauc(lim) / (curve.fnmr0 * lim) if curve.fnmr0 > 0
+                                               else float("nan"))
+                    if values and mode == "fixed":
+                        row[key + "_norm_lo"], row[key + "_norm_hi"] = boot.interval(values[(m.name, fmr, lim)],
+                                                                                      level)
                 rows.append(row)
-                curves[f"{m.name}|{mode}|{fmr_key(fmr)}"] = [None if math.isnan(v) else round(float(v), 6)
-                                                             for v in curve.at(grid)]
-    return {
+                curves[f"{m.name}|{mode}|{fmr_key(fmr)}"] = _sampled(curve.at(grid))
+                if f"{BEST}|fixed|{fmr_key(fmr)}" not in curves:
+                    curves[f"{BEST}|fixed|{fmr_key(fmr)}"] = _sampled(curve.best_fnmr(grid))
+    by_row = {(r["method"], r["target_fmr"]): r for r in rows if r["mode"] == "fixed"}
+    differences = []
+    for a, b in compare:
+        for fmr in fmrs:
+            for lim in limits:
+                key = limit_key(lim) + "_norm"
+                diff = {"a": a, "b": b, "target_fmr": fmr, "limit": lim,
+                        "point": by_row[(a, fmr)][key] - by_row[(b, fmr)][key]}
+                if values:
+                    lo, hi = boot.interval(values[(a, fmr, lim)] - values[(b, fmr, lim)], level)
+                    diff.update(lo=lo, hi=hi, excludes_zero=bool(hi < 0 or lo > 0))
+                differences.append(diff)
+    out = {
         "pairs": {"source": pairs.source, "root": str(pairs.root), "pairs": len(pairs),
                   "mated": int(pairs.mated.sum()), "nonmated": int((~pairs.mated).sum()), "images": len(used),
                   "notes": pairs.notes},
         "pair_quality": rule,
+        "discard_over": discard,
         "modes": {mode: MODE_LABELS[mode] for mode in modes},
         "fmrs": list(fmrs),
         "pauc_limits": limits,
@@ -109,8 +160,19 @@ def evaluate(pairs: Pairs, similarity: np.ndarray, methods: list[Method], fmrs=D
                      "quality_mean": float(np.mean(m.quality[used])),
                      "quality_median": float(np.median(m.quality[used]))} for m in methods],
         "results": rows,
+        "differences": differences,
         "curves": {"discard": grid.tolist(), "fnmr": curves},
     }
+    if bootstrap:
+        out["bootstrap"] = {"resamples": bootstrap, "seed": bootstrap_seed, "level": level,
+                            "identities": len(res.names),
+                            "method": "identities drawn with replacement; percentile interval; threshold set again "
+                                      "at 0% discard in every resample"}
+    return out
+
+
+def _sampled(values: np.ndarray) -> list:
+    return [None if math.isnan(v) else round(float(v), 6) for v in values]
 
 
 def _fmt(v) -> str:
@@ -121,8 +183,12 @@ def _fmt(v) -> str:
 
 def table_columns(report: dict) -> list[str]:
     cols = ["method", "kind", "mode", "target_fmr", "threshold", "achieved_fmr", "fnmr_0"]
+    intervals = any(limit_key(report["pauc_limits"][0]) + "_norm_lo" in r for r in report["results"])
     for lim in report["pauc_limits"]:
-        cols += [limit_key(lim), limit_key(lim) + "_norm"]
+        key = limit_key(lim)
+        cols += [key, key + "_norm"] + ([key + "_norm_lo", key + "_norm_hi"] if intervals else [])
+        if any(key + "_best" in r for r in report["results"]):
+            cols += [key + "_best_norm"]
     return cols
 
 
@@ -132,9 +198,12 @@ def markdown_table(report: dict) -> str:
     for lim in report["pauc_limits"]:
         head[limit_key(lim)] = f"pAUC@{round(lim * 100)}%"
         head[limit_key(lim) + "_norm"] = f"pAUC@{round(lim * 100)}% norm."
+        head[limit_key(lim) + "_norm_lo"] = f"{round(report.get('bootstrap', {}).get('level', 0.9) * 100)}% low"
+        head[limit_key(lim) + "_norm_hi"] = "high"
+        head[limit_key(lim) + "_best_norm"] = "theoretical best (norm.)"
     lines = ["| " + " | ".join(head.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
     for row in report["results"]:
-        cells = [_fmt(row[c]) for c in cols]
+        cells = [_fmt(row.get(c, "")) for c in cols]
         if row["mode"] == "recomputed":
             cells[cols.index("mode")] = "recomputed (COMPAT)"
         lines.append("| " + " | ".join(cells) + " |")
@@ -144,7 +213,18 @@ def markdown_table(report: dict) -> str:
              f"{p['source']}.",
              f"Pair quality: {report['pair_quality']} of the two images. Verification: best accuracy "
              f"{v['best_accuracy']:.4f}.",
-             "normalised pAUC = pAUC / (FNMR@0% x limit): 1.0 = no better than random discarding, lower is better."]
+             "normalised pAUC = pAUC / (FNMR@0% x limit): 1.0 = no better than random discarding, lower is better.",
+             "discard fraction: of the " + ("mated comparisons (ISO/IEC 29794-1)"
+                                           if report.get("discard_over", "all") == "mated" else "all pairs") + "."]
+    if "bootstrap" in report:
+        b = report["bootstrap"]
+        notes.append(f"intervals: {round(b['level'] * 100)}% over {b['resamples']} bootstrap resamples of the "
+                     f"{b['identities']} identities (seed {b['seed']}).")
+    for d in report.get("differences", []):
+        interval = (f" [{d['lo']:.4f}, {d['hi']:.4f}]" + (" (excludes 0)" if d["excludes_zero"] else "")
+                    if "lo" in d else "")
+        notes.append(f"difference {d['a']} - {d['b']} at FMR {d['target_fmr']:g}, pAUC@{round(d['limit'] * 100)}% "
+                     f"norm.: {d['point']:+.4f}{interval}.")
     for mode, label in report["modes"].items():
         notes.append(f"mode `{mode}`: {label}.")
     unresolved = [k for k, a in v["at_fmr"].items() if not a["resolved"]]
@@ -182,7 +262,7 @@ def write_report(report: dict, out_dir: str | Path) -> list[Path]:
         w = csv.writer(f)
         w.writerow(cols)
         for row in report["results"]:
-            w.writerow([row[c] if not isinstance(row[c], float) else f"{row[c]:.6g}" for c in cols])
+            w.writerow([row.get(c, "") if not isinstance(row.get(c), float) else f"{row[c]:.6g}" for c in cols])
     paths[2].write_text(markdown_table(report))
     return paths
 

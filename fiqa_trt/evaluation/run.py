@@ -1,5 +1,20 @@
 """One whole evaluation run (the library behind `fiqa-trt eval`): pairs, one embedding pass, the EDC of every
-method, the report files and pictures. `EvalSettings` holds what the run needs besides the scoring settings."""
+method, the report files and pictures. `EvalSettings` holds what the run needs besides the scoring settings.
+
+Pairs: a pair file (`pairs`, `protocol`), or generated from identity folders (`generate`): `generator=
+"all-mated"` (default; every mated pair among at most `max_images_per_identity` images per identity, plus
+`impostors` non-mated pairs, default 2,000,000 or all possible; `protocols.all_mated_pairs`) or `"sampled"` (at
+most `max_mated_per_identity` mated pairs per identity, as many non-mated; `protocols.generate_pairs`).
+`half="dev"|"test"` evaluates one half of the seeded identity split (`split_seed`, `test_fraction`;
+`evaluation.split`). Methods: the perturbation specs (one embedding pass), the raw-embedding norm (`norm`), other
+methods' score files (`external`), the random reference. EDC (ISO/IEC 29794-1 conventions): pair quality
+`pair_quality` (min), threshold fixed at 0% discard, discard fraction over the mated comparisons (`discard`),
+pAUC raw / normalised / theoretical best at each limit, `bootstrap` resamples of the identities for 90%
+intervals and for the differences `compare` ("A:B"; default: the first method against every other one).
+
+API: `run_eval(EvalSettings(images, scoring=ScoringSettings(...), generate=True, half="test", norm=True,
+bootstrap=200), out_dir) -> report dict`; `build_pairs(settings) -> Pairs` gives the pair set alone.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +36,24 @@ class EvalSettings:
     pairs: str | None = None
     protocol: str = "auto"
     generate: bool = False
-    max_mated_per_identity: int = 20
+    generator: str = "all-mated"  # or "sampled"
+    max_images_per_identity: int | None = 20  # all-mated: images kept per identity (None: all)
+    max_mated_per_identity: int = 20  # sampled: mated pairs kept per identity
     impostors: int | None = None
     pair_limit: int | None = None
+    half: str | None = None  # "dev" / "test": one half of the seeded identity split
+    split_seed: int = 0
+    test_fraction: float = 0.5
     all_kinds: bool = False
+    norm: bool = False  # also the raw-embedding norm as a method
     pair_quality: str = "min"
     fmrs: tuple[float, ...] = ()
     pauc_limits: tuple[float, ...] = ()
     compat: bool = False
+    discard: str = "mated"  # the discard fraction's pool: "mated" (ISO/IEC 29794-1) or "all" pairs
+    bootstrap: int = 200  # resamples of the identities for intervals (0: none)
+    bootstrap_seed: int = 0
+    compare: tuple[str, ...] = ()  # "A:B": interval of the difference A - B
     external: tuple[str, ...] = ()  # NAME=PATH score files of other methods
     lower_is_better: tuple[str, ...] = ()
     plots: bool = True
@@ -52,6 +77,44 @@ def _parse_external(specs: list[str], negate: list[str]) -> list[tuple[str, Path
     if unknown:
         raise FiqaError(f"--lower-is-better names no --external method: {', '.join(sorted(unknown))}")
     return out
+
+
+GENERATORS = ("all-mated", "sampled")
+
+
+def _parse_compare(specs) -> list[tuple[str, str]] | None:
+    out = []
+    for spec in specs:
+        a, sep, b = spec.partition(":")
+        if not sep or not a.strip() or not b.strip():
+            raise FiqaError(f"--compare '{spec}': use A:B (the difference of normalised pAUC, A - B)")
+        out.append((a.strip(), b.strip()))
+    return out or None
+
+
+def build_pairs(settings: EvalSettings):
+    """The pair set of the settings: generated or read, limited to `pair_limit`, one half of the identity split."""
+    from fiqa_trt.evaluation import protocols, split
+
+    s, seed = settings, settings.scoring.seed
+    if s.generator not in GENERATORS:
+        raise FiqaError(f"unknown --generator '{s.generator}'; use one of: {', '.join(GENERATORS)}")
+    if s.half not in (None, "dev", "test"):
+        raise FiqaError(f"--half '{s.half}': use dev or test")
+    if s.generate and s.generator == "all-mated":
+        pairs = protocols.all_mated_pairs(s.images, s.max_images_per_identity, s.impostors, seed)
+    elif s.generate:
+        pairs = protocols.generate_pairs(s.images, s.max_mated_per_identity, s.impostors, seed)
+    else:
+        pairs = protocols.read_pairs(s.pairs, s.images, s.protocol)
+    if s.pair_limit is not None:
+        pairs = pairs.subset(s.pair_limit)
+    if s.half:
+        halves = split.identity_split(pairs.identities(), s.split_seed, s.test_fraction)
+        pairs = dict(zip(split.SIDES, split.split_pairs(pairs, halves)))[s.half]
+    if pairs.mated.all() or not pairs.mated.any():  # say so before the long embedding pass
+        raise FiqaError(f"{pairs.describe()}: an EDC needs both mated and non-mated pairs")
+    return pairs
 
 
 def draw_pictures(report: dict, keys: list[str], qualities: dict[str, np.ndarray], root: Path, out_dir: Path,
@@ -91,8 +154,8 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
     """The whole `fiqa-trt eval` run: pairs, one embedding pass, EDC of every method, files. Returns the report."""
     from fiqa_trt.engine.models import open_model
     from fiqa_trt.evaluation import external as ext
-    from fiqa_trt.evaluation import protocols, report as rep, sweep
-    from fiqa_trt.evaluation.edc import PAIR_RULES
+    from fiqa_trt.evaluation import report as rep, sweep
+    from fiqa_trt.evaluation.edc import DISCARD_POOLS, PAIR_RULES
 
     s, scoring = settings, settings.scoring
     pairs, generate, pair_quality = s.pairs, s.generate, s.pair_quality
@@ -112,16 +175,16 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
             raise FiqaError(f"--pauc-limit {lim:g} must be in (0, 1]")
     if not 0 < s.plot_max_discard <= 1:
         raise FiqaError("--plot-max-discard must be in (0, 1]")
+    if s.discard not in DISCARD_POOLS:
+        raise FiqaError(f"unknown --discard '{s.discard}'; use one of: {', '.join(DISCARD_POOLS)}")
+    if s.bootstrap < 0 or s.bootstrap == 1:
+        raise FiqaError("--bootstrap: 0 (no intervals) or at least 2 resamples")
+    if s.bootstrap and s.discard != "mated":
+        raise FiqaError("--bootstrap intervals are computed over the mated comparisons: use --discard mated "
+                        "(or --bootstrap 0)")
     externals = _parse_external(list(s.external), list(s.lower_is_better))
-
-    if generate:
-        pair_set = protocols.generate_pairs(s.images, s.max_mated_per_identity, s.impostors, scoring.seed)
-    else:
-        pair_set = protocols.read_pairs(pairs, s.images, s.protocol)
-    if s.pair_limit is not None:
-        pair_set = pair_set.subset(s.pair_limit)
-    if pair_set.mated.all() or not pair_set.mated.any():  # say so before the long embedding pass
-        raise FiqaError(f"{pair_set.describe()}: an EDC needs both mated and non-mated pairs")
+    compare = _parse_compare(s.compare)
+    pair_set = build_pairs(s)
     scores = []
     for name, path, negate in externals:  # read and match before the long embedding pass
         values = ext.match_scores(ext.read_scores(path), pair_set.keys, f"score file {path.name}")
@@ -141,14 +204,21 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
     elapsed = time.perf_counter() - started
 
     report, methods, pair_set = sweep.evaluate_sweep(
-        pair_set, embedded, scores, scoring.seed, scoring.agg, fmrs=fmrs, limits=limits, rule=pair_quality, compat=s.compat,
-        grid_max=max(s.plot_max_discard, limits[-1]))
+        pair_set, embedded, scores, scoring.seed, scoring.agg, with_norm=s.norm, fmrs=fmrs, limits=limits,
+        rule=pair_quality, compat=s.compat, grid_max=max(s.plot_max_discard, limits[-1]), discard=s.discard,
+        bootstrap=s.bootstrap, bootstrap_seed=s.bootstrap_seed, compare=compare)
     report["settings"] = {
         "model": str(scoring.model or runner.config.name), "model_name": runner.config.name, "backend": runner.name,
         "precision": runner.precision, "specs": embedded.specs, "views": embedded.views,
         "views_per_random_spec": scoring.views, "agg": scoring.agg, "seed": scoring.seed,
         "batch_size": scoring.batch_size, "embedding_pass_seconds": round(elapsed, 1),
-        "images_per_second": round(len(pair_set.keys) / elapsed, 2) if elapsed > 0 else None}
+        "images_per_second": round(len(pair_set.keys) / elapsed, 2) if elapsed > 0 else None,
+        "protocol": {"pairs": s.pairs, "generate": s.generate, "generator": s.generator if s.generate else None,
+                     "max_images_per_identity": s.max_images_per_identity, "impostors": s.impostors,
+                     "pair_limit": s.pair_limit, "half": s.half, "split_seed": s.split_seed,
+                     "test_fraction": s.test_fraction},
+        "edc": {"pair_quality": pair_quality, "discard": s.discard, "bootstrap": s.bootstrap,
+                "bootstrap_seed": s.bootstrap_seed, "norm": s.norm}}
     rep.write_report(report, out)
     rep.write_qualities(out / "qualities.csv", pair_set.keys, methods, embedded.errors)
     if s.plots:

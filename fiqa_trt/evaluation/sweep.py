@@ -110,17 +110,38 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
                        errors, time.perf_counter() - started)
 
 
-def pair_similarities(originals: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of the original embeddings of each pair (float64; NaN where an embedding is missing)."""
+def pair_similarities(originals: np.ndarray, a: np.ndarray, b: np.ndarray, block: int = 1 << 18) -> np.ndarray:
+    """Cosine similarity of the original embeddings of each pair (float64; NaN where an embedding is missing),
+    in blocks of `block` pairs (2M pairs of 512-d embeddings would otherwise need several GB)."""
     e = originals.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         unit = e / np.linalg.norm(e, axis=1, keepdims=True)
-    return np.einsum("pd,pd->p", unit[a], unit[b])
+    out = np.empty(len(a), np.float64)
+    for start in range(0, len(a), block):
+        part = slice(start, start + block)
+        out[part] = np.einsum("pd,pd->p", unit[a[part]], unit[b[part]])
+    return out
+
+
+NORM = "embedding-norm"  # the method name of the raw-embedding norm
+
+
+def norm_method(embedded: SweepResult) -> Method:
+    """The L2 norm of each image's original embedding as the model returned it (before any normalisation): a
+    quality the embedding pass gives for free (one forward). Meaningless for a model that normalises in its graph
+    (every norm 1): FiqaError then."""
+    norms = np.linalg.norm(embedded.originals.astype(np.float64), axis=1)
+    finite = norms[np.isfinite(norms)]
+    if len(finite) and np.ptp(finite) <= 1e-4 * max(float(np.max(finite)), 1e-12):
+        raise FiqaError("the model's embeddings all have the same norm (normalised in its graph): the embedding "
+                        "norm carries no quality")
+    return Method(NORM, "engine", "L2 norm of the raw original embedding (1 forward)", norms)
 
 
 def evaluate_sweep(pairs: Pairs, embedded: SweepResult, extra: list[Method] | None = None, seed: int = 0,
-                   agg: str = "mean", **evaluate_kwargs) -> tuple[dict, list[Method], Pairs]:
-    """Evaluate every spec of `embedded` (+ `extra` methods, + the random reference) on `pairs`.
+                   agg: str = "mean", with_norm: bool = False, **evaluate_kwargs) -> tuple[dict, list[Method], Pairs]:
+    """Evaluate every spec of `embedded` (+ the raw-embedding norm if `with_norm`, + `extra` methods, + the random
+    reference) on `pairs`.
 
     Pairs with an image that could not be embedded are dropped (said in the report's notes). Returns the report,
     the methods (qualities in the order of `pairs.keys`) and the pairs actually evaluated.
@@ -138,6 +159,8 @@ def evaluate_sweep(pairs: Pairs, embedded: SweepResult, extra: list[Method] | No
     similarity = pair_similarities(embedded.originals, pairs.a, pairs.b)
     methods = [Method(name, "engine", f"{embedded.specs[name]} ({len(embedded.views[name])} view(s), {agg})",
                       q.astype(np.float64)) for name, q in embedded.qualities.items()]
+    if with_norm:
+        methods.append(norm_method(embedded))
     taken = {m.name for m in methods} | {"random"}
     for m in extra or []:
         if m.name in taken:
