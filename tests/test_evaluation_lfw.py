@@ -71,3 +71,70 @@ def test_engine_quality_edc_is_below_or_around_random(small_run):
     assert engine["pauc20_norm"] <= 1.25 and engine["pauc30_norm"] <= 1.25
     assert np.isclose(engine["pauc20"], engine["pauc20_norm"] * engine["fnmr_0"] * 0.2)
     assert (out / "results.md").read_text().count("recomputed (COMPAT)") == 2 * len(FMRS)
+
+
+@pytest.fixture(scope="module")
+def lfw_sample(lfw, tmp_path_factory):
+    """A few hundred shared LFW images as identity folders (symbolic links into ../shared, nothing copied): the
+    first identities with 2-20 images (about 200 images) and 50 identities with one image."""
+    root = tmp_path_factory.mktemp("lfw_sample") / "lfw112"
+    root.mkdir()
+    groups = protocols.identities(lfw)
+    taken, singles = 0, 0
+    for name, keys in groups.items():
+        if 2 <= len(keys) <= 20 and taken < 200:
+            taken += len(keys)
+        elif len(keys) == 1 and singles < 50:
+            singles += 1
+        else:
+            continue
+        (root / name).symlink_to(lfw / name, target_is_directory=True)
+    return root
+
+
+def test_generated_protocol_end_to_end(lfw_sample, real_model, tmp_path):
+    """`fiqa-trt eval --generate` (all-mated protocol) with the raw-embedding norm, bootstrap intervals and the
+    difference between the two methods, in-process."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from fiqa_trt.cli.app import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "eval", str(lfw_sample), "--model", str(real_model), "--generate", "--impostors", "20000", "--norm",
+        "--bootstrap", "50", "--fmr", "1e-2", "--fmr", "1e-3", "--pauc-limit", "0.3", "--out-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "results.json").read_text())
+    groups = protocols.identities(lfw_sample)
+    expected_mated = sum(len(k) * (len(k) - 1) // 2 for k in groups.values())
+    assert report["pairs"]["mated"] == expected_mated and report["pairs"]["nonmated"] == 20000
+    assert report["discard_over"] == "mated" and report["bootstrap"]["resamples"] == 50
+    assert [m["name"] for m in report["methods"]] == ["affine", "embedding-norm", "random"]
+    rows = {(r["method"], r["target_fmr"]): r for r in report["results"]}
+    for (method, fmr), r in rows.items():
+        print(method, fmr, {k: round(v, 4) for k, v in r.items() if k.startswith("pauc") or k == "fnmr_0"})
+        assert r["pauc30_best"] <= r["pauc30"]  # nothing beats the theoretical best
+        assert r["pauc30_norm_lo"] <= r["pauc30_norm_hi"]
+    engine = rows[("affine", 1e-2)]
+    assert engine["fnmr_0"] > 0 and 0 < engine["pauc30_best_norm"] < engine["pauc30_norm"]
+    assert np.isclose(engine["pauc30_norm"], engine["pauc30"] / (engine["fnmr_0"] * 0.3))
+    diffs = [d for d in report["differences"] if d["b"] == "embedding-norm"]
+    assert len(diffs) == 2 and all(d["lo"] <= d["hi"] for d in diffs)
+    assert np.isclose(diffs[0]["point"], engine["pauc30_norm"] - rows[("embedding-norm", 1e-2)]["pauc30_norm"])
+    assert "theoretical best|fixed|1e-02" in report["curves"]["fnmr"]
+    assert (out / "edc_fmr1e-02.png").stat().st_size > 1000
+    assert "theoretical best" in (out / "edc_fmr1e-02.svg").read_text()
+
+
+def test_identity_halves_of_the_generated_protocol(lfw_sample):
+    from fiqa_trt.engine.settings import ScoringSettings
+    from fiqa_trt.evaluation.run import EvalSettings, build_pairs
+
+    full = build_pairs(EvalSettings(str(lfw_sample), ScoringSettings(), generate=True, impostors=20000))
+    dev, test = (build_pairs(EvalSettings(str(lfw_sample), ScoringSettings(), generate=True, impostors=20000,
+                                          half=h)) for h in ("dev", "test"))
+    assert set(dev.identities()).isdisjoint(test.identities())
+    assert int(dev.mated.sum()) + int(test.mated.sum()) == int(full.mated.sum())
+    assert len(dev) + len(test) < len(full)
