@@ -79,12 +79,12 @@ def resampled_thresholds(res: Resamples, pairs: Pairs, similarity: np.ndarray, f
     na, nb = ida[non][order], idb[non][order]
     out = np.empty((len(fmrs), len(res)))
     for r, c in enumerate(res.counts):
-        w = c[na].astype(np.float64) * c[nb]
-        if not w.any():  # a resample of very few identities may hold no non-mated pair: no value
+        cum = np.cumsum(c[na] * c[nb], dtype=np.int64)  # int32 counts: products stay small
+        if cum[-1] == 0:  # a resample of very few identities may hold no non-mated pair: no value
             out[:, r] = np.nan
             continue
         for f, fmr in enumerate(fmrs):
-            out[f, r] = edc.weighted_threshold(desc, w, fmr)
+            out[f, r] = edc.weighted_threshold(desc, cum, fmr, cumulative=True)
     return out
 
 

@@ -239,10 +239,12 @@ def edc(similarity: np.ndarray, mated: np.ndarray, quality: np.ndarray, target_f
     return Curve(fractions, fnmr, thresholds, mode=mode, complete=complete, **common)
 
 
-def weighted_threshold(nonmated_desc: np.ndarray, weights: np.ndarray, target: float) -> float:
+def weighted_threshold(nonmated_desc: np.ndarray, weights: np.ndarray, target: float,
+                       cumulative: bool = False) -> float:
     """`threshold_at_fmr` of a multiset: `nonmated_desc` (similarities sorted descending), each counted
-    `weights[i]` times (integers, e.g. bootstrap counts). The (k+1)-th highest with k = floor(target * total)."""
-    cum = np.cumsum(weights)
+    `weights[i]` times (integers, e.g. bootstrap counts; `cumulative`: `weights` is already their cumulative sum).
+    The (k+1)-th highest with k = floor(target * total)."""
+    cum = weights if cumulative else np.cumsum(weights)
     k = math.floor(target * float(cum[-1]) + 1e-9)
     return float(nonmated_desc[int(np.searchsorted(cum, k, side="right"))])
 
