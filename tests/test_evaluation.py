@@ -432,6 +432,10 @@ def test_eval_and_viz_commands(random_model, identity_folders, tmp_path):
     (["--generate", "--external", "{tmp}/nan.csv"], "image qualities of 'nan' is NaN"),
     (["--generate", "--external", "{tmp}/part.csv"], "have no score in the score file part.csv"),
     (["--generate", "--lower-is-better", "x"], "names no --external method"),
+    (["--generate", "--generator", "lfw"], "unknown --generator 'lfw'"),
+    (["--generate", "--half", "train"], "--half 'train': use dev or test"),
+    (["--generate", "--discard", "all"], "intervals are computed over the mated comparisons"),
+    (["--generate", "--compare", "affine"], "use A:B"),
 ])
 def test_eval_mistakes_exit_2_with_a_message(random_model, identity_folders, tmp_path, args, fragment):
     keys = sorted(str(p.relative_to(identity_folders)) for p in identity_folders.glob("*/*.png"))

@@ -80,6 +80,7 @@ def _parse_external(specs: list[str], negate: list[str]) -> list[tuple[str, Path
 
 
 GENERATORS = ("all-mated", "sampled")
+COMPAT_MAX_NONMATED = 200_000  # the recomputed mode costs (discard steps x non-mated pairs)
 
 
 def _parse_compare(specs) -> list[tuple[str, str]] | None:
@@ -185,6 +186,9 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
     externals = _parse_external(list(s.external), list(s.lower_is_better))
     compare = _parse_compare(s.compare)
     pair_set = build_pairs(s)
+    if s.compat and int((~pair_set.mated).sum()) > COMPAT_MAX_NONMATED:
+        raise FiqaError(f"--compat re-derives the threshold at every discard step, over {int((~pair_set.mated).sum())} "
+                        f"non-mated pairs: far too slow; use --impostors {COMPAT_MAX_NONMATED} or fewer with --compat")
     scores = []
     for name, path, negate in externals:  # read and match before the long embedding pass
         values = ext.match_scores(ext.read_scores(path), pair_set.keys, f"score file {path.name}")
