@@ -64,6 +64,8 @@ def embed(keys: list[str], args) -> sweep.SweepResult:
                                  {"affine": str(z["spec"])}, {"affine": z["views"].tolist()}, {},
                                  float(z["seconds"]))
         print(f"embeddings from {cache} ({len(index)} images, pass took {full.seconds:.0f} s)", flush=True)
+        args.embedding_source = (f"cache {cache.name}: {len(index)} images embedded in {full.seconds:.0f} s (the "
+                                 f"protocol uses {len(keys)} of them)")
         return full.select(keys)
     runner = load_runner(args.model, precision=args.precision)
     print(f"embedding {len(keys)} images on {runner.name} {getattr(runner, 'precision', '')}", flush=True)
@@ -77,6 +79,7 @@ def embed(keys: list[str], args) -> sweep.SweepResult:
     result = sweep.embed_specs(runner, Path(args.data), keys, ["affine"], 1, "mean", 0, 32, progress=progress)
     if result.errors:
         raise SystemExit(f"{len(result.errors)} images failed, e.g. {next(iter(result.errors.items()))}")
+    args.embedding_source = f"embedded here: {len(keys)} images in {result.seconds:.0f} s"
     if cache:
         np.savez(cache, keys=np.array(keys), originals=result.originals, affine=result.qualities["affine"],
                  spec=result.specs["affine"], views=np.array(result.views["affine"]), seconds=result.seconds)
@@ -146,7 +149,7 @@ def main() -> None:
             plots.plot_edc(rep, fmr, folder / f"edc_fmr{fmr_key(fmr)}", max_discard=0.3)
     settings = {"command": " ".join(["python"] + sys.argv), "machine": host, "model": Path(args.model).name,
                 "precision": args.precision, "spec": embedded.specs["affine"], "protocol": pairs.source,
-                "split": halves.describe(), "images": len(pairs.keys), "embedding_pass_seconds": embedded.seconds,
+                "split": halves.describe(), "images": len(pairs.keys), "embeddings": args.embedding_source,
                 "evaluation_seconds": timings, "total_seconds": round(time.perf_counter() - started, 1)}
     summary = {"settings": settings,
                **{label: {k: rep[k] for k in ("pairs", "verification", "methods", "results", "differences",
@@ -160,7 +163,7 @@ def main() -> None:
           f"- {embedded.specs['affine']}, OpenVINO {args.precision}; pair quality min; fixed threshold at 0% "
           f"discard; discard fraction over the mated comparisons; 90% intervals over {args.bootstrap} bootstrap "
           f"resamples of the identities.", f"- Command: `{settings['command']}`; {host['cpu']}, "
-          f"{host['cores']} cores.", "", *table(reports), "", "Differences of normalised pAUC (same resamples; "
+          f"{host['cores']} cores; embeddings: {args.embedding_source}.", "", *table(reports), "", "Differences of normalised pAUC (same resamples; "
           "negative: the seed score is better):", *diffs, ""]
     (out / "summary.md").write_text("\n".join(md))
     print("\n".join(md))
