@@ -98,15 +98,13 @@ def test_generated_protocol_end_to_end(lfw_sample, real_model, tmp_path):
     difference between the two methods, in-process."""
     import json
 
-    from typer.testing import CliRunner
-
-    from fiqa_trt.cli.app import app
+    from tests.cli_runner import run_cli
 
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, [
-        "eval", str(lfw_sample), "--model", str(real_model), "--generate", "--impostors", "20000", "--norm",
-        "--bootstrap", "50", "--fmr", "1e-2", "--fmr", "1e-3", "--pauc-limit", "0.3", "--out-dir", str(out)])
-    assert result.exit_code == 0, result.output
+    result = run_cli("eval", lfw_sample, "--model", real_model, "--generate", "--impostors", "20000", "--norm",
+                     "--bootstrap", "50", "--fmr", "1e-2", "--fmr", "1e-3", "--pauc-limit", "0.3", "--out-dir", out)
+    assert result.returncode == 0, result.stderr
+    assert "affine - embedding-norm at FMR 0.01" in result.stderr  # the summary prints the differences
     report = json.loads((out / "results.json").read_text())
     groups = protocols.identities(lfw_sample)
     expected_mated = sum(len(k) * (len(k) - 1) // 2 for k in groups.values())
