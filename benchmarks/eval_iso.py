@@ -30,9 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fiqa_trt.engine.runners import load_runner  # noqa: E402
-from fiqa_trt.evaluation import plots, protocols, split, sweep  # noqa: E402
-from fiqa_trt.evaluation.report import dumps, fmr_key, limit_key, write_report  # noqa: E402
+from fiqa_trt.engine.runners import load_runner
+from fiqa_trt.evaluation import plots, protocols, split, sweep
+from fiqa_trt.evaluation.report import dumps, fmr_key, limit_key, write_report
 
 SHARED = ROOT.parent / "shared"
 FMRS = (1e-3, 1e-4)
@@ -89,7 +89,7 @@ def embed(keys: list[str], args) -> sweep.SweepResult:
 def table(reports: dict) -> list[str]:
     head = ["pair set", "score", "forwards / image"]
     for f in FMRS:
-        head += [f"FMR {f:g}: pAUC@30% norm. [90%]", f"pAUC@20% norm. [90%]"]
+        head += [f"FMR {f:g}: pAUC@30% norm. [90%]", "pAUC@20% norm. [90%]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, rep in reports.items():
         rows = {(r["method"], fmr_key(r["target_fmr"])): r for r in rep["results"]}
@@ -133,8 +133,8 @@ def main() -> None:
     embedded = embed(pairs.keys, args)
     halves = split.identity_split(pairs.identities(), seed=args.seed)
     _, test = split.split_pairs(pairs, halves)
-    kw = dict(fmrs=FMRS, limits=LIMITS, rule="min", grid_max=0.5, discard="mated", bootstrap=args.bootstrap,
-              bootstrap_seed=args.seed, compare=[("affine", "embedding-norm")])
+    kw = {"fmrs": FMRS, "limits": LIMITS, "rule": "min", "grid_max": 0.5, "discard": "mated",
+          "bootstrap": args.bootstrap, "bootstrap_seed": args.seed, "compare": [("affine", "embedding-norm")]}
     reports, timings = {}, {}
     for label, pair_set in (("full", pairs), ("test half", test)):
         t0 = time.perf_counter()

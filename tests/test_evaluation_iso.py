@@ -166,7 +166,7 @@ def test_bootstrap_interval_covers_the_estimate_and_shrinks_with_more_identities
         lo, hi = bootstrap.interval(values[("good", 1e-2, 0.3)])
         assert lo <= point.normalised_pauc(0.3) <= hi
         assert hi < 1.0  # a quality that predicts errors is better than random discarding
-        d_lo, d_hi = bootstrap.interval(values[("good", 1e-2, 0.3)] - values[("noise", 1e-2, 0.3)])
+        _, d_hi = bootstrap.interval(values[("good", 1e-2, 0.3)] - values[("noise", 1e-2, 0.3)])
         assert d_hi < 0  # better than noise on the same resamples: the difference interval excludes 0
         np.testing.assert_array_equal(values[("good", 1e-2, 0.3)] - values[("good", 1e-2, 0.3)], 0)
         widths.append(hi - lo)
@@ -174,7 +174,7 @@ def test_bootstrap_interval_covers_the_estimate_and_shrinks_with_more_identities
 
 
 def test_bootstrap_is_seeded_and_checks_its_arguments():
-    pairs, sim, quality = synthetic_pairs(50, nonmated=2000)
+    pairs, _, _ = synthetic_pairs(50, nonmated=2000)
     a = bootstrap.identity_resamples(pairs, 20, seed=4)
     b = bootstrap.identity_resamples(pairs, 20, seed=4)
     np.testing.assert_array_equal(a.counts, b.counts)

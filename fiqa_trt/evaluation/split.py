@@ -17,8 +17,8 @@ API (what a recipe fitter calls: fit on `dev`, report on `test`):
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.evaluation.protocols import Pairs
