@@ -39,6 +39,8 @@ class Frame:
     wall_time: float  # time.time() when it was read
     read_at: float  # time.perf_counter() when it was read (for latency)
     pts: float | None = None  # position in the stream, seconds, where the source knows it
+    captured: float | None = None  # the camera's wall-clock time of the frame, where the stream tells it
+    connection: int = 0  # network streams: which connection (0, then 1 after the first reconnection, ...)
 
 
 @dataclass
@@ -47,6 +49,8 @@ class SourceStats:
     unreadable: int = 0
     dropped: int = 0
     reconnects: int = 0
+    frames_lost: int = 0  # network streams: frames the camera sent while the connection was down
+    outages: list[dict] = field(default_factory=list)  # network streams: one record per outage (gate.network)
     errors: list[str] = field(default_factory=list)
 
 

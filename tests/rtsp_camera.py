@@ -1,0 +1,163 @@
+"""A live RTSP camera on 127.0.0.1 for the stream tests and benchmarks: GStreamer's RTSP server (Debian's
+gir1.2-gst-rtsp-server-1.0), run as its own process by the interpreter that python3-gi serves (/usr/bin/python3).
+It imports nothing from fiqa_trt or the venv: only the standard library and GStreamer.
+
+    /usr/bin/python3 tests/rtsp_camera.py --port 8554 --clip frames.raw [--clip-from 100:other.raw] --epoch T0
+        [--fps 25] [--stall-after N] [--never-start]
+
+The camera has a timeline: frame n is captured at wall time T0 + n / fps (`--epoch` T0, seconds since the Unix
+epoch, the same for every run of a test, so a camera restarted after a kill goes on with the timeline where it would
+be). Each client connection (a media; not shared) starts at the timeline frame of the moment it starts playing and
+sends frames paced to the timeline, H.264 (x264, zero latency, a key frame every second, parameter sets with every
+key frame) over RTP, with RTCP sender reports (NTP = wall clock) so a client can read each frame's capture time.
+Frame n's picture is frame n mod len of the clip (a raw BGR file: one JSON header line {"width", "height",
+"count"}, then the frames); `--clip-from N:FILE` switches to another clip (another size: a resolution change) from
+timeline frame N on.
+
+Faults: `--stall-after N`: the first connection sends timeline frames up to N and then nothing more, keeping the
+connection open (a camera that hangs; later connections are served as usual); `--never-start` answers no request with a stream (its first frame never comes, so DESCRIBE
+never completes). Killing the process (SIGKILL) is the test's other fault. Lines on standard output, flushed:
+`listening PORT`, `first N` when a connection sends its first frame (timeline index), `sent N` for each frame
+sent, `stalled N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class Clip:
+    def __init__(self, path: str):
+        with open(path, "rb") as f:
+            header = json.loads(f.readline())
+            self.width, self.height, self.count = header["width"], header["height"], header["count"]
+            size = self.width * self.height * 3
+            self.frames = [f.read(size) for _ in range(self.count)]
+
+
+class Camera:
+    def __init__(self, args):
+        self.args = args
+        self.connections = 0
+        self.clips = [(0, Clip(args.clip))] + [(int(n), Clip(p)) for n, p in
+                                                (c.split(":", 1) for c in args.clip_from or [])]
+
+    def clip_at(self, n: int) -> Clip:
+        return [clip for start, clip in self.clips if start <= n][-1]
+
+    def attach(self, appsrc) -> None:
+        """Feed one connection's appsrc from a thread paced to the timeline."""
+        number, self.connections = self.connections, self.connections + 1
+        threading.Thread(target=self._feed, args=(appsrc, number), daemon=True).start()
+
+    def _feed(self, appsrc, connection: int) -> None:
+        fps, epoch = self.args.fps, self.args.epoch
+        stop = threading.Event()
+        if self.args.never_start:
+            stop.wait()
+            return
+        while appsrc.get_clock() is None:  # wait for the media to play
+            time.sleep(0.005)
+        clock = appsrc.get_clock()
+        n = max(0, math.ceil((time.time() - epoch) * fps))
+        first, caps = True, None
+        while True:
+            if connection == 0 and self.args.stall_after is not None and n > self.args.stall_after:
+                say(f"stalled {n - 1} {time.time() - epoch:.3f}")
+                stop.wait()
+                return
+            capture = epoch + n / fps
+            delay = capture - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            # the pipeline clock is the wall clock: the frame's running time is its capture time minus the base time
+            running = int(round(capture * Gst.SECOND)) - appsrc.get_base_time()
+            clip = self.clip_at(n)
+            if caps is None or caps[0] is not clip:
+                caps = (clip, Gst.Caps.from_string(f"video/x-raw,format=BGR,width={clip.width},"
+                                                   f"height={clip.height},framerate={int(fps)}/1"))
+                appsrc.set_property("caps", caps[1])
+            buf = Gst.Buffer.new_wrapped(clip.frames[n % clip.count])
+            buf.pts, buf.duration = max(running, 0), int(Gst.SECOND / fps)
+            if appsrc.emit("push-buffer", buf) != Gst.FlowReturn.OK:
+                return
+            if first:
+                say(f"first {n} {time.time() - epoch:.3f}")
+                first = False
+            say(f"sent {n}")
+            n += 1
+
+
+class Factory(GstRtspServer.RTSPMediaFactory):
+    def __init__(self, camera: Camera):
+        super().__init__()
+        self.camera = camera
+        self.set_shared(False)
+        self.set_latency(0)
+        clock = Gst.SystemClock.obtain()
+        clock.set_property("clock-type", Gst.ClockType.REALTIME)
+        self.set_clock(clock)
+
+    def do_create_element(self, url):
+        launch = ("( appsrc name=cam is-live=true format=time do-timestamp=false ! videoconvert ! "
+                  "video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 "
+                  "threads=1 ! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=-1 )")
+        return Gst.parse_launch(launch)
+
+    @staticmethod
+    def _prepared(media):
+        # sender reports every half second (the client learns capture times soon after it connects)
+        for i in range(media.n_streams()):
+            session = media.get_stream(i).get_rtpsession()
+            if session is not None and session.find_property("rtcp-min-interval") is not None:
+                session.set_property("rtcp-min-interval", 500 * Gst.MSECOND)
+
+    def do_configure(self, media):
+        element = media.get_element()
+        appsrc = element.get_by_name_recurse_up("cam")
+        media.connect("prepared", self._prepared)
+        media.connect("new-state", lambda m, state: say(f"state {state} {time.time() - self.camera.args.epoch:.3f}"))
+        self.camera.attach(appsrc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--clip", required=True)
+    ap.add_argument("--clip-from", action="append")
+    ap.add_argument("--epoch", type=float, default=None)
+    ap.add_argument("--fps", type=float, default=25.0)
+    ap.add_argument("--stall-after", type=int, default=None)
+    ap.add_argument("--never-start", action="store_true")
+    args = ap.parse_args()
+    args.epoch = time.time() if args.epoch is None else args.epoch
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+    server.get_mount_points().add_factory("/cam", Factory(Camera(args)))
+    if server.attach(None) == 0:
+        say(f"error: cannot listen on 127.0.0.1:{args.port}")
+        sys.exit(1)
+    say(f"listening {args.port}")
+    GLib.MainLoop().run()
+
+
+if __name__ == "__main__":
+    main()
