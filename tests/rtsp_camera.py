@@ -2,23 +2,25 @@
 gir1.2-gst-rtsp-server-1.0), run as its own process by the interpreter that python3-gi serves (/usr/bin/python3).
 It imports nothing from fiqa_trt or the venv: only the standard library and GStreamer.
 
-    /usr/bin/python3 tests/rtsp_camera.py --port 8554 --clip frames.raw [--clip-from 100:other.raw] --epoch T0
-        [--fps 25] [--stall-after N] [--never-start]
+    /usr/bin/python3 tests/rtsp_camera.py --port 8554 --clip frames.raw --epoch T0 [--fps 25]
+        [--switch-after K:other.raw] [--stall-after K] [--end-after K] [--never-start]
 
 The camera has a timeline: frame n is captured at wall time T0 + n / fps (`--epoch` T0, seconds since the Unix
-epoch, the same for every run of a test, so a camera restarted after a kill goes on with the timeline where it would
-be). Each client connection (a media; not shared) starts at the timeline frame of the moment it starts playing and
-sends frames paced to the timeline, H.264 (x264, zero latency, a key frame every second, parameter sets with every
-key frame) over RTP, with RTCP sender reports (NTP = wall clock) so a client can read each frame's capture time.
-Frame n's picture is frame n mod len of the clip (a raw BGR file: one JSON header line {"width", "height",
-"count"}, then the frames); `--clip-from N:FILE` switches to another clip (another size: a resolution change) from
-timeline frame N on.
+epoch; a camera restarted with the same T0 after a kill goes on with the timeline where it would be). Each client
+connection (its own media) starts at the timeline frame of the moment it starts playing and sends frames paced to
+the timeline (the pipeline clock is the wall clock, a frame's running time its capture time), H.264 (x264, zero
+latency, a key frame every second, parameter sets with every key frame) over RTP, with RTCP sender reports every
+half second. Frame n's picture is frame n mod the clip's length (a raw BGR file: one JSON header line {"width",
+"height", "count"}, then the frames).
 
-Faults: `--stall-after N`: the first connection sends timeline frames up to N and then nothing more, keeping the
-connection open (a camera that hangs; later connections are served as usual); `--never-start` answers no request with a stream (its first frame never comes, so DESCRIBE
-never completes). Killing the process (SIGKILL) is the test's other fault. Lines on standard output, flushed:
-`listening PORT`, `first N` when a connection sends its first frame (timeline index), `sent N` for each frame
-sent, `stalled N`.
+Faults, each for the process's first connection: `--switch-after K:FILE` switches to another clip (another size:
+a resolution change) after K frames; `--stall-after K` sends K frames and then nothing more, keeping the connection
+open (a camera that hangs; later connections are served as usual); `--end-after K`: once the process has sent K frames (all
+connections), the end of the stream, and the process exits (the camera goes away); `--never-start` never sends a frame (so DESCRIBE never
+completes: a stream that never starts). Killing the process (SIGKILL) is the test's other fault.
+
+Lines on standard output, flushed: `listening PORT`, `first N T` when a connection sends its first frame (timeline
+index, seconds since T0), `sent N` for each frame sent, `stalled N T`, `ended N` (N: the last frame sent).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -55,11 +58,17 @@ class Camera:
     def __init__(self, args):
         self.args = args
         self.connections = 0
-        self.clips = [(0, Clip(args.clip))] + [(int(n), Clip(p)) for n, p in
-                                                (c.split(":", 1) for c in args.clip_from or [])]
+        self.sent_total = 0  # frames sent by this process, all connections
+        self.clip = Clip(args.clip)
+        self.switch = None
+        if args.switch_after:
+            after, path = args.switch_after.split(":", 1)
+            self.switch = (int(after), Clip(path))
 
-    def clip_at(self, n: int) -> Clip:
-        return [clip for start, clip in self.clips if start <= n][-1]
+    def clip_at(self, connection: int, sent: int) -> Clip:
+        if connection == 0 and self.switch is not None and sent >= self.switch[0]:
+            return self.switch[1]
+        return self.clip
 
     def attach(self, appsrc) -> None:
         """Feed one connection's appsrc from a thread paced to the timeline."""
@@ -76,19 +85,24 @@ class Camera:
             time.sleep(0.005)
         clock = appsrc.get_clock()
         n = max(0, math.ceil((time.time() - epoch) * fps))
-        first, caps = True, None
+        first, caps, sent = True, None, 0
         while True:
-            if connection == 0 and self.args.stall_after is not None and n > self.args.stall_after:
+            if connection == 0 and self.args.stall_after is not None and sent == self.args.stall_after:
                 say(f"stalled {n - 1} {time.time() - epoch:.3f}")
                 stop.wait()
                 return
+            if self.args.end_after is not None and self.sent_total == self.args.end_after:
+                appsrc.emit("end-of-stream")
+                time.sleep(0.5)  # the last frames and the RTCP BYE leave
+                say(f"ended {n - 1}")
+                os._exit(0)
             capture = epoch + n / fps
             delay = capture - time.time()
             if delay > 0:
                 time.sleep(delay)
             # the pipeline clock is the wall clock: the frame's running time is its capture time minus the base time
             running = int(round(capture * Gst.SECOND)) - appsrc.get_base_time()
-            clip = self.clip_at(n)
+            clip = self.clip_at(connection, sent)
             if caps is None or caps[0] is not clip:
                 caps = (clip, Gst.Caps.from_string(f"video/x-raw,format=BGR,width={clip.width},"
                                                    f"height={clip.height},framerate={int(fps)}/1"))
@@ -102,6 +116,8 @@ class Camera:
                 first = False
             say(f"sent {n}")
             n += 1
+            sent += 1
+            self.sent_total += 1
 
 
 class Factory(GstRtspServer.RTSPMediaFactory):
@@ -132,7 +148,6 @@ class Factory(GstRtspServer.RTSPMediaFactory):
         element = media.get_element()
         appsrc = element.get_by_name_recurse_up("cam")
         media.connect("prepared", self._prepared)
-        media.connect("new-state", lambda m, state: say(f"state {state} {time.time() - self.camera.args.epoch:.3f}"))
         self.camera.attach(appsrc)
 
 
@@ -140,10 +155,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--clip", required=True)
-    ap.add_argument("--clip-from", action="append")
+    ap.add_argument("--switch-after")
     ap.add_argument("--epoch", type=float, default=None)
     ap.add_argument("--fps", type=float, default=25.0)
     ap.add_argument("--stall-after", type=int, default=None)
+    ap.add_argument("--end-after", type=int, default=None)
     ap.add_argument("--never-start", action="store_true")
     args = ap.parse_args()
     args.epoch = time.time() if args.epoch is None else args.epoch

@@ -7,7 +7,10 @@ without a traceback, exit 2).
 from __future__ import annotations
 
 import json
+import signal
 from typing import Optional
+
+from rich.markup import escape
 
 import typer
 
@@ -46,14 +49,25 @@ def gate(
     device: options.Device = "auto",
     detector: str = typer.Option("hog", help="dlib face detector: hog (fast) or cnn (MMOD)."),
     upsample: int = typer.Option(1, help="Detector upsampling (1 finds faces down to about 40 px)."),
+    transport: str = typer.Option("tcp", help="RTSP transport: tcp (RTP in the RTSP connection) or udp."),
+    open_timeout: float = typer.Option(10.0, help="URLs: seconds for a connection to deliver its stream; the "
+                                       "first connection failing exits with 1."),
+    read_timeout: float = typer.Option(5.0, help="URLs: seconds without data before the connection counts as "
+                                       "lost (then reconnect)."),
+    max_reconnects: int = typer.Option(10, help="URLs: failed reconnection attempts in a row before giving up "
+                                       "(backoff 0.5 s, doubling, at most 30 s)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary on standard error."),
 ) -> None:
-    """Gate a camera stream, URL, video or folder of frames on face quality: JSON-lines events per face and
-    per track (best shot), a summary at the end (also on Ctrl-C)."""
+    """Gate a camera stream, URL, video or folder of frames on face quality: JSON-lines events per face, per
+    track (best shot) and per outage, a summary at the end (also on Ctrl-C and SIGTERM).
+
+    Exit codes: 0 done (also when a stream ended after giving up reconnecting), 1 a URL that could not be opened
+    within the open timeout, 2 a usage mistake, 130 Ctrl-C, 143 SIGTERM."""
     from fiqa_trt.engine.align import FaceAligner
     from fiqa_trt.engine.models import model_or_default, open_scorer
     from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.gate.gate import Gate, calibration_for
+    from fiqa_trt.gate.network import StreamUnavailable
     from fiqa_trt.gate.streams import kind_of
 
     setup_logging(False)
@@ -72,11 +86,28 @@ def gate(
     gate_ = Gate(scorer, FaceAligner(detector=detector, upsample=upsample, all_faces=True), threshold=threshold,
                  scale=scale, calibration=calibration, events=events, best_dir=best_dir,
                  video_out=video_out, batch_frames=batch_frames, min_iou=min_iou, max_missed=max_missed)
-    summary = gate_.run(source, drop=drop, queue_size=queue_size)
+    network = {"transport": transport, "open_timeout": open_timeout, "read_timeout": read_timeout,
+               "max_reconnects": max_reconnects}
+    terminated: list[int] = []
+
+    def on_sigterm(signum, frame):  # SIGTERM ends the run like Ctrl-C: tracks, summary, then exit 143
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        summary = gate_.run(source, drop=drop, queue_size=queue_size, network=network)
+    except StreamUnavailable as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # before the first frame (while connecting): nothing to summarise
+        raise typer.Exit(143 if terminated else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not quiet:
         err.print(json.dumps({k: v for k, v in summary.items() if k not in ("event", "time")}))
     if summary["interrupted"]:
-        raise typer.Exit(130)
+        raise typer.Exit(143 if terminated else 130)
 
 
 def register(app: typer.Typer) -> None:

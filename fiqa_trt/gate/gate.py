@@ -17,11 +17,17 @@ in the test video score 0.97-0.99 with the shared MobileFaceNet, above its LFW p
 score >= threshold. A track's final decision is made on its best shot (highest quality over the track): accept when
 the best score >= threshold.
 
-Events (one JSON object per line): `face` (per face per processed frame: time, frame, track, box, quality, score,
-decision, latency_ms), `track_end` (per track once: frames, best quality/score/frame/box, decision, the saved
-best-shot file) and a final `summary` (frames read / processed / dropped / unreadable, reconnections, faces, tracks,
-accepted, rejected, frames/s, per-frame latency p50/p99, interrupted). Per-frame latency: from the moment the
-reader got the frame to the moment its events are written.
+Events (one JSON object per line): `face` (per face per processed frame: time, pts, captured, frame, track, box,
+quality, score, decision, latency_ms, stream_latency_ms), `track_end` (per track once: frames, best
+quality/score/frame/box, decision, the saved best-shot file), `outage` (network streams, per lost connection once
+the next one has settled: cause, last frame before, first frame after, gap_s, frames_lost; see gate.network),
+`resolution` (the frame size changed: frame, width, height, previous) and a final `summary` (frames read /
+processed / dropped / unreadable / lost to outages, reconnections, outages, faces, tracks, accepted, rejected,
+frames/s, latency p50/p99, stream latency p50/p99, interrupted). Latency: from the moment the reader got the frame
+to the moment its events are written. Stream latency (network streams whose camera sends RTCP sender reports):
+from the frame's capture time on the camera's clock (`captured`, seconds since the epoch) to that moment.
+A new connection and a change of frame size end every track (their boxes are not comparable across it): the
+tracks after an outage are new tracks.
 """
 
 from __future__ import annotations
@@ -138,12 +144,21 @@ class Gate:
 
     # ---- running ----
 
-    def run(self, source: str, drop: str | None = None, queue_size: int = 8, **source_options) -> dict:
-        """Read SOURCE (see streams) in a thread and gate it. `drop`: the reader's policy (default: `oldest` for
-        cameras and URLs, `none` for files and folders)."""
+    def run(self, source: str, drop: str | None = None, queue_size: int = 8, network: dict | None = None,
+            **source_options) -> dict:
+        """Read SOURCE (see streams; a URL through gate.network, with the `network` options: transport,
+        open_timeout, read_timeout, max_reconnects, backoff) in a thread and gate it. `drop`: the reader's policy
+        (default: `oldest` for cameras and URLs, `none` for files and folders)."""
+        kind = kind_of(source)
         if drop is None:
-            drop = "none" if kind_of(source) in ("file", "folder") else "oldest"
-        reader = FrameReader(open_source(source, **source_options), queue_size=queue_size, drop=drop)
+            drop = "none" if kind in ("file", "folder") else "oldest"
+        if kind == "url":
+            from fiqa_trt.gate.network import NetworkSource
+
+            opened = NetworkSource(source, **(network or {}))
+        else:
+            opened = open_source(source, **source_options)
+        reader = FrameReader(opened, queue_size=queue_size, drop=drop)
         try:
             return self.process(reader, stats=reader.stats, backlog=reader.backlog)
         finally:
@@ -163,6 +178,7 @@ class Gate:
                 for frame in frames:
                     if stats is not None and backlog is None:
                         stats.read = max(stats.read, frame.index + 1)
+                    state.outages(stats)
                     rgb = frame.image[..., ::-1]
                     pending.append((frame, self.detector.align(rgb)))
                     if len(pending) >= self.batch_frames or (backlog is not None and backlog() == 0):
@@ -176,6 +192,7 @@ class Gate:
             interrupted = True
             state.finish()
         finally:
+            state.outages(stats)
             elapsed = time.perf_counter() - started
             summary = state.summary(stats, elapsed, interrupted)
             emit(summary)
@@ -204,7 +221,10 @@ class _RunState:
         self.tracker = IouTracker(gate.min_iou, gate.max_missed)
         self.best: dict[int, _Best] = {}
         self.latencies: list[float] = []
+        self.stream_latencies: list[float] = []
         self.frames = self.faces = self.accepted = self.rejected = 0
+        self.connection, self.size = 0, None  # of the last frame: a new connection or frame size ends every track
+        self.outages_emitted = 0
         self.video = None
         if gate.best_dir is not None:
             gate.best_dir.mkdir(parents=True, exist_ok=True)
@@ -216,6 +236,7 @@ class _RunState:
         keys = [f"{frame.index}#{j}" for frame, faces in pending for j in range(len(faces))]
         qualities = iter(self.gate.scorer.score_crops(crops, keys) if crops else [])
         for frame, faces in pending:
+            self._continuity(frame)
             boxes = [face.box for face in faces]
             ids, ended = self.tracker.update(boxes, frame.index)
             for track in ended:
@@ -229,18 +250,40 @@ class _RunState:
                     self.best[tid] = best
                 best.faces += 1
                 events.append({"event": "face", "time": round(frame.wall_time, 3), "pts": _round(frame.pts),
-                               "frame": frame.index, "track": tid, "box": [int(v) for v in face.box],
-                               "quality": _round(q), "score": _round(self.gate.score_of(q)),
-                               "decision": self.gate.decide(q)})
+                               "captured": _round(frame.captured, 3), "frame": frame.index, "track": tid,
+                               "box": [int(v) for v in face.box], "quality": _round(q),
+                               "score": _round(self.gate.score_of(q)), "decision": self.gate.decide(q)})
             latency = (time.perf_counter() - frame.read_at) * 1000.0
             self.latencies.append(latency)
+            stream_latency = (time.time() - frame.captured) * 1000.0 if frame.captured is not None else None
+            if stream_latency is not None:
+                self.stream_latencies.append(stream_latency)
             for event in events:
                 event["latency_ms"] = round(latency, 1)
+                event["stream_latency_ms"] = _round(stream_latency, 1)
                 self.emit(event)
             self.faces += len(faces)
             self.frames += 1
             if self.gate.video_out is not None:
                 self._annotate(frame, events)
+
+    def _continuity(self, frame: Frame) -> None:
+        """A frame from a new connection (after an outage) or of another size ends every track: the boxes of
+        the frames before it are not comparable with its own."""
+        size = frame.image.shape[1], frame.image.shape[0]
+        if self.size is not None and (frame.connection != self.connection or size != self.size):
+            for track in self.tracker.finish():
+                self._end(track.id)
+            if size != self.size:
+                self.emit({"event": "resolution", "time": round(frame.wall_time, 3), "frame": frame.index,
+                           "width": size[0], "height": size[1], "previous": list(self.size)})
+        self.connection, self.size = frame.connection, size
+
+    def outages(self, stats: SourceStats) -> None:
+        """Emit the outage records the source completed since the last call."""
+        while self.outages_emitted < len(stats.outages):
+            self.emit(dict(stats.outages[self.outages_emitted]))
+            self.outages_emitted += 1
 
     def _end(self, tid: int) -> None:
         best = self.best.pop(tid, None)
@@ -271,8 +314,9 @@ class _RunState:
         if self.video is None:
             fourcc = "mp4v" if self.gate.video_out.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"
             self.gate.video_out.parent.mkdir(parents=True, exist_ok=True)
+            self.video_size = (image.shape[1], image.shape[0])
             self.video = cv2.VideoWriter(str(self.gate.video_out), cv2.VideoWriter_fourcc(*fourcc), 25.0,
-                                         (image.shape[1], image.shape[0]))
+                                         self.video_size)
             if not self.video.isOpened():
                 raise FiqaError(f"cannot write the video {self.gate.video_out} (try a .avi file)")
         for e in events:
@@ -281,17 +325,23 @@ class _RunState:
             cv2.rectangle(image, (x0, y0), (x1, y1), colour, 2)
             cv2.putText(image, f"#{e['track']} {e['score']:.3g}", (x0, max(y0 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.4, colour, 1, cv2.LINE_AA)
+        if (image.shape[1], image.shape[0]) != self.video_size:  # a resolution change: the video keeps its size
+            image = cv2.resize(image, self.video_size, interpolation=cv2.INTER_AREA)
         self.video.write(image)
 
     def summary(self, stats: SourceStats, elapsed: float, interrupted: bool) -> dict:
         lat = np.asarray(self.latencies) if self.latencies else None
+        stream = np.asarray(self.stream_latencies) if self.stream_latencies else None
         return {"event": "summary", "time": round(time.time(), 3), "frames_read": stats.read,
                 "frames_processed": self.frames, "frames_dropped": stats.dropped,
-                "frames_unreadable": stats.unreadable, "reconnects": stats.reconnects, "faces": self.faces,
+                "frames_unreadable": stats.unreadable, "frames_lost": stats.frames_lost,
+                "reconnects": stats.reconnects, "outages": len(stats.outages), "faces": self.faces,
                 "tracks": self.accepted + self.rejected, "accepted": self.accepted, "rejected": self.rejected,
                 "seconds": round(elapsed, 3), "frames_per_s": round(self.frames / elapsed, 2) if elapsed > 0 else None,
                 "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat is not None else None,
                 "latency_ms_p99": round(float(np.percentile(lat, 99)), 1) if lat is not None else None,
+                "stream_latency_ms_p50": round(float(np.percentile(stream, 50)), 1) if stream is not None else None,
+                "stream_latency_ms_p99": round(float(np.percentile(stream, 99)), 1) if stream is not None else None,
                 "scale": self.gate.scale, "threshold": self.gate.threshold, "interrupted": interrupted,
                 "errors": list(stats.errors)}
 

@@ -106,12 +106,14 @@ class NetworkSource:
         options = {"analyzeduration": "100000", "probesize": "100000"}  # start within 0.1 s of video
         if self.source.startswith("rtsp"):
             options["rtsp_transport"] = self.transport
+        started = time.monotonic()
         try:
             container = av.open(self.source, options=options, timeout=(self.open_timeout, self.read_timeout))
-        except av.error.ExitError:
-            raise StreamUnavailable(f"cannot open {self.source}: no stream within the open timeout of "
-                                    f"{self.open_timeout:g} s") from None
         except (av.error.FFmpegError, OSError) as exc:
+            # an interrupted open surfaces as ExitError or as whatever the demuxer made of the cut-off reply
+            if isinstance(exc, av.error.ExitError) or time.monotonic() - started >= self.open_timeout:
+                raise StreamUnavailable(f"cannot open {self.source}: no stream within the open timeout of "
+                                        f"{self.open_timeout:g} s") from None
             raise StreamUnavailable(f"cannot open {self.source}: {_reason(exc)}") from None
         if not container.streams.video:
             container.close()
