@@ -1,12 +1,13 @@
 """Frame sources for the quality gate: what SOURCE names, reading it, and the reader thread that never waits on
 scoring.
 
-- SOURCE: a webcam index (`0`), a network URL (`rtsp://`, `http(s)://`, ...), a video file (all three read with
-  OpenCV's VideoCapture), or a folder of frames (image files in sorted order, hidden files skipped).
+- SOURCE: a webcam index (`0`) or a video file (read with OpenCV's VideoCapture), a network URL (`rtsp://`,
+  `http(s)://`, ...: the gate reads it with gate.network, PyAV; `CaptureSource` can also read one with OpenCV,
+  without timestamps or timeouts), or a folder of frames (image files in sorted order, hidden files skipped).
 - Unreadable frames (a frame file OpenCV cannot decode, a video frame that fails to decode before the end of the
   file) are skipped and counted.
-- Network URLs: a failed read is a dropped connection; the source reopens it with exponential backoff
-  (0.5 s, 1 s, 2 s, ... capped at 30 s) and gives up after `max_reconnects` failed attempts in a row.
+- Network URLs in `CaptureSource`: a failed read is a dropped connection; the source reopens it with exponential
+  backoff (0.5 s, 1 s, 2 s, ... capped at 30 s) and gives up after `max_reconnects` failed attempts in a row.
 - `FrameReader` reads the source in a thread into a bounded queue. Drop policy `oldest` (the default for cameras
   and URLs): when the queue is full, the oldest queued frame is dropped and counted, so the consumer always gets
   the freshest frames and reading never blocks. Policy `none` (the default for files and folders, which are not
