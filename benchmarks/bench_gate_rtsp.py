@@ -5,8 +5,8 @@
 The camera is the tests' (tests/rtsp_camera.py: GStreamer's RTSP server on 127.0.0.1 in its own process, H.264 at
 25 fps paced to a timeline, over RTP/TCP), showing two clean LFW faces side by side, 320x240. The gate reads it as
 `fiqa-trt gate rtsp://...` does by default: PyAV, drop policy oldest, a queue of 8 frames (and, a second run,
-of 1 frame: `--queue-size 1`, the freshest frame only), batches of up to 4 frames, dlib's HOG detector (upsample 1), the shared MobileFaceNet (backend and precision `auto`), the default
-perturbation (K=1).
+of 1 frame: `--queue-size 1`, the freshest frame only), batches of up to 4 frames, dlib's HOG detector
+(upsample 1), the shared MobileFaceNet (backend and precision `auto`), the default perturbation (K=1).
 
 Latencies per face event, p50/p99 (ms):
 - `capture_to_event`: from the frame's capture time on the camera's timeline (known exactly: the camera logs the
@@ -106,7 +106,7 @@ def main() -> None:
         for name, upsample, queue_size in (("dlib_hog_queue8", 1, 8), ("dlib_hog_queue1", 1, 1)):
             events: list[tuple[float, dict]] = []
             gate = Gate(scorer, FaceAligner(detector="hog", upsample=upsample, all_faces=True), threshold=THRESHOLD,
-                        events=None, on_event=lambda e: events.append((time.time(), e)), batch_frames=4)
+                        events=None, on_event=lambda e, events=events: events.append((time.time(), e)), batch_frames=4)
             with RtspCamera(python, clip) as cam:
                 cam.start("--end-after", str(frames_of_stream))
                 summary = gate.run(cam.url, drop="oldest", queue_size=queue_size,

@@ -13,11 +13,12 @@ latency, a key frame every second, parameter sets with every key frame) over RTP
 half second. Frame n's picture is frame n mod the clip's length (a raw BGR file: one JSON header line {"width",
 "height", "count"}, then the frames).
 
-Faults, each for the process's first connection: `--switch-after K:FILE` switches to another clip (another size:
-a resolution change) after K frames; `--stall-after K` sends K frames and then nothing more, keeping the connection
-open (a camera that hangs; later connections are served as usual); `--end-after K`: once the process has sent K frames (all
-connections), the end of the stream, and the process exits (the camera goes away); `--never-start` never sends a frame (so DESCRIBE never
-completes: a stream that never starts). Killing the process (SIGKILL) is the test's other fault.
+Faults: `--switch-after K:FILE`: the first connection switches to another clip (another size: a resolution
+change) after K frames; `--stall-after K`: the first connection sends K frames and then nothing more, keeping the
+connection open (a camera that hangs; later connections are served as usual); `--end-after K`: once the process
+has sent K frames (all connections together), the end of the stream, and the process exits (the camera goes
+away); `--never-start`: no frame is ever sent (so DESCRIBE never completes: a stream that never starts). Killing
+the process (SIGKILL) is the test's other fault.
 
 Lines on standard output, flushed: `listening PORT`, `first N T` when a connection sends its first frame (timeline
 index, seconds since T0), `sent N` for each frame sent, `stalled N T`, `ended N` (N: the last frame sent).
@@ -83,7 +84,6 @@ class Camera:
             return
         while appsrc.get_clock() is None:  # wait for the media to play
             time.sleep(0.005)
-        clock = appsrc.get_clock()
         n = max(0, math.ceil((time.time() - epoch) * fps))
         first, caps, sent = True, None, 0
         while True:
@@ -101,7 +101,7 @@ class Camera:
             if delay > 0:
                 time.sleep(delay)
             # the pipeline clock is the wall clock: the frame's running time is its capture time minus the base time
-            running = int(round(capture * Gst.SECOND)) - appsrc.get_base_time()
+            running = round(capture * Gst.SECOND) - appsrc.get_base_time()
             clip = self.clip_at(connection, sent)
             if caps is None or caps[0] is not clip:
                 caps = (clip, Gst.Caps.from_string(f"video/x-raw,format=BGR,width={clip.width},"

@@ -35,7 +35,7 @@ from fiqa_trt.errors import FiqaError, require
 
 log = logging.getLogger("fiqa_trt")
 TRANSPORTS = ("tcp", "udp")
-SETTLE_FRAMES = 25  # frames of a new connection before its outage is measured (its least delay has settled)
+SETTLE_FRAMES = 50  # frames of a new connection before its outage is measured (its least delay has settled)
 
 
 class StreamUnavailable(FiqaError):
@@ -95,6 +95,7 @@ class NetworkSource:
         self.stats = SourceStats()
         self.fps = 25.0
         self._index = 0  # frames received so far (the next frame's index)
+        self._reading = False
         self._pending: dict | None = None  # the outage waiting for the new connection's clock
         self._connection = _Connection(0)
         self._container = self._open()
@@ -149,6 +150,7 @@ class NetworkSource:
     # ---- frames ----
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        self._reading = True
         try:
             while not stop.is_set():
                 yield from self._connection_frames(stop)
@@ -159,6 +161,7 @@ class NetworkSource:
                     return
         finally:
             self._resolve(final=True)
+            self._reading = False
             self.close()
 
     def _connection_frames(self, stop: threading.Event) -> Iterator[Frame]:
@@ -179,6 +182,7 @@ class NetworkSource:
                 packet = next(packets, None)
                 if packet is None or stop.is_set():
                     return
+                received = time.time()  # before decoding: the arrival time the outage accounting uses
                 stalled = time.monotonic() - started >= self.read_timeout
                 if packet.pts is not None:
                     wallclock = _producer_time(packet)
@@ -194,7 +198,7 @@ class NetworkSource:
                     image = decoded.to_ndarray(format="bgr24")
                     now = time.time()
                     index = self._index
-                    conn.add(_Edge(index, now, pts, conn.number))
+                    conn.add(_Edge(index, received, pts, conn.number))
                     self.stats.read += 1
                     if conn.frames >= SETTLE_FRAMES:
                         self._resolve()
@@ -250,6 +254,10 @@ class NetworkSource:
             log.warning("%s: outage of %.3f s, %d frames lost", self.source, gap, lost)
 
     def close(self) -> None:
+        """Close the connection, unless frames() is still reading it in another thread (it closes it when it
+        returns: closing a container under a read in progress is not safe)."""
+        if self._reading:
+            return
         try:
             self._container.close()
         except (self.av.error.FFmpegError, OSError, AttributeError):
