@@ -1,7 +1,8 @@
 """The `fiqa-trt gate` command: parses options, builds the scorer and the `gate.gate.Gate`, reports.
 
 `register(app)` adds the command to the main typer app. User mistakes raise FiqaError (printed by the main CLI
-without a traceback, exit 2).
+without a traceback, exit 2); a URL that cannot be opened exits with 1, Ctrl-C with 130, SIGTERM with 143 (both
+after the track events and the summary).
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import json
 import signal
 from typing import Optional
 
-from rich.markup import escape
-
 import typer
+from rich.markup import escape
 
 from fiqa_trt.cli import options
 from fiqa_trt.cli.console import err, setup_logging
