@@ -50,7 +50,7 @@ class SourceStats:
     unreadable: int = 0
     dropped: int = 0
     reconnects: int = 0
-    frames_lost: int = 0  # network streams: frames the camera sent while the connection was down
+    frames_lost: int = 0  # network streams: frames missing within a connection and sent while it was down
     outages: list[dict] = field(default_factory=list)  # network streams: one record per outage (gate.network)
     errors: list[str] = field(default_factory=list)
 
