@@ -1,6 +1,6 @@
 """Latency of the quality gate on a live RTSP camera: from a frame's capture time to its `face` event, as JSON.
 
-    python benchmarks/bench_gate_rtsp.py [--seconds 20] [--out benchmarks/results/gate_rtsp_cpu_amd-epyc-2core.json]
+    python benchmarks/bench_gate_rtsp.py [--seconds 20] [--out benchmarks/results/gate_rtsp_cpu_xeon-2core.json]
 
 The camera is the tests' (tests/rtsp_camera.py: GStreamer's RTSP server on 127.0.0.1 in its own process, H.264 at
 25 fps paced to a timeline, over RTP/TCP), showing two clean LFW faces side by side, 320x240. The gate reads it as
@@ -73,7 +73,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/gate_rtsp_cpu_amd-epyc-2core.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/gate_rtsp_cpu_xeon-2core.json"))
     args = ap.parse_args()
     python = gst_python()
     if python is None:
