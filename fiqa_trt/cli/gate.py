@@ -61,8 +61,8 @@ def gate(
     """Gate a camera stream, URL, video or folder of frames on face quality: JSON-lines events per face, per
     track (best shot) and per outage, a summary at the end (also on Ctrl-C and SIGTERM).
 
-    Exit codes: 0 done (also when a stream ended after giving up reconnecting), 1 a URL that could not be opened
-    within the open timeout, 2 a usage mistake, 130 Ctrl-C, 143 SIGTERM."""
+    Exit codes: 0 done (also when a stream ended after giving up reconnecting), 1 a URL whose first connection
+    failed (refused, or no stream within the open timeout), 2 a usage mistake, 130 Ctrl-C, 143 SIGTERM."""
     from fiqa_trt.engine.align import FaceAligner
     from fiqa_trt.engine.models import model_or_default, open_scorer
     from fiqa_trt.engine.settings import ScoringSettings
