@@ -22,7 +22,8 @@ quality, score, decision, latency_ms, stream_latency_ms), `track_end` (per track
 quality/score/frame/box, decision, the saved best-shot file), `outage` (network streams, per lost connection once
 the next one has settled: cause, last frame before, first frame after, gap_s, frames_lost; see gate.network),
 `resolution` (the frame size changed: frame, width, height, previous) and a final `summary` (frames read /
-processed / dropped / unreadable / lost to outages, reconnections, outages, faces, tracks, accepted, rejected,
+processed / dropped / unreadable / lost (in the stream and to outages) / unprocessed (read, but still queued or
+in hand when the run was interrupted), reconnections, outages, faces, tracks, accepted, rejected,
 frames/s, latency p50/p99, stream latency p50/p99, interrupted). Latency: from the moment the reader got the frame
 to the moment its events are written. Stream latency (network streams whose camera sends RTCP sender reports):
 from the frame's capture time on the camera's clock (`captured`, seconds since the epoch) to that moment.
@@ -335,6 +336,7 @@ class _RunState:
         return {"event": "summary", "time": round(time.time(), 3), "frames_read": stats.read,
                 "frames_processed": self.frames, "frames_dropped": stats.dropped,
                 "frames_unreadable": stats.unreadable, "frames_lost": stats.frames_lost,
+                "frames_unprocessed": max(0, stats.read - self.frames - stats.dropped),
                 "reconnects": stats.reconnects, "outages": len(stats.outages), "faces": self.faces,
                 "tracks": self.accepted + self.rejected, "accepted": self.accepted, "rejected": self.rejected,
                 "seconds": round(elapsed, 3), "frames_per_s": round(self.frames / elapsed, 2) if elapsed > 0 else None,
