@@ -11,8 +11,9 @@ transport, open and read timeouts, reconnection with backoff, and the accounting
   again on each connection), and `captured`, the camera's wall-clock time of the frame, from the RTCP sender
   reports (FFmpeg's producer reference time): None until the connection's first sender report, then known for
   every frame of that connection (the pts is continuous within a connection).
-- Frames lost within a connection (a jump of the pts by more than one frame interval: packets lost over UDP, frames
-  the decoder could not rebuild) are counted in `stats.frames_lost` too.
+- Frames lost within a connection (a jump of the pts by more than one frame interval, or a first frame whose pts
+  is past the connection's first packet: packets lost over UDP, frames the decoder could not rebuild) are counted
+  in `stats.frames_lost` too; a loss at the very end of a connection cannot be seen.
 - Each outage (a lost connection up to the first frame of the next) becomes a record in `stats.outages`: its
   cause, the frames before and after it, the gap between the camera times of the last frame before and the first
   after, and the frames lost in it: round(gap * fps) - 1. The pts restart on each connection, so the gap is
@@ -193,8 +194,10 @@ class NetworkSource:
                 for decoded in packet.decode():
                     pts = decoded.pts * time_base if decoded.pts is not None else (
                         last_pts + 1 / self.fps if last_pts is not None else 0.0)
-                    if last_pts is not None:  # frames missing within the connection (UDP loss, undecodable)
-                        self.stats.frames_lost += max(0, round((pts - last_pts) * self.fps) - 1)
+                    # frames missing within the connection (UDP loss, frames the decoder could not rebuild); the
+                    # pts start at the connection's first packet, so a first frame after 0 had frames before it
+                    missing = round((pts - last_pts) * self.fps) - 1 if last_pts is not None else round(pts * self.fps)
+                    self.stats.frames_lost += max(0, missing)
                     last_pts = pts
                     wallclock = captured_at.pop(decoded.pts, None)
                     if wallclock is not None and conn.anchor is None:
