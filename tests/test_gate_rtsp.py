@@ -83,11 +83,16 @@ def tracks_of(events: list[dict]) -> dict[int, list[int]]:
     return tracks
 
 
+# Frames lost to an outage are estimated from arrival times (a new connection restarts the stream's timestamps), so
+# their resolution is one frame period: on a loaded machine the estimate was one frame off in about 3 of 15 runs.
+LOST_TOLERANCE = 1
+
+
 def check_counts(summary: dict, read: int, lost: int, reconnects: int, outages: int) -> None:
     assert summary["frames_read"] == read == summary["frames_processed"] + summary["frames_dropped"]
     assert summary["frames_unprocessed"] == 0
     assert summary["frames_processed"] > 0 and summary["frames_unreadable"] == 0
-    assert summary["frames_lost"] == lost and summary["reconnects"] == reconnects
+    assert abs(summary["frames_lost"] - lost) <= LOST_TOLERANCE and summary["reconnects"] == reconnects
     assert summary["outages"] == outages and not summary["interrupted"]
 
 
@@ -151,7 +156,7 @@ def test_server_killed_and_restarted(gst, clips, scorer, tmp_path):
     check_counts(summary, read=125, lost=lost, reconnects=1, outages=2)
     outage, final = of(events, "outage")
     assert outage["cause"] == "closed by the server" and outage["last_frame"] == 49 and outage["next_frame"] == 50
-    assert outage["frames_lost"] == lost and abs(outage["gap_s"] - (lost + 1) / FPS) < 0.02
+    assert abs(outage["frames_lost"] - lost) <= LOST_TOLERANCE and abs(outage["gap_s"] - (lost + 1) / FPS) < 0.05
     check_final_outage(final, 124)
     # the tracks end across the gap: two before it, two new ones after it, each on one side only
     tracks = tracks_of(events)
@@ -175,7 +180,7 @@ def test_stalled_server_read_timeout_then_reconnect(gst, clips, scorer, tmp_path
     check_counts(summary, read=125, lost=lost, reconnects=1, outages=2)
     outage, final = of(events, "outage")
     assert "read timeout" in outage["cause"] and (outage["last_frame"], outage["next_frame"]) == (49, 50)
-    assert outage["frames_lost"] == lost and 1.5 < outage["gap_s"] < 5.0
+    assert abs(outage["frames_lost"] - lost) <= LOST_TOLERANCE and 1.5 < outage["gap_s"] < 5.0
     check_final_outage(final, 124)
     tracks = tracks_of(events)
     assert len(tracks) == 4 and all(max(f) < 50 or min(f) >= 50 for f in tracks.values())
