@@ -35,11 +35,10 @@ def keys(n: int) -> list[str]:
 
 def host_inputs(views, batch_keys: list[str], seed: int, h: int, w: int) -> int:
     """Everything the producer computes on the host for one batch; returns the number of (image, view) sets."""
+    pipeline.host_inputs(views, batch_keys, seed, h, w)
     for view in views:
-        for i, key in enumerate(batch_keys):
-            pipeline.view_inputs(view, key, i, seed, h, w)
-            if "partner" in pipeline.INPUT_NAMES[view.spec.kind.name]:
-                pipeline.mixup_partner(i, batch_keys, view, seed)
+        if view.spec.kind.needs_partner:  # the partner choice (the scorer draws it over the whole input list)
+            pipeline.mixup_partners(range(len(batch_keys)), batch_keys, view, seed)
     return len(views) * len(batch_keys)
 
 

@@ -223,3 +223,125 @@ def test_misplaced_operators_are_found():
         return fn.experimental.remap(image, grid, grid, interp=types.INTERP_LINEAR)
 
     assert _misplaced_ops(remap_on_cpu()) == [("experimental__Remap", "cpu")]
+
+
+def _decoders(pipe) -> list[tuple[str, dict]]:
+    """(device, arguments) of every image decoder of a traced pipeline (DALI's traced graph, an internal API)."""
+    try:
+        pipe._build_graph()
+        return [(op._op.device, dict(op._op._init_args)) for op in pipe._ops
+                if getattr(op._op, "schema_name", "") == "decoders__Image"]
+    except AttributeError as exc:
+        pytest.skip(f"this DALI version's traced graph reads differently ({exc}): update _decoders")
+
+
+def test_gpu_decoders_upsample_chroma_as_the_cpu_does():
+    """nvJPEG's default chroma upsampling of 4:2:0 JPEGs (all of LFW) differs from libjpeg-turbo's: every decoder of
+    the GPU graph (originals and mixup partners) asks for the CPU's ("fancy") upsampling."""
+    views = plan_views([parse_spec("mixup"), parse_spec("affine")], 1)
+    decoders = _decoders(PerturbPipeline(views, RAW, device="gpu", device_id=0, build=False)._pipe)
+    assert [device for device, _ in decoders] == ["mixed", "mixed"]
+    assert all(args.get("jpeg_fancy_upsampling") is True for _, args in decoders)
+
+
+def test_elastic_is_the_documented_field_made_in_the_graph(tmp_path, pictures):
+    """The graph's elastic view equals the definition computed here with NumPy and OpenCV from the same key words:
+    uniform(-1, 1) from the uint32 hash, Gaussian blur (window int(8 sigma + 1) | 1, mirrored borders), times
+    alpha / 2, added to the pixel grid, bilinear remap with zeros outside."""
+    import cv2
+
+    from fiqa_trt.engine.perturbations import Elastic
+    from fiqa_trt.engine.pipeline import host_inputs
+
+    items = items_of(tmp_path, [pictures["smooth"], pictures["noisy"]])
+    views = plan_views([parse_spec("elastic:alpha=120,sigma=4")], 2)
+    out = PerturbPipeline(views, RAW, seed=3, batch_size=4).run(items)
+    feeds = host_inputs(views, [it.key for it in items], 3, 112, 112)
+    for v in views:
+        key0, key1 = feeds[f"v{v.index}_key0"], feeds[f"v{v.index}_key1"]
+        fields = Elastic.field_uniforms(key0, key1, 112, 112)  # (N, 2, H, W, 1)
+        k = int(feeds[f"v{v.index}_window"][0])
+        assert k == 33
+        ys, xs = np.mgrid[0:112, 0:112].astype(np.float32)
+        for n, img in enumerate([pictures["smooth"], pictures["noisy"]]):
+            dx, dy = (cv2.GaussianBlur(fields[n, a, :, :, 0], (k, k), 4, borderType=cv2.BORDER_REFLECT_101) * 60
+                      for a in (0, 1))
+            want = cv2.remap(img, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            got = out[n, 1 + v.index]
+            diff = np.abs(got.astype(np.int16) - want)
+            assert diff.mean() < 0.05 and (diff > 1).mean() < 0.002, (v.index, n, diff.mean(), diff.max())
+    assert not np.array_equal(out[0, 1], out[0, 2]) and not np.array_equal(out[0, 1], out[1, 1])
+
+
+def test_graph_hash_is_the_numpy_hash():
+    """The uint32 hash written as DALI arithmetic (shifts as divisions, wrapping products) is the NumPy one."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    from fiqa_trt.engine.perturbations import Graph, _mix32, mix32
+
+    counter = np.arange(5000, dtype=np.uint32) * np.uint32(2654435761)
+
+    @pipeline_def(batch_size=2, num_threads=1, device_id=None, exec_dynamic=True)
+    def hashed():
+        g = Graph(fn, types, "cpu", 1, 1, 0)
+        return _mix32(g, g.constant(counter) ^ fn.external_source(name="key", dtype=types.UINT32))
+
+    pipe = hashed()
+    pipe.build()
+    pipe.feed_input("key", np.array([7, 4000000000], np.uint32))
+    (out,) = pipe.run()
+    got = np.asarray(out.as_tensor())
+    assert got.dtype == np.uint32
+    np.testing.assert_array_equal(got, mix32(counter[None] ^ np.array([[7], [4000000000]], np.uint32)))
+
+
+@pytest.mark.parametrize("spec", ["elastic:alpha=80,sigma=3", "occlusion:size=10:30", "selfmixup:grid=2:5",
+                                  "affine:rot=-5:5,flip=0.5"])
+def test_views_of_an_image_do_not_depend_on_its_batch(tmp_path, pictures, spec):
+    items = items_of(tmp_path, [pictures["noisy"], pictures["smooth"], pictures["grey"]])
+    together = run(items, spec, 3, seed=4)
+    for i in range(3):
+        np.testing.assert_array_equal(run(items[i:i + 1], spec, 3, seed=4)[0], together[i])
+    np.testing.assert_array_equal(run(items[::-1], spec, 3, seed=4)[::-1], together)  # order does not matter
+
+
+def test_one_pipeline_serves_batches_of_any_size(tmp_path, pictures):
+    items = items_of(tmp_path, [pictures["noisy"], pictures["smooth"], pictures["grey"]])
+    pipe = PerturbPipeline(plan_views([parse_spec("occlusion")], 2), RAW, batch_size=3)
+    full = pipe.run(items).copy()
+    np.testing.assert_array_equal(pipe.run(items[1:2])[0], full[1])
+    np.testing.assert_array_equal(pipe.run(items)[2], full[2])
+
+
+# ---- on a GPU (pytest -m gpu on the device machine)
+
+
+def _gpu_reason() -> str | None:
+    from fiqa_trt.kernels.cuda import usable_device
+
+    return usable_device()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu_reason() is not None, reason=f"needs a CUDA device: {_gpu_reason()}")
+def test_gpu_decodes_lfw_jpegs_as_the_cpu_does(lfw_files):
+    """On 4:2:0 JPEGs (LFW), nvJPEG with fancy upsampling gives the CPU decoder's pixels (IDCT rounding aside)."""
+    items = [check_item(Item(str(p), p.name)) for p in lfw_files[:64]]
+    views = plan_views([parse_spec("affine:rot=0,scale=1,flip=1")], 1)
+    cpu = PerturbPipeline(views, RAW, batch_size=64).run(items)
+    gpu = PerturbPipeline(views, RAW, batch_size=64, device="gpu", device_id=0).run(items).get()
+    diff = np.abs(gpu.astype(np.int16) - cpu)
+    assert diff.mean() < 0.05 and diff.max() <= 4, (diff.mean(), diff.max())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu_reason() is not None, reason=f"needs a CUDA device: {_gpu_reason()}")
+@pytest.mark.parametrize("spec", ["elastic:alpha=50,sigma=5", "border", "occlusion", "selfmixup"])
+def test_gpu_views_match_cpu_views(tmp_path, pictures, spec):
+    """Keyed kinds give the same pixels on both devices (elastic: its field is made in the graph on each)."""
+    items = items_of(tmp_path, [pictures["noisy"], pictures["smooth"]])
+    views = plan_views([parse_spec(spec)], 2)
+    cpu = PerturbPipeline(views, RAW, batch_size=2).run(items)
+    gpu = PerturbPipeline(views, RAW, batch_size=2, device="gpu", device_id=0).run(items).get()
+    diff = np.abs(gpu.astype(np.int16) - cpu)
+    assert diff.mean() < 0.05 and diff.max() <= 2, (diff.mean(), diff.max())

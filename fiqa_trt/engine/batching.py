@@ -20,7 +20,7 @@ import numpy as np
 
 from fiqa_trt.engine.inputs import Item, check_encoded, check_item
 from fiqa_trt.engine.perturbations import View
-from fiqa_trt.engine.pipeline import INPUT_NAMES, PerturbPipeline, mixup_partner
+from fiqa_trt.engine.pipeline import PerturbPipeline, mixup_partner
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.weights.model_config import ModelConfig
 
@@ -54,7 +54,7 @@ def dali_message(exc: Exception) -> str:
 
 
 def needs_partner(view: View) -> bool:
-    return "partner" in INPUT_NAMES[view.spec.kind.name]
+    return view.spec.kind.needs_partner
 
 
 class BatchProducer:

@@ -13,13 +13,16 @@ import numpy as np
 def _remap_cpu(image: np.ndarray, mapx: np.ndarray, mapy: np.ndarray) -> np.ndarray:
     import cv2
 
-    return cv2.remap(image, mapx, mapy, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    h, w = mapx.shape[:2]  # maps are (H, W) or (H, W, 1)
+    return cv2.remap(image, np.ascontiguousarray(mapx.reshape(h, w)), np.ascontiguousarray(mapy.reshape(h, w)),
+                     interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def remap(image, mapx, mapy, device: str):
-    """DALI node: image (H, W, C) uint8 resampled at (mapy, mapx), source coordinates of each output pixel."""
+    """DALI node: image (H, W, C) uint8 resampled at (mapy, mapx), source coordinates of each output pixel (maps
+    (H, W, 1) float32, already where `device` says: made in the graph on that device)."""
     from nvidia.dali import fn, types
 
     if device == "gpu":
-        return fn.experimental.remap(image, mapx.gpu(), mapy.gpu(), interp=types.INTERP_LINEAR, pixel_origin="center")
+        return fn.experimental.remap(image, mapx, mapy, interp=types.INTERP_LINEAR, pixel_origin="center")
     return fn.python_function(image, mapx, mapy, function=_remap_cpu, num_outputs=1)
