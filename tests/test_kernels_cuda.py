@@ -85,7 +85,11 @@ def test_dispatch_rejects_unknown_arrays():
 # ---------------------------------------------------------------------------------------------------- GPU
 
 _reason = cuda.usable_device()
-gpu = pytest.mark.skipif(_reason is not None, reason=f"CuPy kernel needs a CUDA device: {_reason}")
+
+
+def gpu(test):
+    """A test that needs a CUDA device: marked `gpu` (the device machine runs those alone), skipped without one."""
+    return pytest.mark.gpu(pytest.mark.skipif(_reason is not None, reason=f"CuPy kernel needs a CUDA device: {_reason}")(test))
 
 
 def _embeddings(n, k, d, dtype, seed=0):

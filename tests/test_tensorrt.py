@@ -87,6 +87,7 @@ def _gpu_reason() -> str | None:
     return usable_device()
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(_gpu_reason() is not None, reason=f"TensorRT parity needs tensorrt and a GPU: {_gpu_reason()}")
 @pytest.mark.parametrize("fp16", [False, True])
 @pytest.mark.parametrize("graphs", [False, True])
@@ -113,6 +114,7 @@ def test_matches_onnxruntime(tmp_path_factory, fp16, graphs):
     assert export.cosines(again.embed(images), got).min() >= 0.99999
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(_gpu_reason() is not None, reason=f"TensorRT scoring needs tensorrt and a GPU: {_gpu_reason()}")
 def test_gpu_scores_of_the_real_model_rank_like_the_cpu(real_model, lfw, tmp_path, monkeypatch):
     """--device cuda on the shared MobileFaceNet (FP32 ONNX, converted to FP16 for the engine) against ONNX Runtime

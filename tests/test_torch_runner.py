@@ -54,6 +54,7 @@ def test_buckets():
     assert [power_of_two_bucket(n, 1, 256) for n in (1, 2, 3, 64, 65, 256, 300)] == [1, 2, 4, 64, 128, 256, 256]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch sees no CUDA device")
 def test_cuda_fp16_graphs_match_cpu(checkpoint):
     arch, path, _ = checkpoint
@@ -90,6 +91,7 @@ def test_checkpoint_scores_like_its_onnx(checkpoint):
         load_runner(str(path), backend="openvino")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch sees no CUDA device")
 def test_cuda_takes_and_gives_cupy(checkpoint):
     cp = pytest.importorskip("cupy")
@@ -103,6 +105,7 @@ def test_cuda_takes_and_gives_cupy(checkpoint):
     assert export.cosines(host, runner.embed(images)).min() >= 0.99999
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch sees no CUDA device")
 def test_cuda_scorer_matches_cpu(checkpoint):
     """The whole GPU path (DALI on the GPU, CuPy hand-over, CUDA kernel) against the CPU path."""
