@@ -313,6 +313,30 @@ def test_one_pipeline_serves_batches_of_any_size(tmp_path, pictures):
     np.testing.assert_array_equal(pipe.run(items)[2], full[2])
 
 
+def test_a_scorer_builds_its_pipeline_once(random_model, face_like, monkeypatch):
+    """Every score / embed / score_crops call of one Scorer reuses the pipeline built by the first (before, each
+    `score` built a new one, so a warm-up warmed nothing)."""
+    from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.engine.scorer import Scorer
+
+    built = []
+    real_init = PerturbPipeline.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(PerturbPipeline, "__init__", counting_init)
+    scorer = Scorer(load_runner(str(random_model), "onnxruntime", "fp32"), ["occlusion"], views=2, batch_size=3)
+    items = [Item(str(p), p.name) for p in face_like]
+    first = [r.quality for r in scorer.score(items)]
+    second = [r.quality for r in scorer.score(items)]
+    list(scorer.embed(items[:2]))
+    scorer.score_crops([np.full((112, 112, 3), 90, np.uint8)])
+    assert len(built) == 1
+    assert first == second  # the reused pipeline gives the same scores (keyed draws)
+
+
 # ---- on a GPU (pytest -m gpu on the device machine)
 
 
