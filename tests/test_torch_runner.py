@@ -50,6 +50,21 @@ def test_options_are_checked(checkpoint):
         load_torch_runner(path, arch).embed(np.zeros((1, 64, 64, 3), np.uint8))
 
 
+def test_normalisation_overrides_given_after_loading_apply(checkpoint):
+    """load_runner applies --mean/--std to a checkpoint's config after the runner is built: the runner reads the
+    normalisation at call time, so the override is what runs (before, __init__ had fixed it)."""
+    from fiqa_trt.engine.runners.torch_cuda import TorchRunner
+
+    arch, path, _ = checkpoint
+    images = np.random.default_rng(5).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    default = load_runner(str(path), device="cpu")
+    overridden = load_runner(str(path), device="cpu", mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0))
+    assert overridden.config.mean == (0.0, 0.0, 0.0) and overridden.config.std == (255.0, 255.0, 255.0)
+    built_with = TorchRunner(overridden.net, overridden.config, device="cpu")
+    np.testing.assert_array_equal(overridden.embed(images), built_with.embed(images))
+    assert export.cosines(overridden.embed(images), default.embed(images)).min() < 0.9999
+
+
 def test_buckets():
     assert [power_of_two_bucket(n, 1, 256) for n in (1, 2, 3, 64, 65, 256, 300)] == [1, 2, 4, 64, 128, 256, 256]
 

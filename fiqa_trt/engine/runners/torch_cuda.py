@@ -1,7 +1,7 @@
 """PyTorch runner for the checkpoints `fiqa_trt.onnx_export` loads: the same `embed` interface as the ONNX runners.
 
 Owns: building the network from a checkpoint (`onnx_export.export.load_network`: same architectures, same strict
-loading), the model's normalisation (from the architecture's model config), and on CUDA: FP16 autocast,
+loading), the model's normalisation (read from `config` at call time, so overrides set after loading apply), and on CUDA: FP16 autocast,
 channels-last memory format and optional CUDA graphs (one captured graph per power-of-two batch bucket, inputs
 padded to the bucket and copied into the graph's static input tensor).
 
@@ -46,15 +46,26 @@ class TorchRunner(Runner):
         self.cuda_graphs = cuda_graphs
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.eval().to(device=device, memory_format=self.memory_format)
-        self._mean = torch.tensor(config.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self._std = torch.tensor(config.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._graphs: dict[int, tuple] = {}  # bucket -> (graph, static uint8 input, static output)
+        self._norm_key = self._norm = None  # the normalisation tensors of `config`, made at call time
+
+    def _normalisation(self):
+        """(mean, std) tensors of the current `config` (overrides applied after __init__, like --mean/--std on a
+        checkpoint, take effect); remade, and the CUDA graphs that captured the old ones dropped, when it changes."""
+        key = (tuple(self.config.mean), tuple(self.config.std))
+        if key != self._norm_key:
+            torch = self.torch
+            self._norm = tuple(torch.tensor(v, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) for v in key)
+            self._norm_key = key
+            self._graphs.clear()
+        return self._norm
 
     def _forward(self, pixels):
         """uint8 (B, H, W, 3) tensor on the device -> float32 (B, D)."""
         torch = self.torch
         x = pixels.permute(0, 3, 1, 2).float()
-        x = ((x - self._mean) / self._std).contiguous(memory_format=self.memory_format)
+        mean, std = self._norm
+        x = ((x - mean) / std).contiguous(memory_format=self.memory_format)
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
             out = self.net(x)
         out = out[0] if isinstance(out, (tuple, list)) else out
@@ -83,6 +94,7 @@ class TorchRunner(Runner):
     def _embed_tensor(self, images):
         """uint8 (B, H, W, 3) torch tensor -> float32 (B, D) on self.device, in max_batch chunks."""
         torch = self.torch
+        self._normalisation()  # outside any graph capture
         outs = []
         for start in range(0, len(images), self.max_batch):
             chunk = images[start : start + self.max_batch]
