@@ -1,9 +1,9 @@
 """PyTorch runner for the checkpoints `fiqa_trt.onnx_export` loads: the same `embed` interface as the ONNX runners.
 
 Owns: building the network from a checkpoint (`onnx_export.export.load_network`: same architectures, same strict
-loading), the model's normalisation (read from `config` at call time, so overrides set after loading apply), and on CUDA: FP16 autocast,
-channels-last memory format and optional CUDA graphs (one captured graph per power-of-two batch bucket, inputs
-padded to the bucket and copied into the graph's static input tensor).
+loading), the model's normalisation (read from `config` at call time, so overrides set after loading apply), and
+on CUDA: FP16 autocast, channels-last memory format and optional CUDA graphs (one captured graph per power-of-two
+batch bucket, inputs padded to the bucket and copied into the graph's static input tensor).
 
 On a CUDA device `embed` also takes CuPy arrays (the GPU pipeline's output) and returns CuPy arrays, through DLPack
 on the caller's CuPy stream. `load_runner` opens a checkpoint (.pth/.pt/.ckpt/.bin) with this runner.
