@@ -42,6 +42,11 @@ def test_options_are_checked(checkpoint):
     arch, path, _ = checkpoint
     with pytest.raises(FiqaError, match="fp16 autocast is for CUDA"):
         load_torch_runner(path, arch, device="cpu", fp16=True)
+    from fiqa_trt.engine.runners.torch_cuda import TorchRunner
+
+    runner = load_torch_runner(path, arch)
+    with pytest.raises(FiqaError, match="bf16 too"):
+        TorchRunner(runner.net, runner.config, device="cpu", bf16=True)
     with pytest.raises(FiqaError, match="CUDA graphs need"):
         load_torch_runner(path, arch, device="cpu", cuda_graphs=True)
     with pytest.raises(FiqaError, match="device must be"):
@@ -75,9 +80,14 @@ def test_cuda_fp16_graphs_match_cpu(checkpoint):
     arch, path, _ = checkpoint
     images = np.random.default_rng(1).integers(0, 256, (7, 112, 112, 3), dtype=np.uint8)
     want = load_torch_runner(path, arch, device="cpu").embed(images)
+    from fiqa_trt.engine.runners.torch_cuda import TorchRunner
+
     for graphs in (False, True):
-        got = load_torch_runner(path, arch, device="cuda:0", cuda_graphs=graphs).embed(images)
-        assert export.cosines(got, want).min() >= 0.999
+        runner = load_torch_runner(path, arch, device="cuda:0", cuda_graphs=graphs)
+        assert runner.precision == "fp16"
+        assert export.cosines(runner.embed(images), want).min() >= 0.999
+        bf16 = TorchRunner(runner.net, runner.config, device="cuda:0", bf16=True, cuda_graphs=graphs)
+        assert bf16.precision == "bf16" and export.cosines(bf16.embed(images), want).min() >= 0.99
 
 
 def _crops(n: int, seed: int) -> list[np.ndarray]:
@@ -135,4 +145,22 @@ def test_cuda_scorer_matches_cpu(checkpoint):
     assert gpu.device.is_cuda
     got = gpu.score_crops(crops)
     want = Scorer(load_runner(str(path), device="cpu"), spec, views=2, batch_size=8).score_crops(crops)
+    assert np.abs(got - want).max() < 5e-3 and spearman(got, want) >= 0.99
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="PyTorch sees no CUDA device")
+def test_cuda_scorer_on_lfw_jpegs_matches_cpu(checkpoint, lfw_files):
+    """The GPU path on JPEG files (4:2:0, decoded by nvJPEG with fancy upsampling) against the CPU path (libjpeg-turbo):
+    the crops test above feeds PNGs, which never reach nvJPEG."""
+    pytest.importorskip("nvidia.dali")
+    from fiqa_trt.engine.inputs import Item
+    from fiqa_trt.engine.precision import spearman
+    from fiqa_trt.engine.scorer import Scorer
+
+    arch, path, _ = checkpoint
+    items = [Item(str(p), p.name) for p in lfw_files[:48]]
+    spec = ["affine:rot=0.5,scale=1.01,flip=1"]
+    got = np.array([r.quality for r in Scorer(load_runner(str(path), device="cuda"), spec, batch_size=16).score(items)])
+    want = np.array([r.quality for r in Scorer(load_runner(str(path), device="cpu"), spec, batch_size=16).score(items)])
     assert np.abs(got - want).max() < 5e-3 and spearman(got, want) >= 0.99

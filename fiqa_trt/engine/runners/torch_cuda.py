@@ -27,7 +27,8 @@ class TorchRunner(Runner):
     name = "torch"
 
     def __init__(self, net, config: ModelConfig, device: str = "cpu", fp16: bool | None = None,
-                 channels_last: bool = True, cuda_graphs: bool = False, max_batch: int = 256):
+                 channels_last: bool = True, cuda_graphs: bool = False, max_batch: int = 256, bf16: bool = False):
+        """fp16 (default on CUDA) or bf16: autocast to that type on a CUDA device; neither: fp32."""
         from fiqa_trt.onnx_export.checkpoints import require_torch
 
         torch = self.torch = require_torch()
@@ -37,12 +38,15 @@ class TorchRunner(Runner):
             raise FiqaError(f"device {device}: PyTorch sees no CUDA device (torch {torch.__version__})")
         self.device, self.config, self.max_batch = device, config, max_batch
         cuda = device.startswith("cuda")
-        self.fp16 = cuda if fp16 is None else fp16
-        if self.fp16 and not cuda:
-            raise FiqaError("fp16 autocast is for CUDA devices; on the CPU use fp32")
+        self.fp16 = (cuda and not bf16) if fp16 is None else fp16
+        if self.fp16 and bf16:
+            raise FiqaError("choose fp16 or bf16, not both")
+        if (self.fp16 or bf16) and not cuda:
+            raise FiqaError("fp16 autocast is for CUDA devices (bf16 too); on the CPU use fp32")
+        self.autocast = torch.float16 if self.fp16 else (torch.bfloat16 if bf16 else None)
         if cuda_graphs and not cuda:
             raise FiqaError("CUDA graphs need a CUDA device")
-        self.precision = "fp16" if self.fp16 else "fp32"
+        self.precision = "fp16" if self.fp16 else ("bf16" if bf16 else "fp32")
         self.cuda_graphs = cuda_graphs
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = net.eval().to(device=device, memory_format=self.memory_format)
@@ -66,7 +70,7 @@ class TorchRunner(Runner):
         x = pixels.permute(0, 3, 1, 2).float()
         mean, std = self._norm
         x = ((x - mean) / std).contiguous(memory_format=self.memory_format)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.fp16):
+        with torch.autocast("cuda", dtype=self.autocast or torch.float16, enabled=self.autocast is not None):
             out = self.net(x)
         out = out[0] if isinstance(out, (tuple, list)) else out
         return out.float().reshape(len(out), -1)
