@@ -20,7 +20,7 @@ import numpy as np
 
 from fiqa_trt.engine.inputs import Item, check_encoded, check_item
 from fiqa_trt.engine.perturbations import View
-from fiqa_trt.engine.pipeline import PerturbPipeline, mixup_partner
+from fiqa_trt.engine.pipeline import PerturbPipeline, mixup_partners
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.weights.model_config import ModelConfig
 
@@ -51,10 +51,6 @@ def dali_message(exc: Exception) -> str:
         return "cannot decode image (corrupt or truncated file)"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "Critical error" not in ln]
     return "perturbation pipeline failed: " + (lines[-1] if lines else type(exc).__name__)[:200]
-
-
-def needs_partner(view: View) -> bool:
-    return view.spec.kind.needs_partner
 
 
 class BatchProducer:
@@ -100,15 +96,15 @@ class BatchProducer:
 
     def partners(self, items: list[Item], all_items: list[Item]) -> dict[int, list[Item]] | None:
         """Per mixup view, the partner item of each item (drawn over `all_items`; unreadable ones skipped)."""
-        mix = [v for v in self.views if needs_partner(v)]
+        mix = [v for v in self.views if v.spec.kind.needs_partner]
         if not mix:
             return None
         keys = [it.key for it in all_items]
         partners: dict[int, list[Item]] = {}
         for view in mix:
             chosen = []
-            for own in (it.index for it in items):
-                index = mixup_partner(own, keys, view, self.seed)
+            owns = [it.index for it in items]
+            for own, index in zip(owns, mixup_partners(owns, keys, view, self.seed).tolist()):  # one draw per batch
                 for _ in range(len(all_items)):  # a partner that cannot be read is replaced by the next item
                     candidate = check_item(Item(all_items[index].path, all_items[index].key, index=index))
                     if self.aligner is not None and candidate.error is None:

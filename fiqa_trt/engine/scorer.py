@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from fiqa_trt import kernels
-from fiqa_trt.engine.batching import PRODUCER_STAGES, Batch, BatchProducer, needs_partner, png, produce_in_thread
+from fiqa_trt.engine.batching import PRODUCER_STAGES, Batch, BatchProducer, png, produce_in_thread
 from fiqa_trt.engine.device import Device, array_module, parse_device
 from fiqa_trt.engine.inputs import Item
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, View, parse_spec, plan_views
@@ -179,7 +179,7 @@ class Scorer:
 
         `keys` seed the per-image view draws (default: the position in `crops`). Mixup needs a population of files
         and is refused here. The pipeline is built once per Scorer and reused."""
-        if any(needs_partner(v) for v in self.views):
+        if any(v.spec.kind.needs_partner for v in self.views):
             raise FiqaError("mixup perturbations need input files; score in-memory crops without mixup")
         if not crops:
             return np.zeros(0, np.float32)
