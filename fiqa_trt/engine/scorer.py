@@ -211,7 +211,7 @@ class Scorer:
         decoded or aligned is an error row, as in `score`. Runs in the calling thread, through the same producer
         (checks, alignment, the reused DALI pipeline), runner and kernel as `score`. Mixup needs a population of
         files and is refused here."""
-        if any(needs_partner(v) for v in self.views):
+        if any(v.spec.kind.needs_partner for v in self.views):
             raise FiqaError("mixup perturbations need input files; score in-memory images without mixup")
         results: list[Result] = []
         with closing(self.producer.batches(items, in_memory=True)) as batches:
