@@ -7,7 +7,7 @@
 `prepare` (CPU, no device time) writes `.devcheck/first/` (carried by the first call, under 64 MiB): 4,096 LFW
 JPEGs, the shared MobileFaceNet, the small wheels the device lacks, and `reference.npz`: seeded probe images, ONNX
 Runtime fp32 embeddings of MobileFaceNet on them, CPU fp32 embeddings of the random-weight iresnet50/100 (with a
-checksum of their weights, so the device knows it made the same ones), and CPU qualities of the first 512 images
+checksum of their weights, so the device knows it made the same ones), and CPU qualities of the first 256 images
 (host-made views, ONNX Runtime fp32; and through the DALI CPU Scorer) to compare the device's against.
 
 `run` sections (each skips with its reason; everything before a section's first GPU call runs anywhere):
@@ -23,7 +23,7 @@ checksum of their weights, so the device knows it made the same ones), and CPU q
           views' matrices from the engine's keyed draws), uploaded; then >= 10,240 images in steady state: slice ->
           runner (CuPy -> torch by DLPack) -> CUDA quality kernel -> qualities to the host, per batch. Host producer
           time (the engine's per-batch parameter draws) reported apart from GPU time; `nvidia-smi dmon` sampled
-          during the run; qualities of the first 512 images against the CPU reference (Spearman, max difference)
+          during the run; qualities of the first 256 images against the CPU reference (Spearman, max difference)
   dali    (later calls) DALI's CUDA / nvJPEG / nvImageCodec / NPP versions; the GPU pipeline, built once per kind and
           reused: images/s for decode alone and decode + each kind on the LFW JPEGs; GPU-vs-CPU pixel parity
   scorer  (later calls) fiqa_trt's Scorer on cuda:0 (DALI GPU -> DLPack -> PyTorch fp16 MobileFaceNet -> kernel),
