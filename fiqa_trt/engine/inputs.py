@@ -1,8 +1,12 @@
 """Input listing and per-item checks: what INPUT names, and which items can be scored.
 
-INPUT is a folder (recursive, sorted, hidden files skipped), a single image, or a text file listing image paths
-(one per line, relative to the list file's folder, `#` comments allowed). Every file a folder holds becomes an
-item, so that nothing the user gave is silently lost: a file that is not an image becomes an error row.
+INPUT is a folder (recursive, sorted, hidden files skipped; a symbolic link to a folder is followed, each real
+folder once, so a link to a parent neither repeats images nor loops), a single image, a list file (`.txt` or
+`.lst`: image paths one per line, relative to the list file's folder, `#` comments allowed), or a URI a pyarrow
+filesystem reads (names are percent-quoted in the item paths, so spaces and non-ASCII names work). Several INPUTs
+are listed one after the other. Every file a folder holds becomes an item, so that nothing the user gave is
+silently lost: a file that is not an image becomes an error row. `exclude` leaves out given files (the run's own
+output file when it lies inside its input folder).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from fiqa_trt.errors import FiqaError
 
 # Formats DALI's image decoder reads (PIL format names), checked from the file header before decoding.
 DECODABLE = {"JPEG", "PNG", "BMP", "TIFF", "JPEG2000", "WEBP", "PPM"}
+LIST_SUFFIXES = (".txt", ".lst")
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*", b"\x00\x00\x00\x0cjP", b"\xffO\xffQ",
           b"GIF8", b"P5", b"P6", b"P4", b"P2", b"P3")
 
@@ -44,58 +49,96 @@ def is_uri(path: str | os.PathLike) -> bool:
     return "://" in str(path)
 
 
+def _from_uri(uri: str):
+    """pyarrow's (filesystem, path) for a URI; a URI whose path holds spaces or non-ASCII characters unquoted is
+    quoted first."""
+    from urllib.parse import quote
+
+    from pyarrow import fs
+
+    try:
+        return fs.FileSystem.from_uri(uri)
+    except ValueError:  # ArrowInvalid: "Cannot parse URI"
+        scheme, _, rest = uri.partition("://")
+        return fs.FileSystem.from_uri(f"{scheme}://{quote(rest, safe='/:@%')}")
+
+
 def read_file(path: str) -> bytes:
     """The bytes of a local path, or of a URI any pyarrow filesystem reads (file://, s3://, gs://, hdfs://, ...)."""
     if is_uri(path):
-        from pyarrow import fs
-
-        filesystem, inner = fs.FileSystem.from_uri(path)
+        filesystem, inner = _from_uri(path)
         with filesystem.open_input_stream(inner) as f:
             return f.read()
     return Path(path).read_bytes()
 
 
 def _list_uri(source: str) -> list[Item]:
+    from urllib.parse import quote
+
     from pyarrow import fs
 
     try:
-        filesystem, inner = fs.FileSystem.from_uri(source)
+        filesystem, inner = _from_uri(source)
         info = filesystem.get_file_info(inner)
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for unknown schemes or missing credentials
         raise FiqaError(f"cannot open {source}: {exc}") from None
     prefix = source[: source.index("://") + 3]
     if info.type == fs.FileType.File:
-        return [Item(prefix + info.path, info.base_name, index=0)]
+        return [Item(prefix + quote(info.path, safe="/:@"), info.base_name, index=0)]
     if info.type != fs.FileType.Directory:
         raise FiqaError(f"input not found: {source}")
     root = info.path.rstrip("/")
     files = sorted((f for f in filesystem.get_file_info(fs.FileSelector(root, recursive=True))
                     if f.type == fs.FileType.File), key=lambda f: f.path)
     rel = [(f, f.path[len(root) + 1:]) for f in files]
-    items = [Item(prefix + f.path, r, index=i) for i, (f, r) in
+    items = [Item(prefix + quote(f.path, safe="/:@"), r, index=i) for i, (f, r) in
              enumerate((f, r) for f, r in rel if not any(part.startswith(".") for part in r.split("/")))]
     if not items:
         raise FiqaError(f"the folder {source} holds no files")
     return items
 
 
-def list_items(source: str | os.PathLike) -> list[Item]:
-    """List the items INPUT names, in a stable order (`index` = position). FiqaError when INPUT is unusable."""
-    if is_uri(source):
-        return _list_uri(str(source))
-    items = _list_local(source)
+def list_items(source: str | os.PathLike | list, exclude: list[str | os.PathLike] | None = None) -> list[Item]:
+    """List the items INPUT (or several INPUTs, one after the other) names, in a stable order (`index` =
+    position), without the local files in `exclude`. FiqaError when an INPUT is unusable."""
+    sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    if not sources:
+        raise FiqaError("no INPUT given")
+    skip = {os.path.realpath(p) for p in exclude or [] if p is not None and not is_uri(p)}
+    items = []
+    for one in sources:
+        listed = _list_uri(str(one)) if is_uri(one) else _list_local(one)
+        items += [it for it in listed if is_uri(it.path) or os.path.realpath(it.path) not in skip]
+    if not items:
+        raise FiqaError(f"{', '.join(map(str, sources))} holds no files to score")
     for i, item in enumerate(items):
         item.index = i
     return items
+
+
+def _walk(root: Path):
+    """os.walk following links to folders, each real folder once (a link to a parent would loop or repeat)."""
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            if os.path.realpath(os.path.join(dirpath, d)) not in seen:
+                keep.append(d)
+        dirnames[:] = keep
+        yield dirpath, sorted(filenames)
 
 
 def _list_local(source: str | os.PathLike) -> list[Item]:
     root = Path(source)
     if root.is_dir():
         items = []
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
+        for dirpath, filenames in _walk(root):
+            for name in filenames:
                 if not name.startswith("."):
                     full = Path(dirpath) / name
                     items.append(Item(str(full), full.relative_to(root).as_posix()))
@@ -108,8 +151,8 @@ def _list_local(source: str | os.PathLike) -> list[Item]:
         raise FiqaError(f"input is neither a folder nor a file: {root}")
     with root.open("rb") as f:
         head = f.read(16)
-    if _looks_like_image(head):
-        return [Item(str(root), root.name)]
+    if _looks_like_image(head) or root.suffix.lower() not in LIST_SUFFIXES:
+        return [Item(str(root), root.name)]  # not an image and not a list: an error row, as in a folder
     try:
         text = root.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -134,6 +177,9 @@ def check_item(item: Item) -> Item:
         return item
     except OSError as exc:
         item.error = f"cannot read file: {exc.strerror or exc}"
+        return item
+    except Exception as exc:  # noqa: BLE001 - pyarrow's ArrowInvalid for a URI it cannot parse: one bad item
+        item.error = f"cannot read file: {str(exc).splitlines()[0][:200]}"
         return item
     return check_encoded(item, raw)
 

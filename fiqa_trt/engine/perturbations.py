@@ -547,10 +547,14 @@ class View:
     index: int
     spec: Spec
     repeat: int
+    spec_number: int | None = None  # 1-based position of its spec among the specs, set when specs share a kind
 
     @property
     def label(self) -> str:
-        return f"{self.spec.kind.name}{self.repeat}" if not self.spec.deterministic else self.spec.kind.name
+        """A unique column label: the kind, the repeat for a random spec, and `_p<n>` (the n-th --perturb) when
+        several specs share the kind (`affine_p1`, `affine_p2`, `gaussian0_p3`)."""
+        label = f"{self.spec.kind.name}{self.repeat}" if not self.spec.deterministic else self.spec.kind.name
+        return label if self.spec_number is None else f"{label}_p{self.spec_number}"
 
     def arrays(self, words: np.ndarray, h: int, w: int) -> dict[str, np.ndarray | list]:
         """This view's per-image inputs for a batch whose images have these `image_words`."""
@@ -562,10 +566,12 @@ def plan_views(specs: list[Spec], views: int) -> list[View]:
         raise FiqaError("--views must be at least 1")
     if not specs:
         specs = [parse_spec(DEFAULT_SPEC)]
+    kinds = [spec.kind.name for spec in specs]
     plan: list[View] = []
-    for spec in specs:
+    for number, spec in enumerate(specs, 1):
+        shared = kinds.count(spec.kind.name) > 1
         for r in range(1 if spec.deterministic else views):
-            plan.append(View(len(plan), spec, r))
+            plan.append(View(len(plan), spec, r, number if shared else None))
     return plan
 
 
