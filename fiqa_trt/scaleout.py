@@ -13,6 +13,7 @@ resolving `auto` itself. Ray is the `ray` extra and only this module imports it.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ class _ScoreActor:
 
         self.scorer = open_scorer(settings)
         self.population = [Item(p, k, index=i) for i, (p, k) in enumerate(ray.get(population_ref))]
-        self.columns = sinks.columns(self.scorer.view_labels)
+        self.columns = sinks.columns(self.scorer.view_labels, faces=self.scorer.aligner is not None)
 
     def __call__(self, batch):
         from fiqa_trt.engine import sinks
@@ -52,16 +53,6 @@ class _ScoreActor:
                                                          batch["index"].to_pylist())]
         results = list(self.scorer.score(items, population=self.population))
         return sinks.arrow_table(results, self.columns)
-
-
-def done_paths(out_dir: Path) -> set[str]:
-    """Paths an earlier run already wrote to `out_dir` (its Parquet files), so that a re-run skips them."""
-    import pyarrow.dataset as pads
-
-    files = sorted(out_dir.glob("*.parquet")) if out_dir.is_dir() else []
-    if not files:
-        return set()
-    return set(pads.dataset([str(f) for f in files], format="parquet").to_table(columns=["path"])["path"].to_pylist())
 
 
 def ray_score(input: str, out_dir: str, settings: ScoringSettings, *, workers: int = 2, address: str | None = None,
@@ -74,22 +65,26 @@ def ray_score(input: str, out_dir: str, settings: ScoringSettings, *, workers: i
     out = Path(out_dir)
     if out.suffix and out.exists() and not out.is_dir():
         raise FiqaError(f"{out} exists and is not a folder: Ray writes a folder of Parquet files")
+    from fiqa_trt.engine import sinks
+
     items = list_items(input)
-    done = done_paths(out)
+    done = sinks.done_paths(out)  # the mechanism of `score --resume`: paths already in the output
     todo = [it for it in items if it.path not in done]
     summary = {"items": len(items), "already_done": len(items) - len(todo), "scored": 0, "failed": 0,
                "workers": workers, "seconds": 0.0, "out": str(out)}
     if not todo:
         return summary
+    quiet = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
+    logging.getLogger("ray").setLevel(logging.WARNING)  # start-up and Ray Data notices stay off the terminal
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker), include_dashboard=False,
-                     log_to_driver=False)
+            ray.init(num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker), include_dashboard=False, **quiet)
     actor_device, gpus = _actor_device(settings.device, ray.cluster_resources().get("GPU", 0), workers)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
     population = ray.put([(it.path, it.key) for it in items])
     dataset = ray.data.from_items([{"path": it.path, "key": it.key, "index": it.index} for it in todo])
     start = time.perf_counter()
@@ -125,7 +120,6 @@ def _actor_device(device: str, cluster_gpus: float, workers: int) -> tuple[str, 
 
 
 def _new_rows(out: Path, before: set[str]) -> list[str | None]:
-    import pyarrow.dataset as pads
+    from fiqa_trt.engine.sinks import item_path, read_rows
 
-    table = pads.dataset(str(out), format="parquet").to_table(columns=["path", "error"])
-    return [e for p, e in zip(table["path"].to_pylist(), table["error"].to_pylist()) if p not in before]
+    return [r["error"] for r in read_rows(out)[1] if item_path(r["path"]) not in before]

@@ -59,3 +59,34 @@ def non_image_model(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def _dynamic_conv_model(path: Path, tail: list, tail_output: str, output_shape: list, extra_inits=()) -> Path:
+    """Conv(3->8, stride 4) on a dynamic-batch (N, 3, 112, 112) input, followed by the `tail` nodes."""
+    rng = np.random.default_rng(3)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.2, "w1")
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["c1"], strides=[4, 4], pads=[1, 1, 1, 1]), *tail]
+    graph = helper.make_graph(nodes, "odd_output",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 112, 112])],
+                              [helper.make_tensor_value_info(tail_output, TensorProto.FLOAT, output_shape)],
+                              [w1, *extra_inits])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def scalar_output_model(path: Path) -> Path:
+    """One number per image, (N,): not an embedding (every cosine would be +-1, every quality 1.0)."""
+    return _dynamic_conv_model(path, [helper.make_node("ReduceMean", ["c1"], ["output"], axes=[1, 2, 3], keepdims=0)],
+                               "output", ["N"])
+
+
+def batch_mixing_model(path: Path) -> Path:
+    """(N, D) embeddings minus their mean over the batch: each image's embedding depends on its batch."""
+    return _dynamic_conv_model(path, [
+        helper.make_node("Flatten", ["c1"], ["flat"], axis=1),
+        helper.make_node("ReduceMean", ["flat"], ["batch_mean"], axes=[0], keepdims=1),
+        helper.make_node("Sub", ["flat", "batch_mean"], ["output"]),
+    ], "output", ["N", 8 * 28 * 28])

@@ -16,18 +16,41 @@ from fiqa_trt.errors import FiqaError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Face image quality by embedding stability: perturb, embed, compare.")
 
+
+
+def _version(value: bool) -> None:
+    if value:
+        from fiqa_trt import __version__
+
+        print(f"fiqa-trt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+    """Face image quality by embedding stability: perturb, embed, compare."""
+
+
 for command in (score, bench, perturbations, eval, export, weights, gate, build, serve):
     command.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the command line (`argv`: the arguments, default sys.argv[1:]); a user mistake (FiqaError) is one line on
-    standard error and exit code 2, never a traceback."""
+    standard error and exit code 2 (1 where the error says nothing could be done), never a traceback. Run as the
+    real process (argv None), native libraries' raw log lines are kept off the terminal unless -v."""
+    import sys
+
+    from fiqa_trt.cli.console import filter_native_stderr
+
+    if argv is None and not {"-v", "--verbose"} & set(sys.argv[1:]):
+        filter_native_stderr()
     try:
         app(args=argv)
-    except FiqaError as exc:
+    except FiqaError as exc:  # exit 2 for a usage mistake, 1 where the error says nothing could be done
         err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise SystemExit(2)
+        raise SystemExit(getattr(exc, "exit_code", 2))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from fiqa_trt.cli.console import err, setup_logging
 
 
 def bench(
-    model: str = typer.Option(..., "--model", "-m", help="ONNX face-recognition model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: dlib's "
+                                        "ResNet, as for `fiqa-trt score`)."),
     data: str = typer.Option(..., "--data", "-d", help="Images to score (a folder, an image or a list file)."),
     images: int = typer.Option(512, help="Images per measurement."),
     backend: Optional[list[str]] = typer.Option(None, help="Backend(s) to measure (default: all installed)."),
@@ -34,7 +35,10 @@ def bench(
 
     setup_logging(False)
     logging.getLogger("fiqa_trt").setLevel(logging.WARNING)
-    report = run_benchmark(model, data, images=images, backends=backend, precisions=precision, views=tuple(views),
+    from fiqa_trt.engine.models import model_or_default
+
+    report = run_benchmark(model_or_default(model), data, images=images, backends=backend, precisions=precision,
+                           views=tuple(views),
                            batch_sizes=tuple(batch_size), ranking_images=ranking_images, device=device,
                            progress=lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
     where = report["machine"].get("gpu") or f"{report['machine']['cpu']} ({report['machine']['cores']} cores)"

@@ -20,9 +20,117 @@ class RateColumn(ProgressColumn):
 
 
 def setup_logging(verbose: bool) -> None:
-    """Route the `fiqa_trt` logger to the console: INFO by default, DEBUG with -v."""
+    """Route the `fiqa_trt` logger to the console: INFO by default, DEBUG with -v; native libraries' raw log
+    lines only with -v."""
+    quiet_native_logs(verbose)
     handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
     logger = logging.getLogger("fiqa_trt")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
+
+
+def quiet_native_logs(verbose: bool) -> None:
+    """Keep the raw log lines of OpenCV and DALI's C++ code (`[ WARN:0@...]`, decoder notices) off the terminal
+    unless -v: set before those libraries load (their environment variables) and, for OpenCV, at run time too."""
+    import os
+    import sys
+
+    level = "INFO" if verbose else "ERROR"
+    os.environ["OPENCV_LOG_LEVEL"] = level
+    os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "32" if verbose else "-8"  # AV_LOG_INFO / AV_LOG_QUIET
+    os.environ["DALI_LOG_LEVEL"] = "2" if verbose else "4"  # DALI: 2 info, 3 warning, 4 error
+    if "cv2" in sys.modules:
+        logs = sys.modules["cv2"].utils.logging
+        logs.setLogLevel(logs.LOG_LEVEL_INFO if verbose else logs.LOG_LEVEL_ERROR)
+
+
+# Raw log lines that native libraries print on the process's standard error themselves (not through Python):
+# nvImageCodec inside DALI ("\x1b[0;31m[ERROR] \x1b[0m[png_parser] ..."), OpenCV ("[ WARN:0@1.2] global ..."),
+# OpenCV's AVI parser ("Unexpected element. Expected: LIST ...").
+NATIVE_LOG_LINE = r"^(\x1b\[[0-9;]*m)?\[ ?(ERROR|WARN|WARNING|INFO|DEBUG)[\]:]|^Unexpected element\."
+
+
+def filter_native_stderr() -> None:
+    """Keep native libraries' raw log lines (NATIVE_LOG_LINE) off the terminal: the process's file descriptor 2
+    becomes a pipe read by a thread that drops those lines and passes every other line on, while Python's own
+    `sys.stderr` (rich's console, tracebacks) writes to the terminal directly. For the real process only (main);
+    with -v it is not called."""
+    import os
+    import re
+    import sys
+    import threading
+
+    try:
+        sys.stderr.flush()
+        terminal = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except OSError:
+        return
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                           errors="backslashreplace")
+    pattern = re.compile(NATIVE_LOG_LINE)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not pattern.match(line.decode("utf-8", "replace")):
+                    os.write(terminal, line)
+
+    threading.Thread(target=forward, name="native-stderr", daemon=True).start()
+
+
+class Interrupts:
+    """SIGINT and SIGTERM both end a run as Ctrl-C does (KeyboardInterrupt in the main thread), never inside a
+    `shielded()` block (writing a batch of rows): a signal there takes effect when the block ends.
+    `exit_code` is 130 after SIGINT, 143 after SIGTERM."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._shielded = 0
+        self._pending = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+        if self._shielded:
+            self._pending = True
+            return
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "Interrupts":
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def exit_code(self) -> int:
+        import signal
+
+        return 128 + int(self.received if self.received is not None else signal.SIGINT)
+
+    def shielded(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def block():
+            self._shielded += 1
+            try:
+                yield
+            finally:
+                self._shielded -= 1
+                if not self._shielded and self._pending:
+                    self._pending = False
+                    raise KeyboardInterrupt
+
+        return block()

@@ -24,7 +24,8 @@ from fiqa_trt.errors import FiqaError
 def eval_command(
     images: str = typer.Argument(..., help="Image root: the folder the pair file's paths are relative to "
                                  "(identity folders for --generate)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: dlib's "
+                                        "ResNet, as for `fiqa-trt score`)."),
     pairs: Optional[str] = typer.Option(None, "--pairs", help="Pair file: the shared 'a,b,1|-1' format, LFW/XQLFW "
                                         "pairs.txt, or CPLFW/CALFW pair files."),
     protocol: str = typer.Option("auto", help="Pair-file format: auto, shared, lfw, xqlfw, cplfw, calfw."),
@@ -186,10 +187,26 @@ def viz_command(
         q = np.array([scores[n] for n in names], dtype=float)
         out = Path(out_dir or src.parent)
         paths = [n if Path(n).is_absolute() else str(root / n) for n in names]
+        boxes = _face_boxes(src, names)
         written = plots.plot_histograms({src.stem: q}, out / f"{src.stem}_hist")
-        written += plots.plot_face_grid(paths, q, out / f"{src.stem}_faces", faces, cols, select,
+        written += plots.plot_face_grid(paths, q, out / f"{src.stem}_faces", faces, cols, select, boxes=boxes,
                                         title=f"{src.stem}: {faces} faces by quality ({select}), lowest first")
     err.print("written: " + ", ".join(str(p) for p in written))
+
+
+def _face_boxes(src: Path, names: list[str]) -> list | None:
+    """The face boxes of an aligned run's rows (`fiqa-trt score --align` output), in the order of `names`."""
+    from fiqa_trt.engine import sinks
+
+    if src.suffix.lower() not in sinks.FORMATS:
+        return None
+    header, rows = sinks.read_rows(src)
+    if "box_left" not in header:
+        return None
+    keys = ("box_left", "box_top", "box_right", "box_bottom")
+    found = {r["path"]: (None if any(r.get(k) in (None, "") for k in keys) else tuple(int(float(r[k])) for k in keys))
+             for r in rows}
+    return [found.get(n) for n in names]
 
 
 def register(app: typer.Typer) -> None:

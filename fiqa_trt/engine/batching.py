@@ -18,6 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
+from fiqa_trt.engine.align import looks_like_face_crop
 from fiqa_trt.engine.inputs import Item, check_encoded, check_item
 from fiqa_trt.engine.perturbations import View
 from fiqa_trt.engine.pipeline import PerturbPipeline, mixup_partners
@@ -148,6 +149,8 @@ class BatchProducer:
             log.warning("%s is %dx%d, not %dx%d: images are resized to the model's input size (scores assume "
                         "aligned face crops)", it.path, it.size[1], it.size[0], w, h)
             self._warned_resize = True
+        for it in resized if self.aligner is None else []:  # a full photo given as if it were a face crop?
+            it.photo_like = not looks_like_face_crop(it.data, (h, w))
         return len(resized)
 
     def batches(self, all_items: list[Item], population: list[Item] | None = None,

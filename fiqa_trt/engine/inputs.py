@@ -39,6 +39,7 @@ class Item:
     index: int = -1  # position in the input list (set by the scorer; several faces of one photo share it)
     det_score: float | None = None  # aligned runs: the detector's score of this face
     box: tuple[int, int, int, int] | None = None  # aligned runs: the face's box in the photo (left, top, right, bottom)
+    photo_like: bool = False  # resized, not aligned, and no face where the template puts one
 
 
 def _looks_like_image(head: bytes) -> bool:

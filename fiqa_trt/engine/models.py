@@ -76,7 +76,8 @@ def open_scorer(settings: ScoringSettings, runner=None):
     if settings.align or settings.all_faces:
         from fiqa_trt.engine.align import FaceAligner
 
-        aligner = FaceAligner(detector=settings.detector, all_faces=settings.all_faces)
+        aligner = FaceAligner(detector=settings.detector, all_faces=settings.all_faces,
+                              min_score=settings.min_face_score)
     return Scorer(runner if runner is not None else open_model(settings), list(settings.perturb) or None,
                   views=settings.views, agg=settings.agg, seed=settings.seed, batch_size=settings.batch_size,
                   threads=settings.threads, aligner=aligner)

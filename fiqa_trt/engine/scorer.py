@@ -73,6 +73,7 @@ class Scorer:
         self.specs = [parse_spec(s) for s in (perturb or [DEFAULT_SPEC])]
         self.views: list[View] = plan_views(self.specs, views)
         self.resized = 0  # items that were not at the model's input size, over the last `score` / `embed` call
+        self.not_crops = 0  # of those, scored without an aligner with no face where the template puts one
         self.timings = dict.fromkeys(STAGES, 0.0)  # seconds per stage, summed over the last `score` / `embed` call
         kind, index = parse_device(getattr(runner, "device", "cpu"))
         self.device = Device("cuda", index or 0) if kind == "cuda" else Device()
@@ -144,7 +145,7 @@ class Scorer:
     def _embedded(self, items: list[Item], progress: Callable[[int], None] | None,
                   population: list[Item] | None) -> Iterator[Embedded]:
         """`embed`, with the embeddings left where the runner put them (CuPy on the GPU path)."""
-        self.timings, self.resized = dict.fromkeys(STAGES, 0.0), 0
+        self.timings, self.resized, self.not_crops = dict.fromkeys(STAGES, 0.0), 0, 0
         produced = self.producer.batches(items, population, feed_stream=self._feed_stream)
         # the pipeline's output is ordered on the feed stream (GPU); the worker builds the pipeline on first use
         with closing(produce_in_thread(produced, self._on_device(self._feed_stream))) as batches:
@@ -240,4 +241,5 @@ class Scorer:
                 yield Result(it.path, float("nan"), nan, "the model returned a zero or non-finite embedding",
                              it.det_score, it.box)
             else:
+                self.not_crops += it.photo_like
                 yield Result(it.path, float(q[j]), cos[j], None, it.det_score, it.box)

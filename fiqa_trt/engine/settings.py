@@ -29,6 +29,7 @@ class ScoringSettings:
     align: bool = False  # detect and align photos before scoring
     all_faces: bool = False  # with align: every face, not only the largest
     detector: str = "hog"
+    min_face_score: float | None = None  # with align: weaker detections are not faces (None: the detector's default)
     extra: dict = field(default_factory=dict, compare=False)  # options a caller passes through untouched
 
     def __post_init__(self):

@@ -38,24 +38,36 @@ class OutputError(FiqaError):
     exit_code = 1
 
 
-def columns(view_labels: list[str]) -> list[str]:
-    return ["path", "quality"] + [f"cos_{label}" for label in view_labels] + ["error"]
+FACE_COLUMNS = ["det_score", "box_left", "box_top", "box_right", "box_bottom"]  # runs that align photos
 
 
-def _num(x: float) -> float | None:
-    return None if math.isnan(x) else float(x)
+def columns(view_labels: list[str], faces: bool = False) -> list[str]:
+    """path, quality, cos_<view> ..., (aligned runs: det_score and the face box in the photo), error."""
+    return ["path", "quality"] + [f"cos_{label}" for label in view_labels] + (FACE_COLUMNS if faces else []) + ["error"]
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def _values(result: Result, cols: list[str]) -> list:
+    values = [result.path, _num(result.quality), *map(_num, result.cosines.tolist())]
+    if FACE_COLUMNS[0] in cols:
+        box = result.box if result.box is not None else (None,) * 4
+        values += [_num(result.det_score), *(None if v is None else int(v) for v in box)]
+    return values + [result.error]
 
 
 def row(result: Result, cols: list[str]) -> dict:
     """One result as a row of `columns(...)`: NaN becomes None (null / empty)."""
-    return dict(zip(cols, [result.path, _num(result.quality), *map(_num, result.cosines.tolist()), result.error]))
+    return dict(zip(cols, _values(result, cols)))
 
 
 def _schema(cols: list[str], metadata: dict | None = None):
     import pyarrow as pa
 
-    return pa.schema([("path", pa.string())] + [(c, pa.float32()) for c in cols[1:-1]] + [("error", pa.string())],
-                     metadata={"fiqa_trt": json.dumps(metadata or {})})
+    kinds = {"path": pa.string(), "error": pa.string(), **{c: pa.int32() for c in FACE_COLUMNS[1:]}}
+    return pa.schema([(c, kinds.get(c, pa.float32())) for c in cols], metadata={"fiqa_trt": json.dumps(metadata or {})})
 
 
 def arrow_table(results: list[Result], cols: list[str], metadata: dict | None = None):
@@ -142,11 +154,18 @@ def done_paths(out: str | os.PathLike) -> set[str]:
     return {item_path(r["path"]) for r in rows}
 
 
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.7f}" if isinstance(value, float) else str(value)
+
+
 class Sink:
     """Writes result rows to `out` (None: CSV on standard output); see the module docstring."""
 
-    def __init__(self, out: str | None, view_labels: list[str], metadata: dict | None = None, resume: bool = False):
-        self.columns = columns(view_labels)
+    def __init__(self, out: str | None, view_labels: list[str], metadata: dict | None = None, resume: bool = False,
+                 faces: bool = False):
+        self.columns = columns(view_labels, faces)
         if len(set(self.columns)) != len(self.columns):
             raise FiqaError(f"two output columns have the same name: {', '.join(self.columns)}")
         self.metadata = metadata or {}
@@ -213,7 +232,9 @@ class Sink:
 
             def value(r, c):
                 v = r.get(c)
-                return None if v in (None, "") else v if c in ("path", "error") else float(v)
+                if v in (None, ""):
+                    return None
+                return v if c in ("path", "error") else int(v) if c in FACE_COLUMNS[1:] else float(v)
 
             self._writer.write_table(pa.Table.from_pylist(
                 [{c: value(r, c) for c in self.columns} for r in rows], schema=self._writer.schema))
@@ -225,8 +246,7 @@ class Sink:
         try:
             if self.format == "csv":
                 for r in results:
-                    cells = [r.path, *("" if math.isnan(x) else f"{x:.7f}" for x in [r.quality, *r.cosines.tolist()])]
-                    self._csv.writerow(cells + [r.error or ""])
+                    self._csv.writerow([_cell(v) for v in _values(r, self.columns)])
             elif self.format == "jsonl":
                 for r in results:
                     self._file.write(json.dumps(row(r, self.columns)) + "\n")

@@ -124,11 +124,29 @@ def pick_faces(quality: np.ndarray, count: int, select: str = "spread") -> np.nd
     raise FiqaError(f"unknown selection '{select}'; use spread, lowest or highest")
 
 
-def plot_face_grid(paths: list[str], quality: np.ndarray, stem: str | os.PathLike, count: int = 16, cols: int = 8,
-                   select: str = "spread", thumb: int = 80, title: str | None = None, formats=FORMATS) -> list[Path]:
-    """Thumbnails sorted by quality (lowest first), the quality printed on each, as one mosaic image."""
+def _tile(path: str, box, thumb: int) -> np.ndarray:
+    """One thumbnail: the image, or for a face row of an aligned run (`photo.jpg#face1` with its box in the photo)
+    the face cut from the photo with a margin of a quarter of the box on each side."""
+    import re
+
     from PIL import Image
 
+    photo = re.sub(r"#face\d+$", "", path)
+    with Image.open(photo) as im:
+        im = im.convert("RGB")
+        if box is not None:
+            left, top, right, bottom = box
+            side = max(right - left, bottom - top) * 1.5
+            cx, cy = (left + right) / 2, (top + bottom) / 2
+            im = im.crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)))
+        return np.asarray(im.resize((thumb, thumb), Image.BILINEAR))
+
+
+def plot_face_grid(paths: list[str], quality: np.ndarray, stem: str | os.PathLike, count: int = 16, cols: int = 8,
+                   select: str = "spread", thumb: int = 80, title: str | None = None, formats=FORMATS,
+                   boxes: list | None = None) -> list[Path]:
+    """Thumbnails sorted by quality (lowest first), the quality printed on each, as one mosaic image. `boxes`:
+    per path, the face box of an aligned run's row (None: the whole image)."""
     plt = _pyplot()
     chosen = pick_faces(quality, count, select)
     if len(chosen) == 0:
@@ -138,8 +156,7 @@ def plot_face_grid(paths: list[str], quality: np.ndarray, stem: str | os.PathLik
     mosaic = np.full((rows * thumb, cols * thumb, 3), 255, np.uint8)
     for n, i in enumerate(chosen):
         try:
-            with Image.open(paths[i]) as im:
-                tile = np.asarray(im.convert("RGB").resize((thumb, thumb), Image.BILINEAR))
+            tile = _tile(paths[i], boxes[i] if boxes is not None else None, thumb)
         except (OSError, ValueError) as exc:
             raise FiqaError(f"cannot read {paths[i]} for the face grid ({exc})") from None
         r, c = divmod(n, cols)

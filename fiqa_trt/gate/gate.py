@@ -80,14 +80,22 @@ class JsonlWriter:
         if target == "-":
             self._file, self._own = sys.stdout, False
         elif isinstance(target, (str, Path)):
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            self._file, self._own = open(target, "w"), True
+            try:
+                if Path(target).is_dir():
+                    raise IsADirectoryError(21, "it is a folder")
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+                self._file, self._own = open(target, "w"), True
+            except OSError as exc:
+                raise FiqaError(f"cannot write the events to {target}: {exc.strerror or exc}") from None
         else:
             self._file, self._own = target, False
 
     def __call__(self, event: dict) -> None:
-        self._file.write(json.dumps(event) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(event) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise FiqaError(f"cannot write the events: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         if self._own:
@@ -122,6 +130,11 @@ class Gate:
             raise FiqaError("--batch-frames must be at least 1")
         if max_missed < 0 or not 0 < min_iou <= 1:
             raise FiqaError("--max-missed must be >= 0 and --min-iou in (0, 1]")
+        low, high = (0.0, 100.0) if scale == "calibrated" else (-1.0, 1.0)
+        if not low <= threshold <= high:
+            raise FiqaError(f"--threshold {threshold:g} is outside the {scale} scale [{low:g}, {high:g}]"
+                            + (" (a 0-100 threshold needs --scale calibrated)" if scale == "raw" else
+                               " (a cosine threshold needs --scale raw)"))
         if detector is None:
             from fiqa_trt.engine.align import FaceAligner
 
@@ -131,6 +144,11 @@ class Gate:
         self.min_iou, self.max_missed = min_iou, max_missed
         self.events_target, self.on_event = events, on_event
         self.best_dir = Path(best_dir) if best_dir is not None else None
+        if self.best_dir is not None:
+            try:
+                self.best_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise FiqaError(f"cannot create --best-dir {self.best_dir}: {exc.strerror or exc}") from None
         self.video_out = Path(video_out) if video_out is not None else None
 
     # ---- scores and decisions ----
@@ -298,7 +316,12 @@ class _RunState:
             import cv2
 
             path = str(self.gate.best_dir / f"track{tid:05d}_frame{best.frame:06d}.png")
-            cv2.imwrite(path, np.ascontiguousarray(best.crop[..., ::-1]))
+            try:
+                written = cv2.imwrite(path, np.ascontiguousarray(best.crop[..., ::-1]))
+            except cv2.error:
+                written = False
+            if not written:
+                raise FiqaError(f"cannot write the best shot {path}")
         self.emit({"event": "track_end", "time": round(time.time(), 3), "track": tid, "faces": best.faces,
                    "best_frame": best.frame, "best_box": [int(v) for v in best.box],
                    "best_quality": _round(best.quality), "best_score": _round(self.gate.score_of(best.quality)),

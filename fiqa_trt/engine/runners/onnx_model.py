@@ -69,7 +69,40 @@ def open_onnx_model(path: str | os.PathLike, **overrides) -> OnnxModel:
                         f"{fr.input_dims}")
 
     proto, batch_limit = _dynamic_batch(model, path, config)
+    _check_outputs(proto, batch_limit, path, config)
     return OnnxModel(path, digest, proto, config, batch_limit)
+
+
+def _check_outputs(proto, batch_limit: int | None, path: Path, config: ModelConfig) -> None:
+    """FiqaError unless the model gives one embedding of at least 2 values per image, (N, D), and an image's
+    embedding does not depend on the other images of its batch (checked with ONNX Runtime on random images: a
+    batch against each image alone, or, for a fixed batch, against the same batch in reverse order)."""
+    h, w = config.input_size
+    shape = (3, h, w) if config.layout == "NCHW" else (h, w, 3)
+    n = batch_limit or 3
+    x = np.random.default_rng(1).standard_normal((n, *shape)).astype(np.float32)
+    try:
+        session = _ort_session(proto)
+        name = session.get_inputs()[0].name
+        batched = np.asarray(session.run(None, {name: x})[0], np.float64)
+    except Exception as exc:
+        raise FiqaError(f"ONNX Runtime cannot run {path.name}: {str(exc).splitlines()[0][:300]}") from None
+    if batched.ndim < 2 or batched.shape[0] != n or batched[0].size < 2:
+        raise FiqaError(f"{path.name}: its output for a batch of {n} images has the shape {batched.shape}; a face-"
+                        f"recognition model gives one embedding per image, (N, D) with D >= 2")
+    if n == 1:
+        return
+    if batch_limit is None:
+        alone = np.concatenate([np.asarray(session.run(None, {name: x[i : i + 1]})[0], np.float64) for i in range(n)])
+    else:
+        alone = np.asarray(session.run(None, {name: x[::-1].copy()})[0], np.float64)[::-1]
+    batched, alone = batched.reshape(n, -1), alone.reshape(n, -1)
+    scale = max(float(np.abs(alone).max()), float(np.abs(batched).max()), 1e-12)
+    worst = float(np.abs(batched - alone).max()) / scale
+    if worst > 1e-3:
+        raise FiqaError(f"{path.name}: an image's embedding changes with the other images of its batch (largest "
+                        f"change {worst:.2g} of the largest value): the model mixes the batch (a mean or a "
+                        "normalisation over it?), so its scores would depend on --batch-size")
 
 
 def _dynamic_batch(model, path: Path, config: ModelConfig):
