@@ -6,6 +6,15 @@ from __future__ import annotations
 class FiqaError(Exception):
     """A user-facing error (bad option, missing model, unusable input). Never a bug in fiqa-trt."""
 
+    exit_code = 2  # the CLI's exit status: a usage mistake
+
+
+class NothingDone(FiqaError):
+    """The run could not do its job although it was asked correctly (no frame of a video readable, the output
+    disk full): the CLI exits with 1, as when no image could be scored."""
+
+    exit_code = 1
+
 
 class MissingDependency(FiqaError):
     """A dependency is not installed; the message says what to install (the extra, for optional ones)."""

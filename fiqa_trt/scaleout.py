@@ -74,13 +74,13 @@ def ray_score(input: str, out_dir: str, settings: ScoringSettings, *, workers: i
                "workers": workers, "seconds": 0.0, "out": str(out)}
     if not todo:
         return summary
-    quiet = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
-    logging.getLogger("ray").setLevel(logging.WARNING)  # start-up and Ray Data notices stay off the terminal
+    quiet = dict(log_to_driver=False, logging_level=logging.ERROR)  # start-up notices stay off the terminal
     if not ray.is_initialized():
         if address:
             ray.init(address=address, **quiet)
         else:
             ray.init(num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker), include_dashboard=False, **quiet)
+    _quiet_ray_loggers()
     actor_device, gpus = _actor_device(settings.device, ray.cluster_resources().get("GPU", 0), workers)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
@@ -101,6 +101,14 @@ def ray_score(input: str, out_dir: str, settings: ScoringSettings, *, workers: i
     summary["scored"] = sum(1 for e in errors if e is None)
     summary["failed"] = sum(1 for e in errors if e is not None)
     return summary
+
+
+def _quiet_ray_loggers() -> None:
+    """Ray and Ray Data log their progress and notices (execution plans, deprecations) on the terminal at INFO and
+    WARNING through loggers they configure themselves: only errors are shown."""
+    for name in list(logging.root.manager.loggerDict):
+        if name == "ray" or name.startswith("ray."):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _actor_device(device: str, cluster_gpus: float, workers: int) -> tuple[str, int]:

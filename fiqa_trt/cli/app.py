@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv)
     except FiqaError as exc:  # exit 2 for a usage mistake, 1 where the error says nothing could be done
         err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise SystemExit(getattr(exc, "exit_code", 2))
+        raise SystemExit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ def quiet_native_logs(verbose: bool) -> None:
 # Raw log lines that native libraries print on the process's standard error themselves (not through Python):
 # nvImageCodec inside DALI ("\x1b[0;31m[ERROR] \x1b[0m[png_parser] ..."), OpenCV ("[ WARN:0@1.2] global ..."),
 # OpenCV's AVI parser ("Unexpected element. Expected: LIST ...").
-NATIVE_LOG_LINE = r"^(\x1b\[[0-9;]*m)?\[ ?(ERROR|WARN|WARNING|INFO|DEBUG)[\]:]|^Unexpected element\."
+# Ray's C++ core worker ("[2026-12-01 22:07:15,388 E 5425 5425] core_worker.cc:2465: ...").
+NATIVE_LOG_LINE = (r"^(\x1b\[[0-9;]*m)?\[ ?(ERROR|WARN|WARNING|INFO|DEBUG)[\]:]|^Unexpected element\."
+                   r"|^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [EWI] \d+ \d+\]")
 
 
 def filter_native_stderr() -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from fiqa_trt.engine.scorer import Result
-from fiqa_trt.errors import FiqaError, MissingDependency
+from fiqa_trt.errors import FiqaError, MissingDependency, NothingDone
 
 log = logging.getLogger("fiqa_trt")
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -32,10 +32,8 @@ PARTIAL = ".partial"
 _FACE_SUFFIX = re.compile(r"#face\d+$")
 
 
-class OutputError(FiqaError):
+class OutputError(NothingDone):
     """Writing the output failed after scoring had started (disk full, device error): exit 1, not a usage error."""
-
-    exit_code = 1
 
 
 FACE_COLUMNS = ["det_score", "box_left", "box_top", "box_right", "box_bottom"]  # runs that align photos

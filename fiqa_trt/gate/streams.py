@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from fiqa_trt.files import IMAGE_SUFFIXES
-from fiqa_trt.errors import FiqaError
+from fiqa_trt.errors import FiqaError, NothingDone
 
 log = logging.getLogger("fiqa_trt")
 DROP_POLICIES = ("oldest", "none")
@@ -116,6 +116,8 @@ class CaptureSource:
         self.stats = SourceStats()
         self._cap = self._open(self._target)
         if not self._cap.isOpened():
+            if self.kind == "file":  # it exists (kind_of): not a video OpenCV can read, no frame to process
+                raise NothingDone(f"no frame could be read from {source}: OpenCV cannot open it as a video")
             raise FiqaError(f"cannot open {source}")
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0) or 25.0
         self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
