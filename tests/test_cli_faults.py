@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.onnx_models import batch_mixing_model, scalar_output_model
@@ -112,6 +110,7 @@ def test_aligned_rows_carry_the_detector_score_and_box_and_viz_draws_them(tmp_pa
                                                                  "coffee.jpg"]
     assert float(everything[1]["det_score"]) < 0.2  # the mission patch
     proc = fiqa("score", PHOTOS, "-m", random_model, "-q", "--all-faces", "-o", out)  # default minimum score
+    assert proc.returncode == 0, proc.stderr
     got = read_csv(out)
     assert [r["path"].rsplit("/", 1)[1] for r in got] == ["astronaut.jpg#face0", "coffee.jpg"]
     face = got[0]
@@ -230,3 +229,14 @@ def test_gate_on_an_unreadable_video_exits_1(tmp_path, random_model):
     (frames / "0001.png").write_bytes(b"\x89PNG broken")
     proc = fiqa("gate", frames, "-m", random_model, "--scale", "raw")
     assert proc.returncode == 1 and "no frame could be read" in proc.stderr, proc.stderr
+
+
+def test_ray_keeps_its_start_up_noise_off_the_terminal_and_skips_done_paths(tmp_path, random_model):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray-out"
+    first = fiqa("score", FACES, "-m", random_model, "--ray", "--workers", "1", "-o", out)
+    assert first.returncode == 0, first.stderr
+    for noise in ("INFO", "WARNING", "core_worker", "Token authentication", "Running Dataset", "Execution plan"):
+        assert noise not in first.stderr, first.stderr
+    again = fiqa("score", FACES, "-m", random_model, "--ray", "--workers", "1", "-o", out)
+    assert again.returncode == 0 and "already done 6" in " ".join(again.stderr.split()), again.stderr

@@ -31,15 +31,15 @@ def setup_logging(verbose: bool) -> None:
 
 
 def quiet_native_logs(verbose: bool) -> None:
-    """Keep the raw log lines of OpenCV and DALI's C++ code (`[ WARN:0@...]`, decoder notices) off the terminal
-    unless -v: set before those libraries load (their environment variables) and, for OpenCV, at run time too."""
+    """OpenCV's own log level (`[ WARN:0@...]` lines, FFmpeg's messages): errors only unless -v, set before it
+    loads (its environment variables) and at run time. DALI's nvImageCodec has no such setting: its lines are
+    dropped by `filter_native_stderr`."""
     import os
     import sys
 
     level = "INFO" if verbose else "ERROR"
     os.environ["OPENCV_LOG_LEVEL"] = level
     os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "32" if verbose else "-8"  # AV_LOG_INFO / AV_LOG_QUIET
-    os.environ["DALI_LOG_LEVEL"] = "2" if verbose else "4"  # DALI: 2 info, 3 warning, 4 error
     if "cv2" in sys.modules:
         logs = sys.modules["cv2"].utils.logging
         logs.setLogLevel(logs.LOG_LEVEL_INFO if verbose else logs.LOG_LEVEL_ERROR)

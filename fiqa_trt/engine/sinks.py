@@ -21,7 +21,6 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import IO
 
 from fiqa_trt.engine.scorer import Result
 from fiqa_trt.errors import FiqaError, MissingDependency, NothingDone

@@ -82,7 +82,7 @@ def _check_outputs(proto, batch_limit: int | None, path: Path, config: ModelConf
     n = batch_limit or 3
     x = np.random.default_rng(1).standard_normal((n, *shape)).astype(np.float32)
     try:
-        session = _ort_session(proto)
+        session = onnx_graph.ort_session(proto)
         name = session.get_inputs()[0].name
         batched = np.asarray(session.run(None, {name: x})[0], np.float64)
     except Exception as exc:
