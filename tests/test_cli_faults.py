@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,15 @@ from tests.test_cli import fiqa, read_csv
 ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT / "examples" / "faces"
 PHOTOS = ROOT / "examples" / "photos"
+
+
+def process(*args):
+    """`fiqa-trt` as a separate process, where that is the point (native libraries' output on the process's own
+    standard error, Ray's process-wide runtime)."""
+    proc = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
 
 
 def one_line_error(proc) -> str:
@@ -156,8 +167,8 @@ def test_native_log_lines_only_with_verbose(tmp_path, random_model):
     folder.mkdir()
     shutil.copy(FACES / "astronaut.png", folder)
     (folder / "cut.png").write_bytes((FACES / "astronaut.png").read_bytes()[:3000])  # nvImageCodec logs an error
-    quiet = fiqa("score", folder, "-m", random_model, "-q")
-    loud = fiqa("score", folder, "-m", random_model, "-q", "-v")
+    quiet = process("score", folder, "-m", random_model, "-q")
+    loud = process("score", folder, "-m", random_model, "-q", "-v")
     assert quiet.returncode == loud.returncode == 0
     assert "png_parser" in loud.stderr and "png_parser" not in quiet.stderr
     assert "corrupt or truncated" in quiet.stdout  # the item's error row is still there
@@ -221,7 +232,7 @@ def test_gate_on_an_unreadable_video_exits_1(tmp_path, random_model):
     pytest.importorskip("dlib")
     junk = tmp_path / "clip.avi"
     junk.write_bytes(b"RIFF\x00\x00\x00\x00AVI LIST" + bytes(200))
-    proc = fiqa("gate", junk, "-m", random_model, "-q", "--scale", "raw")
+    proc = process("gate", junk, "-m", random_model, "-q", "--scale", "raw")
     assert proc.returncode == 1 and "no frame could be read" in one_line_error(proc), proc.stderr
     assert "Unexpected element" not in proc.stderr  # OpenCV's raw parser line stays off the terminal
     frames = tmp_path / "frames"
@@ -234,9 +245,9 @@ def test_gate_on_an_unreadable_video_exits_1(tmp_path, random_model):
 def test_ray_keeps_its_start_up_noise_off_the_terminal_and_skips_done_paths(tmp_path, random_model):
     pytest.importorskip("ray")
     out = tmp_path / "ray-out"
-    first = fiqa("score", FACES, "-m", random_model, "--ray", "--workers", "1", "-o", out)
+    first = process("score", FACES, "-m", random_model, "--ray", "--workers", "1", "-o", out)
     assert first.returncode == 0, first.stderr
     for noise in ("INFO", "WARNING", "core_worker", "Token authentication", "Running Dataset", "Execution plan"):
         assert noise not in first.stderr, first.stderr
-    again = fiqa("score", FACES, "-m", random_model, "--ray", "--workers", "1", "-o", out)
+    again = process("score", FACES, "-m", random_model, "--ray", "--workers", "1", "-o", out)
     assert again.returncode == 0 and "already done 6" in " ".join(again.stderr.split()), again.stderr
