@@ -60,7 +60,7 @@ class QualityService:
         self.scorer, self.settings, self.limits = scorer, settings, settings.limits
         self.batcher: Batcher | None = None
         self.metrics = Metrics(depth=lambda: self.batcher.depth if self.batcher else 0)
-        self.columns = sinks.columns(scorer.view_labels)
+        self.columns = sinks.columns(scorer.view_labels, faces=scorer.aligner is not None)  # as `score` writes
         self.ready = False
         self.not_ready_reason = "warming up"
 
@@ -116,9 +116,8 @@ class QualityService:
     def row(self, result: Result) -> dict:
         """The fields of a `score` row (sinks.row: whatever columns `score` writes, a 0-100 score among them once
         sinks has one), with the face's detector score and box when photos are aligned."""
-        out = sinks.row(result, self.columns)
+        out = sinks.row(result, self.columns)  # aligned: det_score and box_left/top/right/bottom, as in `score`
         if self.scorer.aligner is not None:
-            out["det_score"] = result.det_score
             out["box"] = list(result.box) if result.box is not None else None
         return out
 
