@@ -1,0 +1,243 @@
+"""Quality recipes: which signals one embedding pass computes per image, and how they fuse into one quality.
+
+A recipe names
+- `perturb`: the perturbation specs of the views (`engine.perturbations`), all embedded in the one runner call that
+  also embeds the original, once;
+- `signals`: what is read off that pass: `lognorm` (the log of the L2 norm of the original's raw embedding, before
+  any normalisation: models trained with margin losses make it larger for recognisable faces) and `cos:<label>`
+  (the cosine of the original's embedding with one view's, by view label, e.g. `cos:affine`);
+- `fusion`: `stability` (the seed's score: the mean, min or median of every view's cosine, `agg`; signals unused)
+  or `weighted_log`: quality = sum_i w_i * log(s_i), with each cosine clipped to [1e-6, 1] first;
+- `realign`: the template-alignment step (`engine.template`): `auto` (put crops back on the model's template when
+  the check finds them off it), `on` or `off`;
+- `calibration`: the raw quality's 1st and 99th percentile on the data it was calibrated on, the two ends of the
+  0-100 unified score (`unified_score`), and `figures`: what chose the recipe (pairs, split, pAUCs).
+
+Recipes come by name (`RECIPES`: `seed` reproduces the seed's scores exactly, `stability` is the same without a
+realign step pinned) or from a JSON file; a model's default recipe is stored with its record (`weights.registry`,
+the user cache written by `fiqa-trt calibrate`, or the ONNX metadata), see `default_for`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from fiqa_trt.errors import FiqaError
+
+log = logging.getLogger("fiqa_trt")
+FUSIONS = ("stability", "weighted_log")
+AGGREGATIONS = ("mean", "min", "median")
+COS_FLOOR = 1e-6
+SEED_SPEC = "affine:rot=0.5,scale=1.01,flip=1"
+FLIP_SPEC = "affine:rot=0,scale=1,flip=1"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    perturb: tuple[str, ...] = (SEED_SPEC,)
+    fusion: str = "stability"
+    agg: str = "mean"
+    signals: tuple[tuple[str, float], ...] = ()  # (signal, weight) for weighted_log
+    realign: str = "off"  # auto | on | off
+    calibration: tuple[float, float] | None = None  # raw quality at the 1st and 99th percentile (-> 0 and 100)
+    figures: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise FiqaError(f"recipe '{self.name}': unknown fusion '{self.fusion}'; use {' or '.join(FUSIONS)}")
+        if self.agg not in AGGREGATIONS:
+            raise FiqaError(f"recipe '{self.name}': unknown aggregation '{self.agg}'")
+        if self.realign not in ("auto", "on", "off"):
+            raise FiqaError(f"recipe '{self.name}': realign must be auto, on or off, not '{self.realign}'")
+        if not self.perturb:
+            raise FiqaError(f"recipe '{self.name}' has no perturbation view")
+        object.__setattr__(self, "perturb", tuple(self.perturb))
+        object.__setattr__(self, "signals", tuple((str(s), float(w)) for s, w in self.signals))
+        if self.fusion == "weighted_log":
+            if not self.signals:
+                raise FiqaError(f"recipe '{self.name}': weighted_log fusion needs at least one signal")
+            for name, _ in self.signals:
+                if name != "lognorm" and not name.startswith("cos:"):
+                    raise FiqaError(f"recipe '{self.name}': unknown signal '{name}'; use lognorm or cos:<view>")
+        if self.calibration is not None:
+            lo, hi = (float(v) for v in self.calibration)
+            if not hi > lo:
+                raise FiqaError(f"recipe '{self.name}': its calibration needs p1 < p99")
+            object.__setattr__(self, "calibration", (lo, hi))
+
+    @property
+    def uses_norm(self) -> bool:
+        return any(name == "lognorm" and w != 0 for name, w in self.signals)
+
+    def fuse(self, norms: np.ndarray, cosines: np.ndarray, labels: list[str]) -> np.ndarray:
+        """Qualities (N,) from the originals' raw norms (N,) and the per-view cosines (N, K) of views `labels`.
+
+        Stability reproduces `kernels.quality` exactly (it is only called for weighted_log fusion by the scorer).
+        A NaN input gives a NaN quality."""
+        cosines = np.asarray(cosines, np.float64)
+        if self.fusion == "stability":
+            reduce = {"mean": np.mean, "min": np.min, "median": np.median}[self.agg]
+            return reduce(cosines, axis=1).astype(np.float32) if len(cosines) else np.zeros(0, np.float32)
+        out = np.zeros(len(cosines), np.float64)
+        for name, weight in self.signals:
+            if name == "lognorm":
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    value = np.log(np.asarray(norms, np.float64))
+            else:
+                label = name[4:]
+                if label not in labels:
+                    raise FiqaError(f"recipe '{self.name}' reads view '{label}', which its views do not give "
+                                    f"(views: {', '.join(labels)})")
+                value = np.log(np.clip(cosines[:, labels.index(label)], COS_FLOOR, 1.0))
+            out += weight * value
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    def unified_score(self, quality: np.ndarray) -> np.ndarray:
+        """ISO/IEC 29794-5 style unified quality score: integer 0-100, higher is better, linear from the
+        calibration's p1 (0) to its p99 (100), clipped. Returns float (NaN where the quality is NaN or the recipe has
+        no calibration): callers write NaN as an empty cell."""
+        q = np.asarray(quality, np.float64)
+        if self.calibration is None:
+            return np.full(q.shape, np.nan)
+        lo, hi = self.calibration
+        with np.errstate(invalid="ignore"):
+            return np.round(np.clip(100.0 * (q - lo) / (hi - lo), 0.0, 100.0))
+
+    def describe(self) -> str:
+        if self.fusion == "stability":
+            what = f"{self.agg} cosine of {len(self.perturb)} view spec(s)"
+        else:
+            what = " + ".join(f"{w:g}*log({n})" for n, w in self.signals)
+        return f"recipe '{self.name}': {what}; views {', '.join(self.perturb)}; realign {self.realign}"
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["perturb"] = list(self.perturb)
+        data["signals"] = [list(s) for s in self.signals]
+        data["calibration"] = list(self.calibration) if self.calibration else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "recipe") -> "Recipe":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FiqaError(f"{where}: unknown recipe field(s) {', '.join(unknown)}")
+        try:
+            data = dict(data)
+            data["perturb"] = tuple(data.get("perturb", (SEED_SPEC,)))
+            data["signals"] = tuple(tuple(s) for s in data.get("signals", ()))
+            if data.get("calibration") is not None:
+                data["calibration"] = tuple(data["calibration"])
+            return cls(**data)
+        except TypeError as exc:
+            raise FiqaError(f"{where}: invalid recipe ({exc})") from None
+
+    def with_weights(self, weights: dict[str, float]) -> "Recipe":
+        return replace(self, signals=tuple((n, float(weights.get(n, w))) for n, w in self.signals))
+
+
+# The seed's score, exactly: one affine view (rotation 0.5 deg, scale 1.01, flip), mean cosine, no realignment.
+SEED = Recipe("seed", (SEED_SPEC,), "stability", "mean", (), "off")
+# Pure stability as a default for models without a recipe: the seed's view, crops put back on the template first.
+STABILITY = Recipe("stability", (SEED_SPEC,), "stability", "mean", (), "auto")
+# Log-norm and flip consistency on the template-aligned crop (weights fitted per model by `fiqa-trt calibrate`)
+NORM_FLIP = Recipe("norm-flip", (FLIP_SPEC,), "weighted_log", "mean", (("lognorm", 1.0), ("cos:affine", 1.0)), "auto")
+# The raw embedding's log-norm alone (one forward pass for the quality; a view is still embedded for the pipeline)
+NORM = Recipe("norm", (FLIP_SPEC,), "weighted_log", "mean", (("lognorm", 1.0),), "auto")
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (SEED, STABILITY, NORM_FLIP, NORM)}
+
+
+def load(name_or_file: str) -> Recipe:
+    """A recipe by name (`RECIPES`) or from a JSON file written by `Recipe.to_dict` / `fiqa-trt calibrate`."""
+    if name_or_file in RECIPES:
+        return RECIPES[name_or_file]
+    path = Path(name_or_file)
+    if path.suffix.lower() == ".json" or path.is_file():
+        if not path.is_file():
+            raise FiqaError(f"recipe file not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise FiqaError(f"cannot read recipe file {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise FiqaError(f"{path}: a recipe file holds one JSON object")
+        return Recipe.from_dict(data.get("recipe", data), str(path))
+    raise FiqaError(f"unknown recipe '{name_or_file}'; use one of: {', '.join(RECIPES)} or a recipe JSON file")
+
+
+def cache_file(sha256: str) -> Path:
+    """Where `fiqa-trt calibrate` stores the recipe fitted for the model file with this sha256."""
+    from fiqa_trt.engine.precision import cache_dir
+
+    return cache_dir() / "recipes" / f"{sha256}.json"
+
+
+def save_calibrated(sha256: str, recipe: Recipe) -> Path:
+    path = cache_file(sha256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"sha256": sha256, "recipe": recipe.to_dict()}, indent=2) + "\n")
+    return path
+
+
+def default_for(sha256: str | None, metadata_recipe: dict | None = None) -> tuple[Recipe, str]:
+    """A model's default recipe and where it came from: the user cache (`fiqa-trt calibrate`), the ONNX metadata,
+    the model registry; otherwise stability only, said so."""
+    if sha256:
+        path = cache_file(sha256)
+        if path.is_file():
+            return load(str(path)), f"calibrated ({path})"
+    if metadata_recipe:
+        return Recipe.from_dict(metadata_recipe, "ONNX metadata"), "ONNX metadata"
+    if sha256:
+        from fiqa_trt.weights.registry import recipe_for
+
+        known = recipe_for(sha256)
+        if known is not None:
+            return Recipe.from_dict(known, "model registry"), "model registry"
+    return STABILITY, "no recipe known for this model: stability only (fiqa-trt calibrate fits one)"
+
+
+def _metadata_recipe(path: Path) -> dict | None:
+    """The recipe in a model file's fiqa-trt ONNX metadata (key `recipe` of the model config), if any."""
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return None
+    try:
+        import onnx
+
+        from fiqa_trt.onnx_export.graph import read_metadata
+
+        meta = read_metadata(onnx.load(str(path), load_external_data=False))
+    except Exception:  # not readable as ONNX here: the runner reports that
+        return None
+    return (meta or {}).get("recipe")
+
+
+def resolve(option: str | None, model_path: str | Path | None) -> tuple[Recipe, str]:
+    """The recipe a command runs (`--recipe NAME|FILE`, or the model's default) and where it came from. A named
+    recipe without a calibration takes the model's recorded 0-100 calibration for that name, if any."""
+    sha = None
+    path = Path(model_path) if model_path is not None else None
+    if path is not None and path.is_file():
+        from fiqa_trt.engine.runners.onnx_model import sha256_of
+
+        sha = sha256_of(path)
+    if option is None:
+        recipe, source = default_for(sha, _metadata_recipe(path) if path is not None else None)
+    else:
+        recipe, source = load(option), ("named recipe" if option in RECIPES else f"file {option}")
+    if recipe.calibration is None and sha is not None:
+        from fiqa_trt.weights.registry import calibration_for
+
+        known = calibration_for(sha, recipe.name)
+        if known is not None:
+            recipe = replace(recipe, calibration=known)
+    return recipe, source
