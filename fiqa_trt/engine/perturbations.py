@@ -474,6 +474,21 @@ KINDS: dict[str, Kind] = {
 
 DEFAULT_SPEC = "affine:rot=0.5,scale=1.01,flip=1"
 
+# `<kind>:study`: the original study's setting of each kind, one perturbed copy per image (the registry's defaults
+# of saltpepper, border, elastic and selfmixup are much stronger). Kinds the study gave no setting for keep the
+# registry's defaults.
+STUDY = {
+    "affine": "rot=0.5,scale=1.01,flip=1",
+    "saltpepper": "amount=0.0002,salt=0.5",
+    "elastic": "alpha=3,sigma=1",
+    "border": "thickness=1",
+    "selfmixup": "grid=4,lam=0",
+    "gaussian": "",
+    "poisson": "",
+    "occlusion": "",
+    "mixup": "",
+}
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -510,6 +525,8 @@ def parse_spec(text: str) -> Spec:
     if name not in KINDS:
         raise FiqaError(f"unknown perturbation '{text.partition(':')[0]}'; available: {', '.join(KINDS)}")
     kind = KINDS[name]
+    if rest.strip().lower() == "study":
+        rest = STUDY[name]
     values: dict[str, float | tuple[float, float]] = {p.name: p.default for p in kind.params}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, raw = item.partition("=")
