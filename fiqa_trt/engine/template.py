@@ -232,9 +232,10 @@ def realigner_for(items: list, size: tuple[int, int], mode: str, seed: int = 0) 
 
 
 def decide(mode: str, check: TemplateCheck | None) -> bool:
-    """Whether to realign: `on` always, `off` never, `auto` when the crops are at least AUTO_THRESHOLD_PX off."""
+    """Whether to realign: `on` always, `off` never, `auto` when O-Net found a face in at least half of the
+    sampled crops and they are at least AUTO_THRESHOLD_PX off the template."""
     if mode not in REALIGN_MODES:
         raise FiqaError(f"unknown --realign '{mode}'; use one of: {', '.join(REALIGN_MODES)}")
     if mode == "off" or check is None:
         return False
-    return mode == "on" or check.shift_px >= AUTO_THRESHOLD_PX
+    return mode == "on" or (2 * check.detected >= check.sampled and check.shift_px >= AUTO_THRESHOLD_PX)

@@ -26,7 +26,7 @@ from fiqa_trt.errors import FiqaError
 
 FMRS = (1e-3, 1e-4)
 LIMIT = 0.3
-GRID = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+GRID = (0.0, 0.0625, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0, 16.0)  # relative, on standardised signals
 
 
 def split(identities: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -138,21 +138,27 @@ def objective(proto: Protocol, quality: np.ndarray) -> float:
 
 
 def search(signals: dict[str, np.ndarray], proto: Protocol, grid=GRID, rounds: int = 3) -> dict[str, float]:
-    """Coordinate descent over `grid` for every weight but the first (fixed at 1), on one protocol."""
+    """Coordinate descent over `grid` for every weight but the first (fixed at 1), on one protocol. The grid applies
+    to the signals divided by their standard deviation over the protocol's images (so that a log-cosine, whose
+    spread is a few hundredths, and a log-norm weigh alike); the weights returned apply to the raw signals."""
     names = list(signals)
+    used = np.unique(np.concatenate([proto.ma, proto.mb]))  # the protocol's own images only
+    spread = {n: float(np.std(signals[n][used])) or 1.0 for n in names}
+    z = {n: signals[n] / spread[n] for n in names}
     weights = {n: 1.0 for n in names}
-    best = objective(proto, fuse(signals, weights))
+    best = objective(proto, fuse(z, weights))
     for _ in range(rounds):
         moved = False
         for name in names[1:]:
             for value in grid:
                 trial = {**weights, name: value}
-                score = objective(proto, fuse(signals, trial))
+                score = objective(proto, fuse(z, trial))
                 if score < best - 1e-12:
                     best, weights, moved = score, trial, True
         if not moved:
             break
-    return weights
+    first = spread[names[0]]  # scale so that the first signal keeps weight 1 on the raw scale
+    return {n: float(np.float32(weights[n] * first / spread[n])) for n in names}
 
 
 def bootstrap_difference(proto: Protocol, qa: np.ndarray, qb: np.ndarray, n: int = 1000, seed: int = 0,
