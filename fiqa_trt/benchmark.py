@@ -160,10 +160,42 @@ def _qualities(runner, items, views: int, batch_size: int) -> np.ndarray:
     return np.array([r.quality for r in scorer.score(items)])
 
 
+def recipe_rows(runner, items, recipe_options: list[str | None], model: str, batch_size: int = 32,
+                progress=print) -> list[dict]:
+    """End-to-end throughput of quality recipes on one runner, each measured in the same run: quality scores/s and
+    forward passes per score (the original plus the recipe's views), the template check (done once per input)
+    timed apart from scoring. `None` in `recipe_options` is the model's default recipe."""
+    from fiqa_trt.engine.models import check_template
+
+    rows = []
+    for option in recipe_options:
+        settings = ScoringSettings(model=model, recipe=option, batch_size=batch_size)
+        start = time.perf_counter()
+        settings, _ = check_template(settings, items, runner.config.input_size)
+        check_seconds = time.perf_counter() - start
+        scorer = open_scorer(settings, runner)
+        recipe, source, aligner = scorer.recipe, scorer.recipe_source, scorer.aligner
+        start = time.perf_counter()
+        results = list(scorer.score(items))
+        elapsed = time.perf_counter() - start
+        if any(r.error for r in results):
+            raise FiqaError("benchmark images failed to score: " + str(next(r for r in results if r.error)))
+        rows.append({"recipe": recipe.name, "source": source, "backend": runner.name, "precision": runner.precision,
+                     "batch_size": batch_size, "forwards_per_score": 1 + len(scorer.views),
+                     "realigned": aligner is not None, "template_check_seconds": round(check_seconds, 2),
+                     "quality_scores_per_s": round(len(items) / elapsed, 1),
+                     "stage_seconds": {s: round(scorer.timings[s], 3) for s in STAGES}})
+        progress(f"recipe {recipe.name} ({1 + len(scorer.views)} forwards per score, realigned: "
+                 f"{aligner is not None}): {rows[-1]['quality_scores_per_s']:.1f} quality scores/s")
+    return rows
+
+
 def run_benchmark(model: str | None, data: str, images: int = 512, backends: list[str] | None = None,
                   precisions: list[str] | None = None, views: tuple[int, ...] = (1, 4),
                   batch_sizes: tuple[int, ...] = (32,), ranking_images: int = 1000, progress=print,
-                  device: str = "cpu") -> dict:
+                  device: str = "cpu", recipes: list[str | None] | None = None) -> dict:
+    """`recipes`: also measure these recipes (names or files; None: the model's default) end to end on the
+    default runner (`recipe_rows`), next to the seed recipe."""
     from fiqa_trt.engine.device import resolve_device
 
     model = model_or_default(model)
@@ -266,6 +298,10 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
             if runner.precision != "fp32":
                 report["ranking_checks"].append(_ranking_check(reference, runner, all_items, ranking_images, data))
                 progress(f"ranking check {key}: Spearman {report['ranking_checks'][-1]['spearman_vs_fp32']:.4f}")
+    if recipes:
+        runner = open_model(ScoringSettings(model=model, device=str(target)))
+        wanted = ["seed"] + [r for r in recipes if r != "seed"]
+        report["recipe_rows"] = recipe_rows(runner, items, wanted, model, batch_sizes[0], progress)
     return report
 
 

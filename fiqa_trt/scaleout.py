@@ -68,10 +68,16 @@ def ray_score(input: str, out_dir: str, settings: ScoringSettings, *, workers: i
     from fiqa_trt.engine import sinks
 
     items = list_items(input)
+    template_report = None
+    if settings.template is None and not (settings.align or settings.all_faces):  # once, here: every actor the same
+        from fiqa_trt.engine.models import check_template, open_model
+
+        size = open_model(settings.with_(device="cpu", backend="onnxruntime", precision="fp32")).config.input_size
+        settings, template_report = check_template(settings, items, size)
     done = sinks.done_paths(out)  # the mechanism of `score --resume`: paths already in the output
     todo = [it for it in items if it.path not in done]
     summary = {"items": len(items), "already_done": len(items) - len(todo), "scored": 0, "failed": 0,
-               "workers": workers, "seconds": 0.0, "out": str(out)}
+               "workers": workers, "seconds": 0.0, "out": str(out), "template_check": template_report}
     if not todo:
         return summary
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)  # start-up notices stay off the terminal

@@ -73,7 +73,8 @@ def test_output_formats_agree(face_like, random_model, tmp_path):
     fiqa("score", folder, "-m", random_model, "-o", tmp_path / "s.jsonl", *spec)
     fiqa("score", folder, "-m", random_model, "-o", tmp_path / "s.parquet", *spec)
     rows = read_csv(tmp_path / "s.csv")
-    assert list(rows[0]) == ["path", "quality", "cos_gaussian0", "cos_gaussian1", "cos_border", "error"]
+    assert list(rows[0]) == ["path", "quality", "score", "cos_gaussian0", "cos_gaussian1", "cos_border", "error"]
+    assert all(r["score"] == "" for r in rows)  # a plain --perturb stability score has no 0-100 calibration
     lines = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     import pyarrow.parquet as pq
 
@@ -152,5 +153,6 @@ def test_without_model_the_default_model_is_converted_once_and_used(face_like, t
     second = fiqa("score", folder, "-o", tmp_path / "b.csv", env=env)
     assert second.returncode == 0 and "converting" not in second.stderr
     rows = read_csv(tmp_path / "b.csv")
-    assert len(rows) == 4 and all(r["error"] == "" and 0 < float(r["quality"]) <= 1 for r in rows)
+    assert "recipe 'dlib-default'" in second.stderr  # the default model's own recipe, with its 0-100 score
+    assert len(rows) == 4 and all(r["error"] == "" and 0 <= int(r["score"]) <= 100 for r in rows)
     assert read_csv(tmp_path / "a.csv") == rows

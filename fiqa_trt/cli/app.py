@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from fiqa_trt.cli import bench, build, eval, export, gate, perturbations, score, serve, weights
+from fiqa_trt.cli import bench, build, calibrate, eval, export, gate, perturbations, score, serve, weights
 from fiqa_trt.cli.console import err
 from fiqa_trt.errors import FiqaError
 
@@ -32,7 +32,7 @@ def _options(version: bool = typer.Option(False, "--version", callback=_version,
     """Face image quality by embedding stability: perturb, embed, compare."""
 
 
-for command in (score, bench, perturbations, eval, export, weights, gate, build, serve):
+for command in (score, bench, perturbations, eval, export, weights, gate, build, serve, calibrate):
     command.register(app)
 
 

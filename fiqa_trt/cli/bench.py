@@ -27,6 +27,9 @@ def bench(
     device: str = typer.Option("cpu", "--device", help="cpu (every CPU backend), cuda or cuda:N (TensorRT fp16 "
                                "and fp32 on the GPU path), or auto."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
+    recipe: Optional[list[str]] = typer.Option(None, "--recipe", help="Also measure these quality recipes end to "
+                                               "end (names or files; 'default': the model's own), next to the seed "
+                                               "recipe, repeatable."),
 ) -> None:
     """Measure quality scores/s per backend, precision, K and batch size, with FLOP/s against the measured peak."""
     import json
@@ -40,7 +43,8 @@ def bench(
     report = run_benchmark(model_or_default(model), data, images=images, backends=backend, precisions=precision,
                            views=tuple(views),
                            batch_sizes=tuple(batch_size), ranking_images=ranking_images, device=device,
-                           progress=lambda msg: err.print(f"[dim]{escape(msg)}[/]"))
+                           progress=lambda msg: err.print(f"[dim]{escape(msg)}[/]"),
+                           recipes=[None if r == "default" else r for r in recipe] if recipe else None)
     where = report["machine"].get("gpu") or f"{report['machine']['cpu']} ({report['machine']['cores']} cores)"
     table = Table(title=f"{report['model']} on {where}, {report['images']} images")
     for col in ("backend", "precision", "K", "batch", "scores/s", "inference img/s", "e2e/inf", "GFLOP/s",
@@ -56,6 +60,10 @@ def bench(
                       f"{f['decode_perturb']:.0%} / {f['inference']:.0%} / {f['kernels']:.0%} / {f['io']:.0%}")
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
+    for r in report.get("recipe_rows", []):
+        console.print(f"recipe {r['recipe']}: {r['quality_scores_per_s']:.1f} quality scores/s, "
+                      f"{r['forwards_per_score']} forwards per score ({r['backend']} {r['precision']}, realigned: "
+                      f"{r['realigned']}, template check {r['template_check_seconds']} s)")
     for c in report["ranking_checks"]:
         console.print(f"ranking check {c['backend']} {c['precision']}: Spearman {c['spearman_vs_fp32']:.4f} vs "
                         f"fp32 on {c['images']} images ({'passed' if c['passed'] else 'FAILED'}, threshold "

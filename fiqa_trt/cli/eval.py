@@ -82,6 +82,9 @@ def eval_command(
     color: options.Color = None,
     mean: options.Mean = None,
     std: options.Std = None,
+    recipe: options.Recipe = None,
+    realign: str = typer.Option("auto", "--realign", help="Template check: auto (put off-template crops back on the "
+                                "model's template before every embedding, verification included), on, or off."),
     out_dir: str = typer.Option("eval-results", "--out-dir", "-o", help="Folder for results and pictures."),
     pictures: bool = typer.Option(True, "--plots/--no-plots", help="Draw the pictures (needs matplotlib)."),
     max_discard: float = typer.Option(0.5, "--plot-max-discard", help="Right end of the EDC plots."),
@@ -95,7 +98,7 @@ def eval_command(
     setup_logging(verbose)
     scoring = ScoringSettings(model=model, backend=backend, precision=precision, device=device, threads=threads,
                               color=color, mean=mean, std=std, perturb=tuple(perturb or ()), views=views, agg=agg,
-                              seed=seed, batch_size=batch_size)
+                              seed=seed, batch_size=batch_size, recipe=recipe, realign=realign)
     settings = EvalSettings(images=images, scoring=scoring, pairs=pairs, protocol=protocol, generate=generate,
                             generator=generator, max_images_per_identity=max_images,
                             max_mated_per_identity=max_mated, impostors=impostors, pair_limit=pair_limit,

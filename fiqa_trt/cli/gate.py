@@ -25,8 +25,9 @@ def gate(
                                         "dlib's ResNet, as for `fiqa-trt score`)."),
     threshold: Optional[float] = typer.Option(None, help="Accept when the score >= this (default: 50 on the "
                                               "calibrated scale, 0.95 on the raw one)."),
-    scale: str = typer.Option("auto", help="calibrated (0-100, known models), raw (the aggregated cosine), or "
-                              "auto: calibrated when the model is known, else raw."),
+    scale: str = typer.Option("auto", help="calibrated (the 0-100 score of the recipe, as `score` writes it), raw "
+                              "(the recipe's raw quality), or auto: calibrated when the recipe has a calibration "
+                              "for this model, else raw."),
     events: str = typer.Option("-", "--events", "-o", help="JSON-lines events: a file, or - for standard "
                                "output."),
     best_dir: Optional[str] = typer.Option(None, "--best-dir", help="Save each track's best-shot crop here."),
@@ -43,6 +44,7 @@ def gate(
                                                 "`fiqa-trt score`."),
     views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec."),
     agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
+    recipe: options.Recipe = None,
     threads: options.Threads = None,
     backend: options.Backend = "auto",
     precision: options.Precision = "auto",
@@ -74,14 +76,18 @@ def gate(
     setup_logging(False)
     kind_of(source)  # a missing source is a usage mistake, before the model is loaded
     model = model_or_default(model)
+    # faces are aligned to the ArcFace template by the detector here: no template check
     scorer = open_scorer(ScoringSettings(model=model, backend=backend, precision=precision, device=device,
-                                         threads=threads, perturb=tuple(perturb or ()), views=views, agg=agg))
-    calibration = calibration_for(model)
+                                         threads=threads, perturb=tuple(perturb or ()), views=views, agg=agg,
+                                         recipe=recipe, realign="off"))
+    calibration = calibration_for(scorer.recipe)
+    if not quiet and scorer.recipe is not None:
+        err.print(f"{escape(scorer.recipe.describe())} ({escape(scorer.recipe_source)})")
     if scale == "auto":
         scale = "calibrated" if calibration is not None else "raw"
         if calibration is None and threshold is None:
-            err.print("[yellow]warning:[/] no calibration is known for this model: the threshold is 0.95 on the "
-                      "raw cosine (set --threshold)")
+            err.print("[yellow]warning:[/] no 0-100 calibration is known for this model and recipe: the threshold "
+                      "is 0.95 on the raw quality (set --threshold)")
     if threshold is None:
         threshold = 50.0 if scale == "calibrated" else 0.95
     gate_ = Gate(scorer, FaceAligner(detector=detector, upsample=upsample, all_faces=True), threshold=threshold,

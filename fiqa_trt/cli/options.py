@@ -20,3 +20,9 @@ Mean = Annotated[Optional[float], typer.Option("--mean", help="Override the mode
 Std = Annotated[Optional[float], typer.Option("--std", help="Override the model's input std (0-255 units).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on what is happening.")]
+Recipe = Annotated[Optional[str], typer.Option(
+    "--recipe", help="Quality recipe: a name (seed, stability, norm-flip, norm) or a recipe JSON file (default: the "
+    "model's own recipe; a model without one gets stability only, and says so).")]
+Realign = Annotated[Optional[str], typer.Option(
+    "--realign", help="Template check of the input crops: auto (put them back on the model's template when they "
+    "are off it), on, or off (default: the recipe's setting; the seed recipe: off).")]

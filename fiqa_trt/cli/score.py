@@ -52,10 +52,13 @@ def score(
     color: options.Color = None,
     mean: options.Mean = None,
     std: options.Std = None,
+    recipe: options.Recipe = None,
+    realign: options.Realign = None,
     quiet: options.Quiet = False,
     verbose: options.Verbose = False,
 ) -> None:
-    """Score face images: one row per image with the quality, each view's cosine and any error."""
+    """Score face images: one row per image with the quality (the recipe's raw value), its 0-100 score, each view's
+    cosine and any error."""
     setup_logging(verbose)
     from fiqa_trt.cli.console import Interrupts
 
@@ -64,20 +67,21 @@ def score(
                model=model, backend=backend, precision=precision, device=device, threads=threads, color=color,
                mean=mean, std=std, perturb=tuple(perturb or ()), views=views, agg=agg, seed=seed,
                batch_size=batch_size, align=align, all_faces=all_faces, detector=detector,
-               min_face_score=min_face_score)
+               min_face_score=min_face_score, recipe=recipe, realign=realign)
 
 
 def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts, **options) -> None:
     import logging
 
     from fiqa_trt.engine.inputs import list_items
-    from fiqa_trt.engine.models import open_scorer
+    from fiqa_trt.engine.models import check_template, open_model, open_recipe, open_scorer
     from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.engine.sinks import Sink, check_output, partial_path
 
     settings = ScoringSettings(**options)
     if settings.min_face_score is not None and not (settings.align or settings.all_faces):
         raise FiqaError("--min-face-score applies to detected faces: add --align or --all-faces")
+    open_recipe(settings)  # a mistake in --recipe / --perturb is reported before anything is loaded
     if ray:
         _score_with_ray(inputs, out, settings, workers, ray_address, cpus_per_worker, quiet)
         return
@@ -86,14 +90,25 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
     check_output(out)  # before the model is opened
     try:
         items = list_items(inputs, exclude=[out, partial_path(out)] if out else None)
-        scorer = open_scorer(settings)
+        runner = open_model(settings)
+        settings, template_report = check_template(settings, items, runner.config.input_size)
+        scorer = open_scorer(settings, runner)
     except KeyboardInterrupt:
         raise typer.Exit(interrupts.exit_code) from None
-    runner, cfg = scorer.runner, scorer.runner.config
-    sink = Sink(out, scorer.view_labels, resume=resume, faces=scorer.aligner is not None, metadata={
+    cfg = runner.config
+    sink = Sink(out, scorer.view_labels, resume=resume, faces=scorer.aligner is not None and settings.template is None,
+                metadata={
         "model": settings.model or cfg.name, "config": cfg.to_dict(), "perturb": [s.label() for s in scorer.specs],
         "views": scorer.view_labels, "view_specs": {v.label: v.spec.label() for v in scorer.views},
-        "agg": settings.agg, "seed": settings.seed, "batch_size": settings.batch_size})
+        "agg": scorer.agg, "seed": settings.seed, "batch_size": settings.batch_size,
+        "recipe": scorer.recipe.to_dict() if scorer.recipe else None, "template": settings.template})
+    if not quiet or settings.template is not None:
+        err.print(escape(template_report))
+    if scorer.recipe is not None and not quiet:
+        err.print(f"{escape(scorer.recipe.describe())} ({escape(scorer.recipe_source)})")
+    if scorer.recipe is not None and scorer.recipe.calibration is None:
+        err.print("[yellow]warning:[/] this recipe has no 0-100 calibration for this model: the score column stays "
+                  "empty (fiqa-trt calibrate fits one)")
     todo = [it for it in items if it.path not in sink.done]
     already = len(items) - len(todo)
     if not quiet:

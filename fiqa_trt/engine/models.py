@@ -67,9 +67,37 @@ def open_model(settings: ScoringSettings):
                        threads=settings.threads, device=settings.device, **settings.overrides)
 
 
+def open_recipe(settings: ScoringSettings):
+    """(recipe, where it came from) for `settings`: `recipe` by name or file, else the model's default; (None, ...)
+    when `perturb` asks for a plain stability score of those views."""
+    from fiqa_trt.engine.recipes import resolve
+
+    if settings.perturb:
+        if settings.recipe is not None:
+            raise FiqaError("--recipe names its own views; --perturb sets the views of a plain stability score: "
+                            "give one of them")
+        return None, "plain stability score of the given perturbations (no 0-100 calibration)"
+    return resolve(settings.recipe, model_or_default(settings.model))
+
+
+def check_template(settings: ScoringSettings, items: list, input_size: tuple[int, int]) -> tuple[ScoringSettings, str]:
+    """Run the template check on a sample of `items` (unless photos are aligned or realign is off) and return the
+    settings carrying the realignment matrix when the check decides to realign, with a one-line report. Done once
+    per run (the Ray driver does it and hands the matrix to every actor)."""
+    from fiqa_trt.engine.template import realigner_for
+
+    if settings.align or settings.all_faces:
+        return settings, "photos are aligned to the ArcFace template by the face aligner: no template check"
+    recipe, _ = open_recipe(settings)
+    mode = settings.realign or (recipe.realign if recipe is not None else "off")
+    realigner, report = realigner_for(items, input_size, mode, settings.seed)
+    matrix = tuple(map(tuple, realigner.check.matrix.tolist())) if realigner is not None else None
+    return settings.with_(template=matrix), report
+
+
 def open_scorer(settings: ScoringSettings, runner=None):
-    """A Scorer for `settings` on `runner` (opened from the settings when not given), with a face aligner when the
-    settings align photos first."""
+    """A Scorer for `settings` on `runner` (opened from the settings when not given), with its quality recipe, and a
+    face aligner when the settings align photos first or a realigner when `check_template` found one."""
     from fiqa_trt.engine.scorer import Scorer
 
     aligner = None
@@ -78,6 +106,14 @@ def open_scorer(settings: ScoringSettings, runner=None):
 
         aligner = FaceAligner(detector=settings.detector, all_faces=settings.all_faces,
                               min_score=settings.min_face_score)
-    return Scorer(runner if runner is not None else open_model(settings), list(settings.perturb) or None,
-                  views=settings.views, agg=settings.agg, seed=settings.seed, batch_size=settings.batch_size,
-                  threads=settings.threads, aligner=aligner)
+    runner = runner if runner is not None else open_model(settings)
+    if aligner is None and settings.template is not None:
+        from fiqa_trt.engine.template import Realigner, TemplateCheck
+
+        aligner = Realigner(TemplateCheck.of_matrix(settings.template), runner.config.input_size)
+    recipe, source = open_recipe(settings)
+    scorer = Scorer(runner, list(settings.perturb) or None, views=settings.views, agg=settings.agg,
+                    seed=settings.seed, batch_size=settings.batch_size, threads=settings.threads, aligner=aligner,
+                    recipe=recipe)
+    scorer.recipe_source = source
+    return scorer

@@ -176,7 +176,7 @@ def load(name_or_file: str) -> Recipe:
 
 def cache_file(sha256: str) -> Path:
     """Where `fiqa-trt calibrate` stores the recipe fitted for the model file with this sha256."""
-    from fiqa_trt.engine.precision import cache_dir
+    from fiqa_trt.files import cache_dir
 
     return cache_dir() / "recipes" / f"{sha256}.json"
 
@@ -227,7 +227,7 @@ def resolve(option: str | None, model_path: str | Path | None) -> tuple[Recipe, 
     sha = None
     path = Path(model_path) if model_path is not None else None
     if path is not None and path.is_file():
-        from fiqa_trt.engine.runners.onnx_model import sha256_of
+        from fiqa_trt.files import sha256_of
 
         sha = sha256_of(path)
     if option is None:

@@ -44,6 +44,7 @@ class Result:
     error: str | None = None
     det_score: float | None = None  # aligned runs: the face detector's score
     box: tuple[int, int, int, int] | None = None  # aligned runs: the face's box in the photo
+    score: float = float("nan")  # the 0-100 unified quality score (NaN: failed, or the recipe has no calibration)
 
 
 @dataclass
@@ -62,7 +63,12 @@ class Scorer:
     """
 
     def __init__(self, runner: Runner, perturb: list[str] | None = None, views: int = 1, agg: str = "mean",
-                 seed: int = 0, batch_size: int = 32, threads: int | None = None, aligner=None):
+                 seed: int = 0, batch_size: int = 32, threads: int | None = None, aligner=None, recipe=None):
+        """`recipe` (engine.recipes.Recipe): its views and fusion replace `perturb`, `views`' specs and `agg`;
+        without one the quality is the seed's stability score of `perturb`."""
+        if recipe is not None:
+            perturb, agg = list(recipe.perturb), recipe.agg
+        self.recipe = recipe
         if agg not in kernels.AGGREGATIONS:
             raise FiqaError(f"unknown aggregation '{agg}'; use one of: {', '.join(kernels.AGGREGATIONS)}")
         if batch_size < 1:
@@ -127,10 +133,23 @@ class Scorer:
         return emb
 
     def _quality(self, emb) -> tuple[np.ndarray, np.ndarray]:
-        """Per-view cosines (n, K) and qualities (n,) on the host, computed where the embeddings are."""
+        """Per-view cosines (n, K) and qualities (n,) on the host, computed where the embeddings are; a recipe
+        that fuses other signals (the original's raw norm) combines them on the host."""
         with self._on_device():
             cos, q = kernels.quality(emb, self.agg)
-        return self._host(cos), self._host(q)  # (asnumpy waits for the kernel on the scorer's stream)
+            norms = None
+            if self.recipe is not None and self.recipe.fusion != "stability":
+                norms = self._host(self.xp.linalg.norm(emb[:, 0].astype(self.xp.float32), axis=1))
+        cos, q = self._host(cos), self._host(q)  # (asnumpy waits for the kernel on the scorer's stream)
+        if norms is not None:
+            q = self.recipe.fuse(norms, cos, self.view_labels)
+        return cos, q
+
+    def unified(self, quality: np.ndarray) -> np.ndarray:
+        """The 0-100 unified score of qualities (NaN where there is no calibration or no quality)."""
+        if self.recipe is None:
+            return np.full(np.shape(quality), np.nan)
+        return self.recipe.unified_score(quality)
 
     def embed(self, items: list[Item], progress: Callable[[int], None] | None = None,
               population: list[Item] | None = None) -> Iterator[Embedded]:
@@ -200,7 +219,8 @@ class Scorer:
             with self._on_device():
                 tensor = pipe.run(items[start : start + self.batch_size])
             cos, q = self._quality(self._embed_views(tensor))
-            q = np.asarray(q, np.float32).copy()
+            q = np.asarray(q, np.float64 if self.recipe is not None and self.recipe.fusion != "stability"
+                           else np.float32).copy()
             q[np.isnan(cos).any(axis=1)] = np.nan
             out.append(q)
         return np.concatenate(out)
@@ -230,6 +250,7 @@ class Scorer:
         if batch.embeddings is not None:
             t0 = time.perf_counter()
             cos, q = self._quality(batch.embeddings)
+            scores = self.unified(q)
             self.timings["kernels"] += time.perf_counter() - t0
         ok = iter(range(len(batch.embeddings) if batch.embeddings is not None else 0))
         for it in batch.items:
@@ -237,9 +258,9 @@ class Scorer:
                 yield Result(it.path, float("nan"), nan, it.error, it.det_score, it.box)
                 continue
             j = next(ok)
-            if np.isnan(cos[j]).any():
+            if np.isnan(cos[j]).any() or np.isnan(q[j]):
                 yield Result(it.path, float("nan"), nan, "the model returned a zero or non-finite embedding",
                              it.det_score, it.box)
             else:
                 self.not_crops += it.photo_like
-                yield Result(it.path, float(q[j]), cos[j], None, it.det_score, it.box)
+                yield Result(it.path, float(q[j]), cos[j], None, it.det_score, it.box, float(scores[j]))

@@ -2,7 +2,8 @@
 
 `ScoringSettings` says which model runs where (model, backend, precision, device, threads, preprocessing
 overrides), how each image is perturbed and scored (specs, views, aggregation, seed, batch size) and whether photos
-are aligned first. `engine.models.open_model` / `open_scorer` turn it into a runner and a Scorer. It is plain data
+are aligned first, which quality recipe fuses the signals, and whether crops are put back on the model's template.
+`engine.models.open_model` / `open_scorer` turn it into a runner and a Scorer. It is plain data
 (picklable), so a Ray actor receives it whole.
 """
 
@@ -30,6 +31,9 @@ class ScoringSettings:
     all_faces: bool = False  # with align: every face, not only the largest
     detector: str = "hog"
     min_face_score: float | None = None  # with align: weaker detections are not faces (None: the detector's default)
+    recipe: str | None = None  # a quality recipe name or JSON file (None: the model's default; ignored with perturb)
+    realign: str | None = None  # the template check: auto, on, off (None: the recipe's own setting)
+    template: tuple | None = None  # the 2x3 realignment matrix the check found (set by `engine.models.check_template`)
     extra: dict = field(default_factory=dict, compare=False)  # options a caller passes through untouched
 
     def __post_init__(self):

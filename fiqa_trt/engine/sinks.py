@@ -39,8 +39,10 @@ FACE_COLUMNS = ["det_score", "box_left", "box_top", "box_right", "box_bottom"]  
 
 
 def columns(view_labels: list[str], faces: bool = False) -> list[str]:
-    """path, quality, cos_<view> ..., (aligned runs: det_score and the face box in the photo), error."""
-    return ["path", "quality"] + [f"cos_{label}" for label in view_labels] + (FACE_COLUMNS if faces else []) + ["error"]
+    """path, quality (the recipe's raw value), score (the 0-100 unified score), cos_<view> ..., (aligned runs:
+    det_score and the face box in the photo), error."""
+    return (["path", "quality", "score"] + [f"cos_{label}" for label in view_labels] + (FACE_COLUMNS if faces else [])
+            + ["error"])
 
 
 def _num(x: float | None) -> float | None:
@@ -48,11 +50,15 @@ def _num(x: float | None) -> float | None:
 
 
 def _values(result: Result, cols: list[str]) -> list:
-    values = [result.path, _num(result.quality), *map(_num, result.cosines.tolist())]
+    values = [result.path, _num(result.quality), _int(result.score), *map(_num, result.cosines.tolist())]
     if FACE_COLUMNS[0] in cols:
         box = result.box if result.box is not None else (None,) * 4
         values += [_num(result.det_score), *(None if v is None else int(v) for v in box)]
     return values + [result.error]
+
+
+def _int(x: float | None) -> int | None:
+    return None if x is None or math.isnan(x) else int(x)
 
 
 def row(result: Result, cols: list[str]) -> dict:
@@ -63,7 +69,7 @@ def row(result: Result, cols: list[str]) -> dict:
 def _schema(cols: list[str], metadata: dict | None = None):
     import pyarrow as pa
 
-    kinds = {"path": pa.string(), "error": pa.string(), **{c: pa.int32() for c in FACE_COLUMNS[1:]}}
+    kinds = {"path": pa.string(), "error": pa.string(), "score": pa.int8(), **{c: pa.int32() for c in FACE_COLUMNS[1:]}}
     return pa.schema([(c, kinds.get(c, pa.float32())) for c in cols], metadata={"fiqa_trt": json.dumps(metadata or {})})
 
 

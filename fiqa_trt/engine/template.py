@@ -131,6 +131,11 @@ class TemplateCheck:
                 f"{'below' if dy > 0 else 'above'} the model's template (scale {self.scale:.3f}, rotation "
                 f"{self.rotation_deg:+.1f} deg)")
 
+    @classmethod
+    def of_matrix(cls, matrix) -> "TemplateCheck":
+        """A check known only by its matrix (as carried in ScoringSettings.template)."""
+        return cls(np.asarray(matrix, np.float64), np.zeros((5, 2)), 0, 0)
+
     def to_dict(self) -> dict:
         return {"matrix": np.round(self.matrix, 6).tolist(), "offset_px": np.round(self.offset, 3).tolist(),
                 "shift_px": round(self.shift_px, 3), "sampled": self.sampled, "detected": self.detected}

@@ -150,6 +150,21 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
 
 
+def _recipe_and_realigner(scoring: ScoringSettings, pair_set, runner):
+    """The quality recipe evaluated with the specs (--recipe, or the model's own) and the template realigner that
+    every embedding of the run goes through, verification included (`scoring.realign`, default off here; the CLI's
+    default is auto)."""
+    from fiqa_trt.engine.inputs import Item
+    from fiqa_trt.engine.models import model_or_default
+    from fiqa_trt.engine.recipes import resolve
+    from fiqa_trt.engine.template import realigner_for
+
+    recipe, _ = resolve(scoring.recipe, model_or_default(scoring.model))
+    items = [Item(str(pair_set.root / k), k) for k in pair_set.keys]
+    aligner, report = realigner_for(items, runner.config.input_size, scoring.realign or "off", scoring.seed)
+    return recipe, aligner, report
+
+
 def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], None] | None = None,
              progress: Callable[[int, int], None] | None = None) -> dict:
     """The whole `fiqa-trt eval` run: pairs, one embedding pass, EDC of every method, files. Returns the report."""
@@ -198,13 +213,17 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
     runner = open_model(scoring)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    recipe, aligner, template_report = _recipe_and_realigner(scoring, pair_set, runner)
 
     if say:
         say(f"{pair_set.describe()}; model {runner.config.name} on {runner.name}")
+        say(template_report)
+        say(f"{recipe.describe()}: evaluated as method recipe:{recipe.name}")
     started = time.perf_counter()
     embedded = sweep.embed_specs(runner, pair_set.root, pair_set.keys, specs, scoring.views, scoring.agg, scoring.seed,
                                  scoring.batch_size, scoring.threads,
-                                 progress=(lambda n: progress(n, len(pair_set.keys))) if progress else None)
+                                 progress=(lambda n: progress(n, len(pair_set.keys))) if progress else None,
+                                 recipes=[recipe], aligner=aligner)
     elapsed = time.perf_counter() - started
 
     report, methods, pair_set = sweep.evaluate_sweep(
@@ -222,7 +241,9 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
                      "pair_limit": s.pair_limit, "half": s.half, "split_seed": s.split_seed,
                      "test_fraction": s.test_fraction},
         "edc": {"pair_quality": pair_quality, "discard": s.discard, "bootstrap": s.bootstrap,
-                "bootstrap_seed": s.bootstrap_seed, "norm": s.norm}}
+                "bootstrap_seed": s.bootstrap_seed, "norm": s.norm},
+        "recipe": recipe.to_dict(), "template_check": template_report,
+        "realigned": aligner is not None}
     rep.write_report(report, out)
     rep.write_qualities(out / "qualities.csv", pair_set.keys, methods, embedded.errors)
     if s.plots:

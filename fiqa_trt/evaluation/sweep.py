@@ -23,7 +23,7 @@ import numpy as np
 
 from fiqa_trt import kernels
 from fiqa_trt.engine.inputs import Item
-from fiqa_trt.engine.perturbations import KINDS
+from fiqa_trt.engine.perturbations import DEFAULT_SPEC, KINDS, parse_spec
 from fiqa_trt.engine.runners.base import Runner
 from fiqa_trt.engine.scorer import Scorer
 from fiqa_trt.errors import FiqaError
@@ -65,20 +65,42 @@ def method_names(spec_labels: list[str]) -> list[str]:
 
 def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[str] | None = None, views: int = 1,
                 agg: str = "mean", seed: int = 0, batch_size: int = 32, threads: int | None = None,
-                progress: Callable[[int], None] | None = None) -> SweepResult:
-    """Embed `root/key` for every key once, with the views of all `specs`, and score each spec separately."""
-    scorer = Scorer(runner, specs, views=views, agg=agg, seed=seed, batch_size=batch_size, threads=threads)
+                progress: Callable[[int], None] | None = None, recipes: list | None = None,
+                aligner=None) -> SweepResult:
+    """Embed `root/key` for every key once, with the views of all `specs`, and score each spec separately.
+
+    `recipes` (engine.recipes.Recipe): each becomes a method `recipe:<name>`, its views added to the same pass (a
+    view spec already in `specs` is shared). `aligner` (e.g. engine.template.Realigner) is applied to every image
+    before the views, the originals (verification embeddings) included."""
+    recipes = list(recipes or [])
+    specs = list(specs) if specs else [DEFAULT_SPEC]
+    own = len(specs)  # the specs that are methods (a recipe's own views are not)
+    for recipe in recipes:
+        for spec in recipe.perturb:
+            if parse_spec(spec).label() not in {parse_spec(x).label() for x in specs}:
+                specs.append(spec)
+    scorer = Scorer(runner, specs, views=views, agg=agg, seed=seed, batch_size=batch_size, threads=threads,
+                    aligner=aligner)
     labels = [s.label() for s in scorer.specs]
+    all_labels, labels = labels, labels[:own]
     if len(set(labels)) != len(labels):
         dup = sorted({x for x in labels if labels.count(x) > 1})
         raise FiqaError(f"the same perturbation spec is given twice: {', '.join(dup)}")
     names = method_names(labels)
     columns = {name: [1 + v.index for v in scorer.views if v.spec is spec] for name, spec in zip(names, scorer.specs)}
+    by_label = dict(zip(all_labels, scorer.specs))
+    recipe_columns, recipe_labels = [], {}
+    for recipe in recipes:
+        cols = [1 + v.index for spec in recipe.perturb for v in scorer.views
+                if v.spec is by_label[parse_spec(spec).label()]]
+        recipe_columns.append((recipe, cols))
+        recipe_labels[recipe.name] = [scorer.views[c - 1].label for c in cols]
     root = Path(root)
     items = [Item(str(root / k), k) for k in keys]
     n = len(items)
     originals: np.ndarray | None = None
-    qualities = {name: np.full(n, np.nan, np.float32) for name in names}
+    qualities = {name: np.full(n, np.nan, np.float64 if name.startswith("recipe:") else np.float32)
+                 for name in names + [f"recipe:{r.name}" for r in recipes]}
     errors: dict[str, str] = {}
     row, started = 0, time.perf_counter()
     for batch in scorer.embed(items, progress):
@@ -95,6 +117,11 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
             for name, cols in columns.items():
                 _, q = kernels.quality(emb[:, [0] + cols], agg)
                 qualities[name][rows] = q
+            for recipe, cols in recipe_columns:
+                cos, _ = kernels.quality(emb[:, [0] + cols], agg)
+                norms = np.linalg.norm(emb[:, 0].astype(np.float32), axis=1)
+                qualities[f"recipe:{recipe.name}"][rows] = recipe.fuse(norms, cos, recipe_labels[recipe.name]) \
+                    if recipe.fusion != "stability" else kernels.quality(emb[:, [0] + cols], recipe.agg)[1]
         row += len(batch.items)
     if originals is None:
         raise FiqaError(f"none of the {n} images could be embedded (first error: {next(iter(errors.values()))})")
@@ -105,9 +132,10 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
     originals[bad] = np.nan
     for q in qualities.values():
         q[bad] = np.nan
-    return SweepResult(keys, originals, qualities, dict(zip(names, labels)),
-                       {name: [scorer.views[c - 1].label for c in cols] for name, cols in columns.items()},
-                       errors, time.perf_counter() - started)
+    spec_of = dict(zip(names, labels)) | {f"recipe:{r.name}": r.describe() for r in recipes}
+    views_of = {name: [scorer.views[c - 1].label for c in cols] for name, cols in columns.items()}
+    views_of |= {f"recipe:{r.name}": recipe_labels[r.name] for r in recipes}
+    return SweepResult(keys, originals, qualities, spec_of, views_of, errors, time.perf_counter() - started)
 
 
 def pair_similarities(originals: np.ndarray, a: np.ndarray, b: np.ndarray, block: int = 1 << 18) -> np.ndarray:

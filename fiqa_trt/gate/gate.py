@@ -8,13 +8,13 @@ on a GPU); the IoU tracker gives each face a track id. The faces of several fram
 `batch_frames` frames and is scored as soon as no further frame is waiting, so batching only adds latency when
 scoring is behind.
 
-Score and decision: `quality` is the raw aggregated cosine. `score` is what the threshold applies to: the raw
-cosine (scale `raw`) or a 0-100 calibrated score (scale `calibrated`): a linear map of the raw cosine from the 1st
-percentile (0) to the 99th percentile (100) of the model's qualities on the shared LFW crops, clipped to 0-100
-(`ModelRecord.calibration` in weights.registry, measured by benchmarks/calibrate_gate.py on every 4th crop, 3,309 images; known models only).
-The shared crops are stored on the 96x112 template while the gate re-aligns faces to the ArcFace one: clean faces
-in the test video score 0.97-0.99 with the shared MobileFaceNet, above its LFW p99, so they reach 100. A face event is `accept` when its
-score >= threshold. A track's final decision is made on its best shot (highest quality over the track): accept when
+Score and decision: `quality` is the recipe's raw quality (engine.recipes; the scorer's). `score` is what the
+threshold applies to: the raw quality (scale `raw`) or the 0-100 unified score (scale `calibrated`), the `score`
+column of `fiqa-trt score`: a linear map from the recipe's 1st percentile (0) to its 99th percentile (100) on the
+shared LFW crops put back on the ArcFace template, clipped and rounded (`Recipe.calibration`). The gate aligns every
+face to that template, so the calibration and the gate see faces the same way (the seed's scale was fitted on the
+off-template crops and put clean aligned faces, and with the default model a face pixelated to 24 px, at 100). A
+face event is `accept` when its score >= threshold. A track's final decision is made on its best shot (highest quality over the track): accept when
 the best score >= threshold.
 
 Events (one JSON object per line): `face` (per face per processed frame: time, pts, captured, frame, track, box,
@@ -59,18 +59,16 @@ class Detector(Protocol):
         ...
 
 
-def calibration_for(model_path: str | Path) -> tuple[float, float] | None:
-    """(p1, p99) for a known model file (its record in weights.registry), else None."""
-    from fiqa_trt.files import sha256_of
-    from fiqa_trt.weights import registry
-
-    record = registry.lookup(sha256_of(Path(model_path)))
-    return record.calibration if record is not None else None
+def calibration_for(recipe) -> tuple[float, float] | None:
+    """(p1, p99) of a scorer's recipe (engine.recipes.Recipe, as resolved for its model), else None."""
+    return None if recipe is None else recipe.calibration
 
 
 def calibrate(quality: float, calibration: tuple[float, float]) -> float:
+    """The 0-100 unified score of one quality, as `Recipe.unified_score`: linear p1 -> 0, p99 -> 100, clipped,
+    rounded to an integer."""
     lo, hi = calibration
-    return float(np.clip(100.0 * (quality - lo) / (hi - lo), 0.0, 100.0))
+    return float(np.round(np.clip(100.0 * (quality - lo) / (hi - lo), 0.0, 100.0)))
 
 
 class JsonlWriter:

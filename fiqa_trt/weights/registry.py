@@ -1,7 +1,8 @@
 """The model registry: what is known about model files that are scored as they are, keyed by their sha256.
 
 One `zoo.ModelRecord` per file: its preprocessing when the file carries no fiqa-trt metadata, the reduced-precision
-ranking checks that `precision="auto"` consults, and the gate's quality calibration. Keyed by the file's sha256, so
+ranking checks that `precision="auto"` consults, its default quality recipe and the 0-100 calibrations of the
+recipes on it (benchmarks/quality_recipes.py). Keyed by the file's sha256, so
 a renamed copy is still recognised and a different file never gets a wrong record.
 """
 
@@ -21,7 +22,6 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
         ),
         # `fiqa-trt bench` on the first 1,000 shared LFW images, AMD EPYC with AVX-512 BF16, OpenVINO 2026.4
         precision_checks={"openvino:bf16": 0.99705},
-        calibration=(0.9127, 0.9754),  # benchmarks/calibrate_gate.py: every 4th shared LFW crop, default perturbation
     ),
     ModelRecord(
         name="dlib-resnet-v1-arcface112", arch=ONNX_ARCH, files=(),
@@ -29,7 +29,6 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
         source="dlib_face_recognition_resnet_model_v1.dat of the PyPI package face_recognition_models, converted by "
                "fiqa-trt (engine.models: the default model; its preprocessing is in the file's metadata)",
         licence="CC0 (dlib's model file)",
-        calibration=(0.9678, 0.9907),  # benchmarks/calibrate_gate.py, as above
     ),
 )
 
@@ -45,3 +44,16 @@ def config_for(sha256: str) -> ModelConfig | None:
     if record is None or record.config is None:
         return None
     return ModelConfig.from_dict({**record.config, "name": record.name}, source="registry")
+
+
+def recipe_for(sha256: str) -> dict | None:
+    """The fields of the default quality recipe recorded for this file (for `engine.recipes.Recipe`), or None."""
+    record = lookup(sha256)
+    return dict(record.recipe) if record is not None and record.recipe else None
+
+
+def calibration_for(sha256: str, recipe_name: str) -> tuple[float, float] | None:
+    """(p1, p99) of the named recipe's raw quality on this file (template-aligned shared LFW crops), or None."""
+    record = lookup(sha256)
+    found = record.calibrations.get(recipe_name) if record is not None else None
+    return tuple(found) if found else None

@@ -1,0 +1,185 @@
+"""Quality recipes, the template check and the 0-100 score, on the shared MobileFaceNet and shared LFW crops:
+the seed recipe gives the seed's scores, reruns are identical, the fit sees only the dev half, the template check
+finds a known shift, the unified score follows the quality."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fiqa_trt.engine import recipes
+from fiqa_trt.engine.recipes import Recipe
+from fiqa_trt.errors import FiqaError
+
+cv2 = pytest.importorskip("cv2")
+SEED_SCORES = Path(__file__).parent / "data" / "seed_scores_mobilefacenet.csv"
+
+
+def _runner(model):
+    from fiqa_trt.engine.runners import load_runner
+
+    return load_runner(str(model), "onnxruntime", "fp32", threads=2)
+
+
+def _items(files):
+    from fiqa_trt.engine.inputs import Item
+
+    return [Item(str(f), f"{f.parent.name}/{f.name}") for f in files]
+
+
+def _seed_scores(lfw) -> tuple[list[Path], np.ndarray]:
+    rows = [r for r in csv.reader(ln for ln in SEED_SCORES.read_text().splitlines() if not ln.startswith("#"))][1:]
+    return [lfw / r[0] for r in rows], np.array([float(r[1]) for r in rows])
+
+
+def test_seed_recipe_reproduces_the_seed_scores(lfw, real_model):
+    """The scores written by the seed code (before recipes existed) for 64 crops, reproduced by the seed recipe."""
+    from fiqa_trt.engine.scorer import Scorer
+
+    files, expected = _seed_scores(lfw)
+    items = _items(files)
+    runner = _runner(real_model)
+    seed = np.array([r.quality for r in Scorer(runner, recipe=recipes.SEED, batch_size=32, threads=1).score(items)])
+    plain = np.array([r.quality for r in Scorer(runner, batch_size=32, threads=1).score(items)])
+    assert np.array_equal(seed, plain)  # the seed recipe is the plain stability path, bit for bit
+    np.testing.assert_allclose(seed, expected, rtol=0, atol=1e-6)  # the stored seed scores (exact on this machine)
+
+
+def test_default_recipe_rerun_is_identical(lfw_files, real_model):
+    from fiqa_trt.engine.scorer import Scorer
+    from fiqa_trt.engine.template import realigner_for
+
+    recipe, source = recipes.resolve(None, real_model)
+    assert source == "model registry" and recipe.fusion == "weighted_log" and recipe.calibration is not None
+    items = _items(lfw_files[::400])
+    runs = []
+    for _ in range(2):
+        aligner, _ = realigner_for(items, (112, 112), recipe.realign)
+        assert aligner is not None  # the shared crops are 8 px off the ArcFace template
+        results = list(Scorer(_runner(real_model), recipe=recipe, aligner=aligner, batch_size=8, threads=1)
+                       .score(items))
+        runs.append(([r.quality for r in results], [r.score for r in results]))
+    assert runs[0] == runs[1]
+    assert all(0 <= s <= 100 and s == int(s) for s in runs[0][1])
+
+
+def test_template_check_finds_a_known_shift(lfw_files):
+    from fiqa_trt.engine.template import estimate
+
+    crops = np.stack([cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in lfw_files[::200]])
+    base = estimate(crops, (112, 112))
+    assert base.detected >= 0.95 * len(crops)
+    assert -10 < np.median(base.offset[:, 0]) < -6  # the shared crops: about 8 px left of ArcFace's template
+    for dx, dy in ((8, 0), (-4, 3), (0, -5)):
+        m = np.float64([[1, 0, dx], [0, 1, dy]])
+        shifted = np.stack([cv2.warpAffine(c, m, (112, 112), borderMode=cv2.BORDER_REPLICATE) for c in crops])
+        moved = np.median(estimate(shifted, (112, 112)).offset - base.offset, axis=0)
+        np.testing.assert_allclose(moved, [dx, dy], atol=1.0)
+    realigned = estimate(np.stack([cv2.warpAffine(c, base.matrix, (112, 112), borderMode=cv2.BORDER_REPLICATE)
+                                   for c in crops]), (112, 112))
+    assert realigned.shift_px < 1.5 < base.shift_px
+
+
+def test_unified_score_is_monotonic_in_quality(lfw_files, real_model):
+    """On real crops, blurred to several strengths: sorted by raw quality, the 0-100 scores never decrease."""
+    from fiqa_trt.engine.scorer import Scorer
+
+    recipe = recipes.resolve(None, real_model)[0]
+    crops = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in lfw_files[::300]]
+    crops += [cv2.GaussianBlur(c, (0, 0), s) for c in crops[:12] for s in (1.5, 3.0)]
+    scorer = Scorer(_runner(real_model), recipe=recipe, batch_size=16, threads=1)
+    q = scorer.score_crops(crops)
+    s = scorer.unified(q)
+    order = np.argsort(q, kind="stable")
+    assert np.all(np.diff(s[order]) >= 0) and s.min() >= 0 and s.max() <= 100 and len(np.unique(s)) > 5
+    assert np.array_equal(s, np.round(s))
+    assert np.isnan(recipe.unified_score(np.array([np.nan]))).all()
+
+
+def test_recipe_files_and_errors(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(recipes.NORM_FLIP.to_dict()))
+    assert recipes.load(str(path)) == recipes.NORM_FLIP
+    for bad in ({"fusion": "product", "name": "x"}, {"name": "x", "fusion": "weighted_log", "signals": [["snr", 1]]},
+                {"name": "x", "colour": 1}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(FiqaError):
+            recipes.load(str(path))
+    with pytest.raises(FiqaError, match="unknown recipe"):
+        recipes.load("nope")
+    r = Recipe("x", fusion="weighted_log", signals=(("cos:gaussian0", 1.0),))
+    with pytest.raises(FiqaError, match="views do not give"):
+        r.fuse(np.ones(2), np.ones((2, 1)), ["affine"])
+
+
+@pytest.fixture(scope="module")
+def embedded_lfw(lfw, real_model):
+    """Real embeddings (realigned originals and flips) of the identities with at least 6 images, every other one."""
+    from fiqa_trt.engine.scorer import Scorer
+    from fiqa_trt.engine.template import realigner_for
+    from fiqa_trt.evaluation.protocols import identities
+
+    groups = [ks for ks in identities(lfw).values() if len(ks) >= 6][::2]
+    keys = [k for ks in groups for k in ks[:8]]
+    items = [__import__("fiqa_trt.engine.inputs", fromlist=["Item"]).Item(str(lfw / k), k) for k in keys]
+    aligner, _ = realigner_for(items, (112, 112), "on")
+    scorer = Scorer(_runner(real_model), recipe=recipes.NORM_FLIP, aligner=aligner, batch_size=32, threads=2)
+    originals, cosines = [], []
+    for batch in scorer.embed(items):
+        originals.append(batch.embeddings[:, 0].astype(np.float64))
+        cosines.append(scorer._quality(batch.embeddings)[0][:, 0])
+    emb = np.concatenate(originals)
+    ident = np.array([k.split("/")[0] for k in keys])
+    signals = {"lognorm": np.log(np.linalg.norm(emb, axis=1)), "cos:affine": np.log(np.concatenate(cosines))}
+    return emb, ident, signals
+
+
+def test_weights_are_fitted_on_the_dev_half_only(embedded_lfw):
+    """Replacing every test-half signal (even by noise that would pull the weights elsewhere) leaves the fitted
+    weights and the dev figures unchanged and changes the test figures: the test half is only reported."""
+    from fiqa_trt.evaluation.calibrate import fit, split
+
+    emb, ident, signals = embedded_lfw
+    first = fit(signals, emb, ident, seed=3, bootstrap=20, nonmated=20000)
+    dev = split(ident, 3)
+    assert 0 < dev.sum() < len(dev)
+    rng = np.random.default_rng(0)
+    scrambled = {name: np.where(dev, v, rng.permutation(v)) for name, v in signals.items()}
+    scrambled["cos:affine"] = np.where(dev, scrambled["cos:affine"], -scrambled["lognorm"] * 50)
+    second = fit(scrambled, emb, ident, seed=3, bootstrap=20, nonmated=20000)
+    assert second.weights == first.weights and second.dev == first.dev
+    assert second.test != first.test
+    # and the dev half does move them: scrambling it instead changes the search's input
+    leak = {name: np.where(~dev, v, rng.permutation(v)) for name, v in signals.items()}
+    assert fit(leak, emb, ident, seed=3, bootstrap=20, nonmated=20000).dev != first.dev
+
+
+def test_calibrate_command_stores_a_recipe(lfw, real_model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from fiqa_trt.cli import app
+    from fiqa_trt.engine.runners.onnx_model import sha256_of
+    from fiqa_trt.evaluation.protocols import identities
+
+    monkeypatch.setenv("FIQA_TRT_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "faces"
+    for ident, ks in [(i, ks) for i, ks in identities(lfw).items() if len(ks) >= 6][:40]:
+        (root / ident).mkdir(parents=True)
+        for k in ks[:6]:
+            (root / k).symlink_to(lfw / k)
+    out = tmp_path / "calibration.json"
+    result = CliRunner().invoke(app, ["calibrate", str(real_model), str(root), "--recipe", "norm-flip",
+                                      "--backend", "onnxruntime", "--precision", "fp32", "--bootstrap", "20",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["report"]["dev"]["identities"] == doc["report"]["test"]["identities"] == 20
+    stored = recipes.cache_file(sha256_of(Path(real_model)))
+    assert stored.is_file()
+    recipe, source = recipes.resolve(None, real_model)
+    assert source.startswith("calibrated") and recipe.calibration is not None
+    assert dict(recipe.signals) == doc["report"]["weights"]
