@@ -296,3 +296,30 @@ def test_score_crops_gives_the_qualities_of_score(lfw_files, real_model):
         scorer.score_crops([np.zeros((112, 112), np.uint8)])
     with pytest.raises(FiqaError):
         Scorer(scorer.runner, ["mixup"]).score_crops(crops[:1])
+
+
+def test_default_model_gate_scale_sees_pixelation(lfw_files, tmp_path, monkeypatch):
+    """The seed's gate scale, fitted on off-template crops, put a face pixelated to 24 px at 100 with the default
+    model, since the gate aligns every face to the ArcFace template. With the recipe's calibration on
+    template-aligned crops the same aligned faces score as `score` scores them: clean above pixelated, and the
+    pixelated faces far from 100."""
+    pytest.importorskip("dlib")
+    from fiqa_trt.engine.align import FaceAligner
+    from fiqa_trt.engine.models import open_scorer
+    from fiqa_trt.engine.settings import ScoringSettings
+
+    scorer = open_scorer(ScoringSettings(backend="onnxruntime", precision="fp32", threads=2))
+    assert scorer.recipe.name == "dlib-default" and scorer.recipe.calibration is not None
+    aligner = FaceAligner(all_faces=False)
+    clean, pixelated = [], []
+    for f in lfw_files[::1300]:
+        frame = np.full((240, 320, 3), 90, np.uint8)
+        crop = cv2.imread(str(f))
+        for target, face in ((clean, crop), (pixelated, pixelate(crop, 24 / 112))):
+            faces = aligner.align(paste(frame.copy(), face, (160, 120))[..., ::-1])
+            if faces:
+                target.append(faces[0].crop)
+    assert len(clean) >= 8 and len(pixelated) >= 8
+    qc, qp = scorer.score_crops(clean), scorer.score_crops(pixelated)
+    sc, sp = scorer.unified(qc), scorer.unified(qp)
+    assert np.median(sp) < np.median(sc) and np.median(sp) < 50 and (sp < 100).all(), (sc, sp)

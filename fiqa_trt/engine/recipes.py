@@ -4,8 +4,9 @@ A recipe names
 - `perturb`: the perturbation specs of the views (`engine.perturbations`), all embedded in the one runner call that
   also embeds the original, once;
 - `signals`: what is read off that pass: `lognorm` (the log of the L2 norm of the original's raw embedding, before
-  any normalisation: models trained with margin losses make it larger for recognisable faces) and `cos:<label>`
-  (the cosine of the original's embedding with one view's, by view label, e.g. `cos:affine`);
+  any normalisation: models trained with margin losses make it larger for recognisable faces) and `cos:<i>`
+  (the cosine of the original's embedding with the view(s) of the recipe's i-th perturbation spec, mean over its
+  views when it is random);
 - `fusion`: `stability` (the seed's score: the mean, min or median of every view's cosine, `agg`; signals unused)
   or `weighted_log`: quality = sum_i w_i * log(s_i), with each cosine clipped to [1e-6, 1] first;
 - `realign`: the template-alignment step (`engine.template`): `auto` (put crops back on the model's template when
@@ -63,8 +64,10 @@ class Recipe:
             if not self.signals:
                 raise FiqaError(f"recipe '{self.name}': weighted_log fusion needs at least one signal")
             for name, _ in self.signals:
-                if name != "lognorm" and not name.startswith("cos:"):
-                    raise FiqaError(f"recipe '{self.name}': unknown signal '{name}'; use lognorm or cos:<view>")
+                if name != "lognorm" and not (name.startswith("cos:") and name[4:].isdigit()
+                                              and int(name[4:]) < len(self.perturb)):
+                    raise FiqaError(f"recipe '{self.name}': unknown signal '{name}'; use lognorm or cos:<i>, i "
+                                    f"the index of one of its {len(self.perturb)} perturbation spec(s)")
         if self.calibration is not None:
             lo, hi = (float(v) for v in self.calibration)
             if not hi > lo:
@@ -75,8 +78,9 @@ class Recipe:
     def uses_norm(self) -> bool:
         return any(name == "lognorm" and w != 0 for name, w in self.signals)
 
-    def fuse(self, norms: np.ndarray, cosines: np.ndarray, labels: list[str]) -> np.ndarray:
-        """Qualities (N,) from the originals' raw norms (N,) and the per-view cosines (N, K) of views `labels`.
+    def fuse(self, norms: np.ndarray, cosines: np.ndarray, view_specs: list[int]) -> np.ndarray:
+        """Qualities (N,) from the originals' raw norms (N,) and the per-view cosines (N, K); `view_specs[k]` is the
+        index (into `perturb`) of the spec view k comes from.
 
         Stability reproduces `kernels.quality` exactly (it is only called for weighted_log fusion by the scorer).
         A NaN input gives a NaN quality."""
@@ -90,11 +94,10 @@ class Recipe:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     value = np.log(np.asarray(norms, np.float64))
             else:
-                label = name[4:]
-                if label not in labels:
-                    raise FiqaError(f"recipe '{self.name}' reads view '{label}', which its views do not give "
-                                    f"(views: {', '.join(labels)})")
-                value = np.log(np.clip(cosines[:, labels.index(label)], COS_FLOOR, 1.0))
+                cols = [k for k, i in enumerate(view_specs) if i == int(name[4:])]
+                if not cols:
+                    raise FiqaError(f"recipe '{self.name}' reads spec {name[4:]}, which gives no view here")
+                value = np.log(np.clip(cosines[:, cols].mean(axis=1), COS_FLOOR, 1.0))
             out += weight * value
         out[~np.isfinite(out)] = np.nan
         return out
@@ -149,7 +152,7 @@ SEED = Recipe("seed", (SEED_SPEC,), "stability", "mean", (), "off")
 # Pure stability as a default for models without a recipe: the seed's view, crops put back on the template first.
 STABILITY = Recipe("stability", (SEED_SPEC,), "stability", "mean", (), "auto")
 # Log-norm and flip consistency on the template-aligned crop (weights fitted per model by `fiqa-trt calibrate`)
-NORM_FLIP = Recipe("norm-flip", (FLIP_SPEC,), "weighted_log", "mean", (("lognorm", 1.0), ("cos:affine", 1.0)), "auto")
+NORM_FLIP = Recipe("norm-flip", (FLIP_SPEC,), "weighted_log", "mean", (("lognorm", 1.0), ("cos:0", 1.0)), "auto")
 # The raw embedding's log-norm alone (one forward pass for the quality; a view is still embedded for the pipeline)
 NORM = Recipe("norm", (FLIP_SPEC,), "weighted_log", "mean", (("lognorm", 1.0),), "auto")
 

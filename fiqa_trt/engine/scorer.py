@@ -98,6 +98,11 @@ class Scorer:
                                       concatenate=self.xp.concatenate)
 
     @property
+    def view_specs(self) -> list[int]:
+        """For each view, the index of the spec (in `specs`) it comes from."""
+        return [next(i for i, s in enumerate(self.specs) if s is v.spec) for v in self.views]
+
+    @property
     def view_labels(self) -> list[str]:
         return [v.label for v in self.views]
 
@@ -142,7 +147,7 @@ class Scorer:
                 norms = self._host(self.xp.linalg.norm(emb[:, 0].astype(self.xp.float32), axis=1))
         cos, q = self._host(cos), self._host(q)  # (asnumpy waits for the kernel on the scorer's stream)
         if norms is not None:
-            q = self.recipe.fuse(norms, cos, self.view_labels)
+            q = self.recipe.fuse(norms, cos, self.view_specs)
         return cos, q
 
     def unified(self, quality: np.ndarray) -> np.ndarray:

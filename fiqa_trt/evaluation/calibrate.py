@@ -213,11 +213,12 @@ def protocol_from_pairs(embeddings: np.ndarray, identities: np.ndarray, mask: np
     return Protocol(a[mated], b[mated], inverse[a[mated]], errors, thresholds, int((~mated).sum()))
 
 
-def signals_of(recipe, norms: np.ndarray, cosines: np.ndarray, labels: list[str]) -> dict[str, np.ndarray]:
+def signals_of(recipe, norms: np.ndarray, cosines: np.ndarray, view_specs: list[int]) -> dict[str, np.ndarray]:
     """The per-image values of a recipe's signals (log-norm, log-cosine), as its weighted_log fusion reads them."""
     from dataclasses import replace
 
-    return {name: replace(recipe, signals=((name, 1.0),)).fuse(norms, cosines, labels) for name, _ in recipe.signals}
+    return {name: replace(recipe, signals=((name, 1.0),)).fuse(norms, cosines, view_specs)
+            for name, _ in recipe.signals}
 
 
 def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_size: int = 32,
@@ -254,7 +255,7 @@ def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_siz
     keys, ident = [k for k, g in zip(keys, ok) if g], ident[ok]
     emb, cos = np.concatenate(originals), np.concatenate(cosines)
     norms = np.linalg.norm(emb, axis=1)
-    sig = signals_of(recipe, norms, cos, scorer.view_labels)
+    sig = signals_of(recipe, norms, cos, scorer.view_specs)
     finite = np.all([np.isfinite(v) for v in sig.values()], axis=0)
     if not finite.all():
         raise FiqaError(f"{int((~finite).sum())} images gave a non-finite signal (zero embedding?); remove them")

@@ -89,12 +89,15 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
     names = method_names(labels)
     columns = {name: [1 + v.index for v in scorer.views if v.spec is spec] for name, spec in zip(names, scorer.specs)}
     by_label = dict(zip(all_labels, scorer.specs))
-    recipe_columns, recipe_labels = [], {}
+    recipe_columns, recipe_labels, recipe_specs = [], {}, {}
     for recipe in recipes:
         cols = [1 + v.index for spec in recipe.perturb for v in scorer.views
                 if v.spec is by_label[parse_spec(spec).label()]]
         recipe_columns.append((recipe, cols))
         recipe_labels[recipe.name] = [scorer.views[c - 1].label for c in cols]
+        recipe_specs[recipe.name] = [next(i for i, spec in enumerate(recipe.perturb)
+                                          if by_label[parse_spec(spec).label()] is scorer.views[c - 1].spec)
+                                     for c in cols]
     root = Path(root)
     items = [Item(str(root / k), k) for k in keys]
     n = len(items)
@@ -120,7 +123,7 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
             for recipe, cols in recipe_columns:
                 cos, _ = kernels.quality(emb[:, [0] + cols], agg)
                 norms = np.linalg.norm(emb[:, 0].astype(np.float32), axis=1)
-                qualities[f"recipe:{recipe.name}"][rows] = recipe.fuse(norms, cos, recipe_labels[recipe.name]) \
+                qualities[f"recipe:{recipe.name}"][rows] = recipe.fuse(norms, cos, recipe_specs[recipe.name]) \
                     if recipe.fusion != "stability" else kernels.quality(emb[:, [0] + cols], recipe.agg)[1]
         row += len(batch.items)
     if originals is None:

@@ -29,6 +29,17 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
         source="dlib_face_recognition_resnet_model_v1.dat of the PyPI package face_recognition_models, converted by "
                "fiqa-trt (engine.models: the default model; its preprocessing is in the file's metadata)",
         licence="CC0 (dlib's model file)",
+        # benchmarks/quality_research.py (results/quality_research.json): its norm carries no quality information
+        # (npAUC 0.96 / 0.99); the seed's view plus a 3-degree rotation, weights fitted on the dev half
+        recipe=dict(
+            name="dlib-default", perturb=("affine:rot=0.5,scale=1.01,flip=1", "affine:rot=3,scale=1,flip=0"),
+            fusion="weighted_log", signals=(("cos:0", 1.0), ("cos:1", 1.878362)), realign="auto",
+            calibration=(-0.029403, -0.007673),
+            figures={"protocol": "shared LFW, all-mated per half of a seeded identity split (seed 0), test half",
+                     "test_npauc30": {"1e-03": 0.7716, "1e-04": 0.8591},
+                     "seed_view_test_npauc30": {"1e-03": 0.8033, "1e-04": 0.8706},
+                     "difference_vs_seed_view_90": {"1e-03": [-0.0484, -0.015], "1e-04": [-0.0216, -0.0014]}}),
+        calibrations={"seed": (0.979633, 0.996111), "stability": (0.979633, 0.996111)},
     ),
 )
 
