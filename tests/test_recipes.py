@@ -162,11 +162,9 @@ def test_weights_are_fitted_on_the_dev_half_only(embedded_lfw):
 
 
 def test_calibrate_command_stores_a_recipe(lfw, real_model, tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from fiqa_trt.cli import app
-    from fiqa_trt.engine.runners.onnx_model import sha256_of
     from fiqa_trt.evaluation.protocols import identities
+    from fiqa_trt.files import sha256_of
+    from tests.cli_runner import run_cli
 
     monkeypatch.setenv("FIQA_TRT_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "faces"
@@ -175,10 +173,9 @@ def test_calibrate_command_stores_a_recipe(lfw, real_model, tmp_path, monkeypatc
         for k in ks[:6]:
             (root / k).symlink_to(lfw / k)
     out = tmp_path / "calibration.json"
-    result = CliRunner().invoke(app, ["calibrate", str(real_model), str(root), "--recipe", "norm-flip",
-                                      "--backend", "onnxruntime", "--precision", "fp32", "--bootstrap", "20",
-                                      "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    result = run_cli("calibrate", str(real_model), str(root), "--recipe", "norm-flip", "--backend", "onnxruntime",
+                     "--precision", "fp32", "--bootstrap", "20", "--out", str(out))
+    assert result.returncode == 0, result.stderr
     doc = json.loads(out.read_text())
     assert doc["report"]["dev"]["identities"] == doc["report"]["test"]["identities"] == 20
     stored = recipes.cache_file(sha256_of(Path(real_model)))

@@ -66,6 +66,8 @@ class Scorer:
                  seed: int = 0, batch_size: int = 32, threads: int | None = None, aligner=None, recipe=None):
         """`recipe` (engine.recipes.Recipe): its views and fusion replace `perturb`, `views`' specs and `agg`;
         without one the quality is the seed's stability score of `perturb`."""
+        if agg not in kernels.AGGREGATIONS:
+            raise FiqaError(f"unknown aggregation '{agg}'; use one of: {', '.join(kernels.AGGREGATIONS)}")
         if recipe is not None:
             perturb, agg = list(recipe.perturb), recipe.agg
         self.recipe = recipe

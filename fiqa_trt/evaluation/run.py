@@ -159,7 +159,9 @@ def _recipe_and_realigner(scoring: ScoringSettings, pair_set, runner):
     from fiqa_trt.engine.recipes import resolve
     from fiqa_trt.engine.template import realigner_for
 
-    recipe, _ = resolve(scoring.recipe, model_or_default(scoring.model))
+    recipe, source = resolve(scoring.recipe, model_or_default(scoring.model))
+    if scoring.recipe is None and source.startswith("no recipe"):
+        recipe = None  # the fallback is the seed's view again: nothing to add to the specs' methods
     items = [Item(str(pair_set.root / k), k) for k in pair_set.keys]
     aligner, report = realigner_for(items, runner.config.input_size, scoring.realign or "off", scoring.seed)
     return recipe, aligner, report
@@ -218,12 +220,13 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
     if say:
         say(f"{pair_set.describe()}; model {runner.config.name} on {runner.name}")
         say(template_report)
-        say(f"{recipe.describe()}: evaluated as method recipe:{recipe.name}")
+        if recipe is not None:
+            say(f"{recipe.describe()}: evaluated as method recipe:{recipe.name}")
     started = time.perf_counter()
     embedded = sweep.embed_specs(runner, pair_set.root, pair_set.keys, specs, scoring.views, scoring.agg, scoring.seed,
                                  scoring.batch_size, scoring.threads,
                                  progress=(lambda n: progress(n, len(pair_set.keys))) if progress else None,
-                                 recipes=[recipe], aligner=aligner)
+                                 recipes=[recipe] if recipe is not None else [], aligner=aligner)
     elapsed = time.perf_counter() - started
 
     report, methods, pair_set = sweep.evaluate_sweep(
@@ -242,7 +245,7 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
                      "test_fraction": s.test_fraction},
         "edc": {"pair_quality": pair_quality, "discard": s.discard, "bootstrap": s.bootstrap,
                 "bootstrap_seed": s.bootstrap_seed, "norm": s.norm},
-        "recipe": recipe.to_dict(), "template_check": template_report,
+        "recipe": recipe.to_dict() if recipe is not None else None, "template_check": template_report,
         "realigned": aligner is not None}
     rep.write_report(report, out)
     rep.write_qualities(out / "qualities.csv", pair_set.keys, methods, embedded.errors)

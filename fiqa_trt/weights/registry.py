@@ -22,6 +22,18 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
         ),
         # `fiqa-trt bench` on the first 1,000 shared LFW images, AMD EPYC with AVX-512 BF16, OpenVINO 2026.4
         precision_checks={"openvino:bf16": 0.99705},
+        # benchmarks/quality_research.py (results/quality_research.json): the raw embedding's log-norm plus the
+        # flip's log-cosine on the template-aligned crop (2 forwards: the original and its mirror), weights fitted
+        # on the dev half of a seeded identity split
+        recipe=dict(
+            name="mobilefacenet-default", perturb=("affine:rot=0,scale=1,flip=1",), fusion="weighted_log",
+            signals=(("lognorm", 1.0), ("cos:0", 8.868886)), realign="auto", calibration=(0.495233, 1.374213),
+            figures={"protocol": "shared LFW, all-mated per half of a seeded identity split (seed 0), test half, "
+                                 "verification on the crops as they are",
+                     "test_npauc30": {"1e-03": 0.5852, "1e-04": 0.6892},
+                     "norm_test_npauc30": {"1e-03": 0.6337, "1e-04": 0.7216},
+                     "seed_test_npauc30": {"1e-03": 0.7014, "1e-04": 0.7794},
+                     "difference_vs_norm_90": {"1e-03": [-0.0865, -0.0076], "1e-04": [-0.0609, -0.0049]}}),
     ),
     ModelRecord(
         name="dlib-resnet-v1-arcface112", arch=ONNX_ARCH, files=(),
