@@ -109,8 +109,9 @@ def main() -> None:
               "machine": platform.processor() or platform.machine(), "precision": args.precision,
               "views": "OpenCV: crops moved 8 px right (exact), mirror, seed affine, 3-degree rotation", "models": {}}
     plan = {"mobilefacenet": (SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx",
-                              ["asis", "asis_seed", "re", "re_flip"],
-                              [["lognorm"], ["cos:flip"], ["lognorm", "cos:flip"]]),
+                              ["asis", "asis_seed", "re", "re_flip", "re_seed"],
+                              [["lognorm"], ["cos:flip"], ["lognorm", "cos:flip"], ["lognorm", "cos:flip", "cos:seed"],
+                               ["lognorm", "cos:seed"]]),
             "dlib": (default_model_path(), ["re", "re_flip", "re_seed", "re_rot"],
                      [["cos:seed"], ["cos:flip"], ["cos:seed", "cos:rot3"], ["cos:flip", "cos:rot3"],
                       ["cos:seed", "cos:flip", "cos:rot3"], ["lognorm", "cos:seed", "cos:rot3"]])}

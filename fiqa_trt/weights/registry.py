@@ -34,6 +34,7 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
                      "norm_test_npauc30": {"1e-03": 0.6337, "1e-04": 0.7216},
                      "seed_test_npauc30": {"1e-03": 0.7014, "1e-04": 0.7794},
                      "difference_vs_norm_90": {"1e-03": [-0.0865, -0.0076], "1e-04": [-0.0609, -0.0049]}}),
+        calibrations={"seed": (0.941871, 0.988608), "stability": (0.941871, 0.988608)},
     ),
     ModelRecord(
         name="dlib-resnet-v1-arcface112", arch=ONNX_ARCH, files=(),
