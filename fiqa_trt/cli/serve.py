@@ -19,6 +19,7 @@ def serve(
                                                 "for `score`; mixup needs files and is refused)."),
     views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec."),
     agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
+    recipe: options.Recipe = None,
     seed: int = typer.Option(0, help="Seed for every random draw."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (anything but localhost wants --api-key-file)."),
     port: int = typer.Option(8000, help="TCP port."),
@@ -64,7 +65,9 @@ def serve(
     # the DALI pipeline's batch is the largest batch the batcher forms
     settings = ScoringSettings(model=model, backend=backend, precision=precision, device=device, threads=threads,
                                perturb=tuple(perturb or ()), views=views, agg=agg, seed=seed, batch_size=max_batch,
-                               align=align, detector=detector)
+                               align=align, detector=detector, recipe=recipe, realign="off")
+    # uploads come one request at a time: no sample for a template check, they are scored as sent (as
+    # `fiqa-trt score --realign off` scores files)
     scorer = open_scorer(settings)
     runner = scorer.runner
     limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_images=max_images,
