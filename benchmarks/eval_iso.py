@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -43,16 +42,10 @@ FORWARDS = {"affine": 2, "embedding-norm": 1, "random": 0}
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "load_average_at_start": os.getloadavg()[0]}
+    """The machine (fiqa_trt.benchmark.machine) and its load when the run started: these cores may be shared."""
+    from fiqa_trt.benchmark import machine as describe
+
+    return {**describe(), "load_average_at_start": os.getloadavg()[0]}
 
 
 def embed(keys: list[str], args) -> sweep.SweepResult:

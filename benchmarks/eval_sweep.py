@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,16 +38,10 @@ UNRESOLVED = ": not resolved, the threshold is the highest non-mated similarity"
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "platform": platform.platform(), "load_average_at_start": os.getloadavg()[0]}
+    """The machine (fiqa_trt.benchmark.machine) and its load when the run started: these cores may be shared."""
+    from fiqa_trt.benchmark import machine as describe
+
+    return {**describe(), "load_average_at_start": os.getloadavg()[0]}
 
 
 def row(report: dict, method: str, fmr: float, mode: str = "fixed") -> dict:
