@@ -15,7 +15,7 @@ from fiqa_trt.files import sha256_of
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.onnx_export import dlib_resnet
 from fiqa_trt.onnx_export.graph import read_metadata
-from fiqa_trt.weights import default_model
+from fiqa_trt.engine import models as default_model
 
 PARITY = 0.9999
 
