@@ -36,8 +36,7 @@ def weights_list() -> None:
         c = known.config
         shape = (f"{c.get('embedding_size')}-d, {c.get('color')} {c['input_size'][0]}x{c['input_size'][1]}, "
                  f"(x - {c.get('mean')}) / {c.get('std')}") if c else "preprocessing from the file's metadata"
-        console.print(f"[bold]{known.name}[/]  {shape}"
-                      + ("  [cyan]gate calibration[/]" if known.calibration else ""))
+        console.print(f"[bold]{known.name}[/]  {shape}")
         console.print(f"    sha256: {known.sha256}")
         console.print(f"    source: {escape(known.source)}; licence: {escape(known.licence)}")
     console.print("\n[bold]checkpoints[/] (`fiqa-trt export NAME`):")
