@@ -71,7 +71,8 @@ def test_engine_quality_edc_is_below_or_around_random(small_run):
     print({k: (engine[k], rand[k]) for k in ("pauc20", "pauc20_norm", "pauc30", "pauc30_norm")})
     assert engine["pauc20_norm"] <= 1.25 and engine["pauc30_norm"] <= 1.25
     assert np.isclose(engine["pauc20"], engine["pauc20_norm"] * engine["fnmr_0"] * 0.2)
-    assert (out / "results.md").read_text().count("recomputed (COMPAT)") == 2 * len(FMRS)
+    # every method (the seed spec, the model's default recipe, random) in COMPAT mode at each FMR
+    assert (out / "results.md").read_text().count("recomputed (COMPAT)") == len(report["methods"]) * len(FMRS) == 6
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,8 @@ def test_generated_protocol_end_to_end(lfw_sample, real_model, tmp_path):
     expected_mated = sum(len(k) * (len(k) - 1) // 2 for k in groups.values())
     assert report["pairs"]["mated"] == expected_mated and report["pairs"]["nonmated"] == 20000
     assert report["discard_over"] == "mated" and report["bootstrap"]["resamples"] == 50
-    assert [m["name"] for m in report["methods"]] == ["affine", "embedding-norm", "random"]
+    assert [m["name"] for m in report["methods"]] == ["affine", "recipe:mobilefacenet-default", "embedding-norm",
+                                                      "random"]
     rows = {(r["method"], r["target_fmr"]): r for r in report["results"]}
     for (method, fmr), r in rows.items():
         print(method, fmr, {k: round(v, 4) for k, v in r.items() if k.startswith("pauc") or k == "fnmr_0"})
