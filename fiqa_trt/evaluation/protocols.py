@@ -232,6 +232,15 @@ def identity_of(key: str) -> str:
     return stem.rsplit("_", 1)[0] if "_" in stem else stem
 
 
+def _identities_among(root, keys: list[str] | None) -> dict[str, list[str]]:
+    """`identities(root)`, restricted to `keys` (paths relative to root) when given; empty identities left out."""
+    groups = identities(root)
+    if keys is None:
+        return groups
+    wanted = set(keys)
+    return {i: kept for i, ks in groups.items() if (kept := [k for k in ks if k in wanted])}
+
+
 def _rng(seed: int, *key: str) -> np.random.Generator:
     from fiqa_trt.engine.perturbations import view_rng
 
@@ -247,11 +256,7 @@ def generate_pairs(root: str | os.PathLike, max_mated_per_identity: int | None =
     """
     if max_mated_per_identity is not None and max_mated_per_identity < 1:
         raise FiqaError("--max-mated-per-identity must be at least 1")
-    groups = identities(root)
-    if keys is not None:
-        wanted = set(keys)
-        groups = {i: [k for k in ks if k in wanted] for i, ks in groups.items()}
-        groups = {i: ks for i, ks in groups.items() if ks}
+    groups = _identities_among(root, keys)
     triples: list[tuple[str, str, bool]] = []
     capped = 0
     for ident, ks in groups.items():
@@ -333,11 +338,7 @@ def all_mated_pairs(root: str | os.PathLike, max_images: int | None = 20, nonmat
         raise FiqaError("--max-images-per-identity must be at least 2 (a mated pair needs two images)")
     if nonmated is not None and nonmated < 1:
         raise FiqaError("the number of non-mated pairs must be at least 1")
-    groups = identities(root)
-    if keys is not None:
-        wanted = set(keys)
-        groups = {i: [k for k in ks if k in wanted] for i, ks in groups.items()}
-        groups = {i: ks for i, ks in groups.items() if ks}
+    groups = _identities_among(root, keys)
     capped = 0
     for ident, ks in groups.items():
         if max_images is not None and len(ks) > max_images:
