@@ -62,10 +62,28 @@ def views():
         return cv2.warpAffine(im, np.float64([[1, 0, dx], [0, 1, 0]]), (112, 112), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
 
+    def moved(im, dx, dy):  # on the template (8 px right), then dx, dy more
+        return cv2.warpAffine(im, np.float64([[1, 0, 8 + dx], [0, 1, dy]]), (112, 112), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+
     return {"asis": lambda im: im, "asis_seed": lambda im: warp(im, seed_matrix(0.5, 1.01, True)),
             "re": shift, "re_flip": lambda im: shift(im)[:, ::-1],
             "re_seed": lambda im: warp(shift(im), seed_matrix(0.5, 1.01, True)),
-            "re_rot": lambda im: warp(shift(im), seed_matrix(3.0, 1.0, False))}
+            "re_rot": lambda im: warp(shift(im), seed_matrix(3.0, 1.0, False)),
+            "re_blur": lambda im: cv2.GaussianBlur(shift(im), (0, 0), 1.5),
+            "re_low": lambda im: cv2.resize(cv2.resize(shift(im), (28, 28), interpolation=cv2.INTER_AREA), (112, 112),
+                                            interpolation=cv2.INTER_LINEAR),
+            "re_move": lambda im: shift(im, 11), "re_flip_move": lambda im: shift(im, 11)[:, ::-1],
+            # one pixel off the template (x7: 1 px left, x9: 1 px right, y1 / ym1: down / up), and mirrored
+            "re_x7": lambda im: moved(im, -1, 0), "re_x9": lambda im: moved(im, 1, 0),
+            "re_y1": lambda im: moved(im, 0, 1), "re_ym1": lambda im: moved(im, 0, -1),
+            "re_x7f": lambda im: moved(im, -1, 0)[:, ::-1], "re_x9f": lambda im: moved(im, 1, 0)[:, ::-1],
+            "re_rotm3": lambda im: warp(shift(im), seed_matrix(-3.0, 1.0, False)),
+            "re_rot6": lambda im: warp(shift(im), seed_matrix(6.0, 1.0, False)),
+            "re_flip_rot": lambda im: warp(shift(im), seed_matrix(3.0, 1.0, True)),
+            **{f"re_s{round(100 * s)}": (lambda s: lambda im: warp(shift(im), seed_matrix(0.0, s, False)))(s)
+               for s in (0.85, 0.90, 0.95, 1.05)},
+            "re_s95f": lambda im: warp(shift(im), seed_matrix(0.0, 0.95, True))}
 
 
 def embedded(model: str, path: Path, keys: list[str], view: str, cache: Path, precision: str) -> np.ndarray:
