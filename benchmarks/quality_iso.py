@@ -1,88 +1,153 @@
-"""The default recipes re-measured with the evaluation package's ISO/IEC 29794-1 protocol (evaluation.protocols
-.all_mated_pairs, split.identity_split, edc, bootstrap), on the embeddings cached by benchmarks/quality_research.py.
+"""Each model's default recipe measured through the engine itself, with the shipped ISO/IEC 29794-1 protocol: the
+figures of the README's quality table and of the registry's recipe records.
 
-    python benchmarks/quality_iso.py [--cache /tmp/fiqa-quality-research] [--out benchmarks/results/quality_iso.json]
+    python benchmarks/quality_iso.py [--models mobilefacenet,dlib] [--cache /tmp/fiqa-quality-iso]
+                                     [--bootstrap 1000] [--out benchmarks/results/quality_iso.json]
 
-The 9,164 images of identities with two or more images (those the cache holds): all-mated pairs (at most 20 images
-per identity, 2,000,000 non-mated pairs over them, seed 0), the identity split of evaluation.split (seed 0): the
-recipe weights are fitted again on its dev half (evaluation.calibrate.search), the test half reported: normalised
-pAUC@0.3 of the EDC over mated comparisons at a fixed threshold, 90% bootstrap intervals over test identities
-(1,000 resamples) of each npAUC and of the differences.
+Per model, every shared LFW crop (13,233) goes through `engine.scorer.Scorer` (OpenVINO, the precision `auto`
+picks) with the model's default recipe from the registry (chosen by benchmarks/quality_select.py): the template
+check on a seeded sample (`--realign auto`: one O-Net median transform, the crops realigned with it), the recipe's
+views made by the DALI pipeline, one runner call per batch for the original and its views. For the MobileFaceNet
+also the seed recipe on the crops as they are (`--recipe seed`: the seed's score and the as-is embeddings).
+Embeddings and signals are cached in --cache.
+
+Protocol (`evaluation.protocols.all_mated_pairs`, `split`, `edc`, `bootstrap`): the 9,164 crops of identities with
+two or more images, at most 20 per identity, every mated pair (27,726), 2,000,000 random non-mated pairs (seed 0);
+the identity split (seed 0) into dev and test halves. The recipe's weights are refitted on the dev half
+(`evaluation.calibrate.search`) on these engine signals, verification as `eval --realign auto` compares (the
+template-aligned originals), and the test half reported with them: normalised pAUC@0.3 of the EDC
+over mated comparisons at the threshold fixed at 0% discard, FMR 1e-3 and 1e-4, with 90% bootstrap intervals
+(identities resampled) of each value and of the default's difference to each reference. Verification on the
+template-aligned originals and, with the same weights, on the crops as they are (only the recogniser's input
+differs). The
+0-100 calibration is the fitted quality's p1 and p99 over all 13,233 template-aligned crops.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 LFW = SHARED / "data" / "lfw112"
+FMRS = (1e-3, 1e-4)
 
 
-def main():
+def engine_pass(runner, items, recipe, aligner, cache: Path, tag: str):
+    """(originals (N, D), signals {name: (N,)}, seconds) of one engine pass with `recipe`, cached."""
+    from fiqa_trt.engine.recipes import forward_norms
+    from fiqa_trt.engine.scorer import Scorer
+    from fiqa_trt.evaluation.calibrate import signals_of
+
+    files = {"originals": cache / f"{tag}_originals.npy", "signals": cache / f"{tag}_signals.npz"}
+    if all(f.is_file() for f in files.values()):
+        sig = np.load(files["signals"])
+        return np.load(files["originals"]), {k: sig[k] for k in sig.files}, float(sig["seconds"])
+    scorer = Scorer(runner, recipe=recipe, aligner=aligner, batch_size=32)
+    originals, norms, cosines, started = [], [], [], time.perf_counter()
+    for batch in scorer.embed(items):
+        if any(it.error for it in batch.items):
+            raise SystemExit(f"an LFW image failed: {next(it for it in batch.items if it.error)}")
+        originals.append(batch.embeddings[:, 0].astype(np.float32))
+        norms.append(forward_norms(batch.embeddings))
+        cosines.append(scorer._quality(batch.embeddings)[0])
+    seconds = time.perf_counter() - started
+    norms, cos = np.concatenate(norms), np.concatenate(cosines)
+    if recipe.fusion == "weighted_log":
+        sig = signals_of(recipe, norms, cos, scorer.view_specs)
+    else:  # the seed's stability score
+        sig = {"stability": recipe.fuse(norms, cos, scorer.view_specs).astype(np.float64)}
+    sig["norm"] = np.log(norms[:, 0].astype(np.float64))
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(files["originals"], np.concatenate(originals))
+    np.savez(files["signals"], seconds=seconds, **sig)
+    print(f"  {tag}: {len(items)} images, {1 + len(scorer.views)} forwards each, {seconds:.0f} s", flush=True)
+    return np.concatenate(originals), sig, seconds
+
+
+def main() -> None:
+    from fiqa_trt.benchmark import machine
+    from fiqa_trt.engine import recipes
+    from fiqa_trt.engine.inputs import Item
+    from fiqa_trt.engine.models import default_model_path
+    from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.engine.template import realigner_for
     from fiqa_trt.evaluation import bootstrap, calibrate, edc, protocols, split, sweep
+    from fiqa_trt.files import sha256_of
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cache", default="/tmp/fiqa-quality-research")
+    ap.add_argument("--models", default="mobilefacenet,dlib")
+    ap.add_argument("--cache", default="/tmp/fiqa-quality-iso")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", default="benchmarks/results/quality_iso.json")
     args = ap.parse_args()
-    keys = [k for ks in protocols.identities(LFW).values() if len(ks) >= 2 for k in ks]
+    folders = protocols.identities(LFW)
+    every = [k for ks in folders.values() for k in ks]
+    keys = [k for ks in folders.values() if len(ks) >= 2 for k in ks]
+    position = {k: i for i, k in enumerate(every)}
+    rows = np.array([position[k] for k in keys])  # the protocol's images among all crops
     index = {k: i for i, k in enumerate(keys)}
+    ident = np.array([k.split("/")[0] for k in keys])
     pairs = protocols.all_mated_pairs(LFW, max_images=20, nonmated=2_000_000, seed=0, keys=keys)
     halves = split.identity_split(pairs.identities(), seed=0)
     dev, test = split.split_pairs(pairs, halves)
-    load = lambda m, v: np.load(Path(args.cache) / f"{m}_bf16_{v}_multi.npy")  # noqa: E731
-    cos = lambda x, y: np.einsum("ij,ij->i", x / np.linalg.norm(x, axis=1, keepdims=True),  # noqa: E731
-                                 y / np.linalg.norm(y, axis=1, keepdims=True))
-    lc = lambda x, y: np.log(np.clip(cos(x, y), 1e-6, 1.0))  # noqa: E731
-    plan = {"mobilefacenet": (["lognorm", "flip"], {"seed recipe (as-is)": lambda e: cos(e["asis"], e["asis_seed"]),
-                                                     "norm (as-is)": lambda e: np.log(np.linalg.norm(e["asis"], axis=1)),
-                                                     "norm (template-aligned)": lambda e: np.log(np.linalg.norm(e["re"], axis=1))},
-                              ["asis", "asis_seed", "re", "re_flip"]),
-            "dlib": (["seed", "rot3"], {"seed view (template-aligned)": lambda e: cos(e["re"], e["re_seed"]),
-                                        "norm (template-aligned)": lambda e: np.log(np.linalg.norm(e["re"], axis=1))},
-                     ["re", "re_seed", "re_rot"])}
-    report = {"benchmark": "benchmarks/quality_iso.py", "pairs": pairs.source, "split": halves.describe(),
-              "dev_pairs": dev.describe(), "test_pairs": test.describe(), "models": {}}
-    for model, (names, refs, needed) in plan.items():
-        e = {v: load(model, v) for v in needed}
-        signal = {"lognorm": np.log(np.linalg.norm(e["re"], axis=1))}
-        if "re_flip" in e:
-            signal["flip"] = lc(e["re"], e["re_flip"])
-        if "re_seed" in e:
-            signal["seed"] = lc(e["re"], e["re_seed"])
-        if "re_rot" in e:
-            signal["rot3"] = lc(e["re"], e["re_rot"])
-        out = {}
-        for basis, emb in (("template-aligned", e["re"]),) + ((("as-is", e["asis"]),) if "asis" in e else ()):
-            rows = {}
-            dev_idx = np.array([index[k] for k in dev.keys])
-            ident = np.array([k.split("/")[0] for k in keys])
-            dev_proto = calibrate.protocol_from_pairs(emb[dev_idx], ident[dev_idx], np.ones(len(dev_idx), bool),
-                                                      dev.a, dev.b, dev.mated)
-            weights = calibrate.search({n: signal[n][dev_idx] for n in names}, dev_proto)
-            test_idx = np.array([index[k] for k in test.keys])
-            sim = sweep.pair_similarities(emb[test_idx], test.a, test.b)
-            qualities = {"default": calibrate.fuse({n: signal[n][test_idx] for n in names}, weights)}
-            qualities |= {k: f(e)[test_idx] for k, f in refs.items()}
-            for name, q in qualities.items():
-                rows[name] = {f"{fmr:.0e}": round(edc.edc(sim, test.mated, edc.pair_quality(q[test.a], q[test.b]),
-                                                          fmr).normalised_pauc(0.3), 4) for fmr in (1e-3, 1e-4)}
+    dev_rows, test_rows = (np.array([index[k] for k in part.keys]) for part in (dev, test))
+    items = [Item(str(LFW / k), k) for k in every]
+    report = {"benchmark": "benchmarks/quality_iso.py", "machine": machine(), "pairs": pairs.source,
+              "split": halves.describe(), "dev_pairs": dev.describe(), "test_pairs": test.describe(), "models": {}}
+    paths = {"mobilefacenet": SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"}
+    for model in args.models.split(","):
+        path = paths.get(model) or default_model_path()
+        runner = load_runner(str(path), "openvino", "auto")
+        recipe, source = recipes.resolve(None, path)
+        cache = Path(args.cache) / model
+        aligner, check = realigner_for(items, runner.config.input_size, recipe.realign, 0, recipe.realign_each)
+        print(f"{model}: {recipe.describe()} ({source}); {check}", flush=True)
+        aligned, sig, seconds = engine_pass(runner, items, recipe, aligner, cache, "default")
+        bases = {"template-aligned": aligned[rows]}
+        references = {"norm (template-aligned)": sig["norm"][rows]}
+        if model == "mobilefacenet":
+            asis, seed_sig, _ = engine_pass(runner, items, recipes.SEED, None, cache, "seed")
+            bases["as-is"] = asis[rows]
+            references |= {"seed recipe (as-is)": seed_sig["stability"][rows], "norm (as-is)": seed_sig["norm"][rows]}
+        else:
+            references |= {"seed view (template-aligned)": sig["cos:0"][rows]}  # the recipe's spec 0 is the seed's
+        names = [n for n, _ in recipe.signals]
+        values = {n: sig[n][rows] for n in names}
+        out = {"sha256": sha256_of(path), "recipe_source": source, "template_check": check,
+               "engine_pass_seconds": round(seconds, 1), "forwards_per_image": 1 + len(recipe.perturb),
+               "verification": {}}
+        emb = bases["template-aligned"]  # the weights: fitted once, on the dev half as `eval --realign auto` sees it
+        dev_proto = calibrate.protocol_from_pairs(emb[dev_rows], ident[dev_rows], np.ones(len(dev_rows), bool),
+                                                  dev.a, dev.b, dev.mated)
+        weights = calibrate.search({n: v[dev_rows] for n, v in values.items()}, dev_proto)
+        fused = calibrate.fuse(values, weights)
+        everything = calibrate.fuse({n: sig[n] for n in names}, weights)
+        out["weights_fitted_on_dev"] = {k: round(w, 6) for k, w in weights.items()}
+        out["calibration_p1_p99"] = [round(float(x), 6) for x in np.percentile(everything, [1, 99])]
+        for basis, emb in bases.items():
+            qualities = {"default": fused[test_rows]} | {k: v[test_rows] for k, v in references.items()}
+            sim = sweep.pair_similarities(emb[test_rows], test.a, test.b)
+            figures = {name: {f"{fmr:.0e}": round(edc.edc(sim, test.mated, edc.pair_quality(q[test.a], q[test.b]),
+                                                          fmr).normalised_pauc(0.3), 4) for fmr in FMRS}
+                       for name, q in qualities.items()}
             res = bootstrap.identity_resamples(test, count=args.bootstrap, seed=0)
-            v = bootstrap.resampled_paucs(res, test, sim, qualities, fmrs=(1e-3, 1e-4), limits=(0.3,))
-            intervals = {f"{n} - default minus": {} for n in ()}
-            diffs = {ref: {f"{fmr:.0e}": [round(x, 4) for x in bootstrap.interval(v[("default", fmr, 0.3)]
-                                                                                  - v[(ref, fmr, 0.3)])]
-                           for fmr in (1e-3, 1e-4)} for ref in refs}
-            own = {n: {f"{fmr:.0e}": [round(x, 4) for x in bootstrap.interval(v[(n, fmr, 0.3)])]
-                       for fmr in (1e-3, 1e-4)} for n in qualities}
-            out[basis] = {"weights_fitted_on_dev": weights, "test_npauc30": rows, "test_npauc30_90": own,
-                          "difference_default_minus_90": diffs, **intervals}
-            print(model, basis, json.dumps(rows), json.dumps(diffs), flush=True)
+            v = bootstrap.resampled_paucs(res, test, sim, qualities, fmrs=FMRS, limits=(0.3,))
+            interval = lambda x: [round(y, 4) for y in bootstrap.interval(x)]  # noqa: E731
+            out["verification"][basis] = {
+                "test_npauc30": figures,
+                "test_npauc30_90": {n: {f"{f:.0e}": interval(v[(n, f, 0.3)]) for f in FMRS} for n in qualities},
+                "difference_default_minus_90": {r: {f"{f:.0e}": interval(v[("default", f, 0.3)] - v[(r, f, 0.3)])
+                                                    for f in FMRS} for r in references}}
+            print(model, basis, json.dumps(figures), json.dumps(out["verification"][basis]
+                                                                  ["difference_default_minus_90"]), flush=True)
         report["models"][model] = out
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"written {args.out}")
 
 
 if __name__ == "__main__":

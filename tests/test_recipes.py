@@ -84,6 +84,44 @@ def test_template_check_finds_a_known_shift(lfw_files):
     assert realigned.shift_px < 1.5 < base.shift_px
 
 
+def test_realign_each_puts_every_crop_on_the_template(lfw_files):
+    """Real crops each moved by its own offset: the median transform cannot put them all back, the per-crop one
+    (O-Net's points on each crop) does; a crop with no face keeps the median transform."""
+    from fiqa_trt.engine.template import Landmarks, Realigner, estimate, model_template
+
+    crops = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in lfw_files[::250]]
+    rng = np.random.default_rng(5)
+    moves = rng.uniform(-5, 5, (len(crops), 2))
+    moved = np.stack([cv2.warpAffine(c, np.float64([[1, 0, dx], [0, 1, dy]]), (112, 112),
+                                     borderMode=cv2.BORDER_REPLICATE) for c, (dx, dy) in zip(crops, moves)])
+    check = estimate(moved, (112, 112))
+    landmarks, template = Landmarks(), model_template((112, 112))
+
+    def residual(realigner):  # per crop: how far the centre of O-Net's points is from the template's, realigned
+        points, _ = landmarks(np.stack([realigner.warp(c) for c in moved]))  # (a face's own shape is not the
+        return np.linalg.norm(points.mean(axis=1) - template.mean(axis=0), axis=1)  # template's: centres only)
+
+    median, each = residual(Realigner(check, (112, 112))), residual(Realigner(check, (112, 112), each=True))
+    assert np.median(median) > 2.5 and np.median(each) < 1.0  # the moves are up to 5 px each way
+    assert np.mean(each < median) > 0.8
+    blank = Realigner(check, (112, 112), each=True)
+    flat = np.full((112, 112, 3), 128, np.uint8)
+    np.testing.assert_array_equal(blank.warp(flat), Realigner(check, (112, 112)).warp(flat))
+    assert blank.fallbacks == 1
+
+
+def test_lognorm_all_is_the_mean_log_norm_of_every_forward():
+    r = Recipe("x", ("affine:rot=0,scale=1,flip=1",), fusion="weighted_log", signals=(("lognorm:all", 1.0),))
+    norms, cos = np.array([[2.0, 8.0], [1.0, 1.0]]), np.ones((2, 1))
+    np.testing.assert_allclose(r.fuse(norms, cos, [0]), [np.log(4.0), 0.0])
+    plain = Recipe("y", ("affine:rot=0,scale=1,flip=1",), fusion="weighted_log", signals=(("lognorm", 1.0),))
+    np.testing.assert_allclose(plain.fuse(norms, cos, [0]), np.log([2.0, 1.0]))  # the original's column only
+    np.testing.assert_allclose(plain.fuse(norms[:, 0], cos, [0]), np.log([2.0, 1.0]))
+    with pytest.raises(FiqaError, match="every forward"):
+        r.fuse(norms[:, 0], cos, [0])
+    assert r.uses_norm and Recipe.from_dict({**r.to_dict(), "realign_each": True}).realign_each
+
+
 def test_unified_score_is_monotonic_in_quality(lfw_files, real_model):
     """On real crops, blurred to several strengths: sorted by raw quality, the 0-100 scores never decrease."""
     from fiqa_trt.engine.scorer import Scorer

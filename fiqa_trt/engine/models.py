@@ -90,7 +90,8 @@ def check_template(settings: ScoringSettings, items: list, input_size: tuple[int
         return settings, "photos are aligned to the ArcFace template by the face aligner: no template check"
     recipe, _ = open_recipe(settings)
     mode = settings.realign or (recipe.realign if recipe is not None else "off")
-    realigner, report = realigner_for(items, input_size, mode, settings.seed)
+    realigner, report = realigner_for(items, input_size, mode, settings.seed,
+                                      each=recipe is not None and recipe.realign_each)
     matrix = tuple(map(tuple, realigner.check.matrix.tolist())) if realigner is not None else None
     return settings.with_(template=matrix), report
 
@@ -107,11 +108,12 @@ def open_scorer(settings: ScoringSettings, runner=None):
         aligner = FaceAligner(detector=settings.detector, all_faces=settings.all_faces,
                               min_score=settings.min_face_score)
     runner = runner if runner is not None else open_model(settings)
+    recipe, source = open_recipe(settings)
     if aligner is None and settings.template is not None:
         from fiqa_trt.engine.template import Realigner, TemplateCheck
 
-        aligner = Realigner(TemplateCheck.of_matrix(settings.template), runner.config.input_size)
-    recipe, source = open_recipe(settings)
+        aligner = Realigner(TemplateCheck.of_matrix(settings.template), runner.config.input_size,
+                            each=recipe is not None and recipe.realign_each)
     scorer = Scorer(runner, list(settings.perturb) or None, views=settings.views, agg=settings.agg,
                     seed=settings.seed, batch_size=settings.batch_size, threads=settings.threads, aligner=aligner,
                     recipe=recipe)

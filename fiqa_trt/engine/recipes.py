@@ -4,13 +4,16 @@ A recipe names
 - `perturb`: the perturbation specs of the views (`engine.perturbations`), all embedded in the one runner call that
   also embeds the original, once;
 - `signals`: what is read off that pass: `lognorm` (the log of the L2 norm of the original's raw embedding, before
-  any normalisation: models trained with margin losses make it larger for recognisable faces) and `cos:<i>`
-  (the cosine of the original's embedding with the view(s) of the recipe's i-th perturbation spec, mean over its
-  views when it is random);
+  any normalisation: models trained with margin losses make it larger for recognisable faces), `lognorm:all` (the
+  mean of that log-norm over every forward of the pass, the original and each view: the same signal with less of
+  the noise one crop's pixels put in it) and `cos:<i>` (the cosine of the original's embedding with the view(s) of
+  the recipe's i-th perturbation spec, mean over its views when it is random);
 - `fusion`: `stability` (the seed's score: the mean, min or median of every view's cosine, `agg`; signals unused)
   or `weighted_log`: quality = sum_i w_i * log(s_i), with each cosine clipped to [1e-6, 1] first;
 - `realign`: the template-alignment step (`engine.template`): `auto` (put crops back on the model's template when
-  the check finds them off it), `on` or `off`;
+  the check finds them off it), `on` or `off`; `realign_each`: when realigning, each crop by its own five points
+  (O-Net on the crop put on the template by the check's median transform; that transform alone where O-Net finds
+  no face) instead of the one median transform for all;
 - `calibration`: the raw quality's 1st and 99th percentile on the data it was calibrated on, the two ends of the
   0-100 unified score (`unified_score`), and `figures`: what chose the recipe (pairs, split, pAUCs).
 
@@ -36,6 +39,12 @@ AGGREGATIONS = ("mean", "min", "median")
 COS_FLOOR = 1e-6
 SEED_SPEC = "affine:rot=0.5,scale=1.01,flip=1"
 FLIP_SPEC = "affine:rot=0,scale=1,flip=1"
+NORM_SIGNALS = ("lognorm", "lognorm:all")
+
+
+def forward_norms(embeddings, xp=np):
+    """(N, 1 + K) L2 norms of the raw embeddings (N, 1 + K, D) of one pass: the original's, then each view's."""
+    return xp.linalg.norm(embeddings.astype(xp.float32), axis=2)
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class Recipe:
     agg: str = "mean"
     signals: tuple[tuple[str, float], ...] = ()  # (signal, weight) for weighted_log
     realign: str = "off"  # auto | on | off
+    realign_each: bool = False  # realign each crop by its own points (else one median transform for all)
     calibration: tuple[float, float] | None = None  # raw quality at the 1st and 99th percentile (-> 0 and 100)
     figures: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -64,10 +74,11 @@ class Recipe:
             if not self.signals:
                 raise FiqaError(f"recipe '{self.name}': weighted_log fusion needs at least one signal")
             for name, _ in self.signals:
-                if name != "lognorm" and not (name.startswith("cos:") and name[4:].isdigit()
-                                              and int(name[4:]) < len(self.perturb)):
-                    raise FiqaError(f"recipe '{self.name}': unknown signal '{name}'; use lognorm or cos:<i>, i "
-                                    f"the index of one of its {len(self.perturb)} perturbation spec(s)")
+                if name not in NORM_SIGNALS and not (name.startswith("cos:") and name[4:].isdigit()
+                                                     and int(name[4:]) < len(self.perturb)):
+                    raise FiqaError(f"recipe '{self.name}': unknown signal '{name}'; use lognorm, lognorm:all or "
+                                    f"cos:<i>, i the index of one of its {len(self.perturb)} perturbation spec(s)")
+        object.__setattr__(self, "realign_each", bool(self.realign_each))
         if self.calibration is not None:
             lo, hi = (float(v) for v in self.calibration)
             if not hi > lo:
@@ -76,11 +87,12 @@ class Recipe:
 
     @property
     def uses_norm(self) -> bool:
-        return any(name == "lognorm" and w != 0 for name, w in self.signals)
+        return any(name in NORM_SIGNALS and w != 0 for name, w in self.signals)
 
     def fuse(self, norms: np.ndarray, cosines: np.ndarray, view_specs: list[int]) -> np.ndarray:
-        """Qualities (N,) from the originals' raw norms (N,) and the per-view cosines (N, K); `view_specs[k]` is the
-        index (into `perturb`) of the spec view k comes from.
+        """Qualities (N,) from the raw embeddings' norms (N, 1 + K: the original's first, then each view's, as
+        `forward_norms` gives them; (N,) of the originals alone serves recipes without `lognorm:all`) and the
+        per-view cosines (N, K); `view_specs[k]` is the index (into `perturb`) of the spec view k comes from.
 
         Stability reproduces `kernels.quality` exactly (it is only called for weighted_log fusion by the scorer).
         A NaN input gives a NaN quality."""
@@ -89,10 +101,14 @@ class Recipe:
             reduce = {"mean": np.mean, "min": np.min, "median": np.median}[self.agg]
             return reduce(cosines, axis=1).astype(np.float32) if len(cosines) else np.zeros(0, np.float32)
         out = np.zeros(len(cosines), np.float64)
+        norms = np.asarray(norms, np.float64)
         for name, weight in self.signals:
-            if name == "lognorm":
+            if name in NORM_SIGNALS:
+                if name == "lognorm:all" and norms.ndim != 2:
+                    raise FiqaError(f"recipe '{self.name}' reads lognorm:all, which needs every forward's norm")
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    value = np.log(np.asarray(norms, np.float64))
+                    logs = np.log(norms)
+                value = logs if logs.ndim == 1 else logs.mean(axis=1) if name == "lognorm:all" else logs[:, 0]
             else:
                 cols = [k for k, i in enumerate(view_specs) if i == int(name[4:])]
                 if not cols:
@@ -118,7 +134,8 @@ class Recipe:
             what = f"{self.agg} cosine of {len(self.perturb)} view spec(s)"
         else:
             what = " + ".join(f"{w:g}*log({n})" for n, w in self.signals)
-        return f"recipe '{self.name}': {what}; views {', '.join(self.perturb)}; realign {self.realign}"
+        each = " (each crop by its own points)" if self.realign_each and self.realign != "off" else ""
+        return f"recipe '{self.name}': {what}; views {', '.join(self.perturb)}; realign {self.realign}{each}"
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -29,6 +29,7 @@ from fiqa_trt.engine.batching import PRODUCER_STAGES, Batch, BatchProducer, png,
 from fiqa_trt.engine.device import Device, array_module, parse_device
 from fiqa_trt.engine.inputs import Item
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, View, parse_spec, plan_views
+from fiqa_trt.engine.recipes import forward_norms
 from fiqa_trt.engine.runners.base import Runner
 from fiqa_trt.errors import FiqaError
 
@@ -146,7 +147,7 @@ class Scorer:
             cos, q = kernels.quality(emb, self.agg)
             norms = None
             if self.recipe is not None and self.recipe.fusion != "stability":
-                norms = self._host(self.xp.linalg.norm(emb[:, 0].astype(self.xp.float32), axis=1))
+                norms = self._host(forward_norms(emb, self.xp))
         cos, q = self._host(cos), self._host(q)  # (asnumpy waits for the kernel on the scorer's stream)
         if norms is not None:
             q = self.recipe.fuse(norms, cos, self.view_specs)

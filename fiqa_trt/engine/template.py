@@ -39,6 +39,7 @@ ONET_FILE = "onet.onnx"
 MARGIN = 8 / 112  # the central box O-Net sees: the crop less this fraction on each side
 AUTO_THRESHOLD_PX = 2.0  # `--realign auto` realigns when the median point offset is at least this (pixels)
 SAMPLE = 256  # crops sampled for the estimate
+EACH_MAX_SCALE = 1.5  # Realigner(each=True) keeps the median transform where a crop's own would scale more
 
 
 def onet_path() -> Path:
@@ -167,24 +168,55 @@ def sample_indices(n: int, seed: int = 0, size: int = SAMPLE) -> np.ndarray:
 
 
 class Realigner:
-    """Applies one template transform to crops: `warp(rgb) -> rgb` at the model's input size. It is also an aligner
+    """Applies the template transform to crops: `warp(rgb) -> rgb` at the model's input size. It is also an aligner
     for `Scorer(aligner=...)` (`align(rgb) -> [Face]`, one face per crop), so the scorer puts every item, and every
-    mixup partner, back on the template before the perturbation pipeline."""
+    mixup partner, back on the template before the perturbation pipeline.
+
+    `each=False`: one transform for all crops, the check's median. `each=True`: each crop's own transform: O-Net's
+    five points on the crop put on the template by the median transform, the similarity that maps them onto the
+    template composed with it (one interpolation in all); the median transform alone where O-Net finds no face
+    (score < 0.5) or the crop's own transform would rescale it by more than EACH_MAX_SCALE."""
 
     all_faces = False
 
-    def __init__(self, check: TemplateCheck, size: tuple[int, int]):
-        self.check, self.size = check, size
+    def __init__(self, check: TemplateCheck, size: tuple[int, int], each: bool = False):
+        self.check, self.size, self.each = check, size, each
+        self._landmarks: Landmarks | None = None
+        self.fallbacks = 0  # crops that kept the median transform (each=True)
 
-    def warp(self, crop: np.ndarray) -> np.ndarray:
+    def _resized(self, crop: np.ndarray) -> np.ndarray:
         import cv2
 
         h, w = self.size
         crop = np.ascontiguousarray(crop)
         if crop.shape[:2] != (h, w):  # the transform was measured at the model's input size
             crop = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
-        return cv2.warpAffine(crop, self.check.matrix, (w, h), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+        return crop
+
+    def _apply(self, crop: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = self.size
+        return cv2.warpAffine(crop, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def matrix_of(self, crop: np.ndarray) -> np.ndarray:
+        """The 2x3 transform (crop pixels at the model's input size -> template pixels) this realigner applies."""
+        median = np.asarray(self.check.matrix, np.float64)
+        if not self.each:
+            return median
+        if self._landmarks is None:
+            self._landmarks = Landmarks()
+        points, face = self._landmarks(self._apply(crop, median)[None])
+        own = similarity_transform(points[0], model_template(self.size))
+        scale = math.hypot(own[0, 0], own[1, 0])
+        if face[0] < 0.5 or not 1 / EACH_MAX_SCALE <= scale <= EACH_MAX_SCALE:
+            self.fallbacks += 1
+            return median
+        return own[:, :2] @ median + np.hstack([np.zeros((2, 2)), own[:, 2:]])
+
+    def warp(self, crop: np.ndarray) -> np.ndarray:
+        crop = self._resized(crop)
+        return self._apply(crop, self.matrix_of(crop))
 
     def align(self, rgb: np.ndarray) -> list:
         from fiqa_trt.engine.align import Face
@@ -219,8 +251,10 @@ def check_items(items: list, size: tuple[int, int], seed: int = 0, sample: int =
     return estimate(np.stack(crops), size)
 
 
-def realigner_for(items: list, size: tuple[int, int], mode: str, seed: int = 0) -> tuple[Realigner | None, str]:
-    """The realigner `--realign MODE` asks for on these items, and a one-line report of the check."""
+def realigner_for(items: list, size: tuple[int, int], mode: str, seed: int = 0,
+                  each: bool = False) -> tuple[Realigner | None, str]:
+    """The realigner `--realign MODE` asks for on these items (each crop by its own points when `each`), and a
+    one-line report of the check."""
     if mode not in REALIGN_MODES:
         raise FiqaError(f"unknown --realign '{mode}'; use one of: {', '.join(REALIGN_MODES)}")
     if mode == "off":
@@ -232,7 +266,8 @@ def realigner_for(items: list, size: tuple[int, int], mode: str, seed: int = 0) 
     if check is None:
         return None, "template check: none of the sampled inputs could be decoded"
     if decide(mode, check):
-        return Realigner(check, size), check.describe() + ": crops realigned to it before scoring"
+        how = "each crop realigned by its own points" if each else "crops realigned to it"
+        return Realigner(check, size, each), check.describe() + f": {how} before scoring"
     return None, check.describe() + ": on the template, not realigned"
 
 

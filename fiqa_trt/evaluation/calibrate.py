@@ -231,6 +231,7 @@ def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_siz
     from pathlib import Path
 
     from fiqa_trt.engine.inputs import Item
+    from fiqa_trt.engine.recipes import forward_norms
     from fiqa_trt.engine.scorer import Scorer
     from fiqa_trt.evaluation.protocols import identities as identity_folders, read_pairs
 
@@ -241,12 +242,13 @@ def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_siz
     keys = [k for ks in identity_folders(root).values() for k in ks]
     ident = np.array([k.split("/")[0] for k in keys])
     scorer = Scorer(runner, recipe=recipe, seed=seed, batch_size=batch_size, threads=threads, aligner=aligner)
-    originals, cosines, ok = [], [], np.zeros(len(keys), bool)
+    originals, norms, cosines, ok = [], [], [], np.zeros(len(keys), bool)
     row = 0
     for batch in scorer.embed([Item(str(root / k), k) for k in keys], progress):
         good = [row + i for i, it in enumerate(batch.items) if it.error is None]
         if batch.embeddings is not None:
             originals.append(batch.embeddings[:, 0].astype(np.float64))
+            norms.append(forward_norms(batch.embeddings))
             cosines.append(scorer._quality(batch.embeddings)[0])
             ok[good] = True
         row += len(batch.items)
@@ -254,8 +256,7 @@ def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_siz
         raise FiqaError(f"none of the {len(keys)} images under {root} could be embedded")
     keys, ident = [k for k, g in zip(keys, ok) if g], ident[ok]
     emb, cos = np.concatenate(originals), np.concatenate(cosines)
-    norms = np.linalg.norm(emb, axis=1)
-    sig = signals_of(recipe, norms, cos, scorer.view_specs)
+    sig = signals_of(recipe, np.concatenate(norms), cos, scorer.view_specs)
     finite = np.all([np.isfinite(v) for v in sig.values()], axis=0)
     if not finite.all():
         raise FiqaError(f"{int((~finite).sum())} images gave a non-finite signal (zero embedding?); remove them")

@@ -163,7 +163,8 @@ def _recipe_and_realigner(scoring: ScoringSettings, pair_set, runner):
     if scoring.recipe is None and source.startswith("no recipe"):
         recipe = None  # the fallback is the seed's view again: nothing to add to the specs' methods
     items = [Item(str(pair_set.root / k), k) for k in pair_set.keys]
-    aligner, report = realigner_for(items, runner.config.input_size, scoring.realign or "off", scoring.seed)
+    aligner, report = realigner_for(items, runner.config.input_size, scoring.realign or "off", scoring.seed,
+                                    each=recipe is not None and recipe.realign_each)
     return recipe, aligner, report
 
 

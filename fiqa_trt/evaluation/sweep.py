@@ -24,6 +24,7 @@ import numpy as np
 from fiqa_trt import kernels
 from fiqa_trt.engine.inputs import Item
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, KINDS, parse_spec
+from fiqa_trt.engine.recipes import forward_norms
 from fiqa_trt.engine.runners.base import Runner
 from fiqa_trt.engine.scorer import Scorer
 from fiqa_trt.errors import FiqaError
@@ -122,7 +123,7 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
                 qualities[name][rows] = q
             for recipe, cols in recipe_columns:
                 cos, _ = kernels.quality(emb[:, [0] + cols], agg)
-                norms = np.linalg.norm(emb[:, 0].astype(np.float32), axis=1)
+                norms = forward_norms(emb[:, [0] + cols])
                 qualities[f"recipe:{recipe.name}"][rows] = recipe.fuse(norms, cos, recipe_specs[recipe.name]) \
                     if recipe.fusion != "stability" else kernels.quality(emb[:, [0] + cols], recipe.agg)[1]
         row += len(batch.items)
