@@ -57,8 +57,8 @@ def summary_md(settings: dict, shared: dict, generated: dict) -> str:
            f"{settings['machine']['cpu']} ({settings['machine']['cores']} cores), backend {settings['backend']} "
            f"{settings['precision']}, K={settings['views_per_random_spec']} view(s) per random spec, batch "
            f"{settings['batch_size']}, seed {settings['seed']}, quality = {settings['agg']} cosine.",
-           f"- Pair quality = min of the two images; fixed threshold set once at 0% discard; pAUC normalised by "
-           f"FNMR@0% x limit (1.0 = random discarding, lower is better). `random` = uniform random qualities.",
+           "- Pair quality = min of the two images; fixed threshold set once at 0% discard; pAUC normalised by "
+           "FNMR@0% x limit (1.0 = random discarding, lower is better). `random` = uniform random qualities.",
            f"- Verification (shared pairs): best accuracy {shared['verification']['best_accuracy']:.4f}; "
            + ", ".join(f"FNMR {a['fnmr']:.4f} at FMR {k} ({a['false_matches']} false matches of "
                        f"{shared['pairs']['nonmated']}{'' if a['resolved'] else UNRESOLVED})"

@@ -284,3 +284,23 @@ def test_all_mated_protocol_on_the_shared_lfw(lfw):
     dev, test = split.split_pairs(p, halves)
     print(dev.describe(), test.describe())
     assert 0.4 < dev.mated.sum() / p.mated.sum() < 0.6
+
+
+def test_compare_splits_method_names_that_hold_colons():
+    from fiqa_trt.evaluation.report import Method, evaluate
+
+    pairs, sim, quality = synthetic_pairs(60, nonmated=3000)
+    noise = np.random.default_rng(2).random(len(quality))
+    methods = [Method("recipe:model-default", "engine", "", quality), Method("norm", "engine", "", noise),
+               Method("affine:seed", "engine", "", noise)]
+    report = evaluate(pairs, sim, methods, fmrs=(1e-2,), limits=(0.3,), bootstrap=20,
+                      compare=["recipe:model-default:affine:seed", ("norm", "affine:seed")])
+    got = [(d["a"], d["b"]) for d in report["differences"]]
+    assert got == [("recipe:model-default", "affine:seed"), ("norm", "affine:seed")]
+    assert report["differences"][1]["point"] == 0 and report["differences"][0]["point"] < 0
+    with pytest.raises(FiqaError, match="among the methods"):
+        evaluate(pairs, sim, methods, fmrs=(1e-2,), limits=(0.3,), compare=["recipe:norm:x"])
+    twice = methods + [Method("a", "engine", "", noise), Method("a:b", "engine", "", noise),
+                       Method("b:c", "engine", "", noise), Method("c", "engine", "", noise)]
+    with pytest.raises(FiqaError, match="more than one way"):  # a | b:c  or  a:b | c
+        evaluate(pairs, sim, twice, fmrs=(1e-2,), limits=(0.3,), compare=["a:b:c"])

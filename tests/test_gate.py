@@ -322,5 +322,5 @@ def test_default_model_gate_scale_sees_pixelation(lfw_files, tmp_path, monkeypat
     assert len(clean) >= 8 and len(pixelated) >= 8
     qc, qp = scorer.score_crops(clean), scorer.score_crops(pixelated)
     sc, sp = scorer.unified(qc), scorer.unified(qp)
-    # measured: clean median 73, pixelated median 56.5, none at 100 (the seed's scale gave them 100)
+    # measured: clean median 70.5, pixelated median 41, highest pixelated 68 (the seed's scale gave them 100)
     assert np.median(sp) <= np.median(sc) - 10 and (sp < 100).all(), (sc, sp)

@@ -60,8 +60,9 @@ def eval_command(
                                   "normalised pAUC and of the differences (0: none)."),
     bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed of the bootstrap resamples."),
     compare: Optional[list[str]] = typer.Option(None, "--compare", help="A:B, repeatable: interval of the "
-                                                "difference of normalised pAUC A - B (default: the first method "
-                                                "against every other one)."),
+                                                "difference of normalised pAUC A - B; method names may hold colons "
+                                                "(recipe:NAME:embedding-norm) (default: the first method against "
+                                                "every other one)."),
     fmr: Optional[list[float]] = typer.Option(None, "--fmr", help="Target FMR, repeatable (default 1e-2 1e-3 "
                                               "1e-4)."),
     pauc_limit: Optional[list[float]] = typer.Option(None, "--pauc-limit", help="pAUC discard limit, repeatable "

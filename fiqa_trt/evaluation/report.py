@@ -60,15 +60,33 @@ def limit_key(limit: float) -> str:
     return f"pauc{round(limit * 100)}"
 
 
+def split_compare(spec: tuple[str, str] | str, names: set[str]) -> tuple[str, str]:
+    """The (a, b) method pair of a comparison: a pair as given, or "a:b" split at the colon where both sides are
+    method names (method names such as 'recipe:mobilefacenet-default' hold colons themselves)."""
+    if isinstance(spec, str):
+        cuts = [i for i, c in enumerate(spec) if c == ":"]
+        found = [(spec[:i].strip(), spec[i + 1:].strip()) for i in cuts
+                 if spec[:i].strip() in names and spec[i + 1:].strip() in names]
+        if len(found) != 1:
+            raise FiqaError(f"cannot compare '{spec}': " + ("it splits into method names more than one way"
+                            if found else f"use A:B with A and B among the methods: {', '.join(sorted(names))}"))
+        return found[0]
+    a, b = spec
+    if a not in names or b not in names:
+        raise FiqaError(f"cannot compare {a} with {b}: the methods are {', '.join(sorted(names))}")
+    return a, b
+
+
 def evaluate(pairs: Pairs, similarity: np.ndarray, methods: list[Method], fmrs=DEFAULT_FMRS,
              limits=DEFAULT_LIMITS, rule: str = "min", compat: bool = False, grid_max: float = 0.5,
              grid_step: float = 0.0025, discard: str = "mated", bootstrap: int = 0, bootstrap_seed: int = 0,
-             level: float = 0.9, compare: list[tuple[str, str]] | None = None) -> dict:
+             level: float = 0.9, compare: list[tuple[str, str] | str] | None = None) -> dict:
     """EDC and pAUC of every method at every target FMR (fixed mode, and the recomputed mode if `compat`).
 
     `bootstrap` resamples of the identities (0: none) give intervals at `level`; `compare` lists (a, b) method
-    pairs whose difference of normalised pAUC (a - b) gets an interval (default with bootstrap: the first method
-    against every other one but the random reference)."""
+    pairs (or "a:b" strings, split where both sides name a method: names may hold colons) whose difference of
+    normalised pAUC (a - b) gets an interval (default with bootstrap: the first method against every other one but
+    the random reference)."""
     from fiqa_trt.evaluation import bootstrap as boot
 
     if not methods:
@@ -91,9 +109,7 @@ def evaluate(pairs: Pairs, similarity: np.ndarray, methods: list[Method], fmrs=D
     names = {m.name for m in methods}
     if compare is None:
         compare = [(methods[0].name, m.name) for m in methods[1:] if m.kind != "reference"] if bootstrap else []
-    for a, b in compare:
-        if a not in names or b not in names:
-            raise FiqaError(f"cannot compare {a} with {b}: the methods are {', '.join(sorted(names))}")
+    compare = [split_compare(c, names) for c in compare]
     grid = np.round(np.arange(0.0, grid_max + grid_step / 2, grid_step), 6)
     modes = ["fixed", "recomputed"] if compat else ["fixed"]
     accuracy, acc_threshold = edc.best_accuracy(similarity, pairs.mated)
