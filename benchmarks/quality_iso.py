@@ -3,13 +3,18 @@ figures of the README's quality table and of the registry's recipe records.
 
     python benchmarks/quality_iso.py [--models mobilefacenet,dlib] [--cache /tmp/fiqa-quality-iso]
                                      [--bootstrap 1000] [--out benchmarks/results/quality_iso.json]
+                                     [--write-recipes]
 
 Per model, every shared LFW crop (13,233) goes through `engine.scorer.Scorer` (OpenVINO, the precision `auto`
-picks) with the model's default recipe from the registry (chosen by benchmarks/quality_select.py): the template
-check on a seeded sample (`--realign auto`: one O-Net median transform, the crops realigned with it), the recipe's
-views made by the DALI pipeline, one runner call per batch for the original and its views. For the MobileFaceNet
-also the seed recipe on the crops as they are (`--recipe seed`: the seed's score and the as-is embeddings).
-Embeddings and signals are cached in --cache.
+picks) with the model's default recipe from the registry (its signals and views chosen by
+benchmarks/quality_select.py): the template check on a seeded sample (`--realign auto`: one O-Net median transform,
+the crops realigned with it), the recipe's views made by the DALI pipeline, one runner call per batch for the
+original and its views. A recipe with a ui signal gets its centre first, from the engine's views of dev-half crops
+only (`evaluation.calibrate.ui_centre`: the recipe's `centre_view`, e.g. the crops shrunk to 10 x 10 pixels, of at
+most 2,000 seeded dev images). For the MobileFaceNet also the seed recipe on the crops as they are (`--recipe
+seed`: the seed's score and the as-is embeddings). Embeddings and signals are cached in --cache.
+`--write-recipes` writes the refitted recipe (centre, weights, calibration, figures) to the package's recipe file
+of the model (`fiqa_trt/weights/recipes/`), which the registry serves as the model's default.
 
 Protocol (`evaluation.protocols.all_mated_pairs`, `split`, `edc`, `bootstrap`): the 9,164 crops of identities with
 two or more images, at most 20 per identity, every mated pair (27,726), 2,000,000 random non-mated pairs (seed 0);
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,28 +43,39 @@ LFW = SHARED / "data" / "lfw112"
 FMRS = (1e-3, 1e-4)
 
 
+def recipe_tag(recipe) -> str:
+    """A short hash of what a recipe's signals depend on (views, signal names, centre, realignment)."""
+    import hashlib
+
+    key = json.dumps([recipe.perturb, [n for n, _ in recipe.signals], recipe.centre, recipe.realign,
+                      recipe.realign_each])
+    return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+
+
 def engine_pass(runner, items, recipe, aligner, cache: Path, tag: str):
     """(originals (N, D), signals {name: (N,)}, seconds) of one engine pass with `recipe`, cached."""
-    from fiqa_trt.engine.recipes import forward_norms
     from fiqa_trt.engine.scorer import Scorer
     from fiqa_trt.evaluation.calibrate import signals_of
 
+    tag = f"{tag}_{recipe_tag(recipe)}"
     files = {"originals": cache / f"{tag}_originals.npy", "signals": cache / f"{tag}_signals.npz"}
     if all(f.is_file() for f in files.values()):
         sig = np.load(files["signals"])
         return np.load(files["originals"]), {k: sig[k] for k in sig.files}, float(sig["seconds"])
     scorer = Scorer(runner, recipe=recipe, aligner=aligner, batch_size=32)
-    originals, norms, cosines, started = [], [], [], time.perf_counter()
+    originals, norms, centre, cosines, started = [], [], [], [], time.perf_counter()
     for batch in scorer.embed(items):
         if any(it.error for it in batch.items):
             raise SystemExit(f"an LFW image failed: {next(it for it in batch.items if it.error)}")
         originals.append(batch.embeddings[:, 0].astype(np.float32))
-        norms.append(forward_norms(batch.embeddings))
+        n, c = recipe.forward_stats(batch.embeddings)
+        norms.append(n)
+        centre.append(c if c is not None else np.zeros_like(n))
         cosines.append(scorer._quality(batch.embeddings)[0])
     seconds = time.perf_counter() - started
     norms, cos = np.concatenate(norms), np.concatenate(cosines)
     if recipe.fusion == "weighted_log":
-        sig = signals_of(recipe, norms, cos, scorer.view_specs)
+        sig = signals_of(recipe, norms, cos, scorer.view_specs, np.concatenate(centre))
     else:  # the seed's stability score
         sig = {"stability": recipe.fuse(norms, cos, scorer.view_specs).astype(np.float64)}
     sig["norm"] = np.log(norms[:, 0].astype(np.float64))
@@ -67,6 +84,26 @@ def engine_pass(runner, items, recipe, aligner, cache: Path, tag: str):
     np.savez(files["signals"], seconds=seconds, **sig)
     print(f"  {tag}: {len(items)} images, {1 + len(scorer.views)} forwards each, {seconds:.0f} s", flush=True)
     return np.concatenate(originals), sig, seconds
+
+
+def write_recipe(recipe, out: dict, weights: dict, path: Path) -> None:
+    """The refitted recipe (weights, centre, calibration, figures of the template-aligned verification) into the
+    package's recipe file of the model's registry record."""
+    from fiqa_trt.engine.recipes import recipe_json
+    from fiqa_trt.weights import registry
+
+    record = registry.lookup(out["sha256"])
+    figures = out["verification"]["template-aligned"]
+    fitted = replace(recipe.with_weights(weights), calibration=tuple(out["calibration_p1_p99"]), figures={
+        "protocol": "shared LFW, all-mated (evaluation.protocols), test half of identity split seed 0, verification "
+                    "on the template-aligned crops (eval --realign auto); benchmarks/quality_iso.py",
+        "centre": out["centre"], "test_npauc30": figures["test_npauc30"]["default"],
+        "references_test_npauc30": {k: v for k, v in figures["test_npauc30"].items() if k != "default"},
+        "difference_default_minus_90": figures["difference_default_minus_90"]})
+    target = registry.RECIPE_DIR / f"{record.name}.json"
+    target.write_text(recipe_json({"model": record.name, "sha256": out["sha256"], "written_by":
+                                   "benchmarks/quality_iso.py --write-recipes", "recipe": fitted.to_dict()}))
+    print(f"written {target}", flush=True)
 
 
 def main() -> None:
@@ -84,6 +121,7 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/fiqa-quality-iso")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", default="benchmarks/results/quality_iso.json")
+    ap.add_argument("--write-recipes", action="store_true", help="write each refitted recipe to the package")
     args = ap.parse_args()
     folders = protocols.identities(LFW)
     every = [k for ks in folders.values() for k in ks]
@@ -95,7 +133,7 @@ def main() -> None:
     pairs = protocols.all_mated_pairs(LFW, max_images=20, nonmated=2_000_000, seed=0, keys=keys)
     halves = split.identity_split(pairs.identities(), seed=0)
     dev, test = split.split_pairs(pairs, halves)
-    dev_rows, test_rows = (np.array([index[k] for k in part.keys]) for part in (dev, test))
+    dev_rows, test_rows, all_rows = (np.array([index[k] for k in part.keys]) for part in (dev, test, pairs))
     items = [Item(str(LFW / k), k) for k in every]
     report = {"benchmark": "benchmarks/quality_iso.py", "machine": machine(), "pairs": pairs.source,
               "split": halves.describe(), "dev_pairs": dev.describe(), "test_pairs": test.describe(), "models": {}}
@@ -107,6 +145,15 @@ def main() -> None:
         cache = Path(args.cache) / model
         aligner, check = realigner_for(items, runner.config.input_size, recipe.realign, 0, recipe.realign_each)
         print(f"{model}: {recipe.describe()} ({source}); {check}", flush=True)
+        centre_note = None
+        if recipe.uses_centre:  # from dev-half crops only, through the engine (cached: it depends on nothing else)
+            sample = calibrate.dev_sample(every, halves, seed=0)
+            centre_file = cache / f"centre_{recipe.centre_view.replace(':', '_').replace('=', '')}.npy"
+            if not centre_file.is_file():
+                cache.mkdir(parents=True, exist_ok=True)
+                np.save(centre_file, np.array(calibrate.ui_centre(runner, LFW, sample, recipe.centre_view, aligner)))
+            recipe = replace(recipe, centre=tuple(float(x) for x in np.load(centre_file)))
+            centre_note = f"{recipe.centre_view} views of {len(sample)} dev-half crops (seed 0), template-aligned"
         aligned, sig, seconds = engine_pass(runner, items, recipe, aligner, cache, "default")
         bases = {"template-aligned": aligned[rows]}
         references = {"norm (template-aligned)": sig["norm"][rows]}
@@ -118,7 +165,7 @@ def main() -> None:
             references |= {"seed view (template-aligned)": sig["cos:0"][rows]}  # the recipe's spec 0 is the seed's
         names = [n for n, _ in recipe.signals]
         values = {n: sig[n][rows] for n in names}
-        out = {"sha256": sha256_of(path), "recipe_source": source, "template_check": check,
+        out = {"sha256": sha256_of(path), "recipe_source": source, "template_check": check, "centre": centre_note,
                "engine_pass_seconds": round(seconds, 1), "forwards_per_image": 1 + len(recipe.perturb),
                "verification": {}}
         emb = bases["template-aligned"]  # the weights: fitted once, on the dev half as `eval --realign auto` sees it
@@ -145,8 +192,19 @@ def main() -> None:
                                                     for f in FMRS} for r in references}}
             print(model, basis, json.dumps(figures), json.dumps(out["verification"][basis]
                                                                   ["difference_default_minus_90"]), flush=True)
+            # every pair of the protocol, both halves: the setting of issue 15's table of other methods (trained
+            # FIQA models' figures). The dev half is where the weights and the centre were fitted: not a held-out
+            # figure, for that comparison only
+            sim_all = sweep.pair_similarities(emb[all_rows], pairs.a, pairs.b)
+            full = {"default": fused[all_rows]} | {k: v[all_rows] for k, v in references.items()}
+            out["verification"][basis]["all_pairs_npauc30_dev_included"] = {
+                name: {f"{fmr:.0e}": round(edc.edc(sim_all, pairs.mated, edc.pair_quality(q[pairs.a], q[pairs.b]),
+                                                   fmr).normalised_pauc(0.3), 4) for fmr in FMRS}
+                for name, q in full.items()}
         report["models"][model] = out
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        if args.write_recipes:
+            write_recipe(recipe, out, weights, path)
     print(f"written {args.out}")
 
 

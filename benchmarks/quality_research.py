@@ -83,7 +83,12 @@ def views():
             "re_flip_rot": lambda im: warp(shift(im), seed_matrix(3.0, 1.0, True)),
             **{f"re_s{round(100 * s)}": (lambda s: lambda im: warp(shift(im), seed_matrix(0.0, s, False)))(s)
                for s in (0.85, 0.90, 0.95, 1.05)},
-            "re_s95f": lambda im: warp(shift(im), seed_matrix(0.0, 0.95, True))}
+            "re_s95f": lambda im: warp(shift(im), seed_matrix(0.0, 0.95, True)),
+            # the faces shrunk to n x n pixels (area average) and back up: their mean embedding is the centre of the
+            # ui signals (the unrecognisable identities)
+            **{f"re_low{n}": (lambda n: lambda im: cv2.resize(cv2.resize(shift(im), (n, n), interpolation=cv2.INTER_AREA),
+                                                              (112, 112), interpolation=cv2.INTER_LINEAR))(n)
+               for n in (8, 10, 12)}}
 
 
 def embedded(model: str, path: Path, keys: list[str], view: str, cache: Path, precision: str) -> np.ndarray:

@@ -12,15 +12,21 @@ split of `evaluation.split` (seed 0); verification on the template-aligned origi
 compares).
 
 Selection, on the dev half only: each candidate (a set of signals) is scored by inner cross-validation, 8 seeded
-half splits of the dev identities, weights fitted (`evaluation.calibrate.search`) on one inner half and the mean
-normalised pAUC@0.3 over FMR 1e-3 and 1e-4 measured on the other, both ways. The lowest mean within the forward
-budget (5 forwards per image) wins; its weights are then fitted on the whole dev half. Only then is the test half
-read: the winner's npAUC@0.3 and the 90% bootstrap interval (identities resampled) of its difference to the
-references. The same recipe refitted on the dev halves of split seeds 1-4 is reported on their test halves too, as a
-check that the gain is not one split's.
+half splits of the dev identities, weights (and the ui centre) fitted on one inner half and the mean normalised
+pAUC@0.3 over FMR 1e-3 and 1e-4 measured on the other, both ways (16 evaluations). Within the forward budget (5
+forwards per image), the candidate with the lowest mean is found; the one chosen is the cheapest (fewest forwards,
+then the lowest mean) whose mean is within one standard error of the paired difference to that lowest (the
+one-standard-error rule: a forward more must buy more than the inner splits' noise). Its weights and centre are then
+fitted on the whole dev half. Only then is the test half read: the chosen candidate's npAUC@0.3 and the 90%
+bootstrap interval (identities resampled) of its difference to the references. The same recipe refitted on the dev
+halves of split seeds 1-4 is reported on their test halves too, as a check that the gain is not one split's.
 
 Signals: `norm` the log-norm of the original's raw embedding; `ln[v,...]` the mean log-norm over the original and
-the views v (the recipe signal `lognorm:all`); `c:v` the log-cosine of the original with view v (`cos:<i>`).
+the views v (the recipe signal `lognorm:all`); `c:v` the log-cosine of the original with view v (`cos:<i>`);
+`ui@N` and `ui[v,...]@N` the log of 1 - the cosine of the original (or the mean cosine over the original and the
+views v) with the centre of the unrecognisable identities, the unit mean embedding of the fit images shrunk to N x N
+pixels (recipe signals `ui`, `ui:all`; the centre comes from the images the weights are fitted on, never the
+evaluated ones).
 """
 
 from __future__ import annotations
@@ -41,7 +47,11 @@ SHORT = {"f": "flip", "s": "seed"}  # view names in the ln[...] candidates
 
 # candidates per model: (signals, references to report against)
 CANDIDATES = {
-    "mobilefacenet": [["norm"], ["ln[f]"], ["ln[f,s]"], ["ln[f,x7f]"], ["ln[f,x7f,x9f]"], ["ln[f,s,x7f,x9f]"],
+    "mobilefacenet": [["ln[f]", "ui[f]@8"], ["ln[f]", "ui[f]@10"], ["ln[f]", "ui[f]@12"], ["norm", "ui@10"],
+                      ["ln[f]", "ui[f]@10", "c:flip"], ["ln[f,s]", "ui[f,s]@10"], ["ln[f,s]", "ui[f,s]@10", "c:seed"],
+                      ["ln[f,s,x7f,x9f]", "ui[f,s,x7f,x9f]@10"], ["ln[f,x7f,x9f]", "ui[f,x7f,x9f]@10"],
+                      ["ln[f,s,x7f,x9f]", "ui[f]@10"], ["ln[f,s,x7f,x9f]", "ui[f,s,x7f,x9f]@10", "c:seed"],
+                      ["norm"], ["ln[f]"], ["ln[f,s]"], ["ln[f,x7f]"], ["ln[f,x7f,x9f]"], ["ln[f,s,x7f,x9f]"],
                       ["ln[x7,x9]"], ["ln[f,y1,ym1]"], ["ln[f,x7,x9,x7f]"], ["norm", "c:flip"], ["ln[f]", "c:flip"],
                       ["ln[f,s]", "c:flip"], ["ln[f,s]", "c:seed"], ["ln[f,s]", "c:flip", "c:seed"],
                       ["ln[f,x7f]", "c:flip"], ["ln[f,x7f,x9f]", "c:flip"], ["ln[f,s,x7f,x9f]", "c:flip", "c:seed"],
@@ -51,7 +61,9 @@ CANDIDATES = {
              ["c:seed", "c:s95"], ["c:seed", "c:s90"], ["c:seed", "c:s85"], ["c:seed", "c:s105"], ["c:seed", "c:s95f"],
              ["c:seed", "c:move"], ["c:seed", "c:blur"], ["c:seed", "c:flip_rot"], ["c:seed", "c:rot", "c:s95"],
              ["c:seed", "c:rot6", "c:s95"], ["c:seed", "c:rot6", "c:s90"], ["c:seed", "c:rot", "c:s90"],
-             ["c:seed", "c:s95", "c:s90"], ["c:seed", "c:rot", "c:move"], ["c:seed", "c:rot", "c:rotm3", "c:s95"]],
+             ["c:seed", "c:s95", "c:s90"], ["c:seed", "c:rot", "c:move"], ["c:seed", "c:rot", "c:rotm3", "c:s95"],
+             ["c:seed", "ui[s]@10"], ["c:flip", "ui[f]@10"], ["c:seed", "c:rot6", "c:s95", "ui[s,rot6,s95]@10"],
+             ["c:seed", "c:rot6", "c:s95", "ui@10"], ["c:flip", "c:rot6", "c:s95", "ui[f,rot6,s95]@10"]],
 }
 REFERENCES = {"mobilefacenet": ["norm", "c:seed"], "dlib": ["c:seed", "norm"]}
 MODELS = {"mobilefacenet": lambda: SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"}
@@ -64,22 +76,37 @@ def _research():
     return module
 
 
+def _bracketed(s: str) -> list[str]:
+    """The views named in a signal's brackets (`ln[f,s]`, `ui[f]@10`), quality_research names."""
+    inside = s[s.index("[") + 1 : s.index("]")] if "[" in s else ""
+    return [SHORT.get(n, n) for n in inside.split(",") if n]
+
+
 def views_of(signals: list[str]) -> list[str]:
-    """The OpenCV views (quality_research names, without the re_ prefix) a candidate needs."""
+    """The OpenCV views (quality_research names, without the re_ prefix) a candidate's forwards need (the centre's
+    low-resolution views are not forwards of the recipe: see `centre_views`)."""
     out = []
     for s in signals:
-        names = s[3:-1].split(",") if s.startswith("ln[") else [s[2:]] if s.startswith("c:") else []
-        out += [SHORT.get(n, n) for n in names]
+        out += [SHORT.get(s[2:], s[2:])] if s.startswith("c:") else _bracketed(s)
     return list(dict.fromkeys(out))
 
 
-def signal_values(signals: list[str], emb: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def centre_views(signals: list[str]) -> list[str]:
+    return list(dict.fromkeys(f"low{s.split('@')[1]}" for s in signals if s.startswith("ui")))
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def signal_values(signals: list[str], emb: dict[str, np.ndarray], fit_rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image values of each signal (all images); a ui centre is the unit mean of the `fit_rows`' low-resolution
+    views."""
     def log_norm(x):
         return np.log(np.linalg.norm(x, axis=1))
 
     def log_cos(x, y):
-        c = np.einsum("ij,ij->i", x / np.linalg.norm(x, axis=1, keepdims=True),
-                      y / np.linalg.norm(y, axis=1, keepdims=True))
+        c = np.einsum("ij,ij->i", unit(x), unit(y))
         return np.log(np.clip(c, 1e-6, 1.0))
 
     out = {}
@@ -87,8 +114,14 @@ def signal_values(signals: list[str], emb: dict[str, np.ndarray]) -> dict[str, n
         if s == "norm":
             out[s] = log_norm(emb["re"])
         elif s.startswith("ln["):
-            vs = [SHORT.get(n, n) for n in s[3:-1].split(",")]
+            vs = _bracketed(s)
             out[s] = (log_norm(emb["re"]) + sum(log_norm(emb[f"re_{v}"]) for v in vs)) / (1 + len(vs))
+        elif s.startswith("ui"):
+            centre = unit(emb[f"re_low{s.split('@')[1]}"][fit_rows]).mean(axis=0)
+            centre /= np.linalg.norm(centre)
+            forwards_ = [emb["re"]] + [emb[f"re_{v}"] for v in _bracketed(s)]
+            mean_cos = np.mean([unit(x) @ centre for x in forwards_], axis=0)
+            out[s] = np.log(np.clip(1.0 - mean_cos, 1e-6, 2.0))
         else:
             out[s] = log_cos(emb["re"], emb[f"re_{s[2:]}"])
     return out
@@ -96,6 +129,21 @@ def signal_values(signals: list[str], emb: dict[str, np.ndarray]) -> dict[str, n
 
 def forwards(signals: list[str]) -> int:
     return 1 + len(views_of(signals))
+
+
+def one_se_choice(cv: dict[str, dict], scores: dict[str, np.ndarray], allowed: list[str]) -> tuple[str, str]:
+    """(lowest, chosen): the candidate with the lowest inner mean, and the cheapest (fewest forwards, then lowest
+    mean) whose paired difference to it is within one standard error."""
+    lowest = min(allowed, key=lambda c: cv[c]["inner_mean_npauc30"])
+    near = []
+    for c in allowed:
+        d = scores[c] - scores[lowest]
+        se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if c != lowest else 0.0
+        cv[c]["paired_difference_to_lowest"] = [round(float(d.mean()), 4), round(se, 4)]
+        if d.mean() <= se:
+            near.append(c)
+    chosen = min(near, key=lambda c: (cv[c]["forwards"], cv[c]["inner_mean_npauc30"]))
+    return lowest, chosen
 
 
 def main() -> None:
@@ -121,9 +169,11 @@ def main() -> None:
         return rows, calibrate.protocol_from_pairs(emb[rows], ident[rows], np.ones(len(rows), bool), part.a, part.b,
                                                    part.mated)
 
-    def fitted(values, names, rows, p):
+    def fitted(names, rows, p):
+        """Weights (and centres) fitted on the images `rows` with protocol `p`; the fused quality of every image."""
+        values = signal_values(names, emb, rows)
         weights = calibrate.search({n: values[n][rows] for n in names}, p)
-        return weights, sum(w * values[n] for n, w in weights.items())
+        return weights, sum(w * values[n] for n, w in weights.items()), values
 
     report = {"benchmark": "benchmarks/quality_select.py", "images": len(keys), "pairs": pairs.source,
               "machine": platform.processor() or platform.machine(), "inner_splits": args.inner,
@@ -131,32 +181,36 @@ def main() -> None:
     for model in args.models.split(","):
         path = MODELS.get(model, default_model_path)()
         candidates = CANDIDATES[model]
-        needed = list(dict.fromkeys(v for c in candidates + [REFERENCES[model]] for v in views_of(c)))
+        needed = list(dict.fromkeys(v for c in candidates + [REFERENCES[model]]
+                                    for v in views_of(c) + centre_views(c)))
         emb = {v: qr.embedded(model, path, keys, v, Path(args.cache), "bf16") for v in ["re"] + [f"re_{n}" for n in needed]}
-        values = signal_values(list(dict.fromkeys(s for c in candidates + [REFERENCES[model]] for s in c)), emb)
         halves = split.identity_split(pairs.identities(), seed=0)
         dev, test = split.split_pairs(pairs, halves)
         inner = []
         for i in range(args.inner):
             a, b = split.split_pairs(dev, split.identity_split(dev.identities(), seed=100 + i))
             inner.append((proto(emb["re"], a), proto(emb["re"], b)))
-        cv = {}
+        cv, all_scores = {}, {}
         for combo in candidates:
-            scores = [calibrate.objective(ep, fitted(values, combo, fr, fp)[1][er])
-                      for (fr, fp), (er, ep) in [x for pa, pb in inner for x in ((pa, pb), (pb, pa))]]
+            scores = np.array([calibrate.objective(ep, fitted(combo, fr, fp)[1][er])
+                               for (fr, fp), (er, ep) in [x for pa, pb in inner for x in ((pa, pb), (pb, pa))]])
+            all_scores["+".join(combo)] = scores
             cv["+".join(combo)] = {"forwards": forwards(combo), "inner_mean_npauc30": round(float(np.mean(scores)), 4),
                                    "inner_sem": round(float(np.std(scores) / np.sqrt(len(scores))), 4)}
             print(model, "+".join(combo), cv["+".join(combo)], flush=True)
-        allowed = [c for c in candidates if forwards(c) <= MAX_FORWARDS]
-        best = min(allowed, key=lambda c: cv["+".join(c)]["inner_mean_npauc30"])
-        out = {"candidates": cv, "chosen": "+".join(best), "forwards": forwards(best), "views": views_of(best),
-               "splits": {}}
+        allowed = ["+".join(c) for c in candidates if forwards(c) <= MAX_FORWARDS]
+        lowest, chosen = one_se_choice(cv, all_scores, allowed)
+        best = chosen.split("+")
+        out = {"candidates": cv, "lowest": lowest, "chosen": chosen, "rule": "one standard error of the paired "
+               "difference to the lowest; then fewest forwards", "forwards": forwards(best), "views": views_of(best),
+               "centre_views": centre_views(best), "splits": {}}
         for seed in range(5):
             halves = split.identity_split(pairs.identities(), seed=seed)
             dev, test = split.split_pairs(pairs, halves)
             (dr, dp), (tr, tp) = proto(emb["re"], dev), proto(emb["re"], test)
-            weights, q = fitted(values, best, dr, dp)
-            qualities = {"chosen": q[tr]} | {ref: values[ref][tr] for ref in REFERENCES[model]}
+            weights, q, _ = fitted(best, dr, dp)
+            refs = signal_values(REFERENCES[model], emb, dr)
+            qualities = {"chosen": q[tr]} | {ref: refs[ref][tr] for ref in REFERENCES[model]}
             sim = sweep.pair_similarities(emb["re"][tr], test.a, test.b)
             row = {"weights": {k: round(v, 6) for k, v in weights.items()}, "test_npauc30": {
                 name: {f"{fmr:.0e}": round(edc.edc(sim, test.mated, edc.pair_quality(v[test.a], v[test.b]), fmr)

@@ -127,8 +127,8 @@ def test_nothing_scorable_exits_1(tmp_path, random_model):
 def test_perturbations_lists_the_registry():
     proc = fiqa("perturbations")
     assert proc.returncode == 0
-    for name in ("affine", "gaussian", "poisson", "saltpepper", "occlusion", "border", "elastic", "selfmixup",
-                 "mixup"):
+    for name in ("affine", "gaussian", "poisson", "saltpepper", "occlusion", "border", "elastic", "lowres",
+                 "selfmixup", "mixup"):
         assert name in proc.stdout
 
 

@@ -16,7 +16,7 @@ def test_default_is_the_study_setting():
 
 def test_all_eight_study_perturbations_are_registered():
     assert set(KINDS) == {"affine", "gaussian", "poisson", "saltpepper", "occlusion", "border", "elastic",
-                          "selfmixup", "mixup"}
+                          "selfmixup", "mixup", "lowres"}  # + lowres: the ui centre's view
 
 
 def test_values_and_ranges():

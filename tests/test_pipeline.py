@@ -115,6 +115,23 @@ def test_elastic_deforms_smoothly_and_alpha_zero_is_identity(tmp_path, pictures)
     assert not np.array_equal(out[0, 1], out[0, 2])
 
 
+def test_lowres_is_the_face_at_a_few_pixels(tmp_path, pictures):
+    """Down to size x size (area average) and back up: close to OpenCV's INTER_AREA + INTER_LINEAR, a flat image
+    stays flat, the view has no detail finer than its size (shrinking it again changes little), size = the input
+    size changes nothing."""
+    cv2 = pytest.importorskip("cv2")
+    items = items_of(tmp_path, [pictures["noisy"], pictures["smooth"], pictures["grey"]])
+    for size in (8, 10, 28):
+        view = run(items, f"lowres:size={size}")[:, 1]
+        reference = np.stack([cv2.resize(cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA), (112, 112),
+                                         interpolation=cv2.INTER_LINEAR) for p in
+                              (pictures["noisy"], pictures["smooth"], pictures["grey"])]).astype(np.float32)
+        assert np.abs(view - reference).mean() < 4.0, size
+        np.testing.assert_array_equal(view[2], pictures["grey"])
+        assert view[0].std() < 0.2 * pictures["noisy"].std()  # noise averaged away
+    np.testing.assert_array_equal(run(items, "lowres:size=112")[:, 1], run(items, "lowres:size=112")[:, 0])
+
+
 def test_selfmixup_shuffles_tiles_with_none_in_place(tmp_path, pictures):
     img = pictures["noisy"]
     for grid in (2, 4, 5):

@@ -175,28 +175,105 @@ def embedded_lfw(lfw, real_model):
     emb = np.concatenate(originals)
     ident = np.array([k.split("/")[0] for k in keys])
     signals = {"lognorm": np.log(np.linalg.norm(emb, axis=1)), "cos:0": np.log(np.concatenate(cosines))}
-    return emb, ident, signals
+    return emb, ident, signals, keys
 
 
-def test_weights_are_fitted_on_the_dev_half_only(embedded_lfw):
+def test_weights_are_fitted_on_the_dev_half_only(embedded_lfw, lfw):
     """Replacing every test-half signal (even by noise that would pull the weights elsewhere) leaves the fitted
     weights and the dev figures unchanged and changes the test figures: the test half is only reported."""
-    from fiqa_trt.evaluation.calibrate import fit, split
+    from fiqa_trt.evaluation.calibrate import fit, halves
+    from fiqa_trt.evaluation.protocols import all_mated_pairs
 
-    emb, ident, signals = embedded_lfw
-    first = fit(signals, emb, ident, seed=3, bootstrap=20, nonmated=20000)
+    emb, ident, signals, keys = embedded_lfw
+    pairs = all_mated_pairs(lfw, max_images=20, nonmated=20000, seed=3, keys=keys)
+    first = fit(signals, emb, keys, pairs, seed=3, bootstrap=20)
     assert all(np.isfinite(v) for v in [*first.dev.values(), *first.test.values()])
-    dev = split(ident, 3)
+    cut = halves(pairs, 3)[2]
+    dev = np.array([cut.side(i) == "dev" for i in ident])
     assert 0 < dev.sum() < len(dev)
     rng = np.random.default_rng(0)
     scrambled = {name: np.where(dev, v, rng.permutation(v)) for name, v in signals.items()}
     scrambled["cos:0"] = np.where(dev, scrambled["cos:0"], -scrambled["lognorm"] * 50)
-    second = fit(scrambled, emb, ident, seed=3, bootstrap=20, nonmated=20000)
+    second = fit(scrambled, emb, keys, pairs, seed=3, bootstrap=20)
     assert second.weights == first.weights and second.dev == first.dev
     assert second.test != first.test
     # and the dev half does move them: scrambling it instead changes the search's input
     leak = {name: np.where(~dev, v, rng.permutation(v)) for name, v in signals.items()}
-    assert fit(leak, emb, ident, seed=3, bootstrap=20, nonmated=20000).dev != first.dev
+    assert fit(leak, emb, keys, pairs, seed=3, bootstrap=20).dev != first.dev
+
+
+def test_ui_signals_read_the_distance_to_the_centre():
+    centre = (1.0, 0.0)
+    r = Recipe("x", ("affine:rot=0,scale=1,flip=1",), fusion="weighted_log", signals=(("ui:all", 1.0),),
+               centre=centre)
+    emb = np.array([[[0.0, 3.0], [1.0, 0.0]], [[-2.0, 0.0], [0.0, 5.0]]], np.float32)  # (2 images, 2 forwards, D=2)
+    norms, centre_cos = r.forward_stats(emb)
+    np.testing.assert_allclose(centre_cos, [[0.0, 1.0], [-1.0, 0.0]])
+    cos = np.ones((2, 1))
+    # ui:all: log(1 - mean cosine over the forwards); ui: the original's alone
+    np.testing.assert_allclose(r.fuse(norms, cos, [0], centre_cos), np.log([0.5, 1.5]))
+    one = Recipe("y", r.perturb, fusion="weighted_log", signals=(("ui", 2.0), ("lognorm", 1.0)), centre=centre)
+    np.testing.assert_allclose(one.fuse(norms, cos, [0], centre_cos), 2 * np.log([1.0, 2.0]) + np.log([3.0, 2.0]))
+    on_centre = np.array([[[4.0, 0.0], [1.0, 0.0]]], np.float32)  # at the centre: the floor, not -inf
+    assert np.isfinite(r.fuse(*r.forward_stats(on_centre)[:1], np.ones((1, 1)), [0], r.forward_stats(on_centre)[1]))
+    assert Recipe.from_dict(json.loads(recipes.recipe_json(r.to_dict()))) == r
+    with pytest.raises(FiqaError, match="has no centre"):
+        Recipe("z", r.perturb, fusion="weighted_log", signals=(("ui", 1.0),)).check_runnable()
+    with pytest.raises(FiqaError, match="another model"):
+        r.forward_stats(np.ones((1, 2, 3), np.float32))
+    with pytest.raises(FiqaError, match="unit vector"):
+        Recipe("w", r.perturb, fusion="weighted_log", signals=(("ui", 1.0),), centre=(2.0, 0.0))
+
+
+def test_a_recipe_without_its_centre_is_refused_before_scoring(real_model):
+    from fiqa_trt.engine.scorer import Scorer
+
+    with pytest.raises(FiqaError, match="fiqa-trt calibrate"):
+        Scorer(_runner(real_model), recipe=recipes.RECIPES["lognorm-ui-flip"])
+
+
+def test_packaged_default_recipes_belong_to_their_records():
+    from fiqa_trt.weights import registry
+
+    for record in registry.KNOWN_MODELS:
+        doc = json.loads((registry.RECIPE_DIR / f"{record.name}.json").read_text())
+        assert doc["sha256"] == record.sha256 and doc["model"] == record.name
+        recipe = Recipe.from_dict(doc["recipe"])
+        assert recipe.calibration is not None and recipe.figures.get("test_npauc30")
+        recipe.check_runnable(512 if "mobilefacenet" in record.name else 128)
+
+
+def test_the_centre_and_weights_never_see_the_test_half(lfw, real_model, tmp_path):
+    """Calibrating through the engine twice, the second time with every test-half image replaced by a blurred
+    copy: the centre (from dev images' low-resolution views) and the weights are the same, the test figures not."""
+    from fiqa_trt.evaluation.calibrate import calibrate_model, dev_sample, halves
+    from fiqa_trt.evaluation.protocols import all_mated_pairs, identities
+
+    groups = [(i, ks[:5]) for i, ks in identities(lfw).items() if len(ks) >= 5][:24]
+    trees = {}
+    for name, blur in (("plain", False), ("blurred", True)):
+        root = tmp_path / name
+        for ident, ks in groups:
+            (root / ident).mkdir(parents=True)
+            for k in ks:
+                (root / k).symlink_to(lfw / k)
+        trees[name] = root
+    keys = [k for _, ks in groups for k in ks]
+    cut = halves(all_mated_pairs(trees["plain"], nonmated=5000, seed=1, keys=keys), 1)[2]
+    assert set(k.split("/")[0] for k in dev_sample(keys, cut, 1)) == {i for i, _ in groups if cut.side(i) == "dev"}
+    for ident, ks in groups:
+        if cut.side(ident) == "test":
+            for k in ks:
+                target = trees["blurred"] / k
+                target.unlink()
+                cv2.imwrite(str(target), cv2.GaussianBlur(cv2.imread(str(lfw / k)), (0, 0), 4.0))
+    runner = _runner(real_model)
+    fits = [calibrate_model(runner, trees[n], recipes.RECIPES["lognorm-ui-flip"], seed=1, batch_size=16, threads=1,
+                            bootstrap=10, nonmated=5000) for n in ("plain", "blurred")]
+    (a, ra), (b, rb) = fits
+    assert a.centre is not None and len(a.centre) == 512 and a.centre == b.centre
+    assert a.signals == b.signals and ra["dev"] == rb["dev"]
+    assert ra["test"] != rb["test"]
 
 
 def test_calibrate_command_stores_a_recipe(lfw, real_model, tmp_path, monkeypatch):
@@ -211,13 +288,18 @@ def test_calibrate_command_stores_a_recipe(lfw, real_model, tmp_path, monkeypatc
         for k in ks[:6]:
             (root / k).symlink_to(lfw / k)
     out = tmp_path / "calibration.json"
-    result = run_cli("calibrate", str(real_model), str(root), "--recipe", "norm-flip", "--backend", "onnxruntime",
-                     "--precision", "fp32", "--bootstrap", "20", "--out", str(out))
+    result = run_cli("calibrate", str(real_model), str(root), "--recipe", "lognorm-ui-flip", "--backend",
+                     "onnxruntime", "--precision", "fp32", "--bootstrap", "20", "--seed", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
+    assert "centre: lowres:size=10 views of" in result.stderr
     doc = json.loads(out.read_text())
-    assert doc["report"]["dev"]["identities"] == doc["report"]["test"]["identities"] == 20
+    # the halves are those of `fiqa-trt eval --half dev|test --split-seed 2`
+    from fiqa_trt.evaluation.split import identity_split
+
+    cut = identity_split([p.name for p in root.iterdir()], seed=2)
+    assert doc["report"]["dev"]["identities"] == len(cut.dev) and doc["report"]["test"]["identities"] == len(cut.test)
     stored = recipes.cache_file(sha256_of(Path(real_model)))
     assert stored.is_file()
     recipe, source = recipes.resolve(None, real_model)
-    assert source.startswith("calibrated") and recipe.calibration is not None
+    assert source.startswith("calibrated") and recipe.calibration is not None and len(recipe.centre) == 512
     assert dict(recipe.signals) == doc["report"]["weights"]

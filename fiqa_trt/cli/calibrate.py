@@ -19,7 +19,7 @@ def calibrate(
     pairs: Optional[str] = typer.Option(None, "--pairs", help="A pair file over IMAGES (default: the generated "
                                         "all-mated protocol)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="The recipe whose weights are fitted, by name "
-                                         "or JSON file (default: the model's own, else norm-flip)."),
+                                         "or JSON file (default: the model's own, else lognorm-ui-flip)."),
     realign: str = typer.Option("auto", "--realign", help="Template check before embedding: auto, on, off."),
     seed: int = typer.Option(0, help="Seed of the identity split, the pair generator and the views."),
     bootstrap: int = typer.Option(1000, help="Bootstrap draws (identities) for the intervals."),
@@ -50,8 +50,8 @@ def calibrate(
     if base.fusion != "weighted_log":
         if recipe is not None:
             raise FiqaError(f"recipe '{base.name}' has no weights to fit; use a weighted_log recipe "
-                            "(e.g. norm-flip)")
-        base, source = recipes.RECIPES["norm-flip"], "named recipe (the model has no weighted recipe)"
+                            "(e.g. lognorm-ui-flip)")
+        base, source = recipes.RECIPES["lognorm-ui-flip"], "named recipe (the model has no weighted recipe)"
     err.print(f"fitting {base.describe()} ({source})")
     runner = load_runner(model, backend=backend, precision=precision, threads=threads, device=device)
     keys = [k for ks in identities(images).values() for k in ks]
@@ -64,6 +64,8 @@ def calibrate(
         task = progress.add_task("embed", total=len(keys))
         fitted, report = calibrate_model(runner, images, base, aligner, seed, batch_size, threads, pairs,
                                          lambda n: progress.advance(task, n), bootstrap)
+    if report["centre"]:
+        err.print(f"centre: {report['centre']}")
     err.print(f"weights (fitted on the dev half, {report['dev']['identities']} identities): "
               + ", ".join(f"{k} {v:g}" for k, v in report["weights"].items()))
     for half in ("dev", "test"):

@@ -21,8 +21,8 @@ Std = Annotated[Optional[float], typer.Option("--std", help="Override the model'
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on what is happening.")]
 Recipe = Annotated[Optional[str], typer.Option(
-    "--recipe", help="Quality recipe: a name (seed, stability, norm-flip, norm) or a recipe JSON file (default: the "
-    "model's own recipe; a model without one gets stability only, and says so).")]
+    "--recipe", help="Quality recipe: a name (seed, stability, norm-flip, norm; lognorm-ui-flip once calibrated) "
+    "or a recipe JSON file (default: the model's own recipe; a model without one gets stability only, and says so).")]
 Realign = Annotated[Optional[str], typer.Option(
     "--realign", help="Template check of the input crops: auto (put them back on the model's template when they "
     "are off it), on, or off (default: the recipe's setting; the seed recipe: off).")]

@@ -251,6 +251,20 @@ class Border(Kind):
         return g.fn.erase(image, anchor=src["anchor"], shape=src["shape"], axis_names="HW", fill_value=0)
 
 
+class LowRes(Kind):
+    """Down to `size` x `size` pixels (antialiased: each small pixel averages its area) and back up to the model's
+    size (bilinear): the face as a far, low-resolution camera would give it. A separate resize per view size."""
+
+    def arrays(self, spec, draws, h, w):
+        size = np.minimum(_column(draw_values(spec, draws)["size"], len(draws), np.float32), min(h, w))
+        return {"size": np.stack([size, size], 1).astype(np.float32)}
+
+    def operator(self, g, image, src):
+        t = g.types
+        small = g.fn.resize(image, size=src["size"], antialias=True, interp_type=t.INTERP_LINEAR)
+        return g.fn.resize(small, size=(g.h, g.w), antialias=False, interp_type=t.INTERP_LINEAR)
+
+
 def _mix32(g: Graph, x):
     """A 32-bit integer hash (lowbias32: xor-shift-multiply) as DALI arithmetic on uint32 (shifts as divisions)."""
     u32 = lambda v: g.types.Constant(v, dtype=g.types.UINT32)  # noqa: E731
@@ -452,6 +466,12 @@ KINDS: dict[str, Kind] = {
             ),
             random=True, inputs=("key0", "key1", "sigma", "window", "alpha"),
         ),
+        LowRes(
+            "lowres",
+            "low resolution: down to size x size pixels (area average) and back up to the model's size (bilinear)",
+            (Param("size", 10, 2, 4096, "side of the low-resolution image in pixels", integer=True),),
+            random=False, inputs=("size",),
+        ),
         SelfMixup(
             "selfmixup",
             "the study's self-mixup: lam * I + (1 - lam) * S(I), where S cuts I into a grid x grid of tiles and "
@@ -486,6 +506,7 @@ STUDY = {
     "gaussian": "",
     "poisson": "",
     "occlusion": "",
+    "lowres": "",
     "mixup": "",
 }
 

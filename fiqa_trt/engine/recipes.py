@@ -6,10 +6,17 @@ A recipe names
 - `signals`: what is read off that pass: `lognorm` (the log of the L2 norm of the original's raw embedding, before
   any normalisation: models trained with margin losses make it larger for recognisable faces), `lognorm:all` (the
   mean of that log-norm over every forward of the pass, the original and each view: the same signal with less of
-  the noise one crop's pixels put in it) and `cos:<i>` (the cosine of the original's embedding with the view(s) of
-  the recipe's i-th perturbation spec, mean over its views when it is random);
+  the noise one crop's pixels put in it), `ui` (the log of the cosine distance, 1 - cos, of the original's
+  embedding to the recipe's `centre`), `ui:all` (the same for the mean cosine over every forward of the pass) and
+  `cos:<i>` (the cosine of the original's embedding with the view(s) of the recipe's i-th perturbation spec, mean
+  over its views when it is random);
+- `centre`: for the `ui` signals, the model's unrecognisable-identity centre: the unit mean of the embeddings of
+  faces shrunk to a few pixels (the `lowres` perturbation), where every face that cannot be recognised ends up
+  (Chai et al., CVPR 2023, measure recognisability by the distance to that cluster's centre; here the centre is
+  computed, not trained: `evaluation.calibrate.ui_centre`);
 - `fusion`: `stability` (the seed's score: the mean, min or median of every view's cosine, `agg`; signals unused)
-  or `weighted_log`: quality = sum_i w_i * log(s_i), with each cosine clipped to [1e-6, 1] first;
+  or `weighted_log`: quality = sum_i w_i * log(s_i), with each cosine clipped to [1e-6, 1] and each distance to
+  [1e-6, 2] first;
 - `realign`: the template-alignment step (`engine.template`): `auto` (put crops back on the model's template when
   the check finds them off it), `on` or `off`; `realign_each`: when realigning, each crop by its own five points
   (O-Net on the crop put on the template by the check's median transform; that transform alone where O-Net finds
@@ -40,11 +47,46 @@ COS_FLOOR = 1e-6
 SEED_SPEC = "affine:rot=0.5,scale=1.01,flip=1"
 FLIP_SPEC = "affine:rot=0,scale=1,flip=1"
 NORM_SIGNALS = ("lognorm", "lognorm:all")
+CENTRE_SIGNALS = ("ui", "ui:all")
+SIGNAL_HELP = "lognorm, lognorm:all, ui, ui:all or cos:<i>"
 
 
 def forward_norms(embeddings, xp=np):
     """(N, 1 + K) L2 norms of the raw embeddings (N, 1 + K, D) of one pass: the original's, then each view's."""
     return xp.linalg.norm(embeddings.astype(xp.float32), axis=2)
+
+
+def centre_cosines(embeddings, centre, xp=np):
+    """(N, 1 + K) cosine of every forward's embedding (N, 1 + K, D) with a unit `centre` (D,)."""
+    e = embeddings.astype(xp.float32)
+    c = xp.asarray(np.asarray(centre, np.float32))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (e @ c) / xp.linalg.norm(e, axis=2)
+
+
+def unit_centre(vectors: np.ndarray) -> tuple[float, ...]:
+    """The unit mean direction of embeddings (M, D), each normalised first: a recipe's `centre`."""
+    v = np.asarray(vectors, np.float64)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    mean = v[np.all(np.isfinite(v), axis=1)].mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    if not np.isfinite(norm) or norm == 0:
+        raise FiqaError("no centre: the embeddings have no finite mean direction")
+    return tuple(float(x) for x in np.float32(mean / norm))
+
+
+def _per_image(name: str, values: np.ndarray, log, recipe: str, before_mean: bool = True) -> np.ndarray:
+    """One value per image of a per-forward signal (`values` (N, 1 + K), or (N,) of the originals alone): the
+    original's (`lognorm`, `ui`) or the mean over every forward (`:all`), then `log`; `before_mean`: the log of
+    each forward's value is averaged (the log-norm), else the log of the mean value (the mean cosine distance)."""
+    if name.endswith(":all") and values.ndim != 2:
+        raise FiqaError(f"recipe '{recipe}' reads {name}, which needs every forward's value")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if values.ndim == 1:
+            return log(values)
+        if not name.endswith(":all"):
+            return log(values[:, 0])
+        return log(values).mean(axis=1) if before_mean else log(values.mean(axis=1))
 
 
 @dataclass(frozen=True)
@@ -58,6 +100,8 @@ class Recipe:
     realign_each: bool = False  # realign each crop by its own points (else one median transform for all)
     calibration: tuple[float, float] | None = None  # raw quality at the 1st and 99th percentile (-> 0 and 100)
     figures: dict = field(default_factory=dict, compare=False, hash=False)
+    centre: tuple[float, ...] | None = None  # unit unrecognisable-identity centre, for the ui signals
+    centre_view: str = "lowres:size=10"  # the view of dev faces whose embeddings give the centre (calibrate)
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -74,10 +118,15 @@ class Recipe:
             if not self.signals:
                 raise FiqaError(f"recipe '{self.name}': weighted_log fusion needs at least one signal")
             for name, _ in self.signals:
-                if name not in NORM_SIGNALS and not (name.startswith("cos:") and name[4:].isdigit()
-                                                     and int(name[4:]) < len(self.perturb)):
-                    raise FiqaError(f"recipe '{self.name}': unknown signal '{name}'; use lognorm, lognorm:all or "
-                                    f"cos:<i>, i the index of one of its {len(self.perturb)} perturbation spec(s)")
+                if name not in NORM_SIGNALS + CENTRE_SIGNALS and not (
+                        name.startswith("cos:") and name[4:].isdigit() and int(name[4:]) < len(self.perturb)):
+                    raise FiqaError(f"recipe '{self.name}': unknown signal '{name}'; use {SIGNAL_HELP}, i the "
+                                    f"index of one of its {len(self.perturb)} perturbation spec(s)")
+        if self.centre is not None:
+            c = np.asarray(self.centre, np.float64)
+            if c.ndim != 1 or len(c) < 2 or not np.all(np.isfinite(c)) or abs(np.linalg.norm(c) - 1) > 1e-3:
+                raise FiqaError(f"recipe '{self.name}': its centre must be a finite unit vector")
+            object.__setattr__(self, "centre", tuple(float(x) for x in c))
         object.__setattr__(self, "realign_each", bool(self.realign_each))
         if self.calibration is not None:
             lo, hi = (float(v) for v in self.calibration)
@@ -89,10 +138,38 @@ class Recipe:
     def uses_norm(self) -> bool:
         return any(name in NORM_SIGNALS and w != 0 for name, w in self.signals)
 
-    def fuse(self, norms: np.ndarray, cosines: np.ndarray, view_specs: list[int]) -> np.ndarray:
+    @property
+    def uses_centre(self) -> bool:
+        return any(name in CENTRE_SIGNALS for name, _ in self.signals)
+
+    def check_runnable(self, embedding_size: int | None = None) -> None:
+        """Raise FiqaError when this recipe cannot score embeddings of this size: a ui signal needs a centre (a
+        named recipe with ui has none until `fiqa-trt calibrate` computes it for a model) of the same size."""
+        if not self.uses_centre:
+            return
+        if self.centre is None:
+            raise FiqaError(f"recipe '{self.name}' reads a ui signal but has no centre: fiqa-trt calibrate MODEL "
+                            "IMAGES computes the model's centre and stores the recipe with it")
+        if embedding_size is not None and len(self.centre) != embedding_size:
+            raise FiqaError(f"recipe '{self.name}' has a {len(self.centre)}-d centre but the model's embeddings "
+                            f"have {embedding_size} dimensions: that recipe was calibrated for another model")
+
+    def forward_stats(self, embeddings, xp=np):
+        """(norms, centre cosines) of one pass's raw embeddings (N, 1 + K, D), computed where they are (NumPy or
+        CuPy): what `fuse` reads besides the view cosines. The centre cosines are None for a recipe without ui."""
+        norms = forward_norms(embeddings, xp)
+        if not self.uses_centre:
+            return norms, None
+        self.check_runnable(int(embeddings.shape[2]))
+        return norms, centre_cosines(embeddings, self.centre, xp)
+
+    def fuse(self, norms: np.ndarray, cosines: np.ndarray, view_specs: list[int],
+             centre_cos: np.ndarray | None = None) -> np.ndarray:
         """Qualities (N,) from the raw embeddings' norms (N, 1 + K: the original's first, then each view's, as
-        `forward_norms` gives them; (N,) of the originals alone serves recipes without `lognorm:all`) and the
-        per-view cosines (N, K); `view_specs[k]` is the index (into `perturb`) of the spec view k comes from.
+        `forward_norms` gives them; (N,) of the originals alone serves recipes without `lognorm:all`), the
+        per-view cosines (N, K) and, for the ui signals, every forward's cosine with the centre (N, 1 + K, as
+        `centre_cosines` gives them; (N,) of the originals alone serves recipes without `ui:all`);
+        `view_specs[k]` is the index (into `perturb`) of the spec view k comes from.
 
         Stability reproduces `kernels.quality` exactly (it is only called for weighted_log fusion by the scorer).
         A NaN input gives a NaN quality."""
@@ -104,11 +181,12 @@ class Recipe:
         norms = np.asarray(norms, np.float64)
         for name, weight in self.signals:
             if name in NORM_SIGNALS:
-                if name == "lognorm:all" and norms.ndim != 2:
-                    raise FiqaError(f"recipe '{self.name}' reads lognorm:all, which needs every forward's norm")
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    logs = np.log(norms)
-                value = logs if logs.ndim == 1 else logs.mean(axis=1) if name == "lognorm:all" else logs[:, 0]
+                value = _per_image(name, norms, np.log, self.name)
+            elif name in CENTRE_SIGNALS:
+                if centre_cos is None:
+                    raise FiqaError(f"recipe '{self.name}' reads {name}: give the forwards' centre cosines")
+                value = _per_image(name, 1.0 - np.asarray(centre_cos, np.float64),
+                                   lambda d: np.log(np.clip(d, COS_FLOOR, 2.0)), self.name, before_mean=False)
             else:
                 cols = [k for k, i in enumerate(view_specs) if i == int(name[4:])]
                 if not cols:
@@ -142,6 +220,7 @@ class Recipe:
         data["perturb"] = list(self.perturb)
         data["signals"] = [list(s) for s in self.signals]
         data["calibration"] = list(self.calibration) if self.calibration else None
+        data["centre"] = list(self.centre) if self.centre is not None else None
         return data
 
     @classmethod
@@ -156,6 +235,8 @@ class Recipe:
             data["signals"] = tuple(tuple(s) for s in data.get("signals", ()))
             if data.get("calibration") is not None:
                 data["calibration"] = tuple(data["calibration"])
+            if data.get("centre") is not None:
+                data["centre"] = tuple(data["centre"])
             return cls(**data)
         except TypeError as exc:
             raise FiqaError(f"{where}: invalid recipe ({exc})") from None
@@ -173,7 +254,12 @@ NORM_FLIP = Recipe("norm-flip", (FLIP_SPEC,), "weighted_log", "mean", (("lognorm
 # The raw embedding's log-norm alone (one forward pass for the quality; a view is still embedded for the pipeline)
 NORM = Recipe("norm", (FLIP_SPEC,), "weighted_log", "mean", (("lognorm", 1.0),), "auto")
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (SEED, STABILITY, NORM_FLIP, NORM)}
+# What `fiqa-trt calibrate` fits for a model without a recipe: the log-norm and the distance to the centre, each over
+# the crop and its mirror, and the mirror's cosine (2 forwards; the fit weighs what the model's embeddings carry)
+LOGNORM_UI_FLIP = Recipe("lognorm-ui-flip", (FLIP_SPEC,), "weighted_log", "mean",
+                         (("lognorm:all", 1.0), ("ui:all", 1.0), ("cos:0", 1.0)), "auto")
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (SEED, STABILITY, NORM_FLIP, NORM, LOGNORM_UI_FLIP)}
 
 
 def load(name_or_file: str) -> Recipe:
@@ -201,10 +287,19 @@ def cache_file(sha256: str) -> Path:
     return cache_dir() / "recipes" / f"{sha256}.json"
 
 
+def recipe_json(document: dict) -> str:
+    """A recipe document as JSON, indented, each list of numbers (a centre, a calibration) on one line."""
+    import re
+
+    text = json.dumps(document, indent=1)
+    return re.sub(r"\[[-0-9.eE,\s]+\]", lambda m: "[" + ", ".join(filter(None, (
+        v.strip() for v in m.group(0)[1:-1].split(",")))) + "]", text) + "\n"
+
+
 def save_calibrated(sha256: str, recipe: Recipe) -> Path:
     path = cache_file(sha256)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"sha256": sha256, "recipe": recipe.to_dict()}, indent=2) + "\n")
+    path.write_text(recipe_json({"sha256": sha256, "recipe": recipe.to_dict()}))
     return path
 
 

@@ -29,7 +29,6 @@ from fiqa_trt.engine.batching import PRODUCER_STAGES, Batch, BatchProducer, png,
 from fiqa_trt.engine.device import Device, array_module, parse_device
 from fiqa_trt.engine.inputs import Item
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, View, parse_spec, plan_views
-from fiqa_trt.engine.recipes import forward_norms
 from fiqa_trt.engine.runners.base import Runner
 from fiqa_trt.errors import FiqaError
 
@@ -71,6 +70,7 @@ class Scorer:
             raise FiqaError(f"unknown aggregation '{agg}'; use one of: {', '.join(kernels.AGGREGATIONS)}")
         if recipe is not None:
             perturb, agg = list(recipe.perturb), recipe.agg
+            recipe.check_runnable()  # a ui signal needs a centre (its size is checked on the embeddings)
         self.recipe = recipe
         if agg not in kernels.AGGREGATIONS:
             raise FiqaError(f"unknown aggregation '{agg}'; use one of: {', '.join(kernels.AGGREGATIONS)}")
@@ -142,15 +142,16 @@ class Scorer:
 
     def _quality(self, emb) -> tuple[np.ndarray, np.ndarray]:
         """Per-view cosines (n, K) and qualities (n,) on the host, computed where the embeddings are; a recipe
-        that fuses other signals (the original's raw norm) combines them on the host."""
+        that fuses other signals (raw norms, cosines with its centre: (n, 1+K) each, computed on the device too)
+        combines them on the host."""
         with self._on_device():
             cos, q = kernels.quality(emb, self.agg)
-            norms = None
+            stats = None
             if self.recipe is not None and self.recipe.fusion != "stability":
-                norms = self._host(forward_norms(emb, self.xp))
+                stats = [None if x is None else self._host(x) for x in self.recipe.forward_stats(emb, self.xp)]
         cos, q = self._host(cos), self._host(q)  # (asnumpy waits for the kernel on the scorer's stream)
-        if norms is not None:
-            q = self.recipe.fuse(norms, cos, self.view_specs)
+        if stats is not None:
+            q = self.recipe.fuse(stats[0], cos, self.view_specs, stats[1])
         return cos, q
 
     def unified(self, quality: np.ndarray) -> np.ndarray:

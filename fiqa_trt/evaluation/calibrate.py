@@ -1,23 +1,23 @@
-"""Fitting a quality recipe's weights on a development split of identities, and the held-out report.
+"""Fitting a quality recipe for one model: its unrecognisable-identity centre and its weights on a development
+split of identities, and the held-out report.
 
-Protocol (the all-mated protocol of issue 15): identities are split in two halves by a seeded permutation (`split`);
-in each half, every identity keeps at most `cap` images (a seeded sample) and every pair of them is a mated
-comparison; `nonmated` non-mated comparisons are drawn at random (seeded) over the same images. Pair quality is
-the min of the two images' qualities. The decision threshold is fixed at 0% discard for each target FMR; the EDC
-discards the lowest-quality mated comparisons (the discard fraction counted over mated comparisons, as ISO/IEC
-29794-1:2024) and its normalised pAUC up to `limit` is the area divided by FNMR(0) * limit (1.0 = no better than
-random discarding, lower is better).
+Protocol (the all-mated protocol of issue 15, `evaluation.protocols.all_mated_pairs`, or a pair file): identities are
+split in two halves by `evaluation.split.identity_split` (the split `fiqa-trt eval --half` uses, so a recipe
+calibrated with seed S is reported on exactly the identities `eval --half test --split-seed S` evaluates); a pair
+belongs to a half when both its images do. Pair quality is the min of the two images' qualities. The decision
+threshold is fixed at 0% discard for each target FMR; the EDC discards the lowest-quality mated comparisons (the
+discard fraction counted over mated comparisons, as ISO/IEC 29794-1:2024) and its normalised pAUC up to `limit` is
+the area divided by FNMR(0) * limit (1.0 = no better than random discarding, lower is better).
 
 `fit` searches the weights on the dev half only (coordinate descent over a grid of weights, the first signal's weight
 fixed at 1 so that the scale is fixed; objective: the mean normalised pAUC over the target FMRs) and then reports
-the test half, with a bootstrap over test identities of the difference to reference qualities. Nothing of the test
-half enters the search (tests/test_recipes.py checks that the fitted weights do not move when the test half's
-signals are replaced).
+the test half, with a bootstrap over test identities of the difference to reference qualities. `ui_centre` computes
+the centre of the ui signals from dev-half images only. Nothing of the test half enters either (tests/test_recipes.py
+checks that the fitted weights and the centre do not move when the test half's images or signals are replaced).
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,14 +27,7 @@ from fiqa_trt.errors import FiqaError
 FMRS = (1e-3, 1e-4)
 LIMIT = 0.3
 GRID = (0.0, 0.0625, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0, 16.0)  # relative, on standardised signals
-
-
-def split(identities: np.ndarray, seed: int = 0) -> np.ndarray:
-    """A seeded half split of the distinct identities: True for the images whose identity is in the dev half."""
-    names = np.unique(identities)
-    rng = np.random.default_rng([seed, 0x5EED])
-    dev_names = names[rng.permutation(len(names))[: len(names) // 2]]
-    return np.isin(identities, dev_names)
+CENTRE_SAMPLE = 2000  # dev images whose low-resolution views give the centre (its direction is stable from ~300)
 
 
 @dataclass
@@ -83,40 +76,6 @@ def mated_npauc(pair_quality: np.ndarray, errors: np.ndarray, limit: float = LIM
     return float(np.sum(fnmr * width) / (fnmr[0] * limit))
 
 
-def protocol(embeddings: np.ndarray, identities: np.ndarray, mask: np.ndarray, seed: int = 0, cap: int = 20,
-             nonmated: int = 1_000_000, fmrs=FMRS) -> Protocol:
-    """The all-mated protocol over the images in `mask` (see the module docstring); `embeddings` give the
-    verification similarities (cosine)."""
-    names, inverse = np.unique(identities, return_inverse=True)
-    rng = np.random.default_rng([seed, 0xA11])
-    ma, mb, used = [], [], []
-    for ident in np.unique(inverse[mask]):
-        idx = np.flatnonzero((inverse == ident) & mask)
-        if len(idx) < 2:
-            continue
-        if len(idx) > cap:
-            idx = np.sort(rng.choice(idx, cap, replace=False))
-        used.append(idx)
-        pairs = np.array(list(itertools.combinations(idx, 2)))
-        ma.append(pairs[:, 0])
-        mb.append(pairs[:, 1])
-    if not ma:
-        raise FiqaError("no identity with two images in this split: no mated comparison")
-    ma, mb, used = np.concatenate(ma), np.concatenate(mb), np.concatenate(used)
-    na, nb = rng.choice(used, 2 * nonmated + 64), rng.choice(used, 2 * nonmated + 64)
-    keep = inverse[na] != inverse[nb]
-    na, nb = na[keep][:nonmated], nb[keep][:nonmated]
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    mated_sim = np.einsum("ij,ij->i", unit[ma], unit[mb])
-    non_sim = np.einsum("ij,ij->i", unit[na], unit[nb])
-    errors, thresholds = {}, {}
-    for fmr in fmrs:
-        k = int(np.floor(fmr * len(non_sim) + 1e-9))
-        t = float(-np.partition(-non_sim, k)[k])
-        thresholds[fmr], errors[fmr] = t, mated_sim <= t
-    return Protocol(ma, mb, inverse[ma], errors, thresholds, len(non_sim))
-
-
 def fuse(signals: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     """sum_i w_i * s_i over per-image signal values (already logs: log-norm, log-cosine)."""
     return sum(w * signals[name] for name, w in weights.items())
@@ -142,6 +101,7 @@ def search(signals: dict[str, np.ndarray], proto: Protocol, grid=GRID, rounds: i
     to the signals divided by their standard deviation over the protocol's images (so that a log-cosine, whose
     spread is a few hundredths, and a log-norm weigh alike); the weights returned apply to the raw signals."""
     names = list(signals)
+    signals = {n: np.asarray(v, np.float64) for n, v in signals.items()}  # (float32 sums move with alignment)
     used = np.unique(np.concatenate([proto.ma, proto.mb]))  # the protocol's own images only
     spread = {n: float(np.std(signals[n][used])) or 1.0 for n in names}
     z = {n: signals[n] / spread[n] for n in names}
@@ -176,21 +136,42 @@ def bootstrap_difference(proto: Protocol, qa: np.ndarray, qb: np.ndarray, n: int
     return out
 
 
-def fit(signals: dict[str, np.ndarray], embeddings: np.ndarray, identities: np.ndarray, seed: int = 0,
-        references: dict[str, np.ndarray] | None = None, bootstrap: int = 1000, cap: int = 20,
-        nonmated: int = 1_000_000) -> Fit:
-    """Fit the weights of `signals` (name -> per-image values) on the dev half of a seeded identity split and
-    report both halves; `references` (name -> per-image qualities) are reported on the test half with the
-    bootstrap interval of the fitted quality's npAUC minus theirs (negative: the fit is better)."""
-    dev_mask = split(identities, seed)
-    dev = protocol(embeddings, identities, dev_mask, seed, cap, nonmated)
-    weights = search({k: v for k, v in signals.items()}, dev)
-    test = protocol(embeddings, identities, ~dev_mask, seed, cap, nonmated)
+def halves(pairs, seed: int = 0):
+    """(dev, test) pairs of the seeded identity split (`evaluation.split`, as `eval --half`) and the split."""
+    from fiqa_trt.evaluation import split
+
+    cut = split.identity_split(pairs.identities(), seed)
+    dev, test = split.split_pairs(pairs, cut)
+    return dev, test, cut
+
+
+def protocol_of(pairs, embeddings: np.ndarray, keys: list[str], fmrs=FMRS) -> tuple[np.ndarray, Protocol]:
+    """(rows, Protocol) of a pair set (`evaluation.protocols.Pairs`) over images embedded in the order of `keys`:
+    `rows` are the rows of `pairs.keys` among them, the Protocol's indices are into `rows`."""
+    index = {k: i for i, k in enumerate(keys)}
+    rows = np.array([index[k] for k in pairs.keys], np.int64)
+    from fiqa_trt.evaluation.protocols import identity_of
+
+    ident = np.array([identity_of(k) for k in pairs.keys])
+    return rows, protocol_from_pairs(embeddings[rows], ident, np.ones(len(rows), bool), pairs.a, pairs.b,
+                                     pairs.mated, fmrs)
+
+
+def fit(signals: dict[str, np.ndarray], embeddings: np.ndarray, keys: list[str], pairs, seed: int = 0,
+        references: dict[str, np.ndarray] | None = None, bootstrap: int = 1000) -> Fit:
+    """Fit the weights of `signals` (name -> per-image values in the order of `keys`, whose `embeddings` give the
+    verification similarities) on the dev half of the seeded identity split of `pairs` and report both halves;
+    `references` (name -> per-image qualities) are reported on the test half with the bootstrap interval of the
+    fitted quality's npAUC minus theirs (negative: the fit is better)."""
+    dev_pairs, test_pairs, _ = halves(pairs, seed)
+    dev_rows, dev = protocol_of(dev_pairs, embeddings, keys)
+    test_rows, test = protocol_of(test_pairs, embeddings, keys)
+    weights = search({k: v[dev_rows] for k, v in signals.items()}, dev)
     fused = fuse(signals, weights)
-    result = Fit(weights, dev.report(fused), test.report(fused))
+    result = Fit(weights, dev.report(fused[dev_rows]), test.report(fused[test_rows]))
     for name, q in (references or {}).items():
-        result.references[name] = {"test": test.report(q),
-                                   "difference_90": bootstrap_difference(test, fused, q, n=bootstrap, seed=seed)}
+        result.references[name] = {"test": test.report(q[test_rows]), "difference_90": bootstrap_difference(
+            test, fused[test_rows], q[test_rows], n=bootstrap, seed=seed)}
     return result
 
 
@@ -213,80 +194,127 @@ def protocol_from_pairs(embeddings: np.ndarray, identities: np.ndarray, mask: np
     return Protocol(a[mated], b[mated], inverse[a[mated]], errors, thresholds, int((~mated).sum()))
 
 
-def signals_of(recipe, norms: np.ndarray, cosines: np.ndarray, view_specs: list[int]) -> dict[str, np.ndarray]:
-    """The per-image values of a recipe's signals (log-norm, log-cosine), as its weighted_log fusion reads them."""
+def signals_of(recipe, norms: np.ndarray, cosines: np.ndarray, view_specs: list[int],
+               centre_cos: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The per-image values of a recipe's signals (log-norm, log-distance to the centre, log-cosine), as its
+    weighted_log fusion reads them."""
     from dataclasses import replace
 
-    return {name: replace(recipe, signals=((name, 1.0),)).fuse(norms, cosines, view_specs)
+    return {name: replace(recipe, signals=((name, 1.0),)).fuse(norms, cosines, view_specs, centre_cos)
             for name, _ in recipe.signals}
+
+
+def dev_sample(keys: list[str], cut, seed: int = 0, count: int = CENTRE_SAMPLE) -> list[str]:
+    """A seeded sample of at most `count` of the images of `keys` whose identity is on the dev side of `cut`."""
+    from fiqa_trt.evaluation.protocols import identity_of
+
+    dev = [k for k in keys if cut.side(identity_of(k)) == "dev"]
+    if not dev:
+        raise FiqaError("the dev half of the identity split has no image: no centre can be computed")
+    if len(dev) <= count:
+        return dev
+    pick = np.random.default_rng([seed, 0xCE27]).choice(len(dev), count, replace=False)
+    return [dev[i] for i in sorted(pick)]
+
+
+def ui_centre(runner, root, keys: list[str], view: str, aligner=None, seed: int = 0, batch_size: int = 32,
+              threads: int | None = None) -> tuple[float, ...]:
+    """The unrecognisable-identity centre of a model: the unit mean of the embeddings of the `view` (e.g.
+    `lowres:size=10`: the faces shrunk to 10 x 10 pixels) of the images `root/key` (the dev images: `dev_sample`),
+    realigned by `aligner` first as scoring does."""
+    from pathlib import Path
+
+    from fiqa_trt.engine.inputs import Item
+    from fiqa_trt.engine.recipes import unit_centre
+    from fiqa_trt.engine.scorer import Scorer
+
+    scorer = Scorer(runner, [view], seed=seed, batch_size=batch_size, threads=threads, aligner=aligner)
+    views = [b.embeddings[:, 1] for b in scorer.embed([Item(str(Path(root) / k), k) for k in keys])
+             if b.embeddings is not None]
+    if not views:
+        raise FiqaError(f"none of the {len(keys)} dev images could be embedded: no centre")
+    return unit_centre(np.concatenate(views))
 
 
 def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_size: int = 32,
                     threads: int | None = None, pair_file: str | None = None, progress=None, bootstrap: int = 1000,
-                    cap: int = 20, nonmated: int = 1_000_000):
-    """One embedding pass over the identity folders under `root` with `recipe`'s views (realigned by `aligner`),
-    the recipe's weights fitted on the dev half of a seeded identity split and reported on the test half, and its
-    0-100 calibration (p1, p99 of the fitted quality over every image). Returns (fitted recipe, report)."""
+                    cap: int = 20, nonmated: int | None = None):
+    """Fit `recipe` for the model of `runner` on the identity folders under `root` (`nonmated`: the all-mated
+    protocol's count; None: 2,000,000 or every possible pair where fewer exist): its centre (when it reads a ui
+    signal) from dev-half images, then one embedding pass over every image with the recipe's views (realigned by
+    `aligner`), the weights fitted on the dev half of the seeded identity split and reported on the test half,
+    and its 0-100 calibration (p1, p99 of the fitted quality over every image). Returns (fitted recipe, report)."""
     from dataclasses import replace
     from pathlib import Path
 
     from fiqa_trt.engine.inputs import Item
-    from fiqa_trt.engine.recipes import forward_norms
     from fiqa_trt.engine.scorer import Scorer
-    from fiqa_trt.evaluation.protocols import identities as identity_folders, read_pairs
+    from fiqa_trt.evaluation.protocols import all_mated_pairs, identities as identity_folders, read_pairs
 
     if recipe.fusion != "weighted_log":
         raise FiqaError(f"recipe '{recipe.name}' has no weights to fit (fusion {recipe.fusion}); calibrate a "
-                        "weighted_log recipe, e.g. --recipe norm-flip")
+                        "weighted_log recipe, e.g. --recipe lognorm-ui-flip")
     root = Path(root)
     keys = [k for ks in identity_folders(root).values() for k in ks]
-    ident = np.array([k.split("/")[0] for k in keys])
+    if pair_file:
+        pairs = read_pairs(pair_file, root)
+        source = f"pair file {Path(pair_file).name}"
+    else:
+        pairs = all_mated_pairs(root, max_images=cap, nonmated=nonmated, seed=seed, keys=keys)
+        source = pairs.source
+    missing = sorted(set(pairs.keys) - set(keys))
+    if missing:
+        raise FiqaError(f"{len(missing)} images of the pairs are not in the identity folders under {root} (e.g. "
+                        f"{missing[0]})")
+    dev_pairs, test_pairs, cut = halves(pairs, seed)
+    centre_note = None
+    if recipe.uses_centre:
+        sample = dev_sample(keys, cut, seed)
+        recipe = replace(recipe, centre=ui_centre(runner, root, sample, recipe.centre_view, aligner, seed,
+                                                  batch_size, threads))
+        centre_note = f"{recipe.centre_view} views of {len(sample)} dev images"
     scorer = Scorer(runner, recipe=recipe, seed=seed, batch_size=batch_size, threads=threads, aligner=aligner)
-    originals, norms, cosines, ok = [], [], [], np.zeros(len(keys), bool)
+    originals, norms, centre, cosines, ok = [], [], [], [], np.zeros(len(keys), bool)
     row = 0
     for batch in scorer.embed([Item(str(root / k), k) for k in keys], progress):
         good = [row + i for i, it in enumerate(batch.items) if it.error is None]
         if batch.embeddings is not None:
             originals.append(batch.embeddings[:, 0].astype(np.float64))
-            norms.append(forward_norms(batch.embeddings))
+            n, c = recipe.forward_stats(batch.embeddings)
+            norms.append(n)
+            centre.append(c if c is not None else np.zeros_like(n))
             cosines.append(scorer._quality(batch.embeddings)[0])
             ok[good] = True
         row += len(batch.items)
     if not ok.any():
         raise FiqaError(f"none of the {len(keys)} images under {root} could be embedded")
-    keys, ident = [k for k, g in zip(keys, ok) if g], ident[ok]
+    failed = {k for k, g in zip(keys, ok) if not g}
+    if failed & set(pairs.keys):
+        raise FiqaError(f"{len(failed & set(pairs.keys))} images of the protocol could not be embedded (e.g. "
+                        f"{sorted(failed & set(pairs.keys))[0]}); remove them")
+    keys = [k for k, g in zip(keys, ok) if g]
     emb, cos = np.concatenate(originals), np.concatenate(cosines)
-    sig = signals_of(recipe, np.concatenate(norms), cos, scorer.view_specs)
+    sig = signals_of(recipe, np.concatenate(norms), cos, scorer.view_specs, np.concatenate(centre))
     finite = np.all([np.isfinite(v) for v in sig.values()], axis=0)
     if not finite.all():
         raise FiqaError(f"{int((~finite).sum())} images gave a non-finite signal (zero embedding?); remove them")
-    dev_mask = split(ident, seed)
-    if pair_file:
-        pairs = read_pairs(pair_file, root)
-        index = {k: i for i, k in enumerate(keys)}
-        usable = [(index[pairs.keys[x]], index[pairs.keys[y]], m) for x, y, m in zip(pairs.a, pairs.b, pairs.mated)
-                  if pairs.keys[x] in index and pairs.keys[y] in index]
-        a, b, m = (np.array(v) for v in zip(*usable))
-        dev = protocol_from_pairs(emb, ident, dev_mask, a, b, m.astype(bool))
-        test = protocol_from_pairs(emb, ident, ~dev_mask, a, b, m.astype(bool))
-        source = f"pair file {Path(pair_file).name}"
-    else:
-        dev = protocol(emb, ident, dev_mask, seed, cap, nonmated)
-        test = protocol(emb, ident, ~dev_mask, seed, cap, nonmated)
-        source = f"generated all-mated protocol (at most {cap} images per identity, {nonmated} non-mated)"
-    weights = search(sig, dev)
+    dev_rows, dev = protocol_of(dev_pairs, emb, keys)
+    test_rows, test = protocol_of(test_pairs, emb, keys)
+    weights = search({k: v[dev_rows] for k, v in sig.items()}, dev)
     fused = fuse(sig, weights)
-    report = {"images": len(keys), "protocol": source, "split_seed": seed,
-              "dev": {"identities": int(len(np.unique(ident[dev_mask]))), "mated": int(len(dev.ma)),
-                      "npauc30": dev.report(fused)},
-              "test": {"identities": int(len(np.unique(ident[~dev_mask]))), "mated": int(len(test.ma)),
-                       "npauc30": test.report(fused)},
+    report = {"images": len(keys), "protocol": source, "split": cut.describe(), "split_seed": seed,
+              "centre": centre_note,
+              "dev": {"identities": len(set(dev_pairs.identities())), "mated": int(len(dev.ma)),
+                      "npauc30": dev.report(fused[dev_rows])},
+              "test": {"identities": len(set(test_pairs.identities())), "mated": int(len(test.ma)),
+                       "npauc30": test.report(fused[test_rows])},
               "weights": weights, "references": {}}
     for name, values in sig.items():
-        report["references"][name] = {"test_npauc30": test.report(values), "difference_90":
-                                      bootstrap_difference(test, fused, values, n=bootstrap, seed=seed)}
+        report["references"][name] = {"test_npauc30": test.report(values[test_rows]), "difference_90":
+                                      bootstrap_difference(test, fused[test_rows], values[test_rows], n=bootstrap,
+                                                           seed=seed)}
     p1, p99 = (float(v) for v in np.percentile(fused, [1, 99]))
     fitted = replace(recipe.with_weights(weights), name=f"{recipe.name}-calibrated",
                      calibration=(round(p1, 6), round(p99, 6)),
-                     figures={k: report[k] for k in ("protocol", "split_seed", "dev", "test", "references")})
+                     figures={k: report[k] for k in ("protocol", "split", "centre", "dev", "test", "references")})
     return fitted, report

@@ -24,7 +24,6 @@ import numpy as np
 from fiqa_trt import kernels
 from fiqa_trt.engine.inputs import Item
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, KINDS, parse_spec
-from fiqa_trt.engine.recipes import forward_norms
 from fiqa_trt.engine.runners.base import Runner
 from fiqa_trt.engine.scorer import Scorer
 from fiqa_trt.errors import FiqaError
@@ -74,6 +73,8 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
     view spec already in `specs` is shared). `aligner` (e.g. engine.template.Realigner) is applied to every image
     before the views, the originals (verification embeddings) included."""
     recipes = list(recipes or [])
+    for recipe in recipes:
+        recipe.check_runnable()
     specs = list(specs) if specs else [DEFAULT_SPEC]
     own = len(specs)  # the specs that are methods (a recipe's own views are not)
     for recipe in recipes:
@@ -122,10 +123,12 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
                 _, q = kernels.quality(emb[:, [0] + cols], agg)
                 qualities[name][rows] = q
             for recipe, cols in recipe_columns:
-                cos, _ = kernels.quality(emb[:, [0] + cols], agg)
-                norms = forward_norms(emb[:, [0] + cols])
-                qualities[f"recipe:{recipe.name}"][rows] = recipe.fuse(norms, cos, recipe_specs[recipe.name]) \
-                    if recipe.fusion != "stability" else kernels.quality(emb[:, [0] + cols], recipe.agg)[1]
+                own = emb[:, [0] + cols]
+                cos, _ = kernels.quality(own, agg)
+                norms, centre_cos = recipe.forward_stats(own)
+                qualities[f"recipe:{recipe.name}"][rows] = \
+                    recipe.fuse(norms, cos, recipe_specs[recipe.name], centre_cos) \
+                    if recipe.fusion != "stability" else kernels.quality(own, recipe.agg)[1]
         row += len(batch.items)
     if originals is None:
         raise FiqaError(f"none of the {n} images could be embedded (first error: {next(iter(errors.values()))})")

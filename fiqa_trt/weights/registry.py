@@ -2,14 +2,27 @@
 
 One `zoo.ModelRecord` per file: its preprocessing when the file carries no fiqa-trt metadata, the reduced-precision
 ranking checks that `precision="auto"` consults, its default quality recipe and the 0-100 calibrations of the
-recipes on it (benchmarks/quality_recipes.py). Keyed by the file's sha256, so
-a renamed copy is still recognised and a different file never gets a wrong record.
+named recipes on it. The default recipes are files of this package (`recipes/<record name>.json`, the format
+`fiqa-trt calibrate` stores): written by benchmarks/quality_iso.py from the engine's own pass on the shared LFW
+(centre, weights, calibration and the figures that chose them), never typed in. Keyed by the file's sha256, so a
+renamed copy is still recognised and a different file never gets a wrong record.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from fiqa_trt.weights.model_config import ModelConfig
 from fiqa_trt.weights.zoo import ONNX_ARCH, ModelRecord
+
+RECIPE_DIR = Path(__file__).with_name("recipes")
+
+
+def packaged_recipe(name: str) -> dict:
+    """The recipe fields (for `engine.recipes.Recipe`) stored for the record `name` in this package."""
+    return json.loads((RECIPE_DIR / f"{name}.json").read_text())["recipe"]
+
 
 KNOWN_MODELS: tuple[ModelRecord, ...] = (
     ModelRecord(
@@ -22,20 +35,9 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
         ),
         # `fiqa-trt bench` on the first 1,000 shared LFW images, AMD EPYC with AVX-512 BF16, OpenVINO 2026.4
         precision_checks={"openvino:bf16": 0.99705},
-        # chosen by benchmarks/quality_select.py (inner cross-validation on the dev half of a seeded identity split),
-        # weights and 0-100 calibration from the engine's own pass, benchmarks/quality_iso.py (results/quality_iso.json)
-        recipe=dict(
-            name="mobilefacenet-default",
-            perturb=("affine:rot=0,scale=1,flip=1", "affine:rot=0.5,scale=1.01,flip=1",
-                     "affine:rot=0,scale=1,tx=-1,flip=1", "affine:rot=0,scale=1,tx=1,flip=1"),
-            fusion="weighted_log", signals=(("lognorm:all", 1.0),), realign="auto",  # cos:1 (the seed view) got 0
-            calibration=(0.940401, 1.47604),
-            figures={"protocol": "shared LFW, all-mated (evaluation.protocols), test half of identity split seed 0, "
-                                 "verification on the template-aligned crops (eval --realign auto)",
-                     "test_npauc30": {"1e-03": 0.5688, "1e-04": 0.5706},
-                     "norm_test_npauc30": {"1e-03": 0.592, "1e-04": 0.5891},
-                     "seed_as_is_test_npauc30": {"1e-03": 0.7597, "1e-04": 0.7292},
-                     "difference_vs_norm_90": {"1e-03": [-0.044, -0.0019], "1e-04": [-0.0364, -0.0028]}}),
+        # signals chosen by benchmarks/quality_select.py (inner cross-validation on the dev half of a seeded identity
+        # split); centre, weights and 0-100 calibration from the engine's own pass (benchmarks/quality_iso.py)
+        recipe=packaged_recipe("faceplugin-mobilefacenet"),
         calibrations={"seed": (0.941871, 0.988608), "stability": (0.941871, 0.988608)},
     ),
     ModelRecord(
@@ -44,18 +46,9 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
         source="dlib_face_recognition_resnet_model_v1.dat of the PyPI package face_recognition_models, converted by "
                "fiqa-trt (engine.models: the default model; its preprocessing is in the file's metadata)",
         licence="CC0 (dlib's model file)",
-        # its norm carries no quality information (npAUC ~0.95); chosen by benchmarks/quality_select.py, weights and
-        # calibration from benchmarks/quality_iso.py (results/quality_iso.json)
-        recipe=dict(
-            name="dlib-default",
-            perturb=("affine:rot=0.5,scale=1.01,flip=1", "affine:rot=6,scale=1,flip=0", "affine:rot=0,scale=0.95,flip=0"),
-            fusion="weighted_log", signals=(("cos:0", 1.0), ("cos:1", 1.659519), ("cos:2", 2.904514)), realign="auto",
-            calibration=(-0.055565, -0.017547),
-            figures={"protocol": "shared LFW, all-mated (evaluation.protocols), test half of identity split seed 0, "
-                                 "verification on the template-aligned crops (eval --realign auto)",
-                     "test_npauc30": {"1e-03": 0.7599, "1e-04": 0.8363},
-                     "seed_view_test_npauc30": {"1e-03": 0.7859, "1e-04": 0.8533},
-                     "difference_vs_seed_view_90": {"1e-03": [-0.0589, 0.0032], "1e-04": [-0.0336, 0.0018]}}),
+        # its norm carries no quality information (npAUC ~0.95); signals chosen by benchmarks/quality_select.py,
+        # weights and calibration from the engine's own pass (benchmarks/quality_iso.py)
+        recipe=packaged_recipe("dlib-resnet-v1-arcface112"),
         calibrations={"seed": (0.979633, 0.996111), "stability": (0.979633, 0.996111)},
     ),
 )
