@@ -25,7 +25,11 @@ over mated comparisons at the threshold fixed at 0% discard, FMR 1e-3 and 1e-4, 
 (identities resampled) of each value and of the default's difference to each reference. Verification on the
 template-aligned originals and, with the same weights, on the crops as they are (only the recogniser's input
 differs). The
-0-100 calibration is the fitted quality's p1 and p99 over all 13,233 template-aligned crops.
+0-100 calibration is the fitted quality's p1 and p99 over all 13,233 template-aligned crops; the named recipes
+`seed` (crops as they are) and `stability` (template-aligned) get theirs from passes of their own. Every weight fit
+is constrained by the degradation check (`evaluation.degradations`: 400 seeded dev-half crops, realigned, then
+blurred, shrunk to 18 px, noised or their eyes covered, through the engine; the fused quality must drop for at least
+2/3 of them under each kind), as in benchmarks/quality_select.py and `fiqa-trt calibrate`.
 """
 
 from __future__ import annotations
@@ -86,6 +90,28 @@ def engine_pass(runner, items, recipe, aligner, cache: Path, tag: str):
     return np.concatenate(originals), sig, seconds
 
 
+def engine_check(runner, recipe, keys, halves, aligner, cache: Path) -> dict:
+    """The degradation check's signals (`evaluation.calibrate.degradation_signals`) of 400 seeded dev-half crops
+    through the engine with `recipe`, cached by the recipe's signal tag."""
+    from fiqa_trt.engine.scorer import Scorer
+    from fiqa_trt.evaluation import calibrate, degradations
+
+    f = cache / f"check_{recipe_tag(recipe)}.npz"
+    if f.is_file():
+        data = np.load(f)
+        out: dict = {}
+        for name in data.files:
+            kind, signal = name.split("|", 1)
+            out.setdefault(kind, {})[signal] = data[name]
+        return out
+    sample = calibrate.dev_sample(keys, halves, seed=0, count=degradations.SAMPLE)
+    scorer = Scorer(runner, recipe=recipe, batch_size=32)
+    out = calibrate.degradation_signals(scorer, recipe, LFW, sample, aligner, seed=0)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(f, **{f"{kind}|{signal}": v for kind, sig in out.items() for signal, v in sig.items()})
+    return out
+
+
 def write_recipe(recipe, out: dict, weights: dict, path: Path) -> None:
     """The refitted recipe (weights, centre, calibration, figures of the template-aligned verification) into the
     package's recipe file of the model's registry record."""
@@ -97,12 +123,14 @@ def write_recipe(recipe, out: dict, weights: dict, path: Path) -> None:
     fitted = replace(recipe.with_weights(weights), calibration=tuple(out["calibration_p1_p99"]), figures={
         "protocol": "shared LFW, all-mated (evaluation.protocols), test half of identity split seed 0, verification "
                     "on the template-aligned crops (eval --realign auto); benchmarks/quality_iso.py",
-        "centre": out["centre"], "test_npauc30": figures["test_npauc30"]["default"],
+        "centre": out["centre"], "degradation_check": out["degradation_check"],
+        "test_npauc30": figures["test_npauc30"]["default"],
         "references_test_npauc30": {k: v for k, v in figures["test_npauc30"].items() if k != "default"},
         "difference_default_minus_90": figures["difference_default_minus_90"]})
     target = registry.RECIPE_DIR / f"{record.name}.json"
     target.write_text(recipe_json({"model": record.name, "sha256": out["sha256"], "written_by":
-                                   "benchmarks/quality_iso.py --write-recipes", "recipe": fitted.to_dict()}))
+                                   "benchmarks/quality_iso.py --write-recipes", "recipe": fitted.to_dict(),
+                                   "calibrations": out["calibrations_of_named_recipes_p1_p99"]}))
     print(f"written {target}", flush=True)
 
 
@@ -113,7 +141,7 @@ def main() -> None:
     from fiqa_trt.engine.models import default_model_path
     from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.engine.template import realigner_for
-    from fiqa_trt.evaluation import bootstrap, calibrate, edc, protocols, split, sweep
+    from fiqa_trt.evaluation import bootstrap, calibrate, degradations, edc, protocols, split, sweep
     from fiqa_trt.files import sha256_of
 
     ap = argparse.ArgumentParser()
@@ -142,13 +170,16 @@ def main() -> None:
         path = paths.get(model) or default_model_path()
         runner = load_runner(str(path), "openvino", "auto")
         recipe, source = recipes.resolve(None, path)
+        if source != "model registry":  # a recipe the user calibrated would otherwise be written into the package
+            raise SystemExit(f"{model}: the default recipe comes from {source}, not the model registry: move it away")
         cache = Path(args.cache) / model
         aligner, check = realigner_for(items, runner.config.input_size, recipe.realign, 0, recipe.realign_each)
         print(f"{model}: {recipe.describe()} ({source}); {check}", flush=True)
         centre_note = None
         if recipe.uses_centre:  # from dev-half crops only, through the engine (cached: it depends on nothing else)
             sample = calibrate.dev_sample(every, halves, seed=0)
-            centre_file = cache / f"centre_{recipe.centre_view.replace(':', '_').replace('=', '')}.npy"
+            centre_file = cache / (f"centre_{sha256_of(path)[:12]}_{recipe.realign}_"
+                                   f"{recipe.centre_view.replace(':', '_').replace('=', '')}.npy")
             if not centre_file.is_file():
                 cache.mkdir(parents=True, exist_ok=True)
                 np.save(centre_file, np.array(calibrate.ui_centre(runner, LFW, sample, recipe.centre_view, aligner)))
@@ -157,8 +188,13 @@ def main() -> None:
         aligned, sig, seconds = engine_pass(runner, items, recipe, aligner, cache, "default")
         bases = {"template-aligned": aligned[rows]}
         references = {"norm (template-aligned)": sig["norm"][rows]}
+        # the 0-100 ends of the named stability recipes on this model, each on its own alignment path: `seed` on the
+        # crops as they are (it never realigns), `stability` (the seed's view) on the template-aligned crops
+        asis, seed_sig, _ = engine_pass(runner, items, recipes.SEED, None, cache, "seed")
+        _, stability_sig, _ = engine_pass(runner, items, recipes.STABILITY, aligner, cache, "stability")
+        out_calibrations = {name: [round(float(x), 6) for x in np.percentile(q["stability"], [1, 99])]
+                            for name, q in (("seed", seed_sig), ("stability", stability_sig))}
         if model == "mobilefacenet":
-            asis, seed_sig, _ = engine_pass(runner, items, recipes.SEED, None, cache, "seed")
             bases["as-is"] = asis[rows]
             references |= {"seed recipe (as-is)": seed_sig["stability"][rows], "norm (as-is)": seed_sig["norm"][rows]}
         else:
@@ -171,11 +207,23 @@ def main() -> None:
         emb = bases["template-aligned"]  # the weights: fitted once, on the dev half as `eval --realign auto` sees it
         dev_proto = calibrate.protocol_from_pairs(emb[dev_rows], ident[dev_rows], np.ones(len(dev_rows), bool),
                                                   dev.a, dev.b, dev.mated)
-        weights = calibrate.search({n: v[dev_rows] for n, v in values.items()}, dev_proto)
+        check = engine_check(runner, recipe, keys, halves, aligner, cache)
+        weights = calibrate.search({n: v[dev_rows] for n, v in values.items()}, dev_proto, degraded=check,
+                                   floor=degradations.FLOOR)
         fused = calibrate.fuse(values, weights)
+        out["degradation_check"] = {"faces": int(len(check["clean"][names[0]])), "floor": round(degradations.FLOOR, 4),
+                                    "agreement": {k: round(v, 3) for k, v in degradations.agreement(
+                                        calibrate.fuse(check["clean"], weights),
+                                        {k: calibrate.fuse(v, weights) for k, v in check.items()
+                                         if k != "clean"}).items()},
+                                    "agreement_of_each_signal": {n: {k: round(v, 3) for k, v in degradations.agreement(
+                                        check["clean"][n], {k: v[n] for k, v in check.items() if k != "clean"}).items()}
+                                        for n in names}}
+        print(model, "degradation check", json.dumps(out["degradation_check"]["agreement"]), flush=True)
         everything = calibrate.fuse({n: sig[n] for n in names}, weights)
         out["weights_fitted_on_dev"] = {k: round(w, 6) for k, w in weights.items()}
         out["calibration_p1_p99"] = [round(float(x), 6) for x in np.percentile(everything, [1, 99])]
+        out["calibrations_of_named_recipes_p1_p99"] = out_calibrations
         for basis, emb in bases.items():
             qualities = {"default": fused[test_rows]} | {k: v[test_rows] for k, v in references.items()}
             sim = sweep.pair_similarities(emb[test_rows], test.a, test.b)

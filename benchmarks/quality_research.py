@@ -1,29 +1,22 @@
-"""The research behind the default quality recipes (issue 15): views made with OpenCV, embedded once, cached.
-
-    python benchmarks/quality_research.py [--cache /tmp/fiqa-quality-research] [--bootstrap 1000]
-                                          [--out benchmarks/results/quality_research.json]
+"""The views and cached embeddings behind the selection of the default quality recipes (issue 15): views made with
+OpenCV, embedded once, cached; used by benchmarks/quality_select.py (the selection itself, on the dev half) and
+not run on its own (its earlier analysis, on an older split, is in the git history: results/quality_research.json
+before 2026-12-04).
 
 The 9,164 shared LFW crops of identities with two or more images (the only ones the protocol uses) are embedded by
-each model (OpenVINO bf16, `runner.embed` on uint8 batches) in these views, each cached as one .npy:
+each model (OpenVINO, `runner.embed` on uint8 batches) in these views, each cached as one .npy (`embedded`):
 - `asis`, `asis_seed`: the crop as it is, and the seed's affine view of it (rot 0.5 deg, scale 1.01, flip; the
-  DALI pipeline's matrix, in OpenCV's pixel-centre convention): the seed recipe;
+  DALI pipeline's matrix, in OpenCV's pixel-centre convention);
 - `re`: the crop moved 8 px right (the shared crops sit 8 px left of the ArcFace template: README, data README),
-  and on it `re_flip` (mirror), `re_seed` (the seed's view), `re_rot` (rotation 3 deg).
-The engine's own path (`--realign auto`: one O-Net similarity transform, the views in DALI) is measured by
-benchmarks/quality_recipes.py, slower; on this machine it did not fit in the session, see the README.
-
-Analysis: `benchmarks/quality_recipes.analyse` (seeded identity split, all-mated protocol per half, EDC over mated
-comparisons at a fixed threshold, normalised pAUC@0.3, weights fitted on the dev half, test half reported with 90%
-bootstrap intervals over identities).
+  and on it `re_<name>`: mirror, the seed's view, rotations, scales, one-pixel moves, the faces shrunk to n x n
+  pixels (the ui centre's views), ...
+`degraded_embedded` embeds a sample of dev crops put on the template, degraded (`evaluation.degradations`), then in
+an aligned view (`aligned_views`): the degradation check of the selection.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -31,13 +24,6 @@ import numpy as np
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 LFW = SHARED / "data" / "lfw112"
-
-
-def _recipes_module():
-    spec = importlib.util.spec_from_file_location("quality_recipes", Path(__file__).parent / "quality_recipes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def seed_matrix(rot: float, scale: float, flip: bool, h: int = 112, w: int = 112) -> np.ndarray:
@@ -51,7 +37,52 @@ def seed_matrix(rot: float, scale: float, flip: bool, h: int = 112, w: int = 112
     return np.hstack([inv, b[:, None]])
 
 
+def aligned_views():
+    """The views as functions of a crop already on the template (the research names without `re_`; "" is the crop)."""
+    import cv2
+
+    def warp(im, m):
+        return cv2.warpAffine(im, m, (112, 112), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def moved(im, dx, dy):  # integer moves with repeated borders: the same pixels as one move from the raw crop
+        return cv2.warpAffine(im, np.float64([[1, 0, dx], [0, 1, dy]]), (112, 112), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def low(im, n):
+        return cv2.resize(cv2.resize(im, (n, n), interpolation=cv2.INTER_AREA), (112, 112),
+                          interpolation=cv2.INTER_LINEAR)
+
+    return {"": lambda im: im, "flip": lambda im: im[:, ::-1],
+            "seed": lambda im: warp(im, seed_matrix(0.5, 1.01, True)),
+            "rot": lambda im: warp(im, seed_matrix(3.0, 1.0, False)),
+            "blur": lambda im: cv2.GaussianBlur(im, (0, 0), 1.5), "low": lambda im: low(im, 28),
+            "move": lambda im: moved(im, 3, 0), "flip_move": lambda im: moved(im, 3, 0)[:, ::-1],
+            # one pixel off the template (x7: 1 px left, x9: 1 px right, y1 / ym1: down / up), and mirrored
+            "x7": lambda im: moved(im, -1, 0), "x9": lambda im: moved(im, 1, 0),
+            "y1": lambda im: moved(im, 0, 1), "ym1": lambda im: moved(im, 0, -1),
+            "x7f": lambda im: moved(im, -1, 0)[:, ::-1], "x9f": lambda im: moved(im, 1, 0)[:, ::-1],
+            "rotm3": lambda im: warp(im, seed_matrix(-3.0, 1.0, False)),
+            "rot6": lambda im: warp(im, seed_matrix(6.0, 1.0, False)),
+            "flip_rot": lambda im: warp(im, seed_matrix(3.0, 1.0, True)),
+            **{f"s{round(100 * s)}": (lambda s: lambda im: warp(im, seed_matrix(0.0, s, False)))(s)
+               for s in (0.85, 0.90, 0.95, 1.05)},
+            "s95f": lambda im: warp(im, seed_matrix(0.0, 0.95, True)),
+            # the faces shrunk to n x n pixels (area average) and back up: their mean embedding is the centre of the
+            # ui signals (the unrecognisable identities)
+            **{f"low{n}": (lambda n: lambda im: low(im, n))(n) for n in (8, 10, 12)}}
+
+
+def to_template(im: np.ndarray) -> np.ndarray:
+    """A shared crop moved 8 px right: on the ArcFace template (what `--realign auto` finds)."""
+    import cv2
+
+    return cv2.warpAffine(im, np.float64([[1, 0, 8], [0, 1, 0]]), (112, 112), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
 def views():
+    """Every view as a function of the shared crop as it is (cached by name: these pixels are the record)."""
     import cv2
 
     def warp(im, m):
@@ -111,52 +142,26 @@ def embedded(model: str, path: Path, keys: list[str], view: str, cache: Path, pr
     return emb
 
 
-def main() -> None:
-    from fiqa_trt.engine.models import default_model_path
-    from fiqa_trt.evaluation.protocols import identities
-    from fiqa_trt.files import sha256_of
+def degraded_embedded(model: str, path: Path, keys: list[str], kind: str, view: str, cache: Path,
+                      precision: str) -> np.ndarray:
+    """Embeddings of the crops `keys` put on the template, degraded (`evaluation.degradations`; "clean": not) and
+    then seen in the aligned view `view` ("" the crop itself), cached."""
+    import cv2
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--cache", default="/tmp/fiqa-quality-research")
-    ap.add_argument("--precision", default="bf16")
-    ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="benchmarks/results/quality_research.json")
-    ap.add_argument("--models", default="mobilefacenet,dlib")
-    args = ap.parse_args()
-    qr = _recipes_module()
-    keys = [k for ks in identities(LFW).values() if len(ks) >= 2 for k in ks]
-    ident = np.array([k.split("/")[0] for k in keys])
-    cache = Path(args.cache)
-    report = {"benchmark": "benchmarks/quality_research.py", "images": len(keys), "split_seed": args.seed,
-              "machine": platform.processor() or platform.machine(), "precision": args.precision,
-              "views": "OpenCV: crops moved 8 px right (exact), mirror, seed affine, 3-degree rotation", "models": {}}
-    plan = {"mobilefacenet": (SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx",
-                              ["asis", "asis_seed", "re", "re_flip", "re_seed"],
-                              [["lognorm"], ["cos:flip"], ["lognorm", "cos:flip"], ["lognorm", "cos:flip", "cos:seed"],
-                               ["lognorm", "cos:seed"]]),
-            "dlib": (default_model_path(), ["re", "re_flip", "re_seed", "re_rot"],
-                     [["cos:seed"], ["cos:flip"], ["cos:seed", "cos:rot3"], ["cos:flip", "cos:rot3"],
-                      ["cos:seed", "cos:flip", "cos:rot3"], ["lognorm", "cos:seed", "cos:rot3"]])}
-    names = {"re_flip": "flip", "re_seed": "seed", "re_rot": "rot3"}
-    for model in args.models.split(","):
-        path, needed, candidates = plan[model]
-        e = {v: embedded(model, path, keys, v, cache, args.precision) for v in needed}
-        asis = (e["asis"], e["asis_seed"]) if "asis" in e else None
-        out, best, fused = qr.analyse(model, ident, e["re"], {names[v]: e[v] for v in names if v in e}, asis,
-                                      args.seed, args.bootstrap, candidates)
-        out["sha256"] = sha256_of(path)
-        qualities = {"default": fused}
-        if "re_seed" in e:
-            qualities["seed"] = qualities["stability"] = qr.cosine(e["re"], e["re_seed"])
-        out["calibrations_p1_p99_template_aligned"] = {
-            label: [round(float(v), 6) for v in np.percentile(q, [1, 99])] for label, q in qualities.items()}
-        out["default_recipe"] = {"signals": best["signals"], "weights": best["weights"]}
-        report["models"][model] = out
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"written {args.out}")
+    from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.evaluation import degradations
 
-
-if __name__ == "__main__":
-    main()
+    f = cache / f"{model}_{precision}_degraded{len(keys)}_{kind}_{view or 'crop'}.npy"
+    if f.is_file():
+        return np.load(f)
+    runner, make = load_runner(str(path), "openvino", precision), aligned_views()[view]
+    out = []
+    for s in range(0, len(keys), 64):
+        batch = []
+        for k in keys[s : s + 64]:
+            crop = to_template(cv2.cvtColor(cv2.imread(str(LFW / k)), cv2.COLOR_BGR2RGB))
+            batch.append(make(crop if kind == "clean" else degradations.degrade(crop, kind, k, 0)))
+        out.append(runner.embed(np.ascontiguousarray(np.stack(batch))).astype(np.float32))
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(f, np.concatenate(out))
+    return np.load(f)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +10,8 @@ import typer
 from fiqa_trt.cli import options
 from fiqa_trt.cli.console import RateColumn, err, setup_logging
 from fiqa_trt.errors import FiqaError
+
+FEW_ERRORS = 20  # fewer false non-matches than this on the dev half: the fit is noisy, say so
 
 
 def calibrate(
@@ -46,7 +47,14 @@ def calibrate(
     setup_logging(False)
     if not Path(model).is_file():
         raise FiqaError(f"model not found: {model}")
-    base, source = recipes.resolve(recipe, model)
+    if not Path(images).is_dir():
+        raise FiqaError(f"image folder not found: {images}")
+    if out and not Path(out).resolve().parent.is_dir():
+        raise FiqaError(f"the output folder {Path(out).parent} does not exist")
+    if recipe is None:  # the model's own (stored, packaged or in its metadata): refitted
+        base, source = recipes.resolve(None, model)
+    else:  # the recipe as named or written: its centre and weights are what is fitted here
+        base, source = recipes.load(recipe), ("named recipe" if recipe in recipes.known_names() else f"file {recipe}")
     if base.fusion != "weighted_log":
         if recipe is not None:
             raise FiqaError(f"recipe '{base.name}' has no weights to fit; use a weighted_log recipe "
@@ -71,7 +79,16 @@ def calibrate(
     for half in ("dev", "test"):
         r = report[half]
         err.print(f"{half}: {r['mated']} mated comparisons, normalised pAUC@0.3 "
-                  + ", ".join(f"FMR {k}: {v:.4f}" for k, v in r["npauc30"].items()))
+                  + ", ".join(f"FMR {k}: {v:.4f} ({r['false_non_matches'][k]} false non-matches)"
+                              for k, v in r["npauc30"].items()))
+    few = {k: n for k, n in report["dev"]["false_non_matches"].items() if n < FEW_ERRORS}
+    if few:
+        err.print(f"[yellow]warning:[/] the dev half has only {', '.join(f'{n} at FMR {k}' for k, n in few.items())} "
+                  f"false non-matches: the weights rest on them and the figures are noisy; calibrate on more "
+                  f"identities (or --no-store)")
+    agreed = report["degradation_check"]["agreement"]
+    err.print(f"degradation check ({report['degradation_check']['faces']} dev faces; the share whose quality drops): "
+              + ", ".join(f"{k} {v:.0%}" for k, v in agreed.items()))
     for name, ref in report["references"].items():
         err.print(f"  vs {name} alone (test): " + ", ".join(
             f"FMR {k}: {v:.4f}, difference 90% [{ref['difference_90'][k][0]:+.4f}, "
@@ -80,11 +97,17 @@ def calibrate(
     document = {"model": str(model), "sha256": sha256_of(Path(model)), "template_check": check,
                 "report": report, "recipe": fitted.to_dict()}
     if out:
-        Path(out).write_text(json.dumps(document, indent=2) + "\n")
+        Path(out).write_text(recipes.recipe_json(document))
         err.print(f"written {out}")
     if store:
         path = recipes.save_calibrated(document["sha256"], fitted)
         err.print(f"stored as this model's default recipe: {path}")
+        from fiqa_trt.weights.registry import lookup
+
+        record = lookup(document["sha256"])
+        back = f"--recipe {record.recipe['name']} runs the shipped one; " if record is not None and record.recipe \
+            else ""
+        err.print(f"{back}delete that file to go back to the model's shipped default")
 
 
 def register(app: typer.Typer) -> None:

@@ -123,13 +123,20 @@ def eval_command(
 def _summary(report: dict) -> None:
     from rich.table import Table
 
-    from fiqa_trt.evaluation.report import limit_key
+    from fiqa_trt.evaluation.report import FEW_ERRORS, limit_key
 
     v = report["verification"]
     console = err
     console.print(f"verification: best accuracy {v['best_accuracy']:.4f}; "
-                  + ", ".join(f"FNMR {a['fnmr']:.4f} at FMR {k} (achieved {a['achieved_fmr']:.2g})"
-                              for k, a in v["at_fmr"].items()))
+                  + ", ".join(f"FNMR {a['fnmr']:.4f} at FMR {k} (achieved {a['achieved_fmr']:.2g}, "
+                              f"{a.get('false_non_matches', '?')} false non-matches)" for k, a in v["at_fmr"].items()))
+    for k, a in v["at_fmr"].items():
+        if a.get("false_non_matches") == 0:
+            console.print(f"[yellow]warning:[/] FMR {k}: no false non-match at 0% discard: nothing for a quality to "
+                          "discard (normalised pAUC undefined)")
+        elif a.get("false_non_matches", FEW_ERRORS) < FEW_ERRORS:
+            console.print(f"[yellow]warning:[/] FMR {k}: only {a['false_non_matches']} false non-matches at 0% "
+                          "discard: every figure at this FMR rests on them")
     table = Table(title="EDC, fixed threshold (pAUC normalised: 1.0 = random discarding; [90% interval over "
                         "identities]; theoretical best)")
     lims = report["pauc_limits"]

@@ -17,7 +17,8 @@ def perturbations() -> None:
         console.print(f"[bold]{name}[/]: {help_text}")
         for pname, default, phelp in params:
             console.print(f"    {pname} = {default:<6} {phelp}")
-        console.print(f"    [dim]'{name}:study' = {escape(STUDY[name] or 'the defaults')} (the original study's)[/]")
+        if name in STUDY:
+            console.print(f"    [dim]'{name}:study' = {escape(STUDY[name] or 'the defaults')} (the original study's)[/]")
     console.print(f"\ndefault: --perturb '{DEFAULT_SPEC}'. A value may be a range low:high, drawn per view.")
 
 

@@ -81,7 +81,18 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
     settings = ScoringSettings(**options)
     if settings.min_face_score is not None and not (settings.align or settings.all_faces):
         raise FiqaError("--min-face-score applies to detected faces: add --align or --all-faces")
-    open_recipe(settings)  # a mistake in --recipe / --perturb is reported before anything is loaded
+    recipe, _ = open_recipe(settings)  # a mistake in --recipe / --perturb is reported before anything is loaded
+    from fiqa_trt.kernels import AGGREGATIONS
+
+    if settings.agg not in AGGREGATIONS:
+        raise FiqaError(f"unknown aggregation '{settings.agg}'; use one of: {', '.join(AGGREGATIONS)}")
+    if recipe is not None and settings.agg != "mean":
+        raise FiqaError(f"--agg {settings.agg} aggregates the view cosines of a --perturb stability score; recipe "
+                        f"'{recipe.name}' fuses its own signals (give --perturb SPEC --agg {settings.agg}, or a "
+                        "recipe file with that agg)")
+    if recipe is not None and settings.views != 1:
+        raise FiqaError(f"--views draws views of the --perturb specs; recipe '{recipe.name}' has its own views "
+                        "(give --perturb SPEC --views K)")
     if ray:
         _score_with_ray(inputs, out, settings, workers, ray_address, cpus_per_worker, quiet)
         return
@@ -104,8 +115,9 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
         "recipe": scorer.recipe.to_dict() if scorer.recipe else None, "template": settings.template})
     if not quiet or settings.template is not None:
         err.print(escape(template_report))
-    if scorer.recipe is not None and not quiet:
-        err.print(f"{escape(scorer.recipe.describe())} ({escape(scorer.recipe_source)})")
+    if not quiet:
+        err.print(escape(f"{scorer.recipe.describe()} ({scorer.recipe_source})" if scorer.recipe is not None
+                         else f"no recipe: {scorer.recipe_source}"))
     if scorer.recipe is not None and scorer.recipe.calibration is None:
         err.print("[yellow]warning:[/] this recipe has no 0-100 calibration for this model: the score column stays "
                   "empty (fiqa-trt calibrate fits one)")

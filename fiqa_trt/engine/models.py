@@ -76,7 +76,8 @@ def open_recipe(settings: ScoringSettings):
         if settings.recipe is not None:
             raise FiqaError("--recipe names its own views; --perturb sets the views of a plain stability score: "
                             "give one of them")
-        return None, "plain stability score of the given perturbations (no 0-100 calibration)"
+        return None, ("a plain stability score of the --perturb views instead of the model's recipe (no 0-100 "
+                      "score; not realigned unless --realign auto|on)")
     return resolve(settings.recipe, model_or_default(settings.model))
 
 
@@ -92,6 +93,9 @@ def check_template(settings: ScoringSettings, items: list, input_size: tuple[int
     mode = settings.realign or (recipe.realign if recipe is not None else "off")
     realigner, report = realigner_for(items, input_size, mode, settings.seed,
                                       each=recipe is not None and recipe.realign_each)
+    if realigner is None and settings.realign is None and mode == "off":
+        report = ("template check off: the recipe does not realign" if recipe is not None else
+                  "template check off: a --perturb stability score is not realigned") + " (--realign auto realigns)"
     matrix = tuple(map(tuple, realigner.check.matrix.tolist())) if realigner is not None else None
     return settings.with_(template=matrix), report
 

@@ -252,8 +252,9 @@ class Border(Kind):
 
 
 class LowRes(Kind):
-    """Down to `size` x `size` pixels (antialiased: each small pixel averages its area) and back up to the model's
-    size (bilinear): the face as a far, low-resolution camera would give it. A separate resize per view size."""
+    """Down to `size` x `size` pixels (DALI's antialiased linear resize: a triangle filter as wide as the scale,
+    close to an area average) and back up to the model's size (bilinear): the face as a far, low-resolution camera
+    would give it. Not one of the original study's perturbations: its views of dev faces give the recipes' centre."""
 
     def arrays(self, spec, draws, h, w):
         size = np.minimum(_column(draw_values(spec, draws)["size"], len(draws), np.float32), min(h, w))
@@ -468,7 +469,7 @@ KINDS: dict[str, Kind] = {
         ),
         LowRes(
             "lowres",
-            "low resolution: down to size x size pixels (area average) and back up to the model's size (bilinear)",
+            "low resolution: down to size x size pixels (antialiased) and back up to the model's size (bilinear)",
             (Param("size", 10, 2, 4096, "side of the low-resolution image in pixels", integer=True),),
             random=False, inputs=("size",),
         ),
@@ -506,7 +507,6 @@ STUDY = {
     "gaussian": "",
     "poisson": "",
     "occlusion": "",
-    "lowres": "",
     "mixup": "",
 }
 
@@ -547,6 +547,8 @@ def parse_spec(text: str) -> Spec:
         raise FiqaError(f"unknown perturbation '{text.partition(':')[0]}'; available: {', '.join(KINDS)}")
     kind = KINDS[name]
     if rest.strip().lower() == "study":
+        if name not in STUDY:
+            raise FiqaError(f"'{name}' was not in the original study: it has no study setting")
         rest = STUDY[name]
     values: dict[str, float | tuple[float, float]] = {p.name: p.default for p in kind.params}
     for item in filter(None, (s.strip() for s in rest.split(","))):

@@ -49,6 +49,8 @@ FLIP_SPEC = "affine:rot=0,scale=1,flip=1"
 NORM_SIGNALS = ("lognorm", "lognorm:all")
 CENTRE_SIGNALS = ("ui", "ui:all")
 SIGNAL_HELP = "lognorm, lognorm:all, ui, ui:all or cos:<i>"
+SIGNAL_WORDS = {"lognorm": "log-norm", "lognorm:all": "mean log-norm", "ui": "log distance to the centre",
+                "ui:all": "log mean distance to the centre"}  # cos:<i> stays as it is: the log cosine with spec i
 
 
 def forward_norms(embeddings, xp=np):
@@ -67,12 +69,18 @@ def centre_cosines(embeddings, centre, xp=np):
 def unit_centre(vectors: np.ndarray) -> tuple[float, ...]:
     """The unit mean direction of embeddings (M, D), each normalised first: a recipe's `centre`."""
     v = np.asarray(vectors, np.float64)
-    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a zero embedding: a NaN row, left out below
+        v = v / np.linalg.norm(v, axis=1, keepdims=True)
     mean = v[np.all(np.isfinite(v), axis=1)].mean(axis=0)
     norm = float(np.linalg.norm(mean))
     if not np.isfinite(norm) or norm == 0:
         raise FiqaError("no centre: the embeddings have no finite mean direction")
     return tuple(float(x) for x in np.float32(mean / norm))
+
+
+def _words(signal: str) -> str:
+    """A signal in words, for messages (`cos:1` -> `log cos(spec 1)`)."""
+    return SIGNAL_WORDS.get(signal) or (f"log cos(spec {signal[4:]})" if signal.startswith("cos:") else signal)
 
 
 def _per_image(name: str, values: np.ndarray, log, recipe: str, before_mean: bool = True) -> np.ndarray:
@@ -96,7 +104,7 @@ class Recipe:
     fusion: str = "stability"
     agg: str = "mean"
     signals: tuple[tuple[str, float], ...] = ()  # (signal, weight) for weighted_log
-    realign: str = "off"  # auto | on | off
+    realign: str = "auto"  # auto | on | off
     realign_each: bool = False  # realign each crop by its own points (else one median transform for all)
     calibration: tuple[float, float] | None = None  # raw quality at the 1st and 99th percentile (-> 0 and 100)
     figures: dict = field(default_factory=dict, compare=False, hash=False)
@@ -110,10 +118,20 @@ class Recipe:
             raise FiqaError(f"recipe '{self.name}': unknown aggregation '{self.agg}'")
         if self.realign not in ("auto", "on", "off"):
             raise FiqaError(f"recipe '{self.name}': realign must be auto, on or off, not '{self.realign}'")
+        if isinstance(self.perturb, str) or not all(isinstance(p, str) for p in self.perturb):
+            raise FiqaError(f"recipe '{self.name}': perturb must be a list of perturbation specs (strings)")
         if not self.perturb:
             raise FiqaError(f"recipe '{self.name}' has no perturbation view")
         object.__setattr__(self, "perturb", tuple(self.perturb))
-        object.__setattr__(self, "signals", tuple((str(s), float(w)) for s, w in self.signals))
+        try:
+            signals = tuple((str(s), float(w)) for s, w in self.signals)
+        except (TypeError, ValueError):
+            raise FiqaError(f"recipe '{self.name}': signals must be [name, weight] pairs with a numeric weight, "
+                            f"e.g. [[\"lognorm\", 1.0]]") from None
+        object.__setattr__(self, "signals", signals)
+        if self.fusion == "stability" and self.signals:
+            raise FiqaError(f"recipe '{self.name}': signals are fused by \"fusion\": \"weighted_log\"; the "
+                            "stability fusion reads the view cosines only")
         if self.fusion == "weighted_log":
             if not self.signals:
                 raise FiqaError(f"recipe '{self.name}': weighted_log fusion needs at least one signal")
@@ -129,6 +147,8 @@ class Recipe:
             object.__setattr__(self, "centre", tuple(float(x) for x in c))
         object.__setattr__(self, "realign_each", bool(self.realign_each))
         if self.calibration is not None:
+            if len(self.calibration) != 2:
+                raise FiqaError(f"recipe '{self.name}': its calibration is [p1, p99], two numbers")
             lo, hi = (float(v) for v in self.calibration)
             if not hi > lo:
                 raise FiqaError(f"recipe '{self.name}': its calibration needs p1 < p99")
@@ -140,7 +160,7 @@ class Recipe:
 
     @property
     def uses_centre(self) -> bool:
-        return any(name in CENTRE_SIGNALS for name, _ in self.signals)
+        return any(name in CENTRE_SIGNALS and w != 0 for name, w in self.signals)
 
     def check_runnable(self, embedding_size: int | None = None) -> None:
         """Raise FiqaError when this recipe cannot score embeddings of this size: a ui signal needs a centre (a
@@ -149,7 +169,7 @@ class Recipe:
             return
         if self.centre is None:
             raise FiqaError(f"recipe '{self.name}' reads a ui signal but has no centre: fiqa-trt calibrate MODEL "
-                            "IMAGES computes the model's centre and stores the recipe with it")
+                            f"IMAGES --recipe {self.name} computes the model's centre and stores the recipe with it")
         if embedding_size is not None and len(self.centre) != embedding_size:
             raise FiqaError(f"recipe '{self.name}' has a {len(self.centre)}-d centre but the model's embeddings "
                             f"have {embedding_size} dimensions: that recipe was calibrated for another model")
@@ -180,6 +200,8 @@ class Recipe:
         out = np.zeros(len(cosines), np.float64)
         norms = np.asarray(norms, np.float64)
         for name, weight in self.signals:
+            if weight == 0:  # a signal the fit left out: nothing to read (its centre may not even exist)
+                continue
             if name in NORM_SIGNALS:
                 value = _per_image(name, norms, np.log, self.name)
             elif name in CENTRE_SIGNALS:
@@ -211,7 +233,7 @@ class Recipe:
         if self.fusion == "stability":
             what = f"{self.agg} cosine of {len(self.perturb)} view spec(s)"
         else:
-            what = " + ".join(f"{w:g}*log({n})" for n, w in self.signals)
+            what = " + ".join(f"{w:g} x {_words(n)}" if w != 1 else _words(n) for n, w in self.signals if w != 0)
         each = " (each crop by its own points)" if self.realign_each and self.realign != "off" else ""
         return f"recipe '{self.name}': {what}; views {', '.join(self.perturb)}; realign {self.realign}{each}"
 
@@ -238,7 +260,7 @@ class Recipe:
             if data.get("centre") is not None:
                 data["centre"] = tuple(data["centre"])
             return cls(**data)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise FiqaError(f"{where}: invalid recipe ({exc})") from None
 
     def with_weights(self, weights: dict[str, float]) -> "Recipe":
@@ -263,21 +285,48 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (SEED, STABILITY, NORM_FLIP, NO
 
 
 def load(name_or_file: str) -> Recipe:
-    """A recipe by name (`RECIPES`) or from a JSON file written by `Recipe.to_dict` / `fiqa-trt calibrate`."""
+    """A recipe by name (`RECIPES`, or a model's packaged default such as `mobilefacenet-default`) or from a JSON
+    file written by `Recipe.to_dict` / `fiqa-trt calibrate`."""
     if name_or_file in RECIPES:
         return RECIPES[name_or_file]
+    from fiqa_trt.weights.registry import recipe_named
+
+    packaged = recipe_named(name_or_file)
+    if packaged is not None:
+        return Recipe.from_dict(packaged, "model registry")
     path = Path(name_or_file)
     if path.suffix.lower() == ".json" or path.is_file():
-        if not path.is_file():
-            raise FiqaError(f"recipe file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise FiqaError(f"cannot read recipe file {path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise FiqaError(f"{path}: a recipe file holds one JSON object")
-        return Recipe.from_dict(data.get("recipe", data), str(path))
-    raise FiqaError(f"unknown recipe '{name_or_file}'; use one of: {', '.join(RECIPES)} or a recipe JSON file")
+        return Recipe.from_dict(*_read_file(path))
+    raise FiqaError(f"unknown recipe '{name_or_file}'; use one of: {', '.join(known_names())} or a recipe JSON file")
+
+
+def known_names() -> list[str]:
+    """Every recipe name `load` knows: the named recipes and the models' packaged defaults."""
+    from fiqa_trt.weights.registry import KNOWN_MODELS
+
+    return list(RECIPES) + [m.recipe["name"] for m in KNOWN_MODELS if m.recipe]
+
+
+def _read_file(path: Path) -> tuple[dict, str]:
+    """(recipe fields, where) of a recipe JSON file (a recipe object, or a document holding one under `recipe`)."""
+    if not path.is_file():
+        raise FiqaError(f"recipe file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FiqaError(f"cannot read recipe file {path}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("recipe", data), dict):
+        raise FiqaError(f"{path}: a recipe file holds one JSON object")
+    return data.get("recipe", data), str(path)
+
+
+def file_model(path: str | Path) -> tuple[str | None, str | None]:
+    """(sha256, model name) a recipe file says it was fitted for (the document `fiqa-trt calibrate` writes), if any."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None, None
+    return (data.get("sha256"), data.get("model")) if isinstance(data, dict) else (None, None)
 
 
 def cache_file(sha256: str) -> Path:
@@ -338,7 +387,9 @@ def _metadata_recipe(path: Path) -> dict | None:
 
 def resolve(option: str | None, model_path: str | Path | None) -> tuple[Recipe, str]:
     """The recipe a command runs (`--recipe NAME|FILE`, or the model's default) and where it came from. A named
-    recipe without a calibration takes the model's recorded 0-100 calibration for that name, if any."""
+    recipe without a calibration takes the model's recorded 0-100 calibration for that name, if any. A named recipe
+    that needs a centre (`lognorm-ui-flip`) is the model's calibrated one when `fiqa-trt calibrate` fitted it for
+    this model. A recipe file fitted for another model file is used as asked, with a warning."""
     sha = None
     path = Path(model_path) if model_path is not None else None
     if path is not None and path.is_file():
@@ -348,7 +399,21 @@ def resolve(option: str | None, model_path: str | Path | None) -> tuple[Recipe, 
     if option is None:
         recipe, source = default_for(sha, _metadata_recipe(path) if path is not None else None)
     else:
-        recipe, source = load(option), ("named recipe" if option in RECIPES else f"file {option}")
+        recipe = load(option)
+        source = "named recipe" if option in known_names() else f"file {option}"
+        if option in RECIPES and recipe.uses_centre and recipe.centre is None and sha is not None:
+            stored = cache_file(sha)
+            fitted = load(str(stored)) if stored.is_file() else None
+            if fitted is None or fitted.name != calibrated_name(option):
+                raise FiqaError(f"recipe '{option}' needs this model's centre and weights: fiqa-trt calibrate "
+                                f"{path} IMAGES --recipe {option} fits them (then --recipe {option} uses them)")
+            recipe, source = fitted, f"calibrated ({stored})"
+        elif source.startswith("file") and sha is not None or option not in RECIPES and sha is not None:
+            fitted_for, model_name = file_model(option) if source.startswith("file") else _owner(option)
+            if fitted_for and fitted_for != sha:
+                log.warning("recipe %s was fitted for %s (sha256 %s...), not for this model file: its weights, "
+                            "centre and 0-100 calibration may not fit it", option, model_name or "another model",
+                            fitted_for[:12])
     if recipe.calibration is None and sha is not None:
         from fiqa_trt.weights.registry import calibration_for
 
@@ -356,3 +421,16 @@ def resolve(option: str | None, model_path: str | Path | None) -> tuple[Recipe, 
         if known is not None:
             recipe = replace(recipe, calibration=known)
     return recipe, source
+
+
+def _owner(name: str) -> tuple[str | None, str | None]:
+    """(sha256, model name) of the model whose packaged default recipe is called `name`."""
+    from fiqa_trt.weights.registry import record_of_recipe
+
+    record = record_of_recipe(name)
+    return (record.sha256, record.name) if record is not None else (None, None)
+
+
+def calibrated_name(name: str) -> str:
+    """The name `fiqa-trt calibrate` gives the recipe it fits from `name` (once, however often it is refitted)."""
+    return name if name.endswith("-calibrated") else f"{name}-calibrated"

@@ -208,10 +208,27 @@ class Scorer:
 
         `keys` seed the per-image view draws (default: the position in `crops`). Mixup needs a population of files
         and is refused here. The pipeline is built once per Scorer and reused."""
+        out = []
+        for emb in self._crop_batches(crops, keys):
+            cos, q = self._quality(emb)
+            q = np.asarray(q, np.float64 if self.recipe is not None and self.recipe.fusion != "stability"
+                           else np.float32).copy()
+            q[np.isnan(cos).any(axis=1)] = np.nan
+            out.append(q)
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def embed_crops(self, crops: list[np.ndarray], keys: list[str] | None = None) -> np.ndarray:
+        """The raw embeddings (N, 1+K, D) float32 of in-memory aligned crops and their views (as `score_crops`
+        computes them), on the host: for callers that read other signals off them (`evaluation.calibrate`)."""
+        parts = [self._host(emb).astype(np.float32) for emb in self._crop_batches(crops, keys)]
+        return np.concatenate(parts) if parts else np.zeros((0, 1 + len(self.views), 0), np.float32)
+
+    def _crop_batches(self, crops: list[np.ndarray], keys: list[str] | None):
+        """(n, 1+K, D) embeddings of batches of in-memory crops (where the runner puts them)."""
         if any(v.spec.kind.needs_partner for v in self.views):
             raise FiqaError("mixup perturbations need input files; score in-memory crops without mixup")
         if not crops:
-            return np.zeros(0, np.float32)
+            return
         keys = list(keys) if keys is not None else [str(i) for i in range(len(crops))]
         if len(keys) != len(crops):
             raise FiqaError("score_crops: give one key per crop")
@@ -223,16 +240,10 @@ class Scorer:
             if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
                 raise FiqaError(f"score_crops: crop {i} must be (H, W, 3) uint8, got {crop.shape} {crop.dtype}")
             items.append(Item(key, key, data=png(crop), size=crop.shape[:2], index=i))
-        out = []
         for start in range(0, len(items), self.batch_size):
             with self._on_device():
                 tensor = pipe.run(items[start : start + self.batch_size])
-            cos, q = self._quality(self._embed_views(tensor))
-            q = np.asarray(q, np.float64 if self.recipe is not None and self.recipe.fusion != "stability"
-                           else np.float32).copy()
-            q[np.isnan(cos).any(axis=1)] = np.nan
-            out.append(q)
-        return np.concatenate(out)
+            yield self._embed_views(tensor)
 
     def score_encoded(self, items: list[Item]) -> list[Result]:
         """Score images held in memory: each item's `data` is an encoded image file (bytes or a uint8 array) and its

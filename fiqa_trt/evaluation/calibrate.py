@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fiqa_trt.errors import FiqaError
+from fiqa_trt.evaluation import degradations
 
 FMRS = (1e-3, 1e-4)
 LIMIT = 0.3
@@ -96,23 +97,42 @@ def objective(proto: Protocol, quality: np.ndarray) -> float:
     return float(np.mean([proto.npauc(quality, fmr) for fmr in proto.errors]))
 
 
-def search(signals: dict[str, np.ndarray], proto: Protocol, grid=GRID, rounds: int = 3) -> dict[str, float]:
+def search(signals: dict[str, np.ndarray], proto: Protocol, grid=GRID, rounds: int = 3,
+           degraded: dict[str, dict[str, np.ndarray]] | None = None, floor: float | None = None) -> dict[str, float]:
     """Coordinate descent over `grid` for every weight but the first (fixed at 1), on one protocol. The grid applies
     to the signals divided by their standard deviation over the protocol's images (so that a log-cosine, whose
-    spread is a few hundredths, and a log-norm weigh alike); the weights returned apply to the raw signals."""
+    spread is a few hundredths, and a log-norm weigh alike); the weights returned apply to the raw signals.
+
+    `degraded` (`"clean"` and each degradation kind -> signal -> values over the same faces, e.g. dev faces and their
+    `evaluation.degradations` copies) with `floor`: the fused quality must drop for at least `floor` of the faces
+    under every kind; a fit below it pays 10 x the shortfall on top of its mean normalised pAUC (so the descent
+    moves towards the constraint from wherever it starts)."""
     names = list(signals)
     signals = {n: np.asarray(v, np.float64) for n, v in signals.items()}  # (float32 sums move with alignment)
     used = np.unique(np.concatenate([proto.ma, proto.mb]))  # the protocol's own images only
     spread = {n: float(np.std(signals[n][used])) or 1.0 for n in names}
     z = {n: signals[n] / spread[n] for n in names}
+    checked = floor is not None and degraded is not None
+    zd = {kind: {n: np.asarray(v[n], np.float64) / spread[n] for n in names} for kind, v in degraded.items()} \
+        if checked else {}
+
+    def cost(weights: dict[str, float]) -> float:
+        value = objective(proto, fuse(z, weights))
+        if checked:
+            clean = fuse(zd["clean"], weights)
+            worst = min(degradations.agreement(clean, {k: fuse(v, weights) for k, v in zd.items()
+                                                       if k != "clean"}).values())
+            value += 10.0 * max(0.0, floor - worst)
+        return value
+
     weights = {n: 1.0 for n in names}
-    best = objective(proto, fuse(z, weights))
+    best = cost(weights)
     for _ in range(rounds):
         moved = False
         for name in names[1:]:
             for value in grid:
                 trial = {**weights, name: value}
-                score = objective(proto, fuse(z, trial))
+                score = cost(trial)
                 if score < best - 1e-12:
                     best, weights, moved = score, trial, True
         if not moved:
@@ -236,6 +256,43 @@ def ui_centre(runner, root, keys: list[str], view: str, aligner=None, seed: int 
     return unit_centre(np.concatenate(views))
 
 
+def crop_signals(scorer, recipe, crops: list[np.ndarray], keys: list[str]) -> dict[str, np.ndarray]:
+    """The recipe's signals (name -> (N,)) of in-memory aligned crops, through `scorer` (built with `recipe`)."""
+    from fiqa_trt import kernels
+
+    emb = scorer.embed_crops(crops, keys)
+    norms, centre_cos = recipe.forward_stats(emb)
+    cos, _ = kernels.quality(emb, recipe.agg)
+    return signals_of(recipe, norms, cos, scorer.view_specs, centre_cos)
+
+
+def degradation_signals(scorer, recipe, root, keys: list[str], aligner=None, seed: int = 0) -> dict[str, dict]:
+    """`"clean"` and each `evaluation.degradations` kind -> the recipe's signals of the images `root/key` (dev
+    faces: `dev_sample(..., count=degradations.SAMPLE)`) put on the template (`aligner`) and then degraded: what
+    `search(degraded=..., floor=...)` checks its weights against."""
+    from pathlib import Path
+
+    import cv2
+
+    size = scorer.runner.config.input_size
+    crops, names = [], []
+    for key in keys:
+        bgr = cv2.imread(str(Path(root) / key))
+        if bgr is None:
+            continue
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        crops.append(aligner.warp(rgb) if aligner is not None and hasattr(aligner, "warp")
+                     else cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA))
+        names.append(key)
+    if not crops:
+        raise FiqaError("none of the dev images for the degradation check could be read")
+    out = {"clean": crop_signals(scorer, recipe, crops, names)}
+    for kind in degradations.KINDS:
+        degraded = [degradations.degrade(c, kind, k, seed) for c, k in zip(crops, names)]
+        out[kind] = crop_signals(scorer, recipe, degraded, names)
+    return out
+
+
 def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_size: int = 32,
                     threads: int | None = None, pair_file: str | None = None, progress=None, bootstrap: int = 1000,
                     cap: int = 20, nonmated: int | None = None):
@@ -300,21 +357,31 @@ def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_siz
         raise FiqaError(f"{int((~finite).sum())} images gave a non-finite signal (zero embedding?); remove them")
     dev_rows, dev = protocol_of(dev_pairs, emb, keys)
     test_rows, test = protocol_of(test_pairs, emb, keys)
-    weights = search({k: v[dev_rows] for k, v in sig.items()}, dev)
+    check = degradation_signals(scorer, recipe, root, dev_sample(keys, cut, seed, degradations.SAMPLE), aligner, seed)
+    weights = search({k: v[dev_rows] for k, v in sig.items()}, dev, degraded=check, floor=degradations.FLOOR)
     fused = fuse(sig, weights)
+    agreed = degradations.agreement(fuse(check["clean"], weights),
+                                    {k: fuse(v, weights) for k, v in check.items() if k != "clean"})
     report = {"images": len(keys), "protocol": source, "split": cut.describe(), "split_seed": seed,
               "centre": centre_note,
               "dev": {"identities": len(set(dev_pairs.identities())), "mated": int(len(dev.ma)),
+                      "false_non_matches": {f"{f:.0e}": int(e.sum()) for f, e in dev.errors.items()},
                       "npauc30": dev.report(fused[dev_rows])},
               "test": {"identities": len(set(test_pairs.identities())), "mated": int(len(test.ma)),
+                       "false_non_matches": {f"{f:.0e}": int(e.sum()) for f, e in test.errors.items()},
                        "npauc30": test.report(fused[test_rows])},
-              "weights": weights, "references": {}}
+              "weights": weights, "degradation_check": {
+                  "faces": int(len(next(iter(check["clean"].values())))), "floor": round(degradations.FLOOR, 4),
+                  "agreement": {k: round(v, 3) for k, v in agreed.items()}}, "references": {}}
     for name, values in sig.items():
         report["references"][name] = {"test_npauc30": test.report(values[test_rows]), "difference_90":
                                       bootstrap_difference(test, fused[test_rows], values[test_rows], n=bootstrap,
                                                            seed=seed)}
     p1, p99 = (float(v) for v in np.percentile(fused, [1, 99]))
-    fitted = replace(recipe.with_weights(weights), name=f"{recipe.name}-calibrated",
+    from fiqa_trt.engine.recipes import calibrated_name
+
+    fitted = replace(recipe.with_weights(weights), name=calibrated_name(recipe.name),
                      calibration=(round(p1, 6), round(p99, 6)),
-                     figures={k: report[k] for k in ("protocol", "split", "centre", "dev", "test", "references")})
+                     figures={k: report[k] for k in ("protocol", "split", "centre", "dev", "test", "degradation_check",
+                                                     "references")})
     return fitted, report

@@ -60,6 +60,9 @@ def limit_key(limit: float) -> str:
     return f"pauc{round(limit * 100)}"
 
 
+FEW_ERRORS = 20  # fewer false non-matches at 0% discard than this: the figures at that FMR are noisy, say so
+
+
 def split_compare(spec: tuple[str, str] | str, names: set[str]) -> tuple[str, str]:
     """The (a, b) method pair of a comparison: a pair as given, or "a:b" split at the colon where both sides are
     method names (method names such as 'recipe:mobilefacenet-default' hold colons themselves)."""
@@ -119,6 +122,7 @@ def evaluate(pairs: Pairs, similarity: np.ndarray, methods: list[Method], fmrs=D
         genuine = similarity[pairs.mated]
         verification["at_fmr"][fmr_key(fmr)] = {
             "threshold": t, "achieved_fmr": achieved, "fnmr": float(np.mean(genuine <= t)),
+            "false_non_matches": int(np.sum(genuine <= t)),
             "false_matches": int(np.sum(similarity[~pairs.mated] > t)),
             "resolved": bool(fmr * int((~pairs.mated).sum()) >= 1)}
     values = {}
@@ -158,7 +162,7 @@ def evaluate(pairs: Pairs, similarity: np.ndarray, methods: list[Method], fmrs=D
                 key = limit_key(lim) + "_norm"
                 diff = {"a": a, "b": b, "target_fmr": fmr, "limit": lim,
                         "point": by_row[(a, fmr)][key] - by_row[(b, fmr)][key]}
-                if values:
+                if values and math.isfinite(diff["point"]):  # no interval around a difference that is not one
                     lo, hi = boot.interval(values[(a, fmr, lim)] - values[(b, fmr, lim)], level)
                     diff.update(lo=lo, hi=hi, excludes_zero=bool(hi < 0 or lo > 0))
                 differences.append(diff)
@@ -243,6 +247,14 @@ def markdown_table(report: dict) -> str:
                      f"norm.: {d['point']:+.4f}{interval}.")
     for mode, label in report["modes"].items():
         notes.append(f"mode `{mode}`: {label}.")
+    for k, a in v["at_fmr"].items():
+        errors = a.get("false_non_matches")
+        if errors == 0:
+            notes.append(f"FMR {k}: no false non-match at 0% discard: nothing for a quality to discard (normalised "
+                         "pAUC undefined, no EDC picture).")
+        elif errors is not None and errors < FEW_ERRORS:
+            notes.append(f"FMR {k}: only {errors} false non-matches at 0% discard: every figure at this FMR rests on "
+                         "them (wide intervals; a point estimate can fall outside its percentile interval).")
     unresolved = [k for k, a in v["at_fmr"].items() if not a["resolved"]]
     if unresolved:
         notes.append(f"FMR {', '.join(unresolved)}: fewer than one false match allowed with "

@@ -18,6 +18,7 @@ bootstrap=200), out_dir) -> report dict`; `build_pairs(settings) -> Pairs` gives
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,21 @@ def _parse_compare(specs) -> list[str] | None:
     return list(specs) or None
 
 
+def _check_compare(compare: list[str] | None, specs: list[str] | None, recipe, norm: bool,
+                   external: list[str]) -> None:
+    """Refuse, before the embedding pass, a --compare side that names no method of this run."""
+    if not compare:
+        return
+    from fiqa_trt.engine.perturbations import DEFAULT_SPEC, parse_spec
+    from fiqa_trt.evaluation import sweep
+    from fiqa_trt.evaluation.report import split_compare
+
+    names = sweep.method_names([parse_spec(x).label() for x in (specs or [DEFAULT_SPEC])])
+    names += ([f"recipe:{recipe.name}"] if recipe is not None else []) + ([sweep.NORM] if norm else [])
+    for spec in compare:
+        split_compare(spec, set(names + list(external) + ["random"]))
+
+
 def build_pairs(settings: EvalSettings):
     """The pair set of the settings: generated or read, limited to `pair_limit`, one half of the identity split."""
     from fiqa_trt.evaluation import protocols, split
@@ -127,6 +143,8 @@ def draw_pictures(report: dict, keys: list[str], qualities: dict[str, np.ndarray
     for fmr in fmrs or report["fmrs"]:
         if fmr_key(fmr) not in {fmr_key(f) for f in report["fmrs"]}:
             raise FiqaError(f"the results hold FMR {', '.join(f'{f:g}' for f in report['fmrs'])}, not {fmr:g}")
+        if report["verification"]["at_fmr"][fmr_key(fmr)].get("false_non_matches", 1) == 0:
+            continue  # no false non-match at 0% discard: a flat line at 0 (the report notes it)
         for mode in report["modes"]:
             suffix = "" if mode == "fixed" else f"_{mode}"
             written += plots.plot_edc(report, fmr, out_dir / f"edc_fmr{fmr_key(fmr)}{suffix}", mode, methods,
@@ -136,6 +154,7 @@ def draw_pictures(report: dict, keys: list[str], qualities: dict[str, np.ndarray
              if (n in methods if methods else kinds.get(n) != "reference")}  # random qualities: no picture
     written += plots.plot_histograms(shown, out_dir / "quality_hist")
     engine = [n for n, kind in kinds.items() if kind == "engine"]
+    engine.sort(key=lambda n: not n.startswith("recipe:"))  # the model's recipe first, when it is a method
     name = grid_method or (engine[0] if engine else next(iter(qualities)))
     if name not in qualities:
         raise FiqaError(f"--grid-method: no method '{name}'; the results hold: {', '.join(qualities)}")
@@ -216,6 +235,12 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
     out.mkdir(parents=True, exist_ok=True)
     recipe, aligner, template_report = _recipe_and_realigner(scoring, pair_set, runner)
 
+    _check_compare(compare, specs, recipe, s.norm, [m.name for m in scores])
+    plots_on = s.plots
+    if plots_on and importlib.util.find_spec("matplotlib") is None:
+        plots_on = False
+        if say:
+            say("pictures skipped: matplotlib is not installed (pip install 'fiqa-trt[eval]'; --no-plots says nothing)")
     if say:
         say(f"{pair_set.describe()}; model {runner.config.name} on {runner.name}")
         say(template_report)
@@ -248,10 +273,10 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
         "realigned": aligner is not None}
     rep.write_report(report, out)
     rep.write_qualities(out / "qualities.csv", pair_set.keys, methods, embedded.errors)
-    if s.plots:
+    if plots_on:
         draw_pictures(report, pair_set.keys, {m.name: m.quality for m in methods}, pair_set.root, out,
                       max_discard=s.plot_max_discard)
     if say:
         say(f"written to {out}/: results.json, results.csv, results.md, qualities.csv"
-            + (", pictures (PNG + SVG)" if s.plots else ""))
+            + (", pictures (PNG + SVG)" if plots_on else ""))
     return report

@@ -123,12 +123,12 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
                 _, q = kernels.quality(emb[:, [0] + cols], agg)
                 qualities[name][rows] = q
             for recipe, cols in recipe_columns:
-                own = emb[:, [0] + cols]
-                cos, _ = kernels.quality(own, agg)
-                norms, centre_cos = recipe.forward_stats(own)
+                passes = emb[:, [0] + cols]  # the original and the recipe's views
+                cos, _ = kernels.quality(passes, agg)
+                norms, centre_cos = recipe.forward_stats(passes)
                 qualities[f"recipe:{recipe.name}"][rows] = \
                     recipe.fuse(norms, cos, recipe_specs[recipe.name], centre_cos) \
-                    if recipe.fusion != "stability" else kernels.quality(own, recipe.agg)[1]
+                    if recipe.fusion != "stability" else kernels.quality(passes, recipe.agg)[1]
         row += len(batch.items)
     if originals is None:
         raise FiqaError(f"none of the {n} images could be embedded (first error: {next(iter(errors.values()))})")

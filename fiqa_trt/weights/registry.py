@@ -19,9 +19,19 @@ from fiqa_trt.weights.zoo import ONNX_ARCH, ModelRecord
 RECIPE_DIR = Path(__file__).with_name("recipes")
 
 
+def _packaged(name: str) -> dict:
+    return json.loads((RECIPE_DIR / f"{name}.json").read_text())
+
+
 def packaged_recipe(name: str) -> dict:
     """The recipe fields (for `engine.recipes.Recipe`) stored for the record `name` in this package."""
-    return json.loads((RECIPE_DIR / f"{name}.json").read_text())["recipe"]
+    return _packaged(name)["recipe"]
+
+
+def packaged_calibrations(name: str) -> dict[str, tuple[float, float]]:
+    """The 0-100 ends (raw quality at the 1st and 99th percentile) of the named recipes on the record `name`'s
+    model, each measured on its own alignment path (`seed`: crops as they are; `stability`: template-aligned)."""
+    return {k: tuple(v) for k, v in _packaged(name).get("calibrations", {}).items()}
 
 
 KNOWN_MODELS: tuple[ModelRecord, ...] = (
@@ -38,7 +48,7 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
         # signals chosen by benchmarks/quality_select.py (inner cross-validation on the dev half of a seeded identity
         # split); centre, weights and 0-100 calibration from the engine's own pass (benchmarks/quality_iso.py)
         recipe=packaged_recipe("faceplugin-mobilefacenet"),
-        calibrations={"seed": (0.941871, 0.988608), "stability": (0.941871, 0.988608)},
+        calibrations=packaged_calibrations("faceplugin-mobilefacenet"),
     ),
     ModelRecord(
         name="dlib-resnet-v1-arcface112", arch=ONNX_ARCH, files=(),
@@ -49,7 +59,7 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
         # its norm carries no quality information (npAUC ~0.95); signals chosen by benchmarks/quality_select.py,
         # weights and calibration from the engine's own pass (benchmarks/quality_iso.py)
         recipe=packaged_recipe("dlib-resnet-v1-arcface112"),
-        calibrations={"seed": (0.979633, 0.996111), "stability": (0.979633, 0.996111)},
+        calibrations=packaged_calibrations("dlib-resnet-v1-arcface112"),
     ),
 )
 
@@ -71,6 +81,17 @@ def recipe_for(sha256: str) -> dict | None:
     """The fields of the default quality recipe recorded for this file (for `engine.recipes.Recipe`), or None."""
     record = lookup(sha256)
     return dict(record.recipe) if record is not None and record.recipe else None
+
+
+def record_of_recipe(name: str) -> ModelRecord | None:
+    """The record whose packaged default recipe is called `name` (e.g. `mobilefacenet-default`), or None."""
+    return next((m for m in KNOWN_MODELS if m.recipe and m.recipe.get("name") == name), None)
+
+
+def recipe_named(name: str) -> dict | None:
+    """The fields of the packaged default recipe called `name`, or None."""
+    record = record_of_recipe(name)
+    return dict(record.recipe) if record is not None else None
 
 
 def calibration_for(sha256: str, recipe_name: str) -> tuple[float, float] | None:
