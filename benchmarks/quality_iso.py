@@ -176,7 +176,7 @@ def main() -> None:
         aligner, check = realigner_for(items, runner.config.input_size, recipe.realign, 0, recipe.realign_each)
         print(f"{model}: {recipe.describe()} ({source}); {check}", flush=True)
         centre_note = None
-        if recipe.uses_centre:  # from dev-half crops only, through the engine (cached: it depends on nothing else)
+        if recipe.reads_centre:  # from dev-half crops only, through the engine (cached: it depends on nothing else)
             sample = calibrate.dev_sample(every, halves, seed=0)
             centre_file = cache / (f"centre_{sha256_of(path)[:12]}_{recipe.realign}_"
                                    f"{recipe.centre_view.replace(':', '_').replace('=', '')}.npy")

@@ -254,3 +254,34 @@ def test_ray_keeps_its_start_up_noise_off_the_terminal_and_skips_done_paths(tmp_
         assert noise not in first.stderr, first.stderr
     again = process("score", FACES, "-m", random_model, "--ray", "--workers", "1", "-o", out)
     assert again.returncode == 0 and "already done 6" in " ".join(again.stderr.split()), again.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--recipe", "stability", "--agg", "min"], "--agg min aggregates the view cosines of a --perturb"),
+    (["--recipe", "seed", "--views", "3"], "recipe 'seed' has its own views"),
+    (["--recipe", "lognorm-ui-flip"], "needs this model's centre and weights"),
+    (["--recipe", "sead"], "unknown recipe 'sead'"),
+])
+def test_options_a_recipe_would_ignore_are_refused(face_like, random_model, args, fragment):
+    proc = fiqa("score", face_like[0].parent, "-m", random_model, *args)
+    assert proc.returncode == 2 and fragment in one_line_error(proc), proc.stderr
+
+
+def test_a_perturb_score_says_it_replaces_the_recipe(face_like, random_model):
+    proc = fiqa("score", face_like[0].parent, "-m", random_model, "-p", "gaussian:sigma=8")
+    assert proc.returncode == 0
+    text = " ".join(proc.stderr.split())
+    assert "instead of the model's recipe" in text and "a --perturb stability score is not realigned" in text
+
+
+def test_eval_refuses_an_unknown_comparison_before_the_embedding_pass(lfw, real_model, tmp_path):
+    out = tmp_path / "ev"
+    proc = fiqa("eval", lfw, "--generate", "-m", real_model, "--impostors", "2000", "--max-images-per-identity", "2",
+                "--compare", "recipe:mobilefacenet-default:nope", "-o", out, "--no-plots")
+    assert proc.returncode == 2 and "cannot compare" in one_line_error(proc)
+    assert not (out / "qualities.csv").exists()
+
+
+def test_calibrate_checks_its_output_folder_first(lfw, real_model, tmp_path):
+    proc = fiqa("calibrate", real_model, lfw, "--out", tmp_path / "nowhere" / "r.json")
+    assert proc.returncode == 2 and "does not exist" in one_line_error(proc)

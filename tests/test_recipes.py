@@ -143,10 +143,16 @@ def test_recipe_files_and_errors(tmp_path):
     path.write_text(json.dumps(recipes.NORM_FLIP.to_dict()))
     assert recipes.load(str(path)) == recipes.NORM_FLIP
     for bad in ({"fusion": "product", "name": "x"}, {"name": "x", "fusion": "weighted_log", "signals": [["snr", 1]]},
-                {"name": "x", "colour": 1}):
+                {"name": "x", "colour": 1}, {"name": "x", "fusion": "weighted_log", "signals": [["cos:0", "abc"]]},
+                {"name": "x", "fusion": "weighted_log", "signals": [["cos:0"]]}, {"name": "x", "calibration": [1]},
+                {"name": "x", "perturb": "affine:rot=3"}, {"name": "x", "signals": [["foo", 1]]}, [1, 2], "x"):
         path.write_text(json.dumps(bad))
         with pytest.raises(FiqaError):
             recipes.load(str(path))
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(FiqaError, match="cannot read"):
+        recipes.load(str(path))
+    assert Recipe("y").realign == "auto"  # as every shipped recipe but the seed's
     with pytest.raises(FiqaError, match="unknown recipe"):
         recipes.load("nope")
     with pytest.raises(FiqaError, match="unknown signal"):
@@ -308,7 +314,17 @@ def test_calibrate_command_stores_a_recipe(lfw, real_model, tmp_path, monkeypatc
     assert stored.is_file()
     recipe, source = recipes.resolve(None, real_model)
     assert source.startswith("calibrated") and recipe.calibration is not None and len(recipe.centre) == 512
-    assert dict(recipe.signals) == doc["report"]["weights"]
+    assert dict(recipe.signals) == doc["report"]["weights"] and recipe.name == "lognorm-ui-flip-calibrated"
+    assert set(doc["report"]["degradation_check"]["agreement"]) == {"blur2", "blur4", "down18", "noise25", "eyes"}
+    # the named recipe now runs the fitted one; the shipped default stays reachable by its name
+    assert recipes.resolve("lognorm-ui-flip", real_model)[0] == recipe
+    assert recipes.resolve("mobilefacenet-default", real_model)[0].name == "mobilefacenet-default"
+    assert "--recipe mobilefacenet-default runs the shipped one" in result.stderr
+    # refitting a calibrated recipe keeps its name
+    again = run_cli("calibrate", str(real_model), str(root), "--backend", "onnxruntime", "--precision", "fp32",
+                    "--bootstrap", "10", "--no-store")
+    assert again.returncode == 0 and "lognorm-ui-flip-calibrated" in again.stderr
+    assert "calibrated-calibrated" not in again.stderr
 
 
 def test_degradations_do_what_they_say():

@@ -160,7 +160,13 @@ class Recipe:
 
     @property
     def uses_centre(self) -> bool:
+        """A ui signal with a weight: scoring needs the centre."""
         return any(name in CENTRE_SIGNALS and w != 0 for name, w in self.signals)
+
+    @property
+    def reads_centre(self) -> bool:
+        """A ui signal, weighted or not: a fit of this recipe needs the centre (it may weigh the signal again)."""
+        return any(name in CENTRE_SIGNALS for name, _ in self.signals)
 
     def check_runnable(self, embedding_size: int | None = None) -> None:
         """Raise FiqaError when this recipe cannot score embeddings of this size: a ui signal needs a centre (a
@@ -170,18 +176,23 @@ class Recipe:
         if self.centre is None:
             raise FiqaError(f"recipe '{self.name}' reads a ui signal but has no centre: fiqa-trt calibrate MODEL "
                             f"IMAGES --recipe {self.name} computes the model's centre and stores the recipe with it")
-        if embedding_size is not None and len(self.centre) != embedding_size:
-            raise FiqaError(f"recipe '{self.name}' has a {len(self.centre)}-d centre but the model's embeddings "
-                            f"have {embedding_size} dimensions: that recipe was calibrated for another model")
+        if embedding_size is not None:
+            self._check_centre_size(embedding_size)
 
     def forward_stats(self, embeddings, xp=np):
         """(norms, centre cosines) of one pass's raw embeddings (N, 1 + K, D), computed where they are (NumPy or
         CuPy): what `fuse` reads besides the view cosines. The centre cosines are None for a recipe without ui."""
         norms = forward_norms(embeddings, xp)
-        if not self.uses_centre:
+        if self.centre is None:
+            self.check_runnable()  # a weighted ui signal without its centre
             return norms, None
-        self.check_runnable(int(embeddings.shape[2]))
+        self._check_centre_size(int(embeddings.shape[2]))
         return norms, centre_cosines(embeddings, self.centre, xp)
+
+    def _check_centre_size(self, embedding_size: int) -> None:
+        if len(self.centre) != embedding_size:
+            raise FiqaError(f"recipe '{self.name}' has a {len(self.centre)}-d centre but the model's embeddings "
+                            f"have {embedding_size} dimensions: that recipe was calibrated for another model")
 
     def fuse(self, norms: np.ndarray, cosines: np.ndarray, view_specs: list[int],
              centre_cos: np.ndarray | None = None) -> np.ndarray:
@@ -253,6 +264,8 @@ class Recipe:
             raise FiqaError(f"{where}: unknown recipe field(s) {', '.join(unknown)}")
         try:
             data = dict(data)
+            if not isinstance(data.get("perturb", []), (list, tuple)):
+                raise FiqaError(f"{where}: perturb must be a list of perturbation specs, e.g. [\"{SEED_SPEC}\"]")
             data["perturb"] = tuple(data.get("perturb", (SEED_SPEC,)))
             data["signals"] = tuple(tuple(s) for s in data.get("signals", ()))
             if data.get("calibration") is not None:

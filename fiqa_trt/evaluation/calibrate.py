@@ -325,7 +325,7 @@ def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_siz
                         f"{missing[0]})")
     dev_pairs, test_pairs, cut = halves(pairs, seed)
     centre_note = None
-    if recipe.uses_centre:
+    if recipe.reads_centre:
         sample = dev_sample(keys, cut, seed)
         recipe = replace(recipe, centre=ui_centre(runner, root, sample, recipe.centre_view, aligner, seed,
                                                   batch_size, threads))
