@@ -151,7 +151,10 @@ def degraded_embedded(model: str, path: Path, keys: list[str], kind: str, view: 
     from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.evaluation import degradations
 
-    f = cache / f"{model}_{precision}_degraded{len(keys)}_{kind}_{view or 'crop'}.npy"
+    import hashlib
+
+    sample = hashlib.blake2b("\n".join(keys).encode(), digest_size=6).hexdigest()
+    f = cache / f"{model}_{precision}_degraded{len(keys)}-{sample}_{kind}_{view or 'crop'}.npy"
     if f.is_file():
         return np.load(f)
     runner, make = load_runner(str(path), "openvino", precision), aligned_views()[view]

@@ -203,11 +203,15 @@ def main() -> None:
                                     for v in views_of(c) + centre_views(c)))
         emb = {v: qr.embedded(model, path, keys, v, Path(args.cache), "bf16") for v in ["re"] + [f"re_{n}" for n in needed]}
         halves = split.identity_split(pairs.identities(), seed=0)
-        sample = calibrate.dev_sample(keys, halves, seed=0, count=degradations.SAMPLE)
-        forward_views = list(dict.fromkeys(v for c in candidates + [REFERENCES[model]] for v in views_of(c)))
-        degraded = {kind: {("re" if not v else f"re_{v}"): qr.degraded_embedded(model, path, sample, kind, v,
+        def degraded_of(cut, views):
+            """The degradation check's embeddings: 400 seeded dev faces of the split `cut`, in `views`."""
+            sample = calibrate.dev_sample(keys, cut, seed=0, count=degradations.SAMPLE)
+            return {kind: {("re" if not v else f"re_{v}"): qr.degraded_embedded(model, path, sample, kind, v,
                                                                                 Path(args.cache), "bf16")
-                           for v in [""] + forward_views} for kind in ["clean", *degradations.KINDS]}
+                           for v in [""] + views} for kind in ["clean", *degradations.KINDS]}
+
+        degraded = degraded_of(halves, list(dict.fromkeys(v for c in candidates + [REFERENCES[model]]
+                                                          for v in views_of(c))))
         dev, test = split.split_pairs(pairs, halves)
         inner = []
         for i in range(args.inner):
@@ -234,6 +238,8 @@ def main() -> None:
         for seed in range(5):
             halves = split.identity_split(pairs.identities(), seed=seed)
             dev, test = split.split_pairs(pairs, halves)
+            if seed:  # each split's refit is checked on dev faces of its own
+                degraded = degraded_of(halves, views_of(best))
             (dr, dp), (tr, _) = proto(emb["re"], dev), proto(emb["re"], test)
             weights, q, agreed = fitted(best, dr, dp)
             refs = signal_values(REFERENCES[model], emb, centres_of(REFERENCES[model], emb, dr))

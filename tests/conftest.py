@@ -24,6 +24,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """The tests' own user cache: a recipe someone stored with `fiqa-trt calibrate` on this machine would otherwise
+    replace a model's shipped default recipe in the tests (the default model is converted into it once)."""
+    before = os.environ.get("FIQA_TRT_CACHE")
+    os.environ["FIQA_TRT_CACHE"] = str(tmp_path_factory.mktemp("fiqa-trt-cache"))
+    yield
+    if before is None:
+        os.environ.pop("FIQA_TRT_CACHE", None)
+    else:
+        os.environ["FIQA_TRT_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def lfw() -> Path:
     if not LFW.is_dir():

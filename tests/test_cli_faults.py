@@ -274,7 +274,13 @@ def test_a_perturb_score_says_it_replaces_the_recipe(face_like, random_model):
     assert "instead of the model's recipe" in text and "a --perturb stability score is not realigned" in text
 
 
-def test_eval_refuses_an_unknown_comparison_before_the_embedding_pass(lfw, real_model, tmp_path):
+def test_eval_refuses_an_unknown_comparison_before_the_embedding_pass(lfw, real_model, tmp_path, monkeypatch):
+    from fiqa_trt.evaluation import sweep
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the embedding pass started")
+
+    monkeypatch.setattr(sweep, "embed_specs", no_pass)
     out = tmp_path / "ev"
     proc = fiqa("eval", lfw, "--generate", "-m", real_model, "--impostors", "2000", "--max-images-per-identity", "2",
                 "--compare", "recipe:mobilefacenet-default:nope", "-o", out, "--no-plots")

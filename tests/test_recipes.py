@@ -394,6 +394,32 @@ def test_the_shipped_mobilefacenet_recipe_ranks_degraded_crops_lower(lfw_files, 
     assert np.mean(probe.score_crops(low) < probe.score_crops(crops)) >= 0.9
 
 
+def test_the_shipped_dlib_recipe_ranks_blurred_and_small_crops_lower(lfw_files):
+    """The default model's recipe through the engine: blur sigma 4 and 18 px lower the quality of nearly every real
+    crop (400 dev faces: 97% and 95%; blur sigma 2 sits at the 2/3 floor, too close to test on a few crops)."""
+    from fiqa_trt.engine.models import default_model_path
+    from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.engine.scorer import Scorer
+    from fiqa_trt.engine.template import realigner_for
+    from fiqa_trt.evaluation import degradations
+
+    try:
+        model = default_model_path()
+    except FiqaError as exc:
+        pytest.skip(f"the default model is not available: {exc}")
+    recipe, source = recipes.resolve(None, model)
+    assert source == "model registry" and recipe.uses_centre
+    items = _items(lfw_files[::331])
+    aligner, _ = realigner_for(_items(lfw_files[::100]), (112, 112), "auto")
+    crops = [aligner.warp(cv2.cvtColor(cv2.imread(it.path), cv2.COLOR_BGR2RGB)) for it in items]
+    scorer = Scorer(load_runner(str(model), "onnxruntime", "fp32", threads=2), recipe=recipe, batch_size=16, threads=1)
+    clean = scorer.score_crops(crops)
+    worse = degradations.agreement(clean, {k: scorer.score_crops([degradations.degrade(c, k, str(i))
+                                                                  for i, c in enumerate(crops)])
+                                           for k in ("blur4", "down18")})
+    assert min(worse.values()) >= 0.85, worse
+
+
 def _gpu_reason() -> str | None:
     from fiqa_trt.kernels.cuda import usable_device
 
@@ -416,3 +442,19 @@ def test_forward_stats_on_the_gpu_match_numpy(dtype):
     g_norms, g_cos = (cupy.asnumpy(x) for x in r.forward_stats(cupy.asarray(emb), cupy))
     np.testing.assert_allclose(g_norms, norms, rtol=1e-5)
     np.testing.assert_allclose(g_cos, cos, atol=1e-5)
+
+
+def test_the_weight_search_refuses_a_half_with_nothing_to_discard():
+    from fiqa_trt.evaluation.calibrate import Protocol, search
+
+    none = np.zeros(10, bool)
+    proto = Protocol(np.arange(0, 20, 2), np.arange(1, 20, 2), np.arange(10), {1e-3: none, 1e-4: none},
+                     {1e-3: 0.0, 1e-4: 0.0}, 100)
+    with pytest.raises(FiqaError, match="no false non-match"):
+        search({"a": np.arange(20.0), "b": np.ones(20)}, proto)
+    one = none.copy()
+    one[3] = True  # an FMR without any error is left out of the objective, not a NaN that stops the search
+    proto.errors = {1e-3: one, 1e-4: none}
+    assert search({"a": np.arange(20.0), "b": np.ones(20)}, proto)["a"] == 1.0
+    with pytest.raises(ValueError):
+        search({"a": np.arange(20.0)}, proto, degraded={"clean": {"a": np.ones(3)}}, floor=0.5)

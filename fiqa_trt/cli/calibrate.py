@@ -89,6 +89,10 @@ def calibrate(
     agreed = report["degradation_check"]["agreement"]
     err.print(f"degradation check ({report['degradation_check']['faces']} dev faces; the share whose quality drops): "
               + ", ".join(f"{k} {v:.0%}" for k, v in agreed.items()))
+    if not report["degradation_check"]["meets_floor"]:
+        err.print(f"[yellow]warning:[/] the fitted recipe keeps a degraded face below the face for fewer than "
+                  f"{report['degradation_check']['floor']:.0%} of the dev faces under some kind: its signals cannot "
+                  "rank those degradations for this model (a recipe with the ui signals may; or --no-store)")
     for name, ref in report["references"].items():
         err.print(f"  vs {name} alone (test): " + ", ".join(
             f"FMR {k}: {v:.4f}, difference 90% [{ref['difference_90'][k][0]:+.4f}, "

@@ -81,18 +81,7 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
     settings = ScoringSettings(**options)
     if settings.min_face_score is not None and not (settings.align or settings.all_faces):
         raise FiqaError("--min-face-score applies to detected faces: add --align or --all-faces")
-    recipe, _ = open_recipe(settings)  # a mistake in --recipe / --perturb is reported before anything is loaded
-    from fiqa_trt.kernels import AGGREGATIONS
-
-    if settings.agg not in AGGREGATIONS:
-        raise FiqaError(f"unknown aggregation '{settings.agg}'; use one of: {', '.join(AGGREGATIONS)}")
-    if recipe is not None and settings.agg != "mean":
-        raise FiqaError(f"--agg {settings.agg} aggregates the view cosines of a --perturb stability score; recipe "
-                        f"'{recipe.name}' fuses its own signals (give --perturb SPEC --agg {settings.agg}, or a "
-                        "recipe file with that agg)")
-    if recipe is not None and settings.views != 1:
-        raise FiqaError(f"--views draws views of the --perturb specs; recipe '{recipe.name}' has its own views "
-                        "(give --perturb SPEC --views K)")
+    open_recipe(settings)  # a mistake in --recipe / --perturb / --agg is reported before anything is loaded
     if ray:
         _score_with_ray(inputs, out, settings, workers, ray_address, cpus_per_worker, quiet)
         return

@@ -71,14 +71,24 @@ def open_recipe(settings: ScoringSettings):
     """(recipe, where it came from) for `settings`: `recipe` by name or file, else the model's default; (None, ...)
     when `perturb` asks for a plain stability score of those views."""
     from fiqa_trt.engine.recipes import resolve
+    from fiqa_trt.kernels import AGGREGATIONS
 
+    if settings.agg not in AGGREGATIONS:
+        raise FiqaError(f"unknown aggregation '{settings.agg}'; use one of: {', '.join(AGGREGATIONS)}")
     if settings.perturb:
         if settings.recipe is not None:
             raise FiqaError("--recipe names its own views; --perturb sets the views of a plain stability score: "
                             "give one of them")
         return None, ("a plain stability score of the --perturb views instead of the model's recipe (no 0-100 "
                       "score; not realigned unless --realign auto|on)")
-    return resolve(settings.recipe, model_or_default(settings.model))
+    recipe, source = resolve(settings.recipe, model_or_default(settings.model))
+    if settings.agg != "mean":
+        raise FiqaError(f"--agg {settings.agg} aggregates the view cosines of a --perturb stability score; recipe "
+                        f"'{recipe.name}' fuses its own signals (give --perturb SPEC --agg {settings.agg})")
+    if settings.views != 1:
+        raise FiqaError(f"--views draws views of the --perturb specs; recipe '{recipe.name}' has its own views "
+                        "(give --perturb SPEC --views K)")
+    return recipe, source
 
 
 def check_template(settings: ScoringSettings, items: list, input_size: tuple[int, int]) -> tuple[ScoringSettings, str]:

@@ -133,8 +133,8 @@ class Recipe:
             raise FiqaError(f"recipe '{self.name}': signals are fused by \"fusion\": \"weighted_log\"; the "
                             "stability fusion reads the view cosines only")
         if self.fusion == "weighted_log":
-            if not self.signals:
-                raise FiqaError(f"recipe '{self.name}': weighted_log fusion needs at least one signal")
+            if not any(w != 0 for _, w in self.signals):
+                raise FiqaError(f"recipe '{self.name}': weighted_log fusion needs at least one signal with a weight")
             for name, _ in self.signals:
                 if name not in NORM_SIGNALS + CENTRE_SIGNALS and not (
                         name.startswith("cos:") and name[4:].isdigit() and int(name[4:]) < len(self.perturb)):
@@ -186,7 +186,12 @@ class Recipe:
         if self.centre is None:
             self.check_runnable()  # a weighted ui signal without its centre
             return norms, None
-        self._check_centre_size(int(embeddings.shape[2]))
+        if len(embeddings) == 0:
+            return norms, xp.zeros(norms.shape, xp.float32)
+        if self.uses_centre:
+            self._check_centre_size(int(embeddings.shape[2]))
+        elif len(self.centre) != int(embeddings.shape[2]):  # an unused centre of another size: nothing to read
+            return norms, None
         return norms, centre_cosines(embeddings, self.centre, xp)
 
     def _check_centre_size(self, embedding_size: int) -> None:

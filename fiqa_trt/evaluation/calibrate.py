@@ -94,7 +94,18 @@ class Fit:
 
 
 def objective(proto: Protocol, quality: np.ndarray) -> float:
-    return float(np.mean([proto.npauc(quality, fmr) for fmr in proto.errors]))
+    """The mean normalised pAUC over the target FMRs that have a false non-match to discard (an FMR without any has
+    no pAUC to lower); NaN when none has."""
+    values = [proto.npauc(quality, fmr) for fmr, errors in proto.errors.items() if errors.any()]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def soft_agreement(clean: np.ndarray, degraded: np.ndarray) -> float:
+    """A smooth stand-in for `degradations.agreement` (the share of faces whose quality drops), for the search:
+    a logistic of the drop over a 20th of the clean qualities' spread, so that a step too small to move one face
+    across still moves the penalty."""
+    scale = 0.05 * (float(np.std(clean)) or 1.0)
+    return float(np.mean(1.0 / (1.0 + np.exp(-np.clip((clean - degraded) / scale, -50, 50)))))
 
 
 def search(signals: dict[str, np.ndarray], proto: Protocol, grid=GRID, rounds: int = 3,
@@ -105,29 +116,44 @@ def search(signals: dict[str, np.ndarray], proto: Protocol, grid=GRID, rounds: i
 
     `degraded` (`"clean"` and each degradation kind -> signal -> values over the same faces, e.g. dev faces and their
     `evaluation.degradations` copies) with `floor`: the fused quality must drop for at least `floor` of the faces
-    under every kind; a fit below it pays 10 x the shortfall on top of its mean normalised pAUC (so the descent
-    moves towards the constraint from wherever it starts)."""
+    under every kind. A fit below it pays 10 x its shortfall, plus 10 x the shortfall of a smooth share
+    (`soft_agreement`, which still moves where a grid step moves no face across), on top of its mean normalised
+    pAUC, and the descent goes on for up to 10 rounds while it is below; a fit at or above the floor is judged by its
+    pAUC alone. The floor may still be out of reach of the signals (then the result misses it: callers check with
+    `degradations.agreement`). Raises FiqaError when no target FMR has a false non-match to discard."""
     names = list(signals)
+    if not any(errors.any() for errors in proto.errors.values()):
+        raise FiqaError("the dev half has no false non-match at any target FMR: there is nothing for a quality to "
+                        "discard, so no weight can be fitted (more identities, or harder images)")
+    if (degraded is None) != (floor is None):
+        raise ValueError("give both degraded and floor, or neither")
+    if degraded is not None and ("clean" not in degraded or len(degraded) < 2):
+        raise ValueError("degraded needs 'clean' and at least one degradation kind")
     signals = {n: np.asarray(v, np.float64) for n, v in signals.items()}  # (float32 sums move with alignment)
     used = np.unique(np.concatenate([proto.ma, proto.mb]))  # the protocol's own images only
     spread = {n: float(np.std(signals[n][used])) or 1.0 for n in names}
     z = {n: signals[n] / spread[n] for n in names}
-    checked = floor is not None and degraded is not None
+    checked = degraded is not None
     zd = {kind: {n: np.asarray(v[n], np.float64) / spread[n] for n in names} for kind, v in degraded.items()} \
         if checked else {}
 
+    def shortfall(weights: dict[str, float], soft: bool) -> float:
+        clean = fuse(zd["clean"], weights)
+        drops = [soft_agreement(clean, fuse(v, weights)) if soft else
+                 degradations.agreement(clean, {k: fuse(v, weights)})[k] for k, v in zd.items() if k != "clean"]
+        return max(0.0, floor - min(drops))
+
     def cost(weights: dict[str, float]) -> float:
         value = objective(proto, fuse(z, weights))
-        if checked:
-            clean = fuse(zd["clean"], weights)
-            worst = min(degradations.agreement(clean, {k: fuse(v, weights) for k, v in zd.items()
-                                                       if k != "clean"}).values())
-            value += 10.0 * max(0.0, floor - worst)
+        if checked:  # the count decides feasibility; below the floor the soft share steers where the count is flat
+            missing = shortfall(weights, False)
+            if missing > 0:
+                value += 10.0 * missing + 10.0 * shortfall(weights, True)
         return value
 
     weights = {n: 1.0 for n in names}
     best = cost(weights)
-    for _ in range(rounds):
+    for round_ in range(max(rounds, 10) if checked else rounds):
         moved = False
         for name in names[1:]:
             for value in grid:
@@ -135,7 +161,7 @@ def search(signals: dict[str, np.ndarray], proto: Protocol, grid=GRID, rounds: i
                 score = cost(trial)
                 if score < best - 1e-12:
                     best, weights, moved = score, trial, True
-        if not moved:
+        if not moved or (round_ + 1 >= rounds and not (checked and shortfall(weights, False) > 0)):
             break
     first = spread[names[0]]  # scale so that the first signal keeps weight 1 on the raw scale
     return {n: float(np.float32(weights[n] * first / spread[n])) for n in names}
@@ -372,7 +398,8 @@ def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_siz
                        "npauc30": test.report(fused[test_rows])},
               "weights": weights, "degradation_check": {
                   "faces": int(len(next(iter(check["clean"].values())))), "floor": round(degradations.FLOOR, 4),
-                  "agreement": {k: round(v, 3) for k, v in agreed.items()}}, "references": {}}
+                  "agreement": {k: round(v, 3) for k, v in agreed.items()},
+                  "meets_floor": bool(min(agreed.values()) >= degradations.FLOOR)}, "references": {}}
     for name, values in sig.items():
         report["references"][name] = {"test_npauc30": test.report(values[test_rows]), "difference_90":
                                       bootstrap_difference(test, fused[test_rows], values[test_rows], n=bootstrap,

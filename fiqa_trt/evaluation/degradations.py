@@ -5,7 +5,7 @@ A quality tool for enrolment and curation must score a clearly degraded copy of 
 verification pairs (LFW) hold few such images, so an EDC alone does not see whether a recipe does. Five kinds, each
 applied to a crop on the model's template (sizes scaled with the crop; the numbers are for 112 x 112):
 - `blur2`, `blur4`: Gaussian blur of sigma 2 and 4 px;
-- `down18`: down to 18 x 18 px (area average) and back up (bilinear): a face of 18 px between the eyes' outer corners;
+- `down18`: the whole crop down to 18 x 18 px (area average) and back up (bilinear): the eyes about 6 px apart;
 - `noise25`: additive Gaussian noise of sigma 25 (0-255 units), clipped; keyed by the image's key and the seed;
 - `eyes`: a black band over both eyes (rows 40-67, columns 20-91 of the ArcFace template).
 
