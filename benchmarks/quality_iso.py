@@ -58,8 +58,10 @@ def recipe_tag(recipe) -> str:
 
 def engine_pass(runner, items, recipe, aligner, cache: Path, tag: str):
     """(originals (N, D), signals {name: (N,)}, seconds) of one engine pass with `recipe`, cached."""
+    from fiqa_trt import kernels
+    from fiqa_trt.engine.recipes import forward_norms
     from fiqa_trt.engine.scorer import Scorer
-    from fiqa_trt.evaluation.calibrate import signals_of
+    from fiqa_trt.evaluation.calibrate import pass_signals
 
     tag = f"{tag}_{recipe_tag(recipe)}"
     files = {"originals": cache / f"{tag}_originals.npy", "signals": cache / f"{tag}_signals.npz"}
@@ -67,22 +69,18 @@ def engine_pass(runner, items, recipe, aligner, cache: Path, tag: str):
         sig = np.load(files["signals"])
         return np.load(files["originals"]), {k: sig[k] for k in sig.files}, float(sig["seconds"])
     scorer = Scorer(runner, recipe=recipe, aligner=aligner, batch_size=32)
-    originals, norms, centre, cosines, started = [], [], [], [], time.perf_counter()
+    originals, parts, started = [], [], time.perf_counter()
     for batch in scorer.embed(items):
         if any(it.error for it in batch.items):
             raise SystemExit(f"an LFW image failed: {next(it for it in batch.items if it.error)}")
-        originals.append(batch.embeddings[:, 0].astype(np.float32))
-        n, c = recipe.forward_stats(batch.embeddings)
-        norms.append(n)
-        centre.append(c if c is not None else np.zeros_like(n))
-        cosines.append(scorer._quality(batch.embeddings)[0])
+        emb = batch.embeddings
+        originals.append(emb[:, 0].astype(np.float32))
+        part = pass_signals(recipe, emb, scorer.view_specs) if recipe.fusion == "weighted_log" else \
+            {"stability": kernels.quality(emb, recipe.agg)[1].astype(np.float64)}  # the seed's stability score
+        part["norm"] = np.log(forward_norms(emb)[:, 0].astype(np.float64))
+        parts.append(part)
     seconds = time.perf_counter() - started
-    norms, cos = np.concatenate(norms), np.concatenate(cosines)
-    if recipe.fusion == "weighted_log":
-        sig = signals_of(recipe, norms, cos, scorer.view_specs, np.concatenate(centre))
-    else:  # the seed's stability score
-        sig = {"stability": recipe.fuse(norms, cos, scorer.view_specs).astype(np.float64)}
-    sig["norm"] = np.log(norms[:, 0].astype(np.float64))
+    sig = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     cache.mkdir(parents=True, exist_ok=True)
     np.save(files["originals"], np.concatenate(originals))
     np.savez(files["signals"], seconds=seconds, **sig)

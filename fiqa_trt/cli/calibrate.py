@@ -54,7 +54,7 @@ def calibrate(
     if recipe is None:  # the model's own (stored, packaged or in its metadata): refitted
         base, source = recipes.resolve(None, model)
     else:  # the recipe as named or written: its centre and weights are what is fitted here
-        base, source = recipes.load(recipe), ("named recipe" if recipe in recipes.known_names() else f"file {recipe}")
+        base, source = recipes.load_with_source(recipe)
     if base.fusion != "weighted_log":
         if recipe is not None:
             raise FiqaError(f"recipe '{base.name}' has no weights to fit; use a weighted_log recipe "

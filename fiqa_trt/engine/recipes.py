@@ -305,16 +305,29 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (SEED, STABILITY, NORM_FLIP, NO
 def load(name_or_file: str) -> Recipe:
     """A recipe by name (`RECIPES`, or a model's packaged default such as `mobilefacenet-default`) or from a JSON
     file written by `Recipe.to_dict` / `fiqa-trt calibrate`."""
-    if name_or_file in RECIPES:
-        return RECIPES[name_or_file]
-    from fiqa_trt.weights.registry import recipe_named
+    return _load(name_or_file)[0]
 
-    packaged = recipe_named(name_or_file)
-    if packaged is not None:
-        return Recipe.from_dict(packaged, "model registry")
+
+def load_with_source(name_or_file: str) -> tuple[Recipe, str]:
+    """`load`, and where the recipe came from ("named recipe" or "file PATH")."""
+    return _load(name_or_file)[:2]
+
+
+def _load(name_or_file: str) -> tuple[Recipe, str, str | None, str | None]:
+    """(recipe, source, sha256, model name): the last two name the model file a packaged recipe or a recipe file
+    was fitted for (None for the named recipes, which belong to no model, and for files that do not say)."""
+    if name_or_file in RECIPES:
+        return RECIPES[name_or_file], "named recipe", None, None
+    from fiqa_trt.weights.registry import record_of_recipe
+
+    record = record_of_recipe(name_or_file)
+    if record is not None:
+        return Recipe.from_dict(record.recipe, "model registry"), "named recipe", record.sha256, record.name
     path = Path(name_or_file)
     if path.suffix.lower() == ".json" or path.is_file():
-        return Recipe.from_dict(*_read_file(path))
+        document = _read_file(path)
+        return (Recipe.from_dict(document.get("recipe", document), str(path)), f"file {name_or_file}",
+                document.get("sha256"), document.get("model"))
     raise FiqaError(f"unknown recipe '{name_or_file}'; use one of: {', '.join(known_names())} or a recipe JSON file")
 
 
@@ -325,8 +338,9 @@ def known_names() -> list[str]:
     return list(RECIPES) + [m.recipe["name"] for m in KNOWN_MODELS if m.recipe]
 
 
-def _read_file(path: Path) -> tuple[dict, str]:
-    """(recipe fields, where) of a recipe JSON file (a recipe object, or a document holding one under `recipe`)."""
+def _read_file(path: Path) -> dict:
+    """The JSON object of a recipe file: a recipe, or a document holding one under `recipe` (and, as `fiqa-trt
+    calibrate` writes it, the `sha256` and `model` it was fitted for)."""
     if not path.is_file():
         raise FiqaError(f"recipe file not found: {path}")
     try:
@@ -335,16 +349,7 @@ def _read_file(path: Path) -> tuple[dict, str]:
         raise FiqaError(f"cannot read recipe file {path}: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("recipe", data), dict):
         raise FiqaError(f"{path}: a recipe file holds one JSON object")
-    return data.get("recipe", data), str(path)
-
-
-def file_model(path: str | Path) -> tuple[str | None, str | None]:
-    """(sha256, model name) a recipe file says it was fitted for (the document `fiqa-trt calibrate` writes), if any."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None, None
-    return (data.get("sha256"), data.get("model")) if isinstance(data, dict) else (None, None)
+    return data
 
 
 def cache_file(sha256: str) -> Path:
@@ -417,8 +422,7 @@ def resolve(option: str | None, model_path: str | Path | None) -> tuple[Recipe, 
     if option is None:
         recipe, source = default_for(sha, _metadata_recipe(path) if path is not None else None)
     else:
-        recipe = load(option)
-        source = "named recipe" if option in known_names() else f"file {option}"
+        recipe, source, fitted_for, model_name = _load(option)
         if option in RECIPES and recipe.uses_centre and recipe.centre is None and sha is not None:
             stored = cache_file(sha)
             fitted = load(str(stored)) if stored.is_file() else None
@@ -426,12 +430,10 @@ def resolve(option: str | None, model_path: str | Path | None) -> tuple[Recipe, 
                 raise FiqaError(f"recipe '{option}' needs this model's centre and weights: fiqa-trt calibrate "
                                 f"{path} IMAGES --recipe {option} fits them (then --recipe {option} uses them)")
             recipe, source = fitted, f"calibrated ({stored})"
-        elif source.startswith("file") and sha is not None or option not in RECIPES and sha is not None:
-            fitted_for, model_name = file_model(option) if source.startswith("file") else _owner(option)
-            if fitted_for and fitted_for != sha:
-                log.warning("recipe %s was fitted for %s (sha256 %s...), not for this model file: its weights, "
-                            "centre and 0-100 calibration may not fit it", option, model_name or "another model",
-                            fitted_for[:12])
+        elif sha is not None and fitted_for and fitted_for != sha:
+            log.warning("recipe %s was fitted for %s (sha256 %s...), not for this model file: its weights, "
+                        "centre and 0-100 calibration may not fit it", option, model_name or "another model",
+                        fitted_for[:12])
     if recipe.calibration is None and sha is not None:
         from fiqa_trt.weights.registry import calibration_for
 
@@ -439,14 +441,6 @@ def resolve(option: str | None, model_path: str | Path | None) -> tuple[Recipe, 
         if known is not None:
             recipe = replace(recipe, calibration=known)
     return recipe, source
-
-
-def _owner(name: str) -> tuple[str | None, str | None]:
-    """(sha256, model name) of the model whose packaged default recipe is called `name`."""
-    from fiqa_trt.weights.registry import record_of_recipe
-
-    record = record_of_recipe(name)
-    return (record.sha256, record.name) if record is not None else (None, None)
 
 
 def calibrated_name(name: str) -> str:

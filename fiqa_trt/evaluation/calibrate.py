@@ -282,14 +282,19 @@ def ui_centre(runner, root, keys: list[str], view: str, aligner=None, seed: int 
     return unit_centre(np.concatenate(views))
 
 
-def crop_signals(scorer, recipe, crops: list[np.ndarray], keys: list[str]) -> dict[str, np.ndarray]:
-    """The recipe's signals (name -> (N,)) of in-memory aligned crops, through `scorer` (built with `recipe`)."""
+def pass_signals(recipe, embeddings: np.ndarray, view_specs: list[int]) -> dict[str, np.ndarray]:
+    """The recipe's signals (name -> (n,)) read off one pass's raw embeddings (n, 1+K, D): norms, centre cosines
+    and view cosines, as the scorer computes them."""
     from fiqa_trt import kernels
 
-    emb = scorer.embed_crops(crops, keys)
-    norms, centre_cos = recipe.forward_stats(emb)
-    cos, _ = kernels.quality(emb, recipe.agg)
-    return signals_of(recipe, norms, cos, scorer.view_specs, centre_cos)
+    norms, centre_cos = recipe.forward_stats(embeddings)
+    cos, _ = kernels.quality(embeddings, recipe.agg)
+    return signals_of(recipe, norms, cos, view_specs, centre_cos)
+
+
+def crop_signals(scorer, recipe, crops: list[np.ndarray], keys: list[str]) -> dict[str, np.ndarray]:
+    """The recipe's signals (name -> (N,)) of in-memory aligned crops, through `scorer` (built with `recipe`)."""
+    return pass_signals(recipe, scorer.embed_crops(crops, keys), scorer.view_specs)
 
 
 def degradation_signals(scorer, recipe, root, keys: list[str], aligner=None, seed: int = 0) -> dict[str, dict]:
@@ -357,16 +362,13 @@ def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_siz
                                                   batch_size, threads))
         centre_note = f"{recipe.centre_view} views of {len(sample)} dev images"
     scorer = Scorer(runner, recipe=recipe, seed=seed, batch_size=batch_size, threads=threads, aligner=aligner)
-    originals, norms, centre, cosines, ok = [], [], [], [], np.zeros(len(keys), bool)
+    originals, parts, ok = [], [], np.zeros(len(keys), bool)
     row = 0
     for batch in scorer.embed([Item(str(root / k), k) for k in keys], progress):
         good = [row + i for i, it in enumerate(batch.items) if it.error is None]
         if batch.embeddings is not None:
             originals.append(batch.embeddings[:, 0].astype(np.float64))
-            n, c = recipe.forward_stats(batch.embeddings)
-            norms.append(n)
-            centre.append(c if c is not None else np.zeros_like(n))
-            cosines.append(scorer._quality(batch.embeddings)[0])
+            parts.append(pass_signals(recipe, batch.embeddings, scorer.view_specs))
             ok[good] = True
         row += len(batch.items)
     if not ok.any():
@@ -376,8 +378,8 @@ def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_siz
         raise FiqaError(f"{len(failed & set(pairs.keys))} images of the protocol could not be embedded (e.g. "
                         f"{sorted(failed & set(pairs.keys))[0]}); remove them")
     keys = [k for k, g in zip(keys, ok) if g]
-    emb, cos = np.concatenate(originals), np.concatenate(cosines)
-    sig = signals_of(recipe, np.concatenate(norms), cos, scorer.view_specs, np.concatenate(centre))
+    emb = np.concatenate(originals)
+    sig = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
     finite = np.all([np.isfinite(v) for v in sig.values()], axis=0)
     if not finite.all():
         raise FiqaError(f"{int((~finite).sum())} images gave a non-finite signal (zero embedding?); remove them")

@@ -88,12 +88,6 @@ def record_of_recipe(name: str) -> ModelRecord | None:
     return next((m for m in KNOWN_MODELS if m.recipe and m.recipe.get("name") == name), None)
 
 
-def recipe_named(name: str) -> dict | None:
-    """The fields of the packaged default recipe called `name`, or None."""
-    record = record_of_recipe(name)
-    return dict(record.recipe) if record is not None else None
-
-
 def calibration_for(sha256: str, recipe_name: str) -> tuple[float, float] | None:
     """(p1, p99) of the named recipe's raw quality on this file (template-aligned shared LFW crops), or None."""
     record = lookup(sha256)
