@@ -1,4 +1,5 @@
-"""The `fiqa-trt weights` sub-commands: `list` (known models and where their files are looked for), `fetch`."""
+"""The `fiqa-trt weights` sub-commands: `list` (known models and where their files are looked for), `fetch`, and
+`layers` (a model's observable layers, the names observer signals use)."""
 
 from __future__ import annotations
 
@@ -79,8 +80,30 @@ def weights_fetch(
     err.print(f"{model.name}: {path}" + (" (sha256 verified)" if model.sha256 else ""))
 
 
+def weights_layers(
+    model: Optional[str] = typer.Argument(None, help="ONNX face-recognition model (default: the default model)."),
+) -> None:
+    """The model's observable layers (intermediate tensors with the batch first), in graph order: index, tensor name,
+    operator and per-image shape. Observer signals name a layer by its tensor name (or #index)."""
+    setup_logging(False)
+    from rich.console import Console
+    from rich.markup import escape
+
+    from fiqa_trt.engine.models import model_or_default
+    from fiqa_trt.engine.runners.onnx_model import open_onnx_model
+
+    opened = open_onnx_model(model_or_default(model))
+    console = Console(highlight=False)
+    console.print(f"{escape(opened.path.name)} (sha256 {opened.sha256[:16]}...): observable layers")
+    for layer in opened.layers():
+        shape = "x".join(str(d) for d in layer.shape)
+        console.print(f"#{layer.index:<4d} {escape(layer.name):40s} {layer.op:18s} {shape}")
+
+
 def register(app: typer.Typer) -> None:
-    weights = typer.Typer(no_args_is_help=True, help="Known pretrained models: list them, download them.")
+    weights = typer.Typer(no_args_is_help=True, help="Known pretrained models: list them, download them, list a "
+                          "model's observable layers.")
     weights.command("list")(weights_list)
     weights.command("fetch")(weights_fetch)
+    weights.command("layers")(weights_layers)
     app.add_typer(weights, name="weights")

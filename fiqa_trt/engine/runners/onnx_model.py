@@ -34,10 +34,29 @@ class OnnxModel:
         h, w = self.config.input_size
         return (h, w, 3)
 
-    def with_preprocessing(self):
-        """The graph with the model's normalisation prepended: input uint8 (N, H, W, 3), see `image_shape`."""
+    def with_preprocessing(self, observers=None):
+        """The graph with the model's normalisation prepended: input uint8 (N, H, W, 3), see `image_shape`; with
+        `observers` (`onnx_export.observers.Observers`) also their output (the rewrite cached by the file's sha256)."""
         c = self.config
-        return onnx_graph.add_preprocessing(self.proto, c.input_size, c.mean, c.std, c.layout)
+        return onnx_graph.add_preprocessing(self.observed(observers), c.input_size, c.mean, c.std, c.layout)
+
+    def observed(self, observers=None):
+        """The model's graph (dynamic batch where possible) with the observer output of `observers`, if any."""
+        if observers is None:
+            return self.proto
+        from fiqa_trt.onnx_export.observers import observed_graph
+
+        return observed_graph(self.proto, self.sha256, observers, {"batch_limit": self.batch_limit})
+
+    def layers(self) -> list:
+        """The observable layers of the model (`onnx_export.observers.catalogue`: recorded with its sha256)."""
+        from fiqa_trt.onnx_export import observers
+
+        if self.batch_limit is not None:  # a fixed batch that could not be made dynamic: its own batch is the axis
+            proto, _ = onnx_graph.make_batch_dynamic(self.proto)
+        else:
+            proto = self.proto
+        return observers.catalogue(proto, self.sha256)
 
 
 

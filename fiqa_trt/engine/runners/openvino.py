@@ -13,6 +13,7 @@ import numpy as np
 from fiqa_trt.engine.runners.base import HostRunner
 from fiqa_trt.engine.runners.onnx_model import OnnxModel
 from fiqa_trt.errors import FiqaError, require
+from fiqa_trt.onnx_export.observers import OUTPUT
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
@@ -31,7 +32,8 @@ class OpenVinoRunner(HostRunner):
     name = "openvino"
     device = "cpu"
 
-    def __init__(self, model: OnnxModel, precision: str = "fp32", threads: int | None = None, max_batch: int = 64):
+    def __init__(self, model: OnnxModel, precision: str = "fp32", threads: int | None = None, max_batch: int = 64,
+                 observers=None):
         if precision not in HINTS:
             raise FiqaError(f"unknown precision '{precision}' for OpenVINO; use one of: {', '.join(HINTS)}")
         if precision not in cpu_precisions():
@@ -39,8 +41,9 @@ class OpenVinoRunner(HostRunner):
         core = _core()
         self.model, self.config, self.path = model, model.config, model.path
         self.batch_limit, self.max_batch = model.batch_limit, max_batch
+        self.threads, self.observers, self._asked = threads, observers, precision
         try:
-            ov_model = core.read_model(model.with_preprocessing().SerializeToString())
+            ov_model = core.read_model(model.with_preprocessing(observers).SerializeToString())
             compiled = core.compile_model(ov_model, "CPU", {
                 "INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1})
@@ -49,7 +52,15 @@ class OpenVinoRunner(HostRunner):
         compiled_type = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
         self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(compiled_type, compiled_type)
         self._request = compiled.create_infer_request()
+        self._embedding_port = compiled.output(0)
+        self._observer_port = compiled.output(OUTPUT) if observers is not None else None
         self._probe_embedding_size()
 
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        return self._request.infer({0: chunk})[0]
+    def _observing(self, observers) -> "OpenVinoRunner":
+        runner = OpenVinoRunner(self.model, self._asked, self.threads, self.max_batch, observers)
+        runner.config = self.config
+        return runner
+
+    def _run(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outs = self._request.infer({0: chunk})
+        return outs[self._embedding_port], (outs[self._observer_port] if self._observer_port is not None else None)

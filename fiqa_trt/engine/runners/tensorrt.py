@@ -16,6 +16,10 @@ shape change, in thread-local capture mode) and replayed; a batch is padded up t
 NOT YET EXECUTED: TensorRT cannot be installed on this project's machines and no GPU has been available. Tested on
 the CPU: the pure functions, every TensorRT call against the recorded 10.13 and 11.4 Python APIs
 (`tests/tensorrt_api/`), and the graph handed to TensorRT (run by ONNX Runtime against the original model).
+
+Observer signals (`onnx_export.observers`): with `observers` the engine is built from the graph with the observer
+output added after the FP16 conversion (the reductions run in float32 on the cast activations), the observers are
+part of the cache key, and each call returns the embeddings and the reduced activations from the same enqueue.
 `tests/test_tensorrt.py` holds the GPU parity tests (skipped without tensorrt/GPU).
 """
 
@@ -29,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fiqa_trt.engine.runners.base import Runner, power_of_two_bucket
+from fiqa_trt.engine.runners.base import Forward, Runner, power_of_two_bucket
 from fiqa_trt.errors import FiqaError, require
 
 log = logging.getLogger("fiqa_trt")
@@ -69,14 +73,16 @@ class Profile:
 
 
 def engine_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_capability: tuple[int, int],
-               precision: str, profile: Profile, preprocessing: dict | None = None) -> dict:
+               precision: str, profile: Profile, preprocessing: dict | None = None, observers=None) -> dict:
     """Everything an engine depends on, and its digest (`key["id"]`): the cache file name. `preprocessing`: the
-    normalisation built into the engine (mean, std, layout)."""
+    normalisation built into the engine (mean, std, layout); `observers`: the observer output built into it."""
     if precision not in PRECISIONS:
         raise FiqaError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     fields = {"format": ENGINE_FORMAT, "onnx_sha256": onnx_sha256, "tensorrt": trt_version, "gpu": gpu_name,
               "compute_capability": f"{compute_capability[0]}.{compute_capability[1]}", "precision": precision,
               "profile": asdict(profile.validated()), "preprocessing": preprocessing or {}}
+    if observers is not None:  # only then: the engines without observers keep their names
+        fields["observers"] = observers.key()
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
     return {**fields, "id": digest}
 
@@ -120,27 +126,36 @@ def onnx_precision(proto) -> str:
     return "fp16" if meta.get("precision") == "fp16" else "fp32"
 
 
-def engine_graph(opened, precision: str = "auto") -> tuple[object, str]:
+def engine_graph(opened, precision: str = "auto", observers=None) -> tuple[object, str]:
     """The ONNX graph TensorRT builds: the model with its normalisation in front (uint8 NHWC input), in the wanted
-    precision ('auto' keeps the file's; an FP32 file is converted for 'fp16'). Returns (proto, precision)."""
+    precision ('auto' keeps the file's; an FP32 file is converted for 'fp16'), with the observer output of
+    `observers` added last (reduced in float32). Returns (proto, precision)."""
     have = onnx_precision(opened.proto)
     proto = opened.with_preprocessing()
-    if precision in ("auto", have):
-        return proto, have
-    if precision == "fp16":
+    if precision not in ("auto", have):
+        if precision != "fp16":
+            raise FiqaError(f"{opened.path.name} is an FP16 ONNX: its engine is FP16 (export an FP32 ONNX for fp32)")
         from fiqa_trt.onnx_export.fp16 import convert_to_fp16
 
         log.info("%s is FP32: converting it to FP16 for a strongly typed FP16 engine", opened.path.name)
-        return convert_to_fp16(proto), "fp16"
-    raise FiqaError(f"{opened.path.name} is an FP16 ONNX: its engine is FP16 (export an FP32 ONNX for fp32)")
+        proto, have = convert_to_fp16(proto), "fp16"
+    if observers is not None:
+        from fiqa_trt.onnx_export.observers import observed_graph
+
+        c = opened.config
+        proto = observed_graph(proto, opened.sha256, observers, {
+            "tensorrt": have, "batch_limit": opened.batch_limit, "mean": list(c.mean), "std": list(c.std),
+            "layout": c.layout})
+    return proto, have
 
 
 def build_engine(onnx_path: str | Path, profile: Profile = Profile(), cache_dir: str | Path | None = None,
                  workspace_gib: float = 4.0, force: bool = False, device_id: int = 0,
-                 precision: str = "auto", **config_overrides) -> tuple[Path, dict]:
+                 precision: str = "auto", observers=None, **config_overrides) -> tuple[Path, dict]:
     """Build (or find in the cache) the engine of an ONNX file; returns (engine path, its key).
 
     precision: 'auto' (the ONNX file's), 'fp32' or 'fp16' (an FP32 file is converted to FP16 first).
+    observers (`onnx_export.observers.Observers`): their output is built into the engine.
     config_overrides (color, mean, std): as for every runner; mean and std are built into the engine."""
     from fiqa_trt.engine.runners.onnx_model import open_onnx_model
     from fiqa_trt.files import cache_dir as user_cache
@@ -151,10 +166,10 @@ def build_engine(onnx_path: str | Path, profile: Profile = Profile(), cache_dir:
     opened = open_onnx_model(onnx_path, **config_overrides)
     profile = profile.validated(opened.batch_limit)
     gpu, cc = gpu_identity(device_id)
-    proto, precision = engine_graph(opened, precision)
+    proto, precision = engine_graph(opened, precision, observers)
     c = opened.config
     key = engine_key(opened.sha256, trt.__version__, gpu, cc, precision, profile,
-                     {"mean": list(c.mean), "std": list(c.std), "layout": c.layout})
+                     {"mean": list(c.mean), "std": list(c.std), "layout": c.layout}, observers)
     folder = Path(cache_dir) if cache_dir else Path(user_cache()) / "tensorrt"
     folder.mkdir(parents=True, exist_ok=True)
     engine_path, meta_path = folder / f"{key['id']}.engine", folder / f"{key['id']}.json"
@@ -206,7 +221,8 @@ def build_serialized(trt, proto, profile: Profile, workspace_gib: float, timing:
 
 class EngineSession:
     """The TensorRT side of the runner, on raw device addresses (no CuPy here): deserialise the engine, describe
-    its one input and one output, set a batch size, bind addresses and enqueue on a stream.
+    its one input, its embedding output and the observer output where it has one, set a batch size, bind addresses
+    and enqueue on a stream.
 
     `context` serves plain enqueues (its shape and addresses are set per call). A CUDA graph fixes the shapes and
     addresses it was captured with, so each graph gets a context of its own (`graph_context`), created with
@@ -223,11 +239,16 @@ class EngineSession:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or not outputs:
+        from fiqa_trt.onnx_export.observers import OUTPUT
+
+        embeddings = [n for n in outputs if n != OUTPUT]
+        if len(inputs) != 1 or not embeddings:
             raise FiqaError(f"{label}: an FR engine has one input and an embedding output; this one has inputs "
                             f"{inputs} and outputs {outputs}")
-        self.input, self.output = inputs[0], outputs[0]
-        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in (self.input, self.output)}
+        self.input, self.output = inputs[0], embeddings[0]
+        self.observed = OUTPUT if OUTPUT in outputs else None  # the observer output, where the engine has one
+        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n)))
+                       for n in (self.input, self.output, self.observed) if n is not None}
         self.sample_shape = tuple(self.engine.get_tensor_shape(self.input))[1:]  # (H, W, 3): uint8 images
 
     @property
@@ -248,10 +269,18 @@ class EngineSession:
             raise FiqaError(f"TensorRT refused batch size {size} (outside the engine's profile)")
         return tuple(context.get_tensor_shape(self.output))
 
-    def bind(self, input_ptr: int, output_ptr: int, context=None) -> None:
+    def observed_shape(self, context=None) -> tuple[int, ...]:
+        """The observer output's shape at the batch size set last (an engine with observers)."""
+        return tuple((context or self.context).get_tensor_shape(self.observed))
+
+    def bind(self, input_ptr: int, output_ptr: int, context=None, observed_ptr: int | None = None) -> None:
         context = context or self.context
-        if not (context.set_tensor_address(self.input, input_ptr)
-                and context.set_tensor_address(self.output, output_ptr)):
+        ok = context.set_tensor_address(self.input, input_ptr) and context.set_tensor_address(self.output, output_ptr)
+        if self.observed is not None:
+            if observed_ptr is None:
+                raise FiqaError("this engine has an observer output: give its address")
+            ok = ok and context.set_tensor_address(self.observed, observed_ptr)
+        if not ok:
             raise FiqaError("TensorRT refused a tensor address")
 
     def enqueue(self, stream_ptr: int, context=None) -> None:
@@ -266,7 +295,10 @@ class TensorRTRunner(Runner):
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, cuda_graphs: bool = False, device_id: int = 0):
+    def __init__(self, engine_path: str | Path, cuda_graphs: bool = False, device_id: int = 0, observers=None,
+                 source: dict | None = None):
+        """`observers`: those the engine was built with (its key says so); `source`: how `load_tensorrt_runner`
+        built it, for `observing`."""
         from fiqa_trt.weights.model_config import ModelConfig
 
         trt, cp = _trt(), _cupy()
@@ -277,13 +309,18 @@ class TensorRTRunner(Runner):
                             "compute_capability": f"{cc[0]}.{cc[1]}"}, str(engine_path))
         self.config = ModelConfig.from_dict(meta["config"], source="metadata")
         self.profile, self.precision = Profile(**meta["profile"]), meta["precision"]
+        self.sha256, self.observers, self._source = meta.get("onnx_sha256"), observers, source
+        if (observers.key() if observers is not None else None) != meta.get("observers"):
+            raise FiqaError(f"{engine_path} was built with observers {meta.get('observers')}, not "
+                            f"{observers.key() if observers is not None else None}")
         self.device, self.cuda_graphs, self.device_id = f"cuda:{device_id}", cuda_graphs, device_id
         self._cp = cp
         with cp.cuda.Device(device_id):
             self.session = EngineSession(trt, engine_path.read_bytes(), str(engine_path))
             self._stream = cp.cuda.Stream(non_blocking=True)
             self._scratch = cp.empty(self.session.scratch_bytes, cp.uint8) if cuda_graphs else None
-        self._buffers: dict[int, list] = {}  # bucket -> [input, output, CUDA graph or None, its context or None]
+        # bucket -> [input, output, CUDA graph or None, its context or None, observer output or None]
+        self._buffers: dict[int, list] = {}
 
     def _slot(self, size: int) -> list:
         """The buffers of a bucket (allocated once). Plain mode: the shared context is set to the bucket's shape and
@@ -298,13 +335,16 @@ class TensorRTRunner(Runner):
         if size not in self._buffers:
             x = cp.empty((size, *session.sample_shape), session.dtypes[session.input])
             y = cp.empty(out_shape, session.dtypes[session.output])
-            self._buffers[size] = [x, y, None, context]
-        x, y, _, _ = self._buffers[size]
-        session.bind(x.data.ptr, y.data.ptr, context)
+            z = (cp.empty(session.observed_shape(context), session.dtypes[session.observed])
+                 if session.observed is not None else None)
+            self._buffers[size] = [x, y, None, context, z]
+        x, y, _, _, z = self._buffers[size]
+        session.bind(x.data.ptr, y.data.ptr, context, None if z is None else z.data.ptr)
         return self._buffers[size]
 
-    def _run(self, chunk) -> object:
-        """One chunk (CuPy uint8, at most profile.max images) -> CuPy float32 (n, D), on self._stream."""
+    def _run(self, chunk) -> tuple:
+        """One chunk (CuPy uint8, at most profile.max images) -> CuPy float32 (n, D) and the observer output
+        (n, M) or None, on self._stream."""
         cp, n = self._cp, len(chunk)
         slot = self._slot(bucket(n, self.profile))
         x, y = slot[0], slot[1]
@@ -322,9 +362,13 @@ class TensorRTRunner(Runner):
             slot[2].launch(self._stream)
         else:
             slot[2].launch(self._stream)
-        return y[:n].astype(cp.float32).reshape(n, -1)  # a copy: the bucket's buffer is reused by the next call
+        z = slot[4]  # copies: the bucket's buffers are reused by the next call
+        return y[:n].astype(cp.float32).reshape(n, -1), None if z is None else z[:n].astype(cp.float32).reshape(n, -1)
 
     def _embed(self, batch):
+        return self._forward(batch).embeddings
+
+    def _forward(self, batch) -> Forward:
         cp = self._cp
         on_device = isinstance(batch, cp.ndarray)
         with cp.cuda.Device(self.device_id):
@@ -334,14 +378,40 @@ class TensorRTRunner(Runner):
                 images = batch if on_device else cp.asarray(np.ascontiguousarray(batch, np.uint8))
                 outs = [self._run(images[start : start + self.profile.max].astype(cp.uint8, copy=False))
                         for start in range(0, len(images), self.profile.max)]
-                out = cp.concatenate(outs) if outs else cp.zeros((0, self.config.embedding_size), cp.float32)
+                emb = (cp.concatenate([o[0] for o in outs]) if outs
+                       else cp.zeros((0, self.config.embedding_size), cp.float32))
+                obs = None
+                if self.observers is not None:
+                    width = len(self.observers.columns)
+                    obs = cp.concatenate([o[1] for o in outs]) if outs else cp.zeros((0, width), cp.float32)
             caller.wait_event(self._stream.record())
-            return out if on_device else cp.asnumpy(out, stream=caller)
+            if on_device:
+                return Forward(emb, obs)
+            return Forward(cp.asnumpy(emb, stream=caller), None if obs is None else cp.asnumpy(obs, stream=caller))
+
+    def _observing(self, observers) -> "TensorRTRunner":
+        if self._source is None:
+            raise FiqaError("this TensorRT runner was opened from an engine file: build it with the observers "
+                            "(load_tensorrt_runner(..., observers=...))")
+        return load_tensorrt_runner(**{**self._source, "observers": observers})
+
+    def layers(self) -> list:
+        from fiqa_trt.engine.runners.onnx_model import open_onnx_model
+
+        if self._source is None:
+            raise FiqaError("this TensorRT runner was opened from an engine file: list the ONNX model's layers")
+        overrides = {k: self._source[k] for k in ("color", "mean", "std") if k in self._source}
+        return open_onnx_model(self._source["onnx_path"], **overrides).layers()
 
 
 def load_tensorrt_runner(onnx_path: str | Path, profile: Profile = Profile(), cache_dir: str | Path | None = None,
-                         cuda_graphs: bool = False, device_id: int = 0, **build_options) -> TensorRTRunner:
-    """Build or reuse the cached engine of `onnx_path` and open a runner on it (build_options: precision,
-    workspace_gib, force)."""
-    engine_path, _ = build_engine(onnx_path, profile, cache_dir, device_id=device_id, **build_options)
-    return TensorRTRunner(engine_path, cuda_graphs=cuda_graphs, device_id=device_id)
+                         cuda_graphs: bool = False, device_id: int = 0, observers=None,
+                         **build_options) -> TensorRTRunner:
+    """Build or reuse the cached engine of `onnx_path` (with the output of `observers`, if given) and open a runner on
+    it (build_options: precision, workspace_gib, force, and the config overrides color, mean, std)."""
+    engine_path, _ = build_engine(onnx_path, profile, cache_dir, device_id=device_id, observers=observers,
+                                  **build_options)
+    source = {"onnx_path": onnx_path, "profile": profile, "cache_dir": cache_dir, "cuda_graphs": cuda_graphs,
+              "device_id": device_id, **{k: v for k, v in build_options.items() if k != "force"}}
+    return TensorRTRunner(engine_path, cuda_graphs=cuda_graphs, device_id=device_id, observers=observers,
+                          source=source)
