@@ -2,9 +2,9 @@
 
     python benchmarks/bench_gate.py [--segment 60] [--out benchmarks/results/gate_cpu_amd-epyc-2core.json]
 
-The video is the test's kind (tests/test_gate.py: make_gate_video): 320x240 MJPG at 25 fps, LFW faces pasted in, two
-faces per frame (one clean, one pixelated), 4 tracks. Shared MobileFaceNet (backend and precision `auto`), dlib HOG
-detector (upsample 1), default perturbation (K=1), batches of up to 4 frames. Two runs:
+The video is the gate tests' (benchmarks/harness/scenes.py: make_gate_video): 320x240 MJPG at 25 fps, LFW faces
+pasted in, two faces per frame (one clean, one pixelated), 4 tracks. Shared MobileFaceNet (backend and precision
+`auto`), dlib HOG detector (upsample 1), default perturbation (K=1), batches of up to 4 frames. Two runs:
 
 - `offline`: the file read as fast as the gate takes it (drop policy none): frames/s processed; latency includes the
   time a frame waits in the reader's queue (8 frames) behind the ones before it.
@@ -86,7 +86,7 @@ def main() -> None:
     from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.engine.scorer import Scorer
     from fiqa_trt.gate.streams import FrameReader
-    from tests.test_gate import THRESHOLD, make_gate_video
+    from benchmarks.harness.scenes import THRESHOLD, make_gate_video
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--segment", type=int, default=60)

@@ -2,8 +2,8 @@
 
     python benchmarks/bench_gate_rtsp.py [--seconds 20] [--out benchmarks/results/gate_rtsp_cpu_xeon-2core.json]
 
-The camera is the tests' (tests/rtsp_camera.py: GStreamer's RTSP server on 127.0.0.1 in its own process, H.264 at
-25 fps paced to a timeline, over RTP/TCP), showing two clean LFW faces side by side, 320x240. The gate reads it as
+The camera is the tests' (benchmarks/harness/rtsp_camera.py: GStreamer's RTSP server on 127.0.0.1 in its own
+process, H.264 at 25 fps paced to a timeline, over RTP/TCP), showing two clean LFW faces side by side, 320x240. The gate reads it as
 `fiqa-trt gate rtsp://...` does by default: PyAV, drop policy oldest, a queue of 8 frames (and, a second run,
 of 1 frame: `--queue-size 1`, the freshest frame only), batches of up to 4 frames, dlib's HOG detector
 (upsample 1), the shared MobileFaceNet (backend and precision `auto`), the default perturbation (K=1).
@@ -68,8 +68,8 @@ def main() -> None:
     from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.engine.scorer import Scorer
     from fiqa_trt.gate.gate import Gate
-    from tests.rtsp_harness import RtspCamera, face_clip, gst_python, write_clip
-    from tests.test_gate import THRESHOLD
+    from benchmarks.harness.camera import RtspCamera, gst_python, write_clip
+    from benchmarks.harness.scenes import THRESHOLD, face_clip
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)

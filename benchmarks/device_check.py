@@ -116,7 +116,7 @@ def _network(name: str):
     """(arch, net) with well-scaled random weights (seeded: the same on every machine with the same torch RNG)."""
     from fiqa_trt.onnx_export import export
     from fiqa_trt.weights import zoo
-    from tests.test_export import randomise
+    from benchmarks.harness.nets import randomise
 
     arch = zoo.arch(name)
     return arch, randomise(export.build_network(arch), seed=0).eval()

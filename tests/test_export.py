@@ -27,6 +27,7 @@ torch = pytest.importorskip("torch")
 from fiqa_trt.errors import FiqaError  # noqa: E402
 from fiqa_trt.onnx_export import checkpoints, export, fp16, graph  # noqa: E402
 from fiqa_trt.weights import fetch, locations, registry, zoo  # noqa: E402
+from benchmarks.harness.nets import randomise  # noqa: E402
 from tests.onnx_models import fixed_batch_embedder  # noqa: E402
 
 REDUCED = {  # stand-ins for the big variants: same key patterns, fewer blocks (full sizes: the slow tests)
@@ -42,34 +43,6 @@ REDUCED = {  # stand-ins for the big variants: same key patterns, fewer blocks (
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def randomise(net, seed: int = 0):
-    """Well-scaled random weights: activations stay finite through 200 layers, BN statistics are not trivial."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.num_batches_tracked.fill_(1000)
-                if m.affine:
-                    m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-            elif isinstance(m, torch.nn.PReLU):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.3)
-            elif isinstance(m, torch.nn.LayerNorm):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-            elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.weight[0].numel() ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.05)
-        for name, p in net.named_parameters():
-            if name in ("pos_embed", "mask_token"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    return net.eval()
 
 
 class FakeAttributeDict(dict):

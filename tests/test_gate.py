@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.harness.scenes import PIXELATE, THRESHOLD, make_gate_video, paste, pixelate
 from fiqa_trt.engine.align import Face
 from fiqa_trt.gate.gate import Gate, calibrate
 from fiqa_trt.gate.streams import CaptureSource, FolderSource, Frame, FrameReader, SourceStats
@@ -18,52 +19,6 @@ from fiqa_trt.gate.tracking import IouTracker, iou
 from fiqa_trt.errors import FiqaError
 
 cv2 = pytest.importorskip("cv2")
-
-# The test video: LFW faces (sorted shared LFW files, by index) chosen once so that the clean and degraded ones
-# are far apart for the shared MobileFaceNet (see make_gate_video); not a claim that pixelation always lowers the
-# quality this much (over 26 LFW faces the best-shot qualities of clean and 0.2-pixelated faces overlap).
-CLEAN, DEGRADED = (1000, 7000), (0, 6000)
-PIXELATE = 0.2
-THRESHOLD = 0.955
-
-
-def pixelate(crop: np.ndarray, factor: float) -> np.ndarray:
-    """Downscale (area) to `factor`, upscale back with nearest neighbour: a blocky, low-resolution face."""
-    h, w = crop.shape[:2]
-    small = cv2.resize(crop, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
-
-
-def paste(frame: np.ndarray, crop: np.ndarray, centre, scale: float = 0.9) -> np.ndarray:
-    big = cv2.copyMakeBorder(crop, 24, 24, 24, 24, cv2.BORDER_REPLICATE)
-    h, w = big.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), 0, scale)
-    m[:, 2] += np.array(centre, float) - [w / 2, h / 2]
-    return cv2.warpAffine(big, m, (frame.shape[1], frame.shape[0]), dst=frame, borderMode=cv2.BORDER_TRANSPARENT)
-
-
-def make_gate_video(path: Path, lfw_files: list[Path], segment: int = 30, gap: int = 6) -> list[dict]:
-    """A 320x240 MJPG video, 25 fps: two segments of `segment` frames, each with a clean and a pixelated face side by
-    side drifting slowly (4 tracks), separated by `gap` empty frames. Returns the expected tracks."""
-    clean = [cv2.imread(str(lfw_files[i])) for i in CLEAN]
-    bad = [pixelate(cv2.imread(str(lfw_files[i])), PIXELATE) for i in DEGRADED]
-    plan = [((clean[0], True), (bad[0], False)), ((bad[1], False), (clean[1], True))]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 240))
-    expected, start = [], 0
-    for seg in plan:
-        for t in range(segment):
-            frame = np.full((240, 320, 3), 90, np.uint8)
-            for side, (crop, _) in enumerate(seg):
-                paste(frame, crop, ((80 + 0.5 * t) if side == 0 else (240 - 0.5 * t), 120 + 0.3 * t))
-            writer.write(frame)
-        expected += [{"side": side, "first": start, "last": start + segment - 1, "clean": ok}
-                     for side, (_, ok) in enumerate(seg)]
-        for _ in range(gap):
-            writer.write(np.full((240, 320, 3), 90, np.uint8))
-        start += segment + gap
-    writer.release()
-    return expected
-
 
 # ---- tracker ----
 

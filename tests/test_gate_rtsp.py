@@ -1,7 +1,7 @@
-"""The gate against a real RTSP camera on 127.0.0.1 (tests/rtsp_camera.py: GStreamer's RTSP server in its own
-process, H.264 at 25 fps, real LFW faces), with real faults: the server killed and restarted, a server that stalls
-without closing, a resolution change, a stream that never starts, and Ctrl-C / SIGTERM while the gate waits to
-reconnect. Each test checks the gate's events and summary counts against what the camera sent (its own log of the
+"""The gate against a real RTSP camera on 127.0.0.1 (benchmarks/harness/rtsp_camera.py: GStreamer's RTSP server in
+its own process, H.264 at 25 fps, real LFW faces), with real faults: the server killed and restarted, a server that
+stalls without closing, a resolution change, a stream that never starts, and Ctrl-C / SIGTERM while the gate waits
+to reconnect. Each test checks the gate's events and summary counts against what the camera sent (its own log of the
 timeline frames it sent), and that no fault prints a traceback.
 
 Needs PyAV (`fiqa-trt[stream]`), Debian's GStreamer RTSP server for /usr/bin/python3 (.ci/run installs both), the
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.rtsp_harness import RtspCamera, face_clip, gst_python, write_clip
+from benchmarks.harness.camera import RtspCamera, gst_python, write_clip
+from benchmarks.harness.scenes import THRESHOLD, face_clip
 
 pytest.importorskip("av")
 pytest.importorskip("dlib")
@@ -28,7 +29,6 @@ cv2 = pytest.importorskip("cv2")
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 25.0
-THRESHOLD = 0.955  # raw cosine, as in tests/test_gate.py: the clean LFW faces of the clip score above it
 
 
 @pytest.fixture(scope="module")

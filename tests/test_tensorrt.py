@@ -96,7 +96,7 @@ def test_matches_onnxruntime(tmp_path_factory, fp16, graphs):
     from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.onnx_export import export
     from fiqa_trt.weights import zoo
-    from tests.test_export import randomise
+    from benchmarks.harness.nets import randomise
 
     tmp = tmp_path_factory.mktemp("trt")
     arch = zoo.arch("iresnet50").with_kwargs(name="iresnet50-reduced", layers=(1, 1, 1, 1))

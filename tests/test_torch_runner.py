@@ -13,7 +13,7 @@ from fiqa_trt.engine.runners.torch_cuda import load_torch_runner  # noqa: E402
 from fiqa_trt.errors import FiqaError  # noqa: E402
 from fiqa_trt.onnx_export import export  # noqa: E402
 from fiqa_trt.weights import zoo  # noqa: E402
-from tests.test_export import randomise  # noqa: E402
+from benchmarks.harness.nets import randomise  # noqa: E402
 
 
 @pytest.fixture(scope="module")

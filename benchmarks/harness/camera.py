@@ -1,6 +1,6 @@
-"""Test side of the RTSP camera (tests/rtsp_camera.py): finds the Python that has GStreamer's RTSP server, writes
-clips of real faces, starts, kills and restarts the camera process, and reads what it sent (its timeline indices).
-Used by tests/test_gate_rtsp.py and benchmarks/bench_gate_rtsp.py."""
+"""The client side of the RTSP test camera (rtsp_camera.py beside this file): finds the Python that has GStreamer's
+RTSP server, writes clips, starts, kills and restarts the camera process, and reads what it sent (its timeline
+indices). Used by tests/test_gate_rtsp.py and the gate's RTSP benchmarks."""
 
 from __future__ import annotations
 
@@ -53,26 +53,6 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
         for frame in frames:
             f.write(np.ascontiguousarray(frame, np.uint8).tobytes())
     return path
-
-
-def face_clip(lfw_files: list[Path], size=(320, 240), count: int = 50, faces=(1000, 7000)) -> list[np.ndarray]:
-    """`count` frames of `size` (w, h) with two clean LFW faces side by side, swaying a few pixels and back (so the
-    clip loops without a jump)."""
-    import cv2
-
-    from tests.test_gate import paste
-
-    w, h = size
-    crops = [cv2.imread(str(lfw_files[i])) for i in faces]
-    scale = 0.9 * h / 240
-    frames = []
-    for t in range(count):
-        sway = 4 * np.sin(2 * np.pi * t / count) * h / 240
-        frame = np.full((h, w, 3), 90, np.uint8)
-        for side, crop in enumerate(crops):
-            paste(frame, crop, (w * (0.25 if side == 0 else 0.75) + sway, h / 2), scale)
-        frames.append(frame)
-    return frames
 
 
 class RtspCamera:

@@ -2,7 +2,7 @@
 gir1.2-gst-rtsp-server-1.0), run as its own process by the interpreter that python3-gi serves (/usr/bin/python3).
 It imports nothing from fiqa_trt or the venv: only the standard library and GStreamer.
 
-    /usr/bin/python3 tests/rtsp_camera.py --port 8554 --clip frames.raw --epoch T0 [--fps 25]
+    /usr/bin/python3 benchmarks/harness/rtsp_camera.py --port 8554 --clip frames.raw --epoch T0 [--fps 25]
         [--switch-after K:other.raw] [--stall-after K] [--end-after K] [--never-start]
 
 The camera has a timeline: frame n is captured at wall time T0 + n / fps (`--epoch` T0, seconds since the Unix
