@@ -35,12 +35,13 @@ def score(
     precision: options.Precision = "auto",
     device: options.Device = "auto",
     align: bool = typer.Option(False, "--align", help="Photos are not aligned: detect the largest face and align "
-                               "it to the ArcFace 112x112 template first (dlib)."),
+                               "it to the ArcFace 112x112 template first (--detector)."),
     all_faces: bool = typer.Option(False, "--all-faces", help="With --align: score every face (rows path#faceN)."),
-    detector: str = typer.Option("hog", help="With --align: dlib face detector, hog (fast) or cnn (MMOD)."),
+    detector: str = typer.Option("hog", help="With --align: the face detector, mtcnn (MTCNN's ONNX "
+                                  "networks) or dlib's hog (fast) or cnn (MMOD)."),
     min_face_score: Optional[float] = typer.Option(None, "--min-face-score", help="With --align: detections "
-                                                   "scoring below this are not faces (default: 0.2 for hog, "
-                                                   "dlib's own threshold for cnn)."),
+                                                   "scoring below this are not faces (default: 0.7 for mtcnn, "
+                                                   "0.2 for hog, dlib's own threshold for cnn)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out (and in the .partial file "
                                 "a killed run left), skip their paths, and add the rest."),
     ray: bool = typer.Option(False, "--ray", help="Score with Ray Data actors; --out is then a folder of Parquet "

@@ -33,8 +33,9 @@ def serve(
     api_key_file: Optional[Path] = typer.Option(None, help="File holding the API key every route but /healthz "
                                                 "needs (X-API-Key or Authorization: Bearer)."),
     align: bool = typer.Option(False, "--align", help="Uploads are photos: detect the largest face and align it "
-                               "first (dlib); rows then carry the face box and detector score."),
-    detector: str = typer.Option("hog", help="With --align: dlib face detector, hog or cnn."),
+                               "first (--detector); rows then carry the face box and detector score."),
+    detector: str = typer.Option("hog", help="With --align: the face detector, mtcnn (MTCNN's ONNX networks) or "
+                                 "dlib's hog or cnn."),
     threads: options.Threads = None,
     backend: options.Backend = "auto",
     precision: options.Precision = "auto",

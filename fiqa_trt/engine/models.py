@@ -117,10 +117,9 @@ def open_scorer(settings: ScoringSettings, runner=None):
 
     aligner = None
     if settings.align or settings.all_faces:
-        from fiqa_trt.engine.align import FaceAligner
+        from fiqa_trt.engine.detect import make_aligner
 
-        aligner = FaceAligner(detector=settings.detector, all_faces=settings.all_faces,
-                              min_score=settings.min_face_score)
+        aligner = make_aligner(settings.detector, all_faces=settings.all_faces, min_score=settings.min_face_score)
     runner = runner if runner is not None else open_model(settings)
     recipe, source = open_recipe(settings)
     if aligner is None and settings.template is not None:

@@ -19,9 +19,10 @@ BATCH_DIM = "batch"
 METADATA_KEY = "fiqa_trt.model_config"
 
 
-def ort_session(model: "onnx.ModelProto | bytes", threads: int | None = None):
+def ort_session(model: "onnx.ModelProto | bytes", threads: int | None = None, spin: bool = True):
     """An ONNX Runtime CPU session for a graph (proto or serialised bytes): `threads` intra-op threads (default: all
-    cores), one inter-op thread, warnings off. The one place a session is set up (runners, checks, exports)."""
+    cores), one inter-op thread, warnings off; `spin=False`: the intra-op threads sleep between runs instead of
+    spinning (for many short runs beside other work). The one place a session is set up (runners, checks, exports)."""
     import os
 
     from fiqa_trt.errors import require
@@ -31,6 +32,8 @@ def ort_session(model: "onnx.ModelProto | bytes", threads: int | None = None):
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     data = model if isinstance(model, bytes) else model.SerializeToString()
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 

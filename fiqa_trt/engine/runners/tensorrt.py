@@ -192,10 +192,11 @@ def build_engine(onnx_path: str | Path, profile: Profile = Profile(), cache_dir:
     return engine_path, key
 
 
-def build_serialized(trt, proto, profile: Profile, workspace_gib: float, timing: bytes,
-                     label: str) -> tuple[bytes, bytes]:
+def build_serialized(trt, proto, profile: Profile | None, workspace_gib: float, timing: bytes,
+                     label: str, shapes: dict | None = None) -> tuple[bytes, bytes]:
     """The TensorRT builder calls: a strongly typed network parsed from the ONNX proto, one optimisation profile
-    for the batch, a workspace limit, the timing cache read and extended. Returns (engine, timing cache) bytes."""
+    (for the batch of the first input; or `shapes`: input name -> (min, opt, max) shapes), a workspace limit, the
+    timing cache read and extended. Returns (engine, timing cache) bytes."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -209,9 +210,12 @@ def build_serialized(trt, proto, profile: Profile, workspace_gib: float, timing:
     cache = config.create_timing_cache(timing)
     config.set_timing_cache(cache, ignore_mismatch=False)
     opt_profile = builder.create_optimization_profile()
-    tensor = network.get_input(0)
-    chw = tuple(tensor.shape)[1:]
-    opt_profile.set_shape(tensor.name, (profile.min, *chw), (profile.opt, *chw), (profile.max, *chw))
+    if shapes is None:
+        tensor = network.get_input(0)
+        chw = tuple(tensor.shape)[1:]
+        shapes = {tensor.name: ((profile.min, *chw), (profile.opt, *chw), (profile.max, *chw))}
+    for name, (low, opt, high) in shapes.items():
+        opt_profile.set_shape(name, tuple(low), tuple(opt), tuple(high))
     config.add_optimization_profile(opt_profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
