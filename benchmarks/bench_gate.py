@@ -80,7 +80,7 @@ class _PacedSource:
 def main() -> None:
     import cv2
 
-    from fiqa_trt.benchmark import machine
+    from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine.align import FaceAligner
     from fiqa_trt.gate.gate import Gate
     from fiqa_trt.engine.runners import load_runner
@@ -97,7 +97,7 @@ def main() -> None:
     model = str(SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx")
     runner = load_runner(model)
     scorer = Scorer(runner, batch_size=32)
-    report = {"machine": machine(), "model": Path(model).name, "backend": runner.name, "precision": runner.precision,
+    report = {**provenance(), "model": Path(model).name, "backend": runner.name, "precision": runner.precision,
               "detector": "dlib hog, upsample 1", "batch_frames": args.batch_frames, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "faces.avi"

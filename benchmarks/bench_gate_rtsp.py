@@ -63,7 +63,7 @@ def read_alone(url: str, seconds: float) -> dict:
 
 
 def main() -> None:
-    from fiqa_trt.benchmark import machine
+    from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine.align import FaceAligner
     from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.engine.scorer import Scorer
@@ -84,7 +84,7 @@ def main() -> None:
     scorer = Scorer(runner, batch_size=32)
     scorer.score_crops([np.zeros((112, 112, 3), np.uint8)] * 4)  # warm-up: pipeline and model built
     frames_of_stream = int(args.seconds * FPS)
-    report = {"machine": machine(), "load_average_before": [round(x, 2) for x in os.getloadavg()],
+    report = {**provenance(), "load_average_before": [round(x, 2) for x in os.getloadavg()],
               "model": Path(model).name, "backend": runner.name, "precision": runner.precision,
               "stream": {"size": [320, 240], "fps": FPS, "codec": "H.264 (x264 zerolatency, baseline)",
                          "transport": "RTP over RTSP/TCP", "seconds": args.seconds, "faces_per_frame": 2},

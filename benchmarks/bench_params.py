@@ -23,7 +23,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fiqa_trt.benchmark import machine  # noqa: E402
+from fiqa_trt.benchmark import provenance  # noqa: E402
 from fiqa_trt.engine import pipeline  # noqa: E402
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, KINDS, parse_spec, plan_views  # noqa: E402
 
@@ -71,7 +71,7 @@ def main() -> int:
     result = {"benchmark": "view_params", "views": args.views, "batch": args.batch, "threads": 1,
               "view_params_per_s": round(rate(DEFAULT_SPEC, args.views, args.batch, args.seconds)),
               "per_kind": {k: round(rate(k, args.views, args.batch, args.seconds)) for k in KINDS},
-              "clock": "thread CPU time", "load_average": os.getloadavg(), "machine": machine()}
+              "clock": "thread CPU time", "load_average": os.getloadavg(), **provenance()}
     line = json.dumps(result)
     print(line)
     if args.out:

@@ -17,7 +17,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 def main() -> None:
     import ray
 
-    from fiqa_trt.benchmark import machine
+    from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.scaleout import ray_score
 
@@ -42,7 +42,7 @@ def main() -> None:
                          "seconds": summary["seconds"],
                          "quality_scores_per_s": round(summary["scored"] / summary["seconds"], 1)})
             print(rows[-1], flush=True)
-    report = {"benchmark": "ray_score", "machine": machine(), "model": Path(model).name, "backend": args.backend,
+    report = {"benchmark": "ray_score", **provenance(), "model": Path(model).name, "backend": args.backend,
               "precision": args.precision, "cpus_per_worker": 1, "rows": rows,
               "speedup_2_vs_1": round(rows[1]["quality_scores_per_s"] / rows[0]["quality_scores_per_s"], 3)}
     print(json.dumps(report, indent=2))

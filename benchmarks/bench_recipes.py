@@ -16,7 +16,7 @@ from pathlib import Path
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 if __name__ == "__main__":
-    from fiqa_trt.benchmark import machine, recipe_rows
+    from fiqa_trt.benchmark import provenance, recipe_rows
     from fiqa_trt.engine.inputs import list_items
     from fiqa_trt.engine.models import default_model_path
     from fiqa_trt.engine.runners import load_runner
@@ -26,7 +26,7 @@ if __name__ == "__main__":
     ap.add_argument("--out", default="benchmarks/results/bench_recipes_cpu.json")
     args = ap.parse_args()
     items = list_items(str(SHARED / "data/lfw112"))[: args.images]
-    report = {"benchmark": "benchmarks/bench_recipes.py", "machine": machine(), "images": len(items),
+    report = {"benchmark": "benchmarks/bench_recipes.py", **provenance(), "images": len(items),
               "python": platform.python_version(), "models": {}}
     for name, model in (("faceplugin-mobilefacenet", SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"),
                         ("dlib-resnet-v1-arcface112", default_model_path())):

@@ -166,7 +166,7 @@ async def soak(url: str, port: int, pid: int, images: list[tuple[str, bytes]], s
 def main() -> None:
     import httpx
 
-    from fiqa_trt.benchmark import machine
+    from fiqa_trt.benchmark import provenance
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"))
@@ -252,7 +252,7 @@ def main() -> None:
     base_rate = (base["images_per_s"] + again["images_per_s"]) / 2
     for row in rows:
         row["vs_in_process_score"] = round(row["images_per_s"] / base_rate, 3)
-    report = {"benchmark": "bench_serve", "machine": machine(), "model": Path(args.model).name,
+    report = {"benchmark": "bench_serve", **provenance(), "model": Path(args.model).name,
               "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "http": "uvicorn (" + ("httptools" if __import__("importlib.util").util.find_spec("httptools") else "h11") + ")",
                          "clients": "aiohttp (levels) and httpx (soak) in one process on the same machine, one image "
                                     "per request"},

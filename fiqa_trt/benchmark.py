@@ -64,6 +64,33 @@ def machine() -> dict:
     return info
 
 
+def provenance(argv: list[str] | None = None) -> dict:
+    """What every results JSON records about its run (benchmarks/render.py prints it with each result): the command
+    line, the git commit of the working tree (with '+dirty' when it has uncommitted changes; None outside a git
+    checkout), the UTC date and time, and the machine."""
+    import subprocess
+    import sys
+    from datetime import datetime, timezone
+
+    argv = sys.argv if argv is None else argv
+    program = Path(argv[0]).name if argv else "python"
+    if program.endswith(".py"):
+        program = f"python {os.path.relpath(argv[0])}"
+    commit = None
+    try:
+        git = ["git", "-C", str(Path(__file__).resolve().parent)]
+        commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                check=True).stdout.strip() or None
+        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+        if commit and dirty:
+            commit += "+dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"command": " ".join([program, *argv[1:]]), "commit": commit,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine()}
+
+
 def model_flops(proto) -> float:
     """FLOPs (2 x multiply-adds) of one image through Conv, ConvTranspose-free FR graphs' Conv / Gemm / MatMul."""
     import onnx
@@ -213,7 +240,7 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
                 raise FiqaError(f"backend '{b}' is not installed; available: {', '.join(available_backends())}")
     reference = open_model(ScoringSettings(model=model, backend="onnxruntime", precision="fp32", device="cpu"))
     flops = model_flops(reference.model.proto)
-    report = {"benchmark": "fiqa-trt bench", "machine": machine(), "model": Path(model).name,
+    report = {"benchmark": "fiqa-trt bench", **provenance(), "model": Path(model).name,
               "model_sha256": reference.sha256, "model_gflops_per_image": round(flops / 1e9, 4),
               "images": len(items), "data": str(data), "device": str(target), "peak_gflops": {},
               "ranking_checks": [], "rows": []}

@@ -1,0 +1,54 @@
+"""The documentation: results pages and generated blocks in step with the results JSON, the mkdocs site building
+strictly (broken links, missing pages and anchors fail), and the README's shape that .ci/first_run and .ci/run rely
+on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RENDER = ROOT / "benchmarks" / "render.py"
+
+
+def _run(args, **kw):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_rendered_pages_match_their_json():
+    done = _run([RENDER, "--check"])
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def test_render_check_fails_when_a_number_changes(tmp_path):
+    for part in ("benchmarks/results", "docs", "fiqa_trt/weights/recipes"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    assert _run([RENDER, "--check", "--root", tmp_path]).returncode == 0
+    results = tmp_path / "benchmarks/results/ray_cpu_amd-epyc-2core.json"
+    doc = json.loads(results.read_text())
+    doc["rows"][0]["quality_scores_per_s"] += 1.0
+    results.write_text(json.dumps(doc))
+    done = _run([RENDER, "--check", "--root", tmp_path])
+    assert done.returncode == 1 and "docs/results/throughput.md" in done.stderr
+    assert _run([RENDER, "--root", tmp_path]).returncode == 0  # re-rendering brings it back in step
+    assert _run([RENDER, "--check", "--root", tmp_path]).returncode == 0
+    assert f"| {doc['rows'][0]['quality_scores_per_s']:g} |" in (tmp_path / "docs/results/throughput.md").read_text()
+
+
+def test_docs_site_builds_strictly(tmp_path):
+    pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
+    pytest.importorskip("material", reason="the docs extra is not installed: pip install -e '.[docs]'")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, NO_MKDOCS_2_WARNING="1", DISABLE_MKDOCS_2_WARNING="true"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    cli = (tmp_path / "site/reference/cli/index.html").read_text()
+    for command in ("score", "eval", "calibrate", "gate", "serve", "export", "bench", "viz"):
+        assert f"fiqa-trt {command}" in cli  # generated from the typer app
