@@ -44,6 +44,15 @@ def eval_command(
     half: Optional[str] = typer.Option(None, "--half", help="Evaluate one half of the seeded identity split: dev or "
                                        "test (pairs with both images in that half)."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the identity split."),
+    cross_quality: Optional[float] = typer.Option(None, "--cross-quality", help="Cross-quality protocol: this share "
+                                                  "of the images (e.g. 0.5, drawn per image with --seed) degraded "
+                                                  "by one realistic kind at a random strength (written under "
+                                                  "OUT/cross-quality/); verification and quality on the images as "
+                                                  "they then are."),
+    cross_quality_kinds: Optional[list[str]] = typer.Option(None, "--cross-quality-kind", help="A kind the "
+                                                            "cross-quality protocol draws from, repeatable (default: "
+                                                            "blur, motion, noise, bright, dark, jpeg, down, "
+                                                            "downjpeg)."),
     perturb: Optional[list[str]] = typer.Option(None, "--perturb", "-p", help="Perturbation spec, repeatable: "
                                                 "each is one method of the sweep (see `fiqa-trt perturbations`)."),
     all_kinds: bool = typer.Option(False, "--all-kinds", help="Sweep every registered perturbation at its "
@@ -103,7 +112,8 @@ def eval_command(
     settings = EvalSettings(images=images, scoring=scoring, pairs=pairs, protocol=protocol, generate=generate,
                             generator=generator, max_images_per_identity=max_images,
                             max_mated_per_identity=max_mated, impostors=impostors, pair_limit=pair_limit,
-                            half=half, split_seed=split_seed, norm=norm, discard=discard, bootstrap=bootstrap,
+                            half=half, split_seed=split_seed, cross_quality=cross_quality,
+                            cross_quality_kinds=tuple(cross_quality_kinds or ()), norm=norm, discard=discard, bootstrap=bootstrap,
                             bootstrap_seed=bootstrap_seed, compare=tuple(compare or ()),
                             all_kinds=all_kinds, pair_quality=pair_quality, fmrs=tuple(fmr or ()),
                             pauc_limits=tuple(pauc_limit or ()), compat=compat, external=tuple(external or ()),

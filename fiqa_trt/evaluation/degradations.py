@@ -1,14 +1,25 @@
-"""The degradation check of a quality: synthetic degradations of aligned face crops, and how often a quality ranks
-the degraded copy of a face below the face itself.
+"""Synthetic degradations of face images: the degradation check of a quality (how often it ranks a clearly degraded
+copy of a face below the face itself) and the realistic kinds at random strengths of the cross-quality protocol.
 
 A quality tool for enrolment and curation must score a clearly degraded copy of a face lower than the face: labelled
-verification pairs (LFW) hold few such images, so an EDC alone does not see whether a recipe does. Five kinds, each
-applied to a crop on the model's template (sizes scaled with the crop; the numbers are for 112 x 112):
-- `blur2`, `blur4`: Gaussian blur of sigma 2 and 4 px;
-- `down18`: the whole crop down to 18 x 18 px (area average) and back up (bilinear): the eyes about 6 px apart;
-- `noise25`: additive Gaussian noise of sigma 25 (0-255 units), clipped; keyed by the image's key and the seed;
-- `eyes`: a black band over both eyes (rows 40-67, columns 20-91 of the ArcFace template).
+verification pairs (LFW) hold few such images, so an EDC alone does not see whether a recipe does.
 
+Realistic kinds (`REALISTIC`), each a function of a strength s in [0, 1] (0 mild, 1 severe; sizes scaled with the
+image; the numbers are for 112 x 112):
+- `blur`: Gaussian (defocus) blur, sigma 0.7-4 px;
+- `motion`: linear motion blur, 3-17 px long, at a keyed angle;
+- `noise`: additive Gaussian noise, sigma 4-30 (0-255 units), clipped, keyed;
+- `bright`: over-exposure, the pixels times 1.4-3, clipped;
+- `dark`: under-exposure, 255 * gain * (x / 255) ^ gamma with gamma 1.4-3 and gain 0.9-0.3;
+- `jpeg`: JPEG compression at quality 40-5;
+- `down`: down to 56-14 px (area average) and back up (bilinear);
+- `downjpeg`: down to 56-16 px, JPEG at quality 60-15 at that size, and back up (a small face from a compressed
+  stream).
+
+Check kinds (`KINDS`, `CHECK`): fixed settings a person calls clearly worse, applied to a crop on the model's
+template: `blur2`, `blur4` (Gaussian sigma 2 and 4 px), `down18` (18 x 18 px), `noise25` (sigma 25), `eyes` (a black
+band over both eyes, rows 40-67, columns 20-91 of the ArcFace template) and `NEW_KINDS`: `bright` (x2.5,
+clipped), `dark` (gamma 2.5, gain 0.4), `motion` (11 px), `jpeg` (quality 8), `lowjpeg` (24 px at JPEG quality 20).
 `agreement(clean, degraded)` is, per kind, the fraction of faces whose quality drops. `evaluation.calibrate.search`
 takes a floor on its minimum over the kinds as a constraint of the weight fit (`fiqa-trt calibrate`,
 benchmarks/quality_select.py and quality_iso.py use the same check).
@@ -21,17 +32,95 @@ import hashlib
 import numpy as np
 
 KINDS = ("blur2", "blur4", "down18", "noise25", "eyes")
+NEW_KINDS = ("bright", "dark", "motion", "jpeg", "lowjpeg")  # check kinds at fixed realistic strengths
 FLOOR = 2 / 3  # the least agreement the shipped recipes must reach on every kind (a clear majority of faces)
 SAMPLE = 400  # dev faces the check degrades
+REALISTIC = ("blur", "motion", "noise", "bright", "dark", "jpeg", "down", "downjpeg")
+# the check kinds at fixed strengths of the realistic ones: kind -> (realistic kind, its parameters)
+CHECK = {"bright": ("bright", {"gain": 2.5}), "dark": ("dark", {"gamma": 2.5, "gain": 0.4}),
+         "motion": ("motion", {"length": 11.0}), "jpeg": ("jpeg", {"quality": 8}),
+         "lowjpeg": ("downjpeg", {"side": 24.0, "quality": 20})}
 
 
-def _noise_rng(key: str, seed: int) -> np.random.Generator:
-    digest = hashlib.blake2b(f"degrade-noise\x1f{seed}\x1f{key}".encode(), digest_size=8).digest()
+def _rng(purpose: str, key: str, seed: int) -> np.random.Generator:
+    digest = hashlib.blake2b(f"degrade-{purpose}\x1f{seed}\x1f{key}".encode(), digest_size=8).digest()
     return np.random.default_rng(int.from_bytes(digest, "little"))
 
 
+def _noise_rng(key: str, seed: int) -> np.random.Generator:
+    return _rng("noise", key, seed)
+
+
+def parameters(kind: str, strength: float) -> dict:
+    """The settings of a realistic kind at `strength` in [0, 1] (sizes and lengths for 112 x 112)."""
+    s = float(np.clip(strength, 0.0, 1.0))
+    table = {
+        "blur": {"sigma": 0.7 + 3.3 * s},
+        "motion": {"length": 3.0 + 14.0 * s},
+        "noise": {"sigma": 4.0 + 26.0 * s},
+        "bright": {"gain": 1.4 + 1.6 * s},
+        "dark": {"gamma": 1.4 + 1.6 * s, "gain": 0.9 - 0.6 * s},
+        "jpeg": {"quality": int(round(40 - 35 * s))},
+        "down": {"side": 56.0 - 42.0 * s},
+        "downjpeg": {"side": 56.0 - 40.0 * s, "quality": int(round(60 - 45 * s))},
+    }
+    if kind not in table:
+        raise ValueError(f"unknown realistic degradation '{kind}'; use one of: {', '.join(REALISTIC)}")
+    return table[kind]
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _down_up(image: np.ndarray, side: int, quality: int | None = None) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (side, max(2, int(round(side * h / w)))), interpolation=cv2.INTER_AREA)
+    if quality is not None:
+        small = _jpeg(small, quality)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def apply(image: np.ndarray, kind: str, params: dict, key: str = "", seed: int = 0) -> np.ndarray:
+    """`image` (H, W, 3) uint8 RGB degraded by the realistic `kind` with `params` (as `parameters` gives them);
+    random parts (noise, the motion's angle) keyed by (key, seed)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(h, w) / 112.0
+    if kind == "blur":
+        return cv2.GaussianBlur(image, (0, 0), params["sigma"] * scale)
+    if kind == "motion":
+        length = max(2, int(round(params["length"] * scale)))
+        angle = _rng("motion", key, seed).uniform(0.0, 180.0)
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2, :] = 1.0
+        rot = cv2.getRotationMatrix2D(((length - 1) / 2.0, (length - 1) / 2.0), angle, 1.0)
+        kernel = cv2.warpAffine(kernel, rot, (length, length), flags=cv2.INTER_LINEAR)
+        return cv2.filter2D(image, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT)
+    if kind == "noise":
+        noise = _noise_rng(key, seed).normal(0.0, params["sigma"], image.shape)
+        return np.clip(image.astype(np.float64) + noise, 0, 255).astype(np.uint8)
+    if kind == "bright":
+        return np.clip(image.astype(np.float64) * params["gain"], 0, 255).round().astype(np.uint8)
+    if kind == "dark":
+        x = image.astype(np.float64) / 255.0
+        return np.clip(255.0 * params["gain"] * x ** params["gamma"], 0, 255).round().astype(np.uint8)
+    if kind == "jpeg":
+        return _jpeg(image, params["quality"])
+    if kind in ("down", "downjpeg"):
+        side = max(2, int(round(params["side"] * scale)))
+        return _down_up(image, side, params.get("quality") if kind == "downjpeg" else None)
+    raise ValueError(f"unknown realistic degradation '{kind}'; use one of: {', '.join(REALISTIC)}")
+
+
 def degrade(crop: np.ndarray, kind: str, key: str = "", seed: int = 0) -> np.ndarray:
-    """`crop` (H, W, 3) uint8 on the model's template, degraded by `kind` (see the module docstring)."""
+    """`crop` (H, W, 3) uint8 on the model's template, degraded by the check kind `kind` (see the module docstring)."""
     import cv2
 
     h, w = crop.shape[:2]
@@ -50,7 +139,10 @@ def degrade(crop: np.ndarray, kind: str, key: str = "", seed: int = 0) -> np.nda
         out = crop.copy()
         out[int(round(40 * h / 112)):int(round(68 * h / 112)), int(round(20 * w / 112)):int(round(92 * w / 112))] = 0
         return out
-    raise ValueError(f"unknown degradation '{kind}'; use one of: {', '.join(KINDS)}")
+    if kind in CHECK:
+        realistic, params = CHECK[kind]
+        return apply(crop, realistic, params, key, seed)
+    raise ValueError(f"unknown degradation '{kind}'; use one of: {', '.join(KINDS + NEW_KINDS)}")
 
 
 def agreement(clean: np.ndarray, degraded: dict[str, np.ndarray]) -> dict[str, float]:

@@ -6,7 +6,9 @@ Pairs: a pair file (`pairs`, `protocol`), or generated from identity folders (`g
 `impostors` non-mated pairs, default 2,000,000 or all possible; `protocols.all_mated_pairs`) or `"sampled"` (at
 most `max_mated_per_identity` mated pairs per identity, as many non-mated; `protocols.generate_pairs`).
 `half="dev"|"test"` evaluates one half of the seeded identity split (`split_seed`, `test_fraction`;
-`evaluation.split`). Methods: the perturbation specs (one embedding pass), the raw-embedding norm (`norm`), other
+`evaluation.split`). `cross_quality=SHARE` evaluates the cross-quality protocol (`evaluation.crossquality`): that
+seeded share of the images degraded by realistic kinds at random strengths (written under OUT/cross-quality/),
+verification and quality both on the images as they then are. Methods: the perturbation specs (one embedding pass), the raw-embedding norm (`norm`), other
 methods' score files (`external`), the random reference. EDC (ISO/IEC 29794-1 conventions): pair quality
 `pair_quality` (min), threshold fixed at 0% discard, discard fraction over the mated comparisons (`discard`),
 pAUC raw / normalised / theoretical best at each limit, `bootstrap` resamples of the identities for 90%
@@ -43,6 +45,8 @@ class EvalSettings:
     impostors: int | None = None
     pair_limit: int | None = None
     half: str | None = None  # "dev" / "test": one half of the seeded identity split
+    cross_quality: float | None = None  # the share of images degraded (cross-quality protocol), None: none
+    cross_quality_kinds: tuple[str, ...] = ()  # the realistic kinds drawn from (default: all)
     split_seed: int = 0
     test_fraction: float = 0.5
     all_kinds: bool = False
@@ -221,6 +225,17 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
     externals = _parse_external(list(s.external), list(s.lower_is_better))
     compare = _parse_compare(s.compare)
     pair_set = build_pairs(s)
+    out = Path(out_dir)
+    cross = None
+    if s.cross_quality is not None:
+        from fiqa_trt.evaluation.crossquality import CrossQuality, materialise
+        from fiqa_trt.evaluation.degradations import REALISTIC
+
+        setting = CrossQuality(s.cross_quality, scoring.seed, tuple(s.cross_quality_kinds) or REALISTIC)
+        if say:
+            say(f"{setting.describe()}: writing the images to {out / 'cross-quality'}")
+        pair_set, counts = materialise(pair_set, setting, out / "cross-quality")
+        cross = {"share": setting.share, "seed": setting.seed, "kinds": list(setting.kinds), "degraded": counts}
     if s.compat and int((~pair_set.mated).sum()) > COMPAT_MAX_NONMATED:
         raise FiqaError(f"--compat re-derives the threshold at every discard step, over {int((~pair_set.mated).sum())} "
                         f"non-mated pairs: far too slow; use --impostors {COMPAT_MAX_NONMATED} or fewer with --compat")
@@ -231,7 +246,6 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
                                  -values if negate else values))
     specs = list(sweep.ALL_KINDS) + list(scoring.perturb) if s.all_kinds else list(scoring.perturb) or None
     runner = open_model(scoring)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipe, aligner, template_report = _recipe_and_realigner(scoring, pair_set, runner)
 
@@ -266,7 +280,7 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
         "protocol": {"pairs": s.pairs, "generate": s.generate, "generator": s.generator if s.generate else None,
                      "max_images_per_identity": s.max_images_per_identity, "impostors": s.impostors,
                      "pair_limit": s.pair_limit, "half": s.half, "split_seed": s.split_seed,
-                     "test_fraction": s.test_fraction},
+                     "test_fraction": s.test_fraction, "cross_quality": cross},
         "edc": {"pair_quality": pair_quality, "discard": s.discard, "bootstrap": s.bootstrap,
                 "bootstrap_seed": s.bootstrap_seed, "norm": s.norm},
         "recipe": recipe.to_dict() if recipe is not None else None, "template_check": template_report,
