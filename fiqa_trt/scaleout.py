@@ -74,8 +74,8 @@ def ray_score(input: str, out_dir: str, settings: ScoringSettings, *, workers: i
 
         size = open_model(settings.with_(device="cpu", backend="onnxruntime", precision="fp32")).config.input_size
         settings, template_report = check_template(settings, items, size)
-    done = sinks.done_paths(out)  # the mechanism of `score --resume`: paths already in the output
-    todo = [it for it in items if it.path not in done]
+    done = sinks.done_paths(out)  # the mechanism of `score --resume`: items already in the output
+    todo = sinks.Done(done).todo(items)
     summary = {"items": len(items), "already_done": len(items) - len(todo), "scored": 0, "failed": 0,
                "workers": workers, "seconds": 0.0, "out": str(out), "template_check": template_report}
     if not todo:

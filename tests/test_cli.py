@@ -52,11 +52,12 @@ def test_messy_folder_scores_what_it_can_and_records_the_rest(messy_folder, rand
     proc = fiqa("score", messy_folder, "--model", random_model, "--out", out)
     assert proc.returncode == 0, proc.stderr
     rows = {r["path"].split("/in/")[1]: r for r in read_csv(out)}
-    assert set(rows) == {"img0.png", "img1.png", "img2.png", "img3.png", "full.jpg", "empty.jpg", "notes.txt",
+    assert set(rows) == {"img0.png", "img1.png", "img2.png", "img3.png", "full.jpg", "empty.jpg",
                          "sub/grey.png", "sub/rgba.png", "sub/large.jpg", "sub/truncated.jpg"}
     errors = {k: r["error"] for k, r in rows.items() if r["error"]}
-    assert set(errors) == {"empty.jpg", "notes.txt", "sub/truncated.jpg"}
-    assert "empty file" in errors["empty.jpg"] and "not an image" in errors["notes.txt"]
+    assert set(errors) == {"empty.jpg", "sub/truncated.jpg"}
+    assert "empty file" in errors["empty.jpg"]
+    assert " ".join(proc.stderr.split()).count("skipped 1 file(s) that are not images (notes.txt)") == 1
     assert "corrupt or truncated" in errors["sub/truncated.jpg"]
     for k, r in rows.items():
         assert (r["quality"] == "") == (k in errors)
@@ -118,7 +119,7 @@ def test_user_mistakes_exit_2_with_a_message(face_like, random_model, tmp_path, 
 
 def test_nothing_scorable_exits_1(tmp_path, random_model):
     (tmp_path / "a.jpg").write_bytes(b"")
-    (tmp_path / "b.txt").write_text("x")
+    (tmp_path / "b.jpg").write_text("x")
     proc = fiqa("score", tmp_path, "--model", random_model, "--out", tmp_path / "o.csv")
     assert proc.returncode == 1 and "no image could be scored" in proc.stderr
     assert len(read_csv(tmp_path / "o.csv")) == 2

@@ -101,3 +101,39 @@ def test_sigkill_keeps_the_earlier_result_and_resume_completes_the_run(many, ran
     again.communicate(timeout=60)
     assert out.read_bytes() == before  # the complete earlier result is untouched
     os.remove(partial)
+
+
+def test_a_second_writer_is_refused_and_a_killed_parquet_run_keeps_its_rows(many, random_model, tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "scores.parquet"
+    partial, journal = Path(str(out) + ".partial"), Path(str(out) + ".journal")
+    slow = [*ARGS[:2], "-k", "24", *ARGS[4:]]  # long enough to be caught running
+    first = start(many, "-m", random_model, "-o", out, *slow)
+    lock = Path(str(out) + ".lock")
+    while not (lock.exists() and lock.read_text().strip()):  # taken before the model loads
+        assert first.poll() is None, first.communicate()[1]
+        time.sleep(0.02)
+    second = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(many), "-m", str(random_model),
+                             "-o", str(out), *slow], capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2, second.stderr  # refused before its model loads, in one line
+    message = " ".join(second.stderr.split())
+    assert f"is being written by another run (process {first.pid}): wait for it to end, or give another --out" \
+        in message and "Traceback" not in second.stderr
+    wait_for_rows(first, partial, grow=2000)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    from fiqa_trt.engine.sinks import read_rows
+
+    kept = {r["path"]: r for r in read_rows(journal, "jsonl")[1]}  # the footer-less file's rows, in the journal
+    assert 0 < len(kept) < 204
+    resumed = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(many), "-m", str(random_model),
+                              "-o", str(out), "--resume", *slow[:-1]], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert f"({len(kept)} already in" in " ".join(resumed.stderr.split()), resumed.stderr
+    final = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    assert sorted(final) == sorted(str(p) for p in many.iterdir())  # every image once
+    for path, row in kept.items():  # the killed run's rows carried over unchanged (float32 through JSON and back)
+        assert {k: row[k] for k in ("quality", "score", "error")} == {k: final[path][k] for k in ("quality", "score",
+                                                                                                "error")}
+    assert not partial.exists() and not journal.exists() and not Path(str(out) + ".lock").exists()

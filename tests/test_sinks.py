@@ -29,6 +29,8 @@ def test_a_run_that_does_not_finish_keeps_the_earlier_result(tmp_path, fmt):
     second = sinks.Sink(str(out), LABELS)  # a new run starts ... and is killed (never closed)
     second.write(results(["a"], 0.5))
     assert out.read_bytes() == before  # untouched until the new run completes
+    with pytest.raises(FiqaError, match="is being written by another run"):
+        sinks.Sink(str(out), LABELS)
     second.close(complete=False)  # interrupted, not resuming: the earlier file stays, the rows are beside it
     assert out.read_bytes() == before
     assert [r["path"] for r in sinks.read_rows(sinks.partial_path(out))[1]] == ["a"]
@@ -67,6 +69,7 @@ def test_resume_skips_done_paths_and_keeps_their_rows(tmp_path, fmt):
         killed.write(results(["c"], 0.7))
         killed._file.write("d,0.12" if fmt == "csv" else '{"path": "d", "qua')  # half a row
         killed._file.flush()
+        killed._lock.release()  # as the kernel does when the process dies
     resumed = sinks.Sink(str(out), LABELS, resume=True)
     expected_done = {"a", "b", "p.jpg"} | ({"c"} if fmt != "parquet" else set())
     assert resumed.done == expected_done

@@ -44,6 +44,8 @@ def score(
                                                    "0.2 for hog, dlib's own threshold for cnn)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out (and in the .partial file "
                                 "a killed run left), skip their paths, and add the rest."),
+    max_file_mb: float = typer.Option(64.0, "--max-file-mb", help="Largest input file read, in MiB (a larger "
+                                      "file is an error row; only regular files are read)."),
     ray: bool = typer.Option(False, "--ray", help="Score with Ray Data actors; --out is then a folder of Parquet "
                              "files, and a re-run skips what it holds."),
     ray_address: Optional[str] = typer.Option(None, help="With --ray: a running cluster (default: start a local "
@@ -64,20 +66,21 @@ def score(
     from fiqa_trt.cli.console import Interrupts
 
     with Interrupts() as interrupts:
-        _score(input, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts,
+        _score(input, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts, max_file_mb,
                model=model, backend=backend, precision=precision, device=device, threads=threads, color=color,
                mean=mean, std=std, perturb=tuple(perturb or ()), views=views, agg=agg, seed=seed,
                batch_size=batch_size, align=align, all_faces=all_faces, detector=detector,
                min_face_score=min_face_score, recipe=recipe, realign=realign)
 
 
-def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts, **options) -> None:
+def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts, max_file_mb,
+           **options) -> None:
     import logging
 
     from fiqa_trt.engine.inputs import list_items
     from fiqa_trt.engine.models import check_template, open_model, open_recipe, open_scorer
     from fiqa_trt.engine.settings import ScoringSettings
-    from fiqa_trt.engine.sinks import Sink, check_output, partial_path
+    from fiqa_trt.engine.sinks import Sink, check_output, lock_output, side_files
 
     settings = ScoringSettings(**options)
     if settings.min_face_score is not None and not (settings.align or settings.all_faces):
@@ -86,18 +89,21 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
     if ray:
         _score_with_ray(inputs, out, settings, workers, ray_address, cpus_per_worker, quiet)
         return
+    if not max_file_mb > 0:
+        raise FiqaError("--max-file-mb must be above 0")
     if resume and out is None:
         raise FiqaError("--resume needs --out FILE (the rows to keep and append to)")
     check_output(out)  # before the model is opened
+    lock = lock_output(out)  # one writer per output: a second run is refused here, before the model loads
     try:
-        items = list_items(inputs, exclude=[out, partial_path(out)] if out else None)
+        items = list_items(inputs, exclude=side_files(out), max_bytes=int(max_file_mb * 1024 * 1024))
         runner = open_model(settings)
         settings, template_report = check_template(settings, items, runner.config.input_size)
         scorer = open_scorer(settings, runner)
     except KeyboardInterrupt:
         raise typer.Exit(interrupts.exit_code) from None
     cfg = runner.config
-    sink = Sink(out, scorer.view_labels, resume=resume, faces=scorer.aligner is not None and settings.template is None,
+    sink = Sink(out, scorer.view_labels, resume=resume, lock=lock, faces=scorer.aligner is not None and settings.template is None,
                 metadata={
         "model": settings.model or cfg.name, "config": cfg.to_dict(), "perturb": [s.label() for s in scorer.specs],
         "views": scorer.view_labels, "view_specs": {v.label: v.spec.label() for v in scorer.views},
@@ -111,7 +117,7 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
     if scorer.recipe is not None and scorer.recipe.calibration is None:
         err.print("[yellow]warning:[/] this recipe has no 0-100 calibration for this model: the score column stays "
                   "empty (fiqa-trt calibrate fits one)")
-    todo = [it for it in items if it.path not in sink.done]
+    todo = sink.todo(items)
     already = len(items) - len(todo)
     if not quiet:
         err.print(f"[bold]{len(items)}[/] items" + (f" ({already} already in {out})" if resume else "")

@@ -4,15 +4,27 @@ INPUT is a folder (recursive, sorted, hidden files skipped; a symbolic link to a
 folder once, so a link to a parent neither repeats images nor loops), a single image, a list file (`.txt` or
 `.lst`: image paths one per line, relative to the list file's folder, `#` comments allowed), or a URI a pyarrow
 filesystem reads (names are percent-quoted in the item paths, so spaces and non-ASCII names work). Several INPUTs
-are listed one after the other. Every file a folder holds becomes an item, so that nothing the user gave is
-silently lost: a file that is not an image becomes an error row. `exclude` leaves out given files (the run's own
-output file when it lies inside its input folder).
+are listed one after the other. `exclude` leaves out given files (the run's own output files when they lie inside
+its input folder).
+
+A folder is scanned for image files: a file with an image extension (IMAGE_SUFFIXES) is an item, and so is a
+file with another extension whose first bytes are an image's; other regular files (notes, an earlier scores.csv)
+are skipped, counted, and named once in a warning. Whatever else the user gave becomes an item, so that nothing is
+silently lost: a named file that is not an image, a file that is not a regular file (a FIFO, a device: never
+opened for reading), and a folder the walk cannot list (no permission, a path over the system's length limit) are
+error rows.
+
+Reads are bounded: only regular files are read, and at most `Item.max_bytes` bytes of each (MAX_FILE_BYTES by
+default; a larger file is an error row), so a FIFO or a link to /dev/zero never hangs or fills the memory. File
+names are whatever the OS gives: a name that is not valid UTF-8 is carried as Python's surrogate escapes.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +32,11 @@ import numpy as np
 
 from fiqa_trt.errors import FiqaError
 
+log = logging.getLogger("fiqa_trt")
+MAX_FILE_BYTES = 64 * 1024 * 1024  # default read limit per file (`score --max-file-mb`)
+# Extensions a folder scan takes without looking inside (GIF included: an error row says it is not supported)
+IMAGE_SUFFIXES = frozenset((".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".jp2", ".j2k",
+                            ".jpf", ".jpx", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".gif"))
 # Formats DALI's image decoder reads (PIL format names), checked from the file header before decoding.
 DECODABLE = {"JPEG", "PNG", "BMP", "TIFF", "JPEG2000", "WEBP", "PPM"}
 LIST_SUFFIXES = (".txt", ".lst")
@@ -40,6 +57,7 @@ class Item:
     det_score: float | None = None  # aligned runs: the detector's score of this face
     box: tuple[int, int, int, int] | None = None  # aligned runs: the face's box in the photo (left, top, right, bottom)
     photo_like: bool = False  # resized, not aligned, and no face where the template puts one
+    max_bytes: int = MAX_FILE_BYTES  # a larger file is an error row, never read whole
 
 
 def _looks_like_image(head: bytes) -> bool:
@@ -64,13 +82,54 @@ def _from_uri(uri: str):
         return fs.FileSystem.from_uri(f"{scheme}://{quote(rest, safe='/:@%')}")
 
 
-def read_file(path: str) -> bytes:
-    """The bytes of a local path, or of a URI any pyarrow filesystem reads (file://, s3://, gs://, hdfs://, ...)."""
+class Unreadable(OSError):
+    """A path that is not read: not a regular file, or over the size limit (its message is the error row's)."""
+
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(path: str, mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        try:
+            os.listdir(path)
+        except OSError as exc:
+            return f"cannot list this folder: {exc.strerror or exc}"
+        return "a folder, not an image file"
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return f"not a regular file: {kind}"
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return f"file too large: {size} bytes (limit {max_bytes} bytes, --max-file-mb)"
+
+
+def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a local regular file, or of a URI any pyarrow filesystem reads (file://, s3://, gs://, ...),
+    at most `max_bytes` of them; Unreadable (never a blocking open or an unbounded read) for anything else."""
     if is_uri(path):
         filesystem, inner = _from_uri(path)
         with filesystem.open_input_stream(inner) as f:
-            return f.read()
-    return Path(path).read_bytes()
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise Unreadable(_too_large(len(data), max_bytes))
+        return data
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise Unreadable(_not_regular(path, mode))
+    # O_NONBLOCK: a file swapped for a FIFO since the stat still never blocks the open
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise Unreadable(_not_regular(path, info.st_mode))
+        if info.st_size > max_bytes:
+            raise Unreadable(_too_large(info.st_size, max_bytes))
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew while it was read
+        raise Unreadable(_too_large(len(data), max_bytes))
+    return data
 
 
 def _list_uri(source: str) -> list[Item]:
@@ -99,28 +158,64 @@ def _list_uri(source: str) -> list[Item]:
     return items
 
 
-def list_items(source: str | os.PathLike | list, exclude: list[str | os.PathLike] | None = None) -> list[Item]:
+def list_items(source: str | os.PathLike | list, exclude: list[str | os.PathLike] | None = None,
+               max_bytes: int = MAX_FILE_BYTES) -> list[Item]:
     """List the items INPUT (or several INPUTs, one after the other) names, in a stable order (`index` =
-    position), without the local files in `exclude`. FiqaError when an INPUT is unusable."""
+    position), without the local files in `exclude`; each item may be read up to `max_bytes`. Files a folder scan
+    skips are named once in a warning. FiqaError when an INPUT is unusable."""
+    if max_bytes < 1:
+        raise FiqaError("the file size limit must be at least 1 byte")
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     if not sources:
         raise FiqaError("no INPUT given")
     skip = {os.path.realpath(p) for p in exclude or [] if p is not None and not is_uri(p)}
-    items = []
+    items, skipped = [], []
     for one in sources:
-        listed = _list_uri(str(one)) if is_uri(one) else _list_local(one)
+        listed = _list_uri(str(one)) if is_uri(one) else _list_local(one, skipped, skip)
         items += [it for it in listed if is_uri(it.path) or os.path.realpath(it.path) not in skip]
+    if skipped:
+        names = ", ".join(shown(os.path.basename(p)) for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        log.warning("skipped %d file(s) that are not images (%s): a folder is scanned for image files only",
+                    len(skipped), names)
     if not items:
-        raise FiqaError(f"{', '.join(map(str, sources))} holds no files to score")
+        raise FiqaError(f"{', '.join(map(str, sources))} holds no image files to score")
     for i, item in enumerate(items):
         item.index = i
+        item.max_bytes = max_bytes
     return items
 
 
-def _walk(root: Path):
-    """os.walk following links to folders, each real folder once (a link to a parent would loop or repeat)."""
+def shown(text: str) -> str:
+    """A name as it can be printed and stored as UTF-8: bytes of a name that is not valid UTF-8 (Python's surrogate
+    escapes) become `\\xNN`; every valid name is unchanged."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _is_image_file(path: str, name: str, skipped: list[str]) -> bool:
+    """Whether a folder scan takes this file: an image extension, not a regular file (an error row follows), or
+    an image's first bytes; a regular file that is none of these is added to `skipped`."""
+    if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return True
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return True  # unreadable: its error row says why
+    if _looks_like_image(head):
+        return True
+    skipped.append(path)
+    return False
+
+
+def _walk(root: Path, failed: list[str]):
+    """os.walk following links to folders, each real folder once (a link to a parent would loop or repeat); the
+    folders it cannot list are added to `failed`."""
     seen = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True,
+                                                onerror=lambda exc: failed.append(exc.filename)):
         real = os.path.realpath(dirpath)
         if real in seen:
             dirnames[:] = []
@@ -134,16 +229,21 @@ def _walk(root: Path):
         yield dirpath, sorted(filenames)
 
 
-def _list_local(source: str | os.PathLike) -> list[Item]:
+def _list_local(source: str | os.PathLike, skipped: list[str], exclude: set[str]) -> list[Item]:
     root = Path(source)
     if root.is_dir():
-        items = []
-        for dirpath, filenames in _walk(root):
+        items, failed = [], []
+        for dirpath, filenames in _walk(root, failed):
             for name in filenames:
-                if not name.startswith("."):
-                    full = Path(dirpath) / name
-                    items.append(Item(str(full), full.relative_to(root).as_posix()))
-        if not items:
+                full = os.path.join(dirpath, name)
+                if name.startswith(".") or (exclude and os.path.realpath(full) in exclude):
+                    continue
+                if _is_image_file(full, name, skipped):
+                    items.append(Item(full, Path(full).relative_to(root).as_posix()))
+        for folder in failed:  # an error row each, after the files (the walk's order stays the listing's)
+            items.append(Item(str(folder), Path(folder).relative_to(root).as_posix() if folder != str(root)
+                              else root.name))
+        if not items and not skipped:
             raise FiqaError(f"the folder {root} holds no files")
         return items
     if not root.exists():
@@ -172,9 +272,12 @@ def _list_local(source: str | os.PathLike) -> list[Item]:
 def check_item(item: Item) -> Item:
     """Read the bytes and the header; set `error` for what cannot be decoded. Never raises for a bad file."""
     try:
-        raw = read_file(item.path)
+        raw = read_file(item.path, item.max_bytes)
     except FileNotFoundError:
         item.error = "file not found"
+        return item
+    except Unreadable as exc:
+        item.error = str(exc)
         return item
     except OSError as exc:
         item.error = f"cannot read file: {exc.strerror or exc}"

@@ -46,10 +46,16 @@ def _mix64(z: np.ndarray) -> np.ndarray:
 
 
 def image_words(seed: int, keys: Sequence[str]) -> np.ndarray:
-    """(N,) uint64: one 64-bit blake2b hash of (seed, image key) per image, the root of all its draws."""
+    """(N,) uint64: one 64-bit blake2b hash of (seed, image key) per image, the root of all its draws. A key is
+    hashed as the raw bytes of the name the OS gave (a name that is not valid UTF-8 holds surrogate escapes), so any
+    file name works and every valid UTF-8 name keeps its hash."""
     return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(f"{seed}\x1f{k}".encode(), digest_size=8).digest(), "little") for k in keys),
+        (int.from_bytes(hashlib.blake2b(_raw(f"{seed}\x1f{k}"), digest_size=8).digest(), "little") for k in keys),
         np.uint64, len(keys))
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 class Draws:
@@ -635,7 +641,7 @@ def mixup_partner(index: int, keys: Sequence[str], view: View, seed: int) -> int
 def view_rng(seed: int, key: str, index: int) -> np.random.Generator:
     """A sequential NumPy generator keyed by (seed, key, index), for callers that need a stream rather than the
     batched draws above (the evaluation's pair sampling)."""
-    digest = hashlib.blake2b(f"{seed}\x1f{key}\x1f{index}".encode(), digest_size=16).digest()
+    digest = hashlib.blake2b(_raw(f"{seed}\x1f{key}\x1f{index}"), digest_size=16).digest()
     return np.random.Generator(np.random.Philox(key=int.from_bytes(digest, "little")))
 
 
