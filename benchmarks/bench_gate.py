@@ -118,7 +118,7 @@ def main() -> None:
                 fps = float(name.split("_")[1][:-3])
                 reader = FrameReader(_PacedSource(images, fps), queue_size=8, drop="oldest")
                 try:
-                    summary = gate.process(reader, stats=reader.stats, backlog=reader.backlog)
+                    summary = gate.process(reader)
                 finally:
                     reader.close()
             summary.update(detect_align_ms_per_frame=round(1000 * det.seconds / max(det.calls, 1), 1),

@@ -3,6 +3,7 @@ gate` on a short video made of shared LFW faces pasted into larger frames, some 
 
 from __future__ import annotations
 
+import _thread
 import json
 import threading
 import time
@@ -19,6 +20,8 @@ from fiqa_trt.gate.tracking import IouTracker, iou
 from fiqa_trt.errors import FiqaError
 
 cv2 = pytest.importorskip("cv2")
+SEGMENT = 20  # frames per segment of the test video (two segments of two faces, 6 empty frames after each)
+FRAMES = 2 * (SEGMENT + 6)
 
 # ---- tracker ----
 
@@ -135,18 +138,30 @@ class _FixedScorer:
         return np.array([next(self.qualities) for _ in crops], np.float32)
 
 
-def _frames(n, interrupt_at=None):
+def _frames(n, interrupt_after=None, gate_events=None, release=None):
+    """n frames; with `interrupt_after`: once the gate has written that many face events, Ctrl-C (a
+    KeyboardInterrupt in the main thread, as the signal gives) and no further frame until `release` is set."""
     for i in range(n):
-        if i == interrupt_at:
-            raise KeyboardInterrupt
+        if i == interrupt_after:
+            while sum(e["event"] == "face" for e in gate_events) < interrupt_after:
+                time.sleep(0.01)
+            _thread.interrupt_main()
+            release.wait(30)
+            return
         yield Frame(i, np.zeros((64, 64, 3), np.uint8), time.time(), time.perf_counter(), i / 25)
 
 
 def test_ctrl_c_flushes_track_events_and_summary(tmp_path):
-    events = tmp_path / "events.jsonl"
+    events, seen, release = tmp_path / "events.jsonl", [], threading.Event()
+
+    def on_event(event):
+        seen.append(event)
+        if event["event"] == "summary":
+            release.set()
+
     gate = Gate(_FixedScorer([0.5, 0.97, 0.6, 0.7]), _OneFaceDetector(), threshold=0.9, events=events,
-                best_dir=tmp_path / "best", batch_frames=8)
-    summary = gate.process(_frames(10, interrupt_at=4))
+                best_dir=tmp_path / "best", batch_frames=8, on_event=on_event)
+    summary = gate.process(_frames(10, interrupt_after=4, gate_events=seen, release=release))
     lines = [json.loads(x) for x in events.read_text().splitlines()]
     assert [e["event"] for e in lines] == ["face"] * 4 + ["track_end", "summary"]
     assert [e["decision"] for e in lines[:4]] == ["reject", "accept", "reject", "reject"]
@@ -177,7 +192,7 @@ def test_the_shared_model_has_a_calibration(real_model):
 def gate_video(tmp_path_factory, lfw_files):
     pytest.importorskip("dlib")
     path = tmp_path_factory.mktemp("gate") / "faces.avi"
-    return path, make_gate_video(path, lfw_files)
+    return path, make_gate_video(path, lfw_files, segment=SEGMENT)
 
 
 def _match(expected: list[dict], end: dict) -> dict:
@@ -186,15 +201,25 @@ def _match(expected: list[dict], end: dict) -> dict:
     return next(e for e in expected if e["first"] <= end["best_frame"] <= e["last"] and e["side"] == side)
 
 
-def test_gate_rejects_degraded_tracks_and_accepts_clean_ones(gate_video, real_model, tmp_path):
-    from fiqa_trt.engine.runners import load_runner
-    from fiqa_trt.engine.scorer import Scorer
+@pytest.fixture(scope="module")
+def recipe_scorer(real_model):
+    """The shared model with its default recipe, as `fiqa-trt gate` opens it (the gate aligns: no template check)."""
+    from fiqa_trt.engine.models import open_scorer
+    from fiqa_trt.engine.settings import ScoringSettings
+
+    return open_scorer(ScoringSettings(model=str(real_model), backend="onnxruntime", threads=2, realign="off"))
+
+
+def test_gate_rejects_degraded_tracks_and_accepts_clean_ones(gate_video, recipe_scorer, tmp_path):
+    """The default detector (MTCNN) and the recipe's 0-100 score at the default threshold."""
+    from fiqa_trt.gate.gate import calibration_for
 
     path, expected = gate_video
-    scorer = Scorer(load_runner(str(real_model), "onnxruntime", threads=2), batch_size=32, threads=2)
     events: list[dict] = []
-    gate = Gate(scorer, threshold=THRESHOLD, events=tmp_path / "events.jsonl", on_event=events.append,
-                best_dir=tmp_path / "best", video_out=tmp_path / "annotated.avi")
+    gate = Gate(recipe_scorer, scale="calibrated", calibration=calibration_for(recipe_scorer.recipe),
+                events=tmp_path / "events.jsonl", on_event=events.append, best_dir=tmp_path / "best",
+                video_out=tmp_path / "annotated.avi")
+    assert gate.threshold == 50
     summary = gate.run(str(path))
     ends = [e for e in events if e["event"] == "track_end"]
     assert len(ends) == len(expected) == 4  # one final event per track, no fragments
@@ -202,38 +227,104 @@ def test_gate_rejects_degraded_tracks_and_accepts_clean_ones(gate_video, real_mo
     assert sorted(id(m) for m in matched) == sorted(id(e) for e in expected)
     for end, exp in zip(ends, matched):
         assert end["decision"] == ("accept" if exp["clean"] else "reject"), (end, exp)
-        assert end["faces"] >= 25 and Path(end["best_shot"]).is_file()
+        assert end["faces"] >= SEGMENT - 3 and Path(end["best_shot"]).is_file()
         faces = [e for e in events if e["event"] == "face" and e["track"] == end["track"]]
         assert len(faces) == end["faces"] and all(f["latency_ms"] >= 0 for f in faces)
-    assert summary["frames_read"] == summary["frames_processed"] == 72 and summary["frames_dropped"] == 0
+    assert summary["frames_read"] == summary["frames_processed"] == FRAMES and summary["frames_dropped"] == 0
     assert summary["accepted"] == 2 and summary["rejected"] == 2 and not summary["interrupted"]
     written = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert written == events and written[-1]["event"] == "summary"
     video = cv2.VideoCapture(str(tmp_path / "annotated.avi"))
-    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 72
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
     video.release()
 
 
 def test_gate_command(gate_video, real_model, tmp_path):
+    """Two sources in one process: the test video and a folder of frames without faces; events carry their stream,
+    0-100 scores are integers, each stream has its summary."""
     from typer.testing import CliRunner
 
+    from benchmarks.harness.scenes import texture
     from fiqa_trt.cli.app import app
 
     path, expected = gate_video
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), texture((240, 320), i))
     out = tmp_path / "events.jsonl"
-    # defaults: the shared model is calibrated, so the threshold is 50 on the 0-100 scale (raw 0.944)
-    result = CliRunner().invoke(app, ["gate", str(path), "--model", str(real_model), "--backend", "onnxruntime",
-                                      "--events", str(out), "--best-dir", str(tmp_path / "best"), "--quiet"])
+    # defaults: the shared model is calibrated, so the threshold is 50 on the 0-100 scale
+    result = CliRunner().invoke(app, ["gate", str(path), str(folder), "--model", str(real_model), "--backend",
+                                      "onnxruntime", "--events", str(out), "--best-dir", str(tmp_path / "best"),
+                                      "--quiet"])
     assert result.exit_code == 0, result.output
     events = [json.loads(x) for x in out.read_text().splitlines()]
-    assert events[-1]["scale"] == "calibrated" and events[-1]["threshold"] == 50
-    assert all(0 <= e["score"] <= 100 for e in events if e["event"] == "face")
-    assert len(list((tmp_path / "best").glob("*.png"))) == 4
+    summary = events[-1]
+    assert summary["scale"] == "calibrated" and summary["threshold"] == 50 and len(summary["streams"]) == 2
+    video, frames = summary["streams"]
+    assert (video["source"], frames["source"]) == (str(path), str(folder))
+    assert video["frames_processed"] == FRAMES and video["tracks"] == 4
+    assert frames["frames_read"] == frames["frames_processed"] == 5 and frames["faces"] == frames["tracks"] == 0
+    assert summary["frames_processed"] == FRAMES + 5 and summary["faces"] == video["faces"]
+    faces = [e for e in events if e["event"] == "face"]
+    assert faces and all(e["stream"] == 0 and isinstance(e["score"], int) and 0 <= e["score"] <= 100
+                         for e in faces)
+    assert sorted(p.name[:3] for p in (tmp_path / "best").glob("*.png")) == ["s0_"] * 4
     ends = [e for e in events if e["event"] == "track_end"]
+    assert all(isinstance(e["best_score"], int) for e in ends)
     assert sorted((_match(expected, e)["clean"], e["decision"]) for e in ends) == [
         (False, "reject"), (False, "reject"), (True, "accept"), (True, "accept")]
-    missing = CliRunner().invoke(app, ["gate", str(tmp_path / "nope.avi"), "--model", str(real_model)])
+    missing = CliRunner().invoke(app, ["gate", str(path), str(tmp_path / "nope.avi"), "--model", str(real_model)])
     assert isinstance(missing.exception, FiqaError) and "source not found" in str(missing.exception)
+
+
+def test_threshold_and_scale():
+    """Calibrated: 0-100, default 50. Raw: the recipe's own scale, default the raw quality that scores 50; without
+    a calibration a raw threshold must be given; one outside the calibration's range is warned about."""
+    scorer, detector = _FixedScorer([]), _OneFaceDetector()
+    assert Gate(scorer, detector, scale="calibrated", calibration=(-0.2, 0.1)).threshold == 50
+    raw = Gate(scorer, detector, scale="raw", calibration=(-0.2, 0.1))
+    assert raw.threshold == pytest.approx(-0.05) and raw.decide(-0.04) == "accept" and raw.decide(-0.06) == "reject"
+    assert raw.score_of(-0.04) == pytest.approx(-0.04) and raw.score_of(float("nan")) is None
+    with pytest.raises(FiqaError, match="--scale raw needs a --threshold"):
+        Gate(scorer, detector, scale="raw")
+    with pytest.raises(FiqaError, match="outside the calibrated scale"):
+        Gate(scorer, detector, scale="calibrated", calibration=(0.0, 1.0), threshold=150)
+    assert Gate(scorer, detector, scale="raw", threshold=1.3).threshold == 1.3  # a recipe's raw scale is its own
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("fiqa_trt").addHandler(handler)
+    try:
+        Gate(scorer, detector, scale="raw", calibration=(-0.2, 0.1), threshold=0.95)
+    finally:
+        logging.getLogger("fiqa_trt").removeHandler(handler)
+    assert any("rejects nearly every face" in r.getMessage() for r in records)
+    calibrated = Gate(scorer, detector, scale="calibrated", calibration=(0.0, 1.0))
+    assert calibrated.score_of(0.777) == 78 and isinstance(calibrated.score_of(0.777), int)
+
+
+def test_streams_are_gated_together_each_with_its_tracks_and_summary(tmp_path):
+    from fiqa_trt.gate.gate import public_name
+
+    events: list[dict] = []
+    gate = Gate(_FixedScorer([0.95] * 100), _OneFaceDetector(), threshold=0.9, events=None,
+                on_event=events.append, batch_frames=2)
+    summary = gate.process([list(_frames(7)), list(_frames(3))], names=["a", "b"])
+    per = {i: [e for e in events if e.get("stream") == i and e["event"] == "face"] for i in (0, 1)}
+    assert [e["frame"] for e in per[0]] == list(range(7)) and [e["frame"] for e in per[1]] == list(range(3))
+    assert {e["track"] for e in per[0]} == {e["track"] for e in per[1]} == {0}  # track ids count per stream
+    ends = [e for e in events if e["event"] == "track_end"]
+    assert sorted((e["stream"], e["faces"]) for e in ends) == [(0, 7), (1, 3)]
+    a, b = summary["streams"]
+    assert (a["source"], a["frames_processed"], a["faces"]) == ("a", 7, 7)
+    assert (b["source"], b["frames_processed"], b["tracks"]) == ("b", 3, 1)
+    assert summary["frames_processed"] == 10 and summary["tracks"] == summary["accepted"] == 2
+    assert set(summary["cpu_seconds"]) == {"read", "detect", "process"}
+    assert public_name("rtsp://admin:secret@10.0.0.7:554/live") == "rtsp://admin:***@10.0.0.7:554/live"
+    assert public_name("rtsp://10.0.0.7/live") == "rtsp://10.0.0.7/live"
 
 
 def test_score_crops_gives_the_qualities_of_score(lfw_files, real_model):

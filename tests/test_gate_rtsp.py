@@ -55,16 +55,16 @@ def scorer(real_model):
     return Scorer(load_runner(str(real_model), "onnxruntime", threads=2), batch_size=32, threads=2)
 
 
-def run_gate(url: str, scorer, tmp_path: Path, network: dict) -> tuple[list[dict], dict]:
-    """Gate a live stream as a camera gateway would: drop policy oldest (reading never waits for scoring, so every
-    frame the camera sends is read, and those scoring could not keep up with are dropped and counted), a short
-    queue (the gate ends soon after the stream)."""
+def run_gate(url: str | list[str], scorer, tmp_path: Path, network: dict, detector=None) -> tuple[list[dict], dict]:
+    """Gate live streams as a camera gateway would: drop policy oldest (reading never waits for scoring, so every
+    frame a camera sends is read, and those the gate could not keep up with are dropped and counted), a short
+    queue (the gate ends soon after the stream). Detector: dlib's HOG (upsample 0) unless given."""
     from fiqa_trt.engine.align import FaceAligner
     from fiqa_trt.gate.gate import Gate
 
     events: list[dict] = []
-    gate = Gate(scorer, FaceAligner(all_faces=True, upsample=0), threshold=THRESHOLD, events=tmp_path / "events.jsonl",
-                on_event=events.append, max_missed=2)
+    gate = Gate(scorer, detector or FaceAligner(all_faces=True, upsample=0), threshold=THRESHOLD,
+                events=tmp_path / "events.jsonl", on_event=events.append, max_missed=2)
     summary = gate.run(url, drop="oldest", queue_size=2, network=network)
     written = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert written == events
@@ -89,11 +89,12 @@ LOST_TOLERANCE = 1
 
 
 def check_counts(summary: dict, read: int, lost: int, reconnects: int, outages: int) -> None:
+    """A summary's counts (the whole run's, or one stream's) against what the camera sent."""
     assert summary["frames_read"] == read == summary["frames_processed"] + summary["frames_dropped"]
     assert summary["frames_unprocessed"] == 0
     assert summary["frames_processed"] > 0 and summary["frames_unreadable"] == 0
     assert abs(summary["frames_lost"] - lost) <= LOST_TOLERANCE and summary["reconnects"] == reconnects
-    assert summary["outages"] == outages and not summary["interrupted"]
+    assert summary["outages"] == outages and not summary.get("interrupted")
 
 
 def check_final_outage(outage: dict, last_frame: int) -> None:
@@ -166,6 +167,53 @@ def test_server_killed_and_restarted(gst, clips, scorer, tmp_path):
     ended_before = [e["track"] for e in events[:first_after] if e["event"] == "track_end"]
     assert sorted(ended_before) == sorted(t for t, f in tracks.items() if max(f) < 50)
     assert len(of(events, "track_end")) == 4
+
+
+def test_one_camera_killed_among_three_streams(gst, clips, scorer, tmp_path):
+    """Three cameras in one gate, the MTCNN detector: the first is killed mid-stream and restarted. Its outage is
+    reported on its stream only; the other two streams' counts are exact and they keep being gated while it is
+    down."""
+    from fiqa_trt.engine.detect import MtcnnAligner
+
+    detector = MtcnnAligner(all_faces=True, min_face=40, channels="bgr", backend="onnxruntime", threads=1)
+    with RtspCamera(gst, clips["small"]) as a, RtspCamera(gst, clips["small"]) as b, \
+            RtspCamera(gst, clips["large"]) as c:
+        a.start("--stall-after", "50")
+        b.start("--end-after", "200")
+        c.start("--end-after", "200")
+        down: list[float] = []
+
+        def fault():
+            a.wait_for(lambda: any(e.startswith("stalled") for e in a.events), 30)
+            time.sleep(0.3)
+            a.kill()
+            down.append(time.time())
+            time.sleep(1.0)
+            down.append(time.time())
+            a.start("--end-after", "50")
+
+        injector = threading.Thread(target=fault)
+        injector.start()
+        events, summary = run_gate([a.url, b.url, c.url], scorer, tmp_path,
+                                   {"open_timeout": 5, "read_timeout": 2, "max_reconnects": 6,
+                                    "backoff": (0.5, 1.0)}, detector)
+        injector.join()
+        before, after = a.sent(0), a.sent(1)
+        sent_b, sent_c = b.sent(0), c.sent(0)
+    assert len(before) == 50 and len(after) == 50 and len(sent_b) == len(sent_c) == 200
+    first, second, third = summary["streams"]
+    check_counts(first, read=100, lost=after[0] - before[-1] - 1, reconnects=1, outages=2)
+    for part in (second, third):
+        check_counts(part, read=200, lost=0, reconnects=0, outages=1)  # the final outage only: the camera went away
+    assert summary["frames_read"] == 500 and summary["outages"] == 4
+    outages = of(events, "outage")
+    assert sorted(e["stream"] for e in outages) == [0, 0, 1, 2]
+    mid = [e for e in outages if e["stream"] == 0 and e["next_frame"] is not None]
+    assert len(mid) == 1 and mid[0]["cause"] == "closed by the server" and mid[0]["last_frame"] == 49
+    for stream in (1, 2):  # gated while the first camera was down
+        assert any(e["stream"] == stream and down[0] <= e["time"] <= down[1] for e in of(events, "face"))
+        tracks = {e["track"] for e in of(events, "face") if e["stream"] == stream}
+        assert tracks and len([e for e in of(events, "track_end") if e["stream"] == stream]) == len(tracks)
 
 
 def test_stalled_server_read_timeout_then_reconnect(gst, clips, scorer, tmp_path):

@@ -8,10 +8,11 @@ scoring.
   file) are skipped and counted.
 - Network URLs in `CaptureSource`: a failed read is a dropped connection; the source reopens it with exponential
   backoff (0.5 s, 1 s, 2 s, ... capped at 30 s) and gives up after `max_reconnects` failed attempts in a row.
-- `FrameReader` reads the source in a thread into a bounded queue. Drop policy `oldest` (the default for cameras
-  and URLs): when the queue is full, the oldest queued frame is dropped and counted, so the consumer always gets
-  the freshest frames and reading never blocks. Policy `none` (the default for files and folders, which are not
-  live): the reader waits for room, so every frame is processed.
+- `FrameReader` opens and reads one source in a thread of its own into a bounded queue (the gate runs one per
+  stream, so a stream that is slow to open, stalls or reconnects holds up no other). Drop policy `oldest` (the
+  default for cameras and URLs): when the queue is full, the oldest queued frame is dropped and counted, so the
+  consumer always gets the freshest frames and reading never blocks. Policy `none` (the default for files and
+  folders, which are not live): the reader waits for room, so every frame is processed.
 """
 
 from __future__ import annotations
@@ -180,64 +181,134 @@ def open_source(source: str, fps: float = 25.0, **capture_options) -> FolderSour
 
 
 class FrameReader:
-    """Reads a source in a thread into a bounded queue; iterate it for the frames. See the module docstring for
-    the drop policies. `stats` counts frames read, unreadable, dropped and reconnections."""
+    """Reads a source in a thread into a bounded queue (see the module docstring for the drop policies). `source`:
+    an opened source, or a function that opens one (called in the thread, so a slow or failing open holds up no
+    other stream; a failure ends the stream with `open_error` set and its message in the stats' errors).
 
-    def __init__(self, source, queue_size: int = 8, drop: str = "oldest"):
+    Take the frames with `take(n)` (never waits: for a consumer serving several readers, woken by `wake`, an Event
+    the reader sets whenever it queues a frame or ends) or by iterating (waits). `stats` counts frames read,
+    unreadable, dropped and reconnections; `cpu_seconds()` is the CPU time of the reading thread (demuxing,
+    decoding, colour conversion)."""
+
+    def __init__(self, source, queue_size: int = 8, drop: str = "oldest", wake: threading.Event | None = None,
+                 name: str = "fiqa-gate-read"):
         if drop not in DROP_POLICIES:
             raise FiqaError(f"unknown drop policy '{drop}'; use one of: {', '.join(DROP_POLICIES)}")
         if queue_size < 1:
             raise FiqaError("the frame queue needs room for at least one frame")
-        self.source, self.drop = source, drop
-        self.stats: SourceStats = source.stats
+        self.drop, self.wake = drop, wake
+        opened = hasattr(source, "frames")
+        self.source = source if opened else None
+        self._opener = None if opened else source
+        self._stats = source.stats if opened else SourceStats()
+        self.open_error: BaseException | None = None
+        self.ended = False  # the consumer has seen the end of the stream
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._cpu: float | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True, name=name)
         self._thread.start()
 
+    @property
+    def stats(self) -> SourceStats:
+        return self.source.stats if self.source is not None else self._stats
+
     def _put(self, item) -> None:
-        if self.drop == "oldest" and item is not None:
-            with self._lock:
-                while True:
-                    try:
-                        self._queue.put_nowait(item)
-                        return
-                    except queue.Full:
+        try:
+            if self.drop == "oldest" and item is not None:
+                with self._lock:
+                    while True:
                         try:
-                            self._queue.get_nowait()
-                            self.stats.dropped += 1
-                        except queue.Empty:
-                            pass
-        while not self._stop.is_set():  # policy none, and the end-of-stream marker: wait for room
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                pass
+                            self._queue.put_nowait(item)
+                            return
+                        except queue.Full:
+                            try:
+                                self._queue.get_nowait()
+                                self.stats.dropped += 1
+                            except queue.Empty:
+                                pass
+            while not self._stop.is_set():  # policy none, and the end-of-stream marker: wait for room
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    pass
+        finally:
+            if self.wake is not None:
+                self.wake.set()
 
     def _read(self) -> None:
         try:
+            if self.source is None:
+                try:
+                    self.source = self._opener()
+                except FiqaError as exc:
+                    self.open_error = exc
+                    self._stats.errors.append(str(exc))
+                    return
             for frame in self.source.frames(self._stop):
                 self._put(frame)
         except Exception as exc:  # noqa: BLE001 - reported to the consumer as the end of the stream
             self.stats.errors.append(f"{type(exc).__name__}: {exc}")
             log.warning("reading stopped: %s", exc)
         finally:
+            self._cpu = time.thread_time()
             self._put(None)
+
+    def cpu_seconds(self) -> float:
+        if self._cpu is not None:
+            return self._cpu
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(self._thread.ident))
+        except (OSError, TypeError, AttributeError):
+            return self._cpu or 0.0
 
     def backlog(self) -> int:
         """Frames read and waiting for the consumer."""
         return self._queue.qsize()
 
+    def take(self, n: int) -> list[Frame]:
+        """Up to n queued frames, oldest first, without waiting; sets `ended` when the end of the stream is reached."""
+        frames: list[Frame] = []
+        while len(frames) < n and not self.ended:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self.ended = True
+            else:
+                frames.append(item)
+        return frames
+
     def __iter__(self) -> Iterator[Frame]:
-        while True:
+        while not self.ended:
             item = self._queue.get()
             if item is None:
+                self.ended = True
                 return
             yield item
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.source.close()
+        if self.source is not None:
+            self.source.close()
+
+
+class IterableSource:
+    """Frames from any iterable (a list, a generator), as a source a FrameReader reads (for `Gate.process`)."""
+
+    def __init__(self, frames):
+        self._frames, self.stats = frames, SourceStats()
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        for frame in self._frames:
+            if stop.is_set():
+                return
+            self.stats.read = max(self.stats.read, frame.index + 1)
+            yield frame
+
+    def close(self) -> None:
+        pass
