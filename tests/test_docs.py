@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,3 +53,22 @@ def test_docs_site_builds_strictly(tmp_path):
     cli = (tmp_path / "site/reference/cli/index.html").read_text()
     for command in ("score", "eval", "calibrate", "gate", "serve", "export", "bench", "viz"):
         assert f"fiqa-trt {command}" in cli  # generated from the typer app
+def _setup_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Set up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```[a-z]*\n(.*?)^```", section, flags=re.S | re.M)
+
+
+def test_readme_is_a_short_router_whose_set_up_commands_ci_runs():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) < 200
+    first, tests = _setup_commands()[:2]
+    assert first.count("\n") == 1 and "fiqa-trt score" in first  # one line, as .ci/first_run runs it verbatim
+    assert tests.strip() in (ROOT / ".ci/run").read_text().splitlines()  # .ci/run runs the README's test command
+
+
+def test_first_hour_transcript_still_holds():
+    """docs/first-hour.md and the README's quick starts are in step with the recorded run, their commands are
+    accepted by today's command line, and the first quick start gives the recorded scores here."""
+    done = _run([ROOT / "docs/tools/transcript.py", "check"], cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-4000:]
