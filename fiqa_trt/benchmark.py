@@ -5,8 +5,8 @@ For each configuration it measures, in the same run:
 - end to end: `Scorer.score` over the images (read, decode, perturb, embed, score), with its stage breakdown;
 - the model's FLOPs (from the ONNX graph) times forward passes/s, against the peak of a large matrix product run
   through the same backend in the same precision;
-- for each reduced precision, the Spearman correlation of its quality scores with ONNX Runtime fp32 on the same
-  images; a passing check is recorded (`engine.precision`) so that `precision="auto"` may use it.
+- for each reduced precision, the ranking check of `engine.precision` (the Spearman correlation of its quality
+  scores with ONNX Runtime fp32 on the same images), recorded when it passes so that `precision="auto"` uses it.
 Nothing here asserts a time: the numbers are reported, and ratios are taken within one run.
 
 With `device="cuda[:N]"` the same measurements run on the GPU path: TensorRT fp16 and fp32 engines, batches
@@ -27,9 +27,11 @@ from fiqa_trt.engine import precision as checks
 from fiqa_trt.engine.inputs import check_item, list_items
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC
 from fiqa_trt.engine.pipeline import PerturbPipeline
-from fiqa_trt.engine.models import model_or_default, open_model, open_scorer
+from fiqa_trt.engine.models import model_or_default
+from fiqa_trt.engine.resolve import resolve
 from fiqa_trt.engine.runners import available_backends, supported_precisions
 from fiqa_trt.engine.scorer import STAGES
+from fiqa_trt.engine.session import open_runner, open_session
 from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError
 
@@ -182,9 +184,10 @@ def _settings(model: str, views: int, batch_size: int, **runner) -> ScoringSetti
     return ScoringSettings(model=model, perturb=tuple(spec_for(views)), views=views, batch_size=batch_size, **runner)
 
 
-def _qualities(runner, items, views: int, batch_size: int) -> np.ndarray:
-    scorer = open_scorer(_settings(None, views, batch_size), runner)
-    return np.array([r.quality for r in scorer.score(items)])
+def _runner(model: str, **runtime):
+    """A runner for `model` as the resolver opens it for these runtime settings (backend, precision, device)."""
+    settings = ScoringSettings(model=model, perturb=(DEFAULT_SPEC,), **runtime)
+    return open_runner(resolve(settings), settings)
 
 
 def recipe_rows(runner, items, recipe_options: list[str | None], model: str, batch_size: int = 32,
@@ -192,16 +195,14 @@ def recipe_rows(runner, items, recipe_options: list[str | None], model: str, bat
     """End-to-end throughput of quality recipes on one runner, each measured in the same run: quality scores/s and
     forward passes per score (the original plus the recipe's views), the template check (done once per input)
     timed apart from scoring. `None` in `recipe_options` is the model's default recipe."""
-    from fiqa_trt.engine.models import check_template
-
     rows = []
     for option in recipe_options:
         settings = ScoringSettings(model=model, recipe=option, batch_size=batch_size)
         start = time.perf_counter()
-        settings, _ = check_template(settings, items, runner.config.input_size)
+        session = open_session(settings, items, runner=runner)  # the runner is open: this is the template check
         check_seconds = time.perf_counter() - start
-        scorer = open_scorer(settings, runner)
-        recipe, source, aligner = scorer.recipe, scorer.recipe_source, scorer.aligner
+        scorer = session.scorer
+        recipe, source, aligner = scorer.recipe, session.resolution.sources["recipe"], scorer.aligner
         start = time.perf_counter()
         results = list(scorer.score(items))
         elapsed = time.perf_counter() - start
@@ -238,7 +239,7 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
         for b in backends:
             if b not in available_backends():
                 raise FiqaError(f"backend '{b}' is not installed; available: {', '.join(available_backends())}")
-    reference = open_model(ScoringSettings(model=model, backend="onnxruntime", precision="fp32", device="cpu"))
+    reference = _runner(model, backend="onnxruntime", precision="fp32", device="cpu")
     flops = model_flops(reference.model.proto)
     report = {"benchmark": "fiqa-trt bench", **provenance(), "model": Path(model).name,
               "model_sha256": reference.sha256, "model_gflops_per_image": round(flops / 1e9, 4),
@@ -261,7 +262,7 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
     prepared: dict[tuple[int, int], dict] = {}
     for k in views:
         for bs in batch_sizes:
-            scorer = open_scorer(_settings(model, k, bs), reference)
+            scorer = open_session(_settings(model, k, bs), runner=reference).scorer
             decode_only = PerturbPipeline([], reference.config, batch_size=bs, num_threads=os.cpu_count(), **where)
             start = time.perf_counter()
             for i in range(0, len(checked), bs):
@@ -282,7 +283,7 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
             if prec not in runs:
                 progress(f"skip {backend} {prec}: not supported {'here' if target.is_cuda else 'on this CPU'}")
                 continue
-            runner = open_model(ScoringSettings(model=model, backend=backend, precision=prec, device=str(target)))
+            runner = _runner(model, backend=backend, precision=prec, device=str(target))
             key = f"{backend}:{runner.precision}"
             peak = measure_gpu_peak(runner.precision, target.index) if target.is_cuda else \
                 measure_peak(backend, runner.precision)
@@ -292,7 +293,7 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
                 runner.embed(tensors[0].reshape(-1, *tensors[0].shape[2:]))  # warm-up
                 latencies = [_timed(lambda t=t: runner.embed(t.reshape(-1, *t.shape[2:])), sync) for t in tensors]
                 inference = len(checked) / sum(latencies)
-                scorer = open_scorer(_settings(model, k, bs), runner)
+                scorer = open_session(_settings(model, k, bs), runner=runner).scorer
                 marks = [time.perf_counter()]
                 start = marks[0]
                 results = list(scorer.score(items, progress=lambda n: marks.append(time.perf_counter())))
@@ -323,23 +324,11 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
                 progress(f"{backend} {runner.precision} K={prep['k']} batch {bs}: {e2e:.1f} quality scores/s "
                          f"(inference alone {inference:.1f} images/s)")
             if runner.precision != "fp32":
-                report["ranking_checks"].append(_ranking_check(reference, runner, all_items, ranking_images, data))
+                report["ranking_checks"].append(checks.ranking_check(reference, runner, all_items[:ranking_images],
+                                                                     data))
                 progress(f"ranking check {key}: Spearman {report['ranking_checks'][-1]['spearman_vs_fp32']:.4f}")
     if recipes:
-        runner = open_model(ScoringSettings(model=model, device=str(target)))
+        runner = _runner(model, device=str(target))
         wanted = ["seed"] + [r for r in recipes if r != "seed"]
         report["recipe_rows"] = recipe_rows(runner, items, wanted, model, batch_sizes[0], progress)
     return report
-
-
-def _ranking_check(reference, runner, all_items, n: int, data: str) -> dict:
-    items = all_items[:n]
-    q_ref = _qualities(reference, items, 1, 32)
-    q = _qualities(runner, items, 1, 32)
-    rho = checks.spearman(q_ref, q)
-    passed = rho >= checks.RANKING_THRESHOLD
-    if passed:
-        checks.record(reference.sha256, runner.name, runner.precision, rho, len(items), str(data))
-    return {"backend": runner.name, "precision": runner.precision, "images": len(items), "spearman_vs_fp32":
-            round(rho, 5), "threshold": checks.RANKING_THRESHOLD, "passed": passed,
-            "max_abs_quality_difference": round(float(np.abs(q - q_ref).max()), 5)}

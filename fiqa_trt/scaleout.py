@@ -40,9 +40,9 @@ class _ScoreActor:
         import ray
 
         from fiqa_trt.engine import sinks
-        from fiqa_trt.engine.models import open_scorer
+        from fiqa_trt.engine.session import open_session
 
-        self.scorer = open_scorer(settings)
+        self.scorer = open_session(settings).scorer
         self.population = [Item(p, k, index=i) for i, (p, k) in enumerate(ray.get(population_ref))]
         self.columns = sinks.columns(self.scorer.view_labels, faces=self.scorer.aligner is not None)
 
@@ -69,11 +69,10 @@ def ray_score(input: str, out_dir: str, settings: ScoringSettings, *, workers: i
 
     items = list_items(input)
     template_report = None
-    if settings.template is None and not (settings.align or settings.all_faces):  # once, here: every actor the same
-        from fiqa_trt.engine.models import check_template, open_model
+    if settings.template is None and not settings.aligns:  # once, here: every actor the same
+        from fiqa_trt.engine.session import check_template
 
-        size = open_model(settings.with_(device="cpu", backend="onnxruntime", precision="fp32")).config.input_size
-        settings, template_report = check_template(settings, items, size)
+        settings, template_report = check_template(settings, items)
     done = sinks.done_paths(out)  # the mechanism of `score --resume`: items already in the output
     todo = sinks.Done(done).todo(items)
     summary = {"items": len(items), "already_done": len(items) - len(todo), "scored": 0, "failed": 0,

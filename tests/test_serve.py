@@ -281,11 +281,11 @@ def test_model_and_readiness(service, model_args):
         import hashlib
 
         assert info["sha256"] == hashlib.sha256(Path(model_args[1]).read_bytes()).hexdigest()
-    from fiqa_trt.engine.models import open_recipe
     from fiqa_trt.engine.perturbations import parse_spec
+    from fiqa_trt.engine.resolve import resolve
     from fiqa_trt.engine.settings import ScoringSettings
 
-    recipe, _ = open_recipe(ScoringSettings(model=str(model_args[1]) if model_args else None))
+    recipe = resolve(ScoringSettings(model=str(model_args[1]) if model_args else None)).recipe
     assert info["perturb"] == [parse_spec(spec).label() for spec in recipe.perturb]  # the model's default recipe
     assert info["views"] and all(v.startswith("affine") for v in info["views"])
     assert info["batching"] == {"max_batch": 16, "max_wait_ms": 30.0, "queue": 1024}

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fiqa_trt.cli.console import err, setup_logging
+from fiqa_trt.errors import FiqaError
 
 
 def bench(
@@ -38,6 +39,13 @@ def bench(
 
     setup_logging(False)
     logging.getLogger("fiqa_trt").setLevel(logging.WARNING)
+    if images < 1:
+        raise FiqaError(f"--images {images}: measure at least 1 image")
+    if ranking_images < 2:
+        raise FiqaError(f"--ranking-images {ranking_images}: the ranking check of a reduced precision needs at "
+                        "least 2 images")
+    if any(k < 1 for k in views) or any(b < 1 for b in batch_size):
+        raise FiqaError("--views and --batch-size: every value at least 1")
     from fiqa_trt.engine.models import model_or_default
 
     report = run_benchmark(model_or_default(model), data, images=images, backends=backend, precisions=precision,

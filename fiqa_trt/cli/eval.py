@@ -93,8 +93,7 @@ def eval_command(
     mean: options.Mean = None,
     std: options.Std = None,
     recipe: options.Recipe = None,
-    realign: str = typer.Option("auto", "--realign", help="Template check: auto (put off-template crops back on the "
-                                "model's template before every embedding, verification included), on, or off."),
+    realign: options.Realign = None,
     out_dir: str = typer.Option("eval-results", "--out-dir", "-o", help="Folder for results and pictures."),
     pictures: bool = typer.Option(True, "--plots/--no-plots", help="Draw the pictures (needs matplotlib)."),
     max_discard: float = typer.Option(0.5, "--plot-max-discard", help="Right end of the EDC plots."),

@@ -75,10 +75,10 @@ def gate(
     whose first connection failed: refused, or no stream within the open timeout) or no frame could be read from
     any, 2 a usage mistake, 130 Ctrl-C, 143 SIGTERM."""
     from fiqa_trt.engine.detect import DETECTORS
-    from fiqa_trt.engine.models import model_or_default, open_scorer
+    from fiqa_trt.engine.session import CROPS, open_session
     from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.errors import FiqaError
-    from fiqa_trt.gate.gate import Gate, calibration_for
+    from fiqa_trt.gate.gate import Gate
     from fiqa_trt.gate.network import StreamUnavailable
     from fiqa_trt.gate.streams import kind_of
 
@@ -89,14 +89,14 @@ def gate(
         raise FiqaError(f"unknown face detector '{detector}'; use one of: {', '.join(DETECTORS)}")
     if scale not in ("auto", "raw", "calibrated"):
         raise FiqaError(f"unknown score scale '{scale}'; use auto, raw or calibrated")
-    model = model_or_default(model)
-    # faces are aligned to the model's template by the detector here: no template check
-    scorer = open_scorer(ScoringSettings(model=model, backend=backend, precision=precision, device=device,
-                                         threads=threads, perturb=tuple(perturb or ()), views=views, agg=agg,
-                                         recipe=recipe, realign="off"))
-    calibration = calibration_for(scorer.recipe)
+    settings = ScoringSettings(model=model, backend=backend, precision=precision, device=device, threads=threads,
+                               perturb=tuple(perturb or ()), views=views, agg=agg, recipe=recipe).check()
+    # the detector's faces are crops scored frame by frame: the resolver decides their realignment
+    session = open_session(settings, inputs=CROPS)
+    scorer = session.scorer
+    calibration = session.resolution.calibration
     if not quiet and scorer.recipe is not None:
-        err.print(f"{escape(scorer.recipe.describe())} ({escape(scorer.recipe_source)})")
+        err.print(escape(session.describe_recipe()))
     if scale == "auto":
         scale = "calibrated" if calibration is not None else "raw"
     aligner = _detector(detector, scorer, min_face, upsample, backend)

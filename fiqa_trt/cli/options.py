@@ -15,9 +15,25 @@ Device = Annotated[str, typer.Option(
     "--device", help="cpu, cuda, cuda:N, or auto (the GPU path when CUDA, DALI and a GPU runner are all here).")]
 Threads = Annotated[Optional[int], typer.Option(
     "--threads", help="CPU threads for decoding and inference (default: all).")]
+
+
+def channels(text: str) -> tuple[float, ...]:
+    """One number, or three comma-separated (one per channel, in the model's colour order)."""
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give one number or three, comma-separated (e.g. 103.939,116.779,"
+                                 "123.68)") from None
+    return values[0] if len(values) == 1 else values
+
+
 Color = Annotated[Optional[str], typer.Option("--color", help="Override the model's colour order: RGB or BGR.")]
-Mean = Annotated[Optional[float], typer.Option("--mean", help="Override the model's input mean (0-255 units).")]
-Std = Annotated[Optional[float], typer.Option("--std", help="Override the model's input std (0-255 units).")]
+Mean = Annotated[Optional[str], typer.Option(
+    "--mean", parser=channels, metavar="V[,V,V]", help="Override the model's input mean (0-255 units): one value, "
+    "or one per channel in the model's colour order.")]
+Std = Annotated[Optional[str], typer.Option(
+    "--std", parser=channels, metavar="V[,V,V]", help="Override the model's input std (0-255 units): one value, or "
+    "one per channel.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on what is happening.")]
 Recipe = Annotated[Optional[str], typer.Option(

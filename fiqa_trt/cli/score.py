@@ -50,8 +50,10 @@ def score(
                              "files, and a re-run skips what it holds."),
     ray_address: Optional[str] = typer.Option(None, help="With --ray: a running cluster (default: start a local "
                                               "Ray instance)."),
-    workers: int = typer.Option(2, help="With --ray: scorer actors (model loaded once each)."),
-    cpus_per_worker: int = typer.Option(1, help="With --ray: CPUs reserved per actor (its decode/inference threads)."),
+    workers: Optional[int] = typer.Option(None, help="With --ray: scorer actors (model loaded once each) "
+                                          "[default: 2]."),
+    cpus_per_worker: Optional[int] = typer.Option(None, help="With --ray: CPUs reserved per actor (its "
+                                                  "decode/inference threads) [default: 1]."),
     color: options.Color = None,
     mean: options.Mean = None,
     std: options.Std = None,
@@ -67,6 +69,7 @@ def score(
 
     with Interrupts() as interrupts:
         _score(input, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts, max_file_mb,
+               verbose,
                model=model, backend=backend, precision=precision, device=device, threads=threads, color=color,
                mean=mean, std=std, perturb=tuple(perturb or ()), views=views, agg=agg, seed=seed,
                batch_size=batch_size, align=align, all_faces=all_faces, detector=detector,
@@ -74,19 +77,25 @@ def score(
 
 
 def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts, max_file_mb,
+               verbose,
            **options) -> None:
     import logging
 
     from fiqa_trt.engine.inputs import list_items
-    from fiqa_trt.engine.models import check_template, open_model, open_recipe, open_scorer
+    from fiqa_trt.engine.resolve import resolve
+    from fiqa_trt.engine.session import open_session
     from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.engine.sinks import Sink, check_output, lock_output, side_files
 
-    settings = ScoringSettings(**options)
-    if settings.min_face_score is not None and not (settings.align or settings.all_faces):
-        raise FiqaError("--min-face-score applies to detected faces: add --align or --all-faces")
-    open_recipe(settings)  # a mistake in --recipe / --perturb / --agg is reported before anything is loaded
+    settings = ScoringSettings(**options).check()
+    given = [o for o, v in (("--workers", workers), ("--cpus-per-worker", cpus_per_worker),
+                            ("--ray-address", ray_address)) if v is not None]
+    if given and not ray:
+        raise FiqaError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} up Ray actors: add --ray")
+    workers, cpus_per_worker = workers if workers is not None else 2, cpus_per_worker if cpus_per_worker is not None else 1
     if ray:
+        resolve(settings.with_(device="cpu"))  # a mistake in --recipe / --perturb / --agg: before Ray starts (the
+        # actors resolve their own device)
         _score_with_ray(inputs, out, settings, workers, ray_address, cpus_per_worker, quiet)
         return
     if not max_file_mb > 0:
@@ -96,24 +105,28 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
     check_output(out)  # before the model is opened
     lock = lock_output(out)  # one writer per output: a second run is refused here, before the model loads
     try:
+        resolution = resolve(settings)  # a mistake in --recipe / --perturb / --agg: before anything is loaded
         items = list_items(inputs, exclude=side_files(out), max_bytes=int(max_file_mb * 1024 * 1024))
-        runner = open_model(settings)
-        settings, template_report = check_template(settings, items, runner.config.input_size)
-        scorer = open_scorer(settings, runner)
+        session = open_session(settings, items, resolution=resolution)
     except KeyboardInterrupt:
         raise typer.Exit(interrupts.exit_code) from None
+    settings, scorer, runner = session.settings, session.scorer, session.runner
+    template_report = session.template_report
     cfg = runner.config
     sink = Sink(out, scorer.view_labels, resume=resume, lock=lock, faces=scorer.aligner is not None and settings.template is None,
                 metadata={
         "model": settings.model or cfg.name, "config": cfg.to_dict(), "perturb": [s.label() for s in scorer.specs],
         "views": scorer.view_labels, "view_specs": {v.label: v.spec.label() for v in scorer.views},
         "agg": scorer.agg, "seed": settings.seed, "batch_size": settings.batch_size,
-        "recipe": scorer.recipe.to_dict() if scorer.recipe else None, "template": settings.template})
+        "recipe": scorer.recipe.to_dict() if scorer.recipe else None, "template": settings.template,
+        "resolution": session.resolution.to_dict()})
+    if verbose:
+        for line in session.resolution.lines():
+            err.print(escape(line))
     if not quiet or settings.template is not None:
         err.print(escape(template_report))
     if not quiet:
-        err.print(escape(f"{scorer.recipe.describe()} ({scorer.recipe_source})" if scorer.recipe is not None
-                         else f"no recipe: {scorer.recipe_source}"))
+        err.print(escape(session.describe_recipe()))
     if scorer.recipe is not None and scorer.recipe.calibration is None:
         err.print("[yellow]warning:[/] this recipe has no 0-100 calibration for this model: the score column stays "
                   "empty (fiqa-trt calibrate fits one)")

@@ -50,13 +50,17 @@ def serve(
         from fiqa_trt.serve.server import is_local, run
     except ImportError as exc:
         raise MissingDependency(exc.name or "fastapi", "serve") from None
-    from fiqa_trt.engine.models import model_or_default, open_scorer
     from fiqa_trt.engine.perturbations import parse_spec
+    from fiqa_trt.engine.session import CROPS, open_session
     from fiqa_trt.engine.settings import ScoringSettings
 
+    if not 1 <= port <= 65535:
+        raise FiqaError(f"--port {port}: give a TCP port from 1 to 65535")
     if max_batch < 1 or queue < max_batch or max_images < 1 or max_wait_ms < 0 or timeout <= 0:
         raise FiqaError("need --max-batch >= 1, --queue >= --max-batch, --max-images >= 1, --max-wait-ms >= 0 "
                         "and --timeout > 0")
+    if not max_upload_mb > 0 or not max_pixels > 0:
+        raise FiqaError(f"--max-upload-mb {max_upload_mb:g} and --max-pixels {max_pixels}: give positive limits")
     if any(parse_spec(spec).kind.name == "mixup" for spec in perturb or ()):
         raise FiqaError("mixup draws its partner from a list of input files; serve scores uploads without it")
     key = _read_key(api_key_file) if api_key_file else None
@@ -66,16 +70,18 @@ def serve(
     # the DALI pipeline's batch is the largest batch the batcher forms
     settings = ScoringSettings(model=model, backend=backend, precision=precision, device=device, threads=threads,
                                perturb=tuple(perturb or ()), views=views, agg=agg, seed=seed, batch_size=max_batch,
-                               align=align, detector=detector, recipe=recipe, realign="off")
-    # uploads come one request at a time: no sample for a template check, they are scored as sent (as
-    # `fiqa-trt score --realign off` scores files)
-    scorer = open_scorer(settings)
-    runner = scorer.runner
+                               align=align, detector=detector, recipe=recipe)
+    session = open_session(settings, inputs=CROPS)  # uploads are crops scored one request at a time
+    scorer, runner = session.scorer, session.runner
+    if verbose:
+        for line in session.resolution.lines():
+            err.print(line)
     limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_images=max_images,
                     max_pixels=max_pixels, timeout_s=timeout)
     service = QualityService(scorer, Settings(max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
                                               limits=limits, api_key=key,
-                                              model_info={"model": Path(model_or_default(model)).name}))
+                                              model_info={"model": Path(session.resolution.model).name,
+                                                          "resolution": session.resolution.to_dict()}))
     cfg = runner.config
     err.print(f"serving model [bold]{cfg.name}[/] on {runner.name} {runner.precision} ({scorer.device}), "
               f"{len(scorer.views)} view(s), batches of up to {max_batch} within {max_wait_ms:g} ms, on "

@@ -1,34 +1,18 @@
-"""Which reduced precisions keep a model's quality ranking: the records that `precision="auto"` consults.
+"""The ranking check of a reduced precision: does it keep a model's quality ranking against fp32?
 
-A reduced precision (bf16, fp16) is used automatically only for a (model sha256, backend, precision) whose quality
-scores were measured against fp32 with a Spearman rank correlation >= RANKING_THRESHOLD. Records come from the
-model registry (measured in this repository, see benchmarks/results/) and from `fiqa-trt bench` runs on the user's
-machine, stored in the user cache directory.
+`ranking_check` scores the same images with the model in fp32 and in the reduced precision (the seed's stability
+score, through `engine.session`), takes Spearman's rank correlation, and records a pass (`weights.precision_checks`),
+after which `precision="auto"` runs that precision for that model file and backend (the resolver, `engine.resolve`,
+and `load_runner` choose from the records). `fiqa-trt bench` runs it for every reduced precision it measures.
 """
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
 import numpy as np
 
-from fiqa_trt.files import cache_dir
+from fiqa_trt.weights.precision_checks import RANKING_THRESHOLD, choose, record, validated
 
-RANKING_THRESHOLD = 0.995
-
-
-
-def _records_file() -> Path:
-    return cache_dir() / "precision_checks.json"
-
-
-def _load() -> dict:
-    try:
-        return json.loads(_records_file().read_text())
-    except (OSError, ValueError):
-        return {}
+__all__ = ["RANKING_THRESHOLD", "choose", "ranking_check", "record", "spearman", "validated"]
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -49,22 +33,27 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
 
 
-def record(sha256: str, backend: str, precision: str, rho: float, images: int, data: str) -> None:
-    records = _load()
-    records[f"{sha256}:{backend}:{precision}"] = {
-        "spearman_vs_fp32": rho, "images": images, "data": data, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path = _records_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
-    tmp.replace(path)
+def ranking_check(reference, runner, items: list, data: str, batch_size: int = 32) -> dict:
+    """The quality ranking of `runner` (a reduced precision) against `reference` (the same model in fp32) on
+    `items`, scored with the seed's stability score: Spearman's rho, recorded when it passes (then `choose` takes
+    that precision for "auto")."""
+    from fiqa_trt.engine.perturbations import DEFAULT_SPEC
+    from fiqa_trt.engine.session import open_session
+    from fiqa_trt.engine.settings import ScoringSettings
+    from fiqa_trt.errors import FiqaError
 
+    if len(items) < 2:
+        raise FiqaError(f"the ranking check needs at least 2 images, got {len(items)} (--ranking-images)")
+    settings = ScoringSettings(model=str(reference.model.path), perturb=(DEFAULT_SPEC,), batch_size=batch_size)
 
-def validated(sha256: str, backend: str, precision: str) -> float | None:
-    """The recorded Spearman if it keeps the ranking (>= RANKING_THRESHOLD), else None."""
-    from fiqa_trt.weights import registry
+    def qualities(on) -> np.ndarray:
+        return np.array([r.quality for r in open_session(settings, runner=on).scorer.score(items)])
 
-    rho = _load().get(f"{sha256}:{backend}:{precision}", {}).get("spearman_vs_fp32")
-    if rho is None and (record := registry.lookup(sha256)) is not None:
-        rho = record.precision_checks.get(f"{backend}:{precision}")
-    return rho if rho is not None and rho >= RANKING_THRESHOLD else None
+    q_ref, q = qualities(reference), qualities(runner)
+    rho = spearman(q_ref, q)
+    passed = bool(rho >= RANKING_THRESHOLD)
+    if passed:
+        record(reference.sha256, runner.name, runner.precision, rho, len(items), str(data))
+    return {"backend": runner.name, "precision": runner.precision, "images": len(items), "spearman_vs_fp32":
+            round(rho, 5), "threshold": RANKING_THRESHOLD, "passed": passed,
+            "max_abs_quality_difference": round(float(np.nanmax(np.abs(q - q_ref))), 5)}

@@ -171,33 +171,27 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
 
 
-def _recipe_and_realigner(scoring: ScoringSettings, pair_set, runner):
-    """The quality recipe evaluated with the specs (--recipe, or the model's own) and the template realigner that
-    every embedding of the run goes through, verification included (`scoring.realign`, default off here; the CLI's
-    default is auto)."""
+def _session(scoring: ScoringSettings, pair_set):
+    """The session of the run (`engine.session.open_session`): the quality recipe evaluated with the specs
+    (--recipe, or the model's own), the runner, and the template realigner every embedding of the run goes through,
+    verification included (`scoring.realign`, default: the recipe's setting, as for `score`)."""
     from fiqa_trt.engine.inputs import Item
-    from fiqa_trt.engine.models import model_or_default
-    from fiqa_trt.engine.recipes import resolve
-    from fiqa_trt.engine.template import realigner_for
+    from fiqa_trt.engine.session import open_session
 
-    recipe, source = resolve(scoring.recipe, model_or_default(scoring.model))
-    if scoring.recipe is None and source.startswith("no recipe"):
-        recipe = None  # the fallback is the seed's view again: nothing to add to the specs' methods
     items = [Item(str(pair_set.root / k), k) for k in pair_set.keys]
-    aligner, report = realigner_for(items, runner.config.input_size, scoring.realign or "off", scoring.seed,
-                                    each=recipe is not None and recipe.realign_each)
-    return recipe, aligner, report
+    # --views and --agg shape the specs' methods; the recipe's method has its own views
+    return open_session(scoring.with_(perturb=(), views=1, agg="mean"), items)
 
 
 def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], None] | None = None,
              progress: Callable[[int, int], None] | None = None) -> dict:
     """The whole `fiqa-trt eval` run: pairs, one embedding pass, EDC of every method, files. Returns the report."""
-    from fiqa_trt.engine.models import open_model
     from fiqa_trt.evaluation import external as ext
     from fiqa_trt.evaluation import report as rep, sweep
     from fiqa_trt.evaluation.edc import DISCARD_POOLS, PAIR_RULES
 
     s, scoring = settings, settings.scoring
+    scoring.check()
     pairs, generate, pair_quality = s.pairs, s.generate, s.pair_quality
     if pairs and generate:
         raise FiqaError("pass either --pairs FILE or --generate, not both")
@@ -245,9 +239,12 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
         scores.append(rep.Method(name, "external", f"{path}" + (" (negated: lower is better)" if negate else ""),
                                  -values if negate else values))
     specs = list(sweep.ALL_KINDS) + list(scoring.perturb) if s.all_kinds else list(scoring.perturb) or None
-    runner = open_model(scoring)
+    session = _session(scoring, pair_set)
+    runner, aligner, template_report = session.runner, session.scorer.aligner, session.template_report
+    recipe = session.recipe
+    if scoring.recipe is None and session.resolution.sources["recipe"].startswith("no recipe"):
+        recipe = None  # the fallback is the seed's view again: nothing to add to the specs' methods
     out.mkdir(parents=True, exist_ok=True)
-    recipe, aligner, template_report = _recipe_and_realigner(scoring, pair_set, runner)
 
     _check_compare(compare, specs, recipe, s.norm, [m.name for m in scores])
     plots_on = s.plots

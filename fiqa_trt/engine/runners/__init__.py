@@ -1,7 +1,7 @@
 """FR model runners behind one interface: `embed(batch) -> (N, D)`. Backends are imported lazily by `load_runner`.
 
 On the CPU, `backend="auto"` takes the fastest backend installed (OpenVINO, else ONNX Runtime) and
-`precision="auto"` takes a reduced precision only where the CPU runs it natively and `engine.precision` holds a
+`precision="auto"` takes a reduced precision only where the CPU runs it natively and `weights.precision_checks` holds a
 ranking check that passed. On a CUDA device an ONNX model runs on TensorRT and a checkpoint on PyTorch, and
 `precision="auto"` means FP16 (TensorRT engines are strongly typed: an FP32 ONNX is converted to FP16 first).
 A PyTorch checkpoint on the CPU runs on PyTorch in FP32.
@@ -36,8 +36,8 @@ def supported_precisions(backend: str) -> list[str]:
 def load_runner(model: str, backend: str = "auto", precision: str = "auto", threads: int | None = None,
                 device="cpu", **config_overrides) -> Runner:
     """Open `model` with a backend and precision on `device` ('cpu', 'cuda[:N]', 'auto' or an engine.device.Device);
-    `config_overrides` (color, mean, std) replace the model's config."""
-    from fiqa_trt.engine import precision as checks
+    `config_overrides` (color, mean, std, input_size) replace the model's config."""
+    from fiqa_trt.weights import precision_checks as checks
     from fiqa_trt.engine.device import Device, resolve_device
     from fiqa_trt.files import is_checkpoint
     from fiqa_trt.engine.runners.onnx_model import open_onnx_model
@@ -58,19 +58,8 @@ def load_runner(model: str, backend: str = "auto", precision: str = "auto", thre
     if backend not in available_backends():
         raise FiqaError(f"backend '{backend}' is not installed: pip install 'fiqa-trt[{backend}]'")
     opened = open_onnx_model(model, **config_overrides)
-    if precision == "auto":
-        precision = "fp32"
-        for reduced in [p for p in supported_precisions(backend) if p != "fp32"]:
-            if (rho := checks.validated(opened.sha256, backend, reduced)) is not None:
-                precision = reduced
-                log.debug("%s %s: ranking check passed (Spearman %.4f vs fp32)", backend, reduced, rho)
-                break
-        else:
-            if len(supported_precisions(backend)) > 1:
-                log.debug("using fp32: no ranking check recorded for a reduced precision of this model "
-                         "(`fiqa-trt bench --model ...` measures one)")
-    elif precision not in supported_precisions(backend):
-        raise FiqaError(f"{backend} on this CPU runs {', '.join(supported_precisions(backend))}, not {precision}")
+    precision, why = checks.choose(opened.sha256, backend, supported_precisions(backend), precision)
+    log.debug("%s %s: %s", backend, precision, why)
     if backend == "openvino":
         from fiqa_trt.engine.runners.openvino import OpenVinoRunner
 

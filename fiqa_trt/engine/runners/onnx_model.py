@@ -61,7 +61,8 @@ class OnnxModel:
 
 
 def open_onnx_model(path: str | os.PathLike, **overrides) -> OnnxModel:
-    """Load and validate an ONNX FR model; `overrides` (color, mean, std) replace its config. FiqaError if unusable."""
+    """Load and validate an ONNX FR model; `overrides` (color, mean, std, input_size) replace its config. FiqaError
+    if unusable."""
     from fiqa_trt.weights import registry
 
     path = Path(path)
@@ -76,9 +77,11 @@ def open_onnx_model(path: str | os.PathLike, **overrides) -> OnnxModel:
     elif (known := registry.config_for(digest)) is not None:
         config = known
     else:
-        if not fixed_hw:
-            raise FiqaError(f"{path}: the input size is not fixed in the graph ({hw}) and the model has no metadata")
-        config = ModelConfig(input_size=tuple(hw), embedding_size=embedding, layout=layout, name=path.stem)
+        if not fixed_hw and overrides.get("input_size") is None:
+            raise FiqaError(f"{path}: the input size is not fixed in the graph ({hw}) and the model has no metadata: "
+                            "give --input-size HEIGHTxWIDTH")
+        config = ModelConfig(input_size=tuple(hw) if fixed_hw else tuple(overrides["input_size"]),
+                             embedding_size=embedding, layout=layout, name=path.stem)
         if not any(v is not None for v in overrides.values()):
             log.warning("%s carries no preprocessing metadata and is not a known model: assuming the ArcFace "
                         "convention (RGB, (x - 127.5) / 127.5). Pass --color/--mean/--std if it differs.", path.name)
