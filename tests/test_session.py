@@ -128,7 +128,6 @@ def test_views_and_agg_with_the_model_recipe_are_refused_in_one_line(random_mode
     (["score", "{in}", "--realign", "maybe"], "unknown --realign"),
     (["eval", "{in}", "--generate", "--batch-size", "0"], "--batch-size 0"),
     (["gate", "{in}", "--scale", "foo"], "unknown score scale 'foo'"),
-    (["gate", "{in}", "--threshold", "500"], "outside"),
     (["serve", "--port", "70000"], "--port 70000"),
     (["serve", "--max-upload-mb", "-1"], "--max-upload-mb -1"),
     (["bench", "--data", "{in}", "--ranking-images", "0"], "--ranking-images 0"),

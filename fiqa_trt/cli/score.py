@@ -77,8 +77,7 @@ def score(
 
 
 def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts, max_file_mb,
-               verbose,
-           **options) -> None:
+           verbose, **options) -> None:
     import logging
 
     from fiqa_trt.engine.inputs import list_items
