@@ -1,5 +1,5 @@
 """Renders the results JSON (benchmarks/results/) and the packaged default recipes into markdown: the documentation's
-results pages (docs/results/*.md) and the generated blocks of README.md and docs/index.md.
+results pages (docs/results/*.md) and the generated blocks of README.md and the pages under docs/.
 
 A measured number is typed once, by the benchmark that writes it into a JSON file; this script only formats it.
 
@@ -10,7 +10,8 @@ Adding a results file: append a `Result(...)` to RESULTS below (the file, its pa
 measures, and its tables: which list or dict of the JSON gives the rows, which key each column reads). The command,
 commit, date and machine of each result are read from the JSON (`command`, `commit`, `date`, `machine`, as
 `fiqa_trt.benchmark.provenance()` writes them, also under `settings`); where a file does not record one, the page
-says so. A generated block in a markdown file sits between `<!-- generated: NAME -->` and `<!-- end generated: NAME
+says so. A results file without a spec is rendered as its values on docs/results/other.md until it gets one. A
+generated block in a markdown file sits between `<!-- generated: NAME -->` and `<!-- end generated: NAME
 -->` and is filled by BLOCKS[NAME].
 """
 
@@ -303,9 +304,9 @@ def quality_iso_table(model: str, path: str, caption: str) -> Table:
 
 # --------------------------------------------------------------------------------------------------- the specs
 
-QUALITY, THROUGHPUT, GATE, SERVE, MODELS = ("quality", "throughput", "gate", "serve", "models")
+QUALITY, THROUGHPUT, GATE, SERVE, MODELS, OTHER = ("quality", "throughput", "gate", "serve", "models", "other")
 PAGE_TITLES = {QUALITY: "Quality (EDC on the shared LFW)", THROUGHPUT: "Throughput", GATE: "Gate",
-               SERVE: "Quality service", MODELS: "Models and alignment"}
+               SERVE: "Quality service", MODELS: "Models and alignment", OTHER: "Other results"}
 PAGE_INTROS = {
     QUALITY: "Normalised pAUC of the EDC (ISO/IEC 29794-1: pair quality min, threshold fixed at 0% discard, discard "
              "fraction over mated comparisons unless a result says otherwise; 1.0 is random discarding, lower is "
@@ -318,6 +319,7 @@ PAGE_INTROS = {
            "[serve guide](../guide/serve.md)).",
     MODELS: "The default model's conversion and the geometry of the shared crops (see "
             "[models and export](../guide/models.md)).",
+    OTHER: "Results files that have no table spec in `benchmarks/render.py` yet, rendered as their values.",
 }
 
 
@@ -679,9 +681,61 @@ def render_pages() -> dict[Path, str]:
         date = dig(cache[result.file], "date", None) or dig(cache[result.file], "settings/date", None)
         index.append(f"| [{result.title}]({result.page}.md#{slug(result.title)}) | {PAGE_TITLES[result.page]} | "
                      f"`{result.file}` | {date or 'not recorded'} |")
+    others = [f for f in result_files() if f not in cache]
+    if others:
+        page = pages.setdefault(OTHER, [f"# Results: {PAGE_TITLES[OTHER].lower()}", "", NOTICE, "",
+                                        PAGE_INTROS[OTHER], ""])
+        for name in others:
+            doc = json.loads((RESULTS_DIR / name).read_text())
+            title = f"`{name}`"
+            page += [f"## {title}", "", *provenance(doc, Result(name, OTHER, title, "not recorded", "")), "",
+                     generic(doc), ""]
+            date = dig(doc, "date", None) or dig(doc, "settings/date", None)
+            index.append(f"| [{name}]({OTHER}.md#{slug(title)}) | {PAGE_TITLES[OTHER]} | `{name}` | "
+                         f"{date or 'not recorded'} |")
     out = {DOCS / "results" / f"{name}.md": "\n".join(lines).rstrip() + "\n" for name, lines in pages.items()}
     out[DOCS / "results" / "index.md"] = "\n".join(index) + "\n"
     return out
+
+
+def result_files() -> list[str]:
+    """The results files: benchmarks/results/*.json, and one level down a folder's summary.json (else its
+    results.json); deeper files are a run's parts."""
+    files = sorted(p.name for p in RESULTS_DIR.glob("*.json"))
+    for folder in sorted(p for p in RESULTS_DIR.iterdir() if p.is_dir()):
+        for name in ("summary.json", "results.json"):
+            if (folder / name).is_file():
+                files.append(f"{folder.name}/{name}")
+                break
+    return files
+
+
+def generic(doc: Any, limit: int = 60) -> str:
+    """A results file without a spec: its scalar values by key path (lists longer than 12 left out), so nothing is
+    re-typed while its spec is written."""
+    rows: list[tuple[str, Any]] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k not in ("machine", "command", "commit", "date"):
+                    walk(v, f"{path}/{k}" if path else str(k))
+        elif isinstance(value, list):
+            if len(value) <= 12:
+                if all(not isinstance(v, (dict, list)) for v in value):
+                    rows.append((path, value))
+                else:
+                    for i, v in enumerate(value):
+                        walk(v, f"{path}/{i}")
+        else:
+            rows.append((path, value))
+
+    walk(doc, "")
+    lines = ["No table spec yet (add one to `benchmarks/render.py`); its values:", "", "| key | value |", "|---|---|"]
+    lines += [f"| `{cell(k)}` | {cell(fmt(v))} |" for k, v in rows[:limit]]
+    if len(rows) > limit:
+        lines.append(f"| ... | {len(rows) - limit} more values in the file |")
+    return "\n".join(lines)
 
 
 def fill_blocks(text: str, where: str) -> str:

@@ -41,6 +41,13 @@ def test_render_check_fails_when_a_number_changes(tmp_path):
     assert _run([RENDER, "--root", tmp_path]).returncode == 0  # re-rendering brings it back in step
     assert _run([RENDER, "--check", "--root", tmp_path]).returncode == 0
     assert f"| {doc['rows'][0]['quality_scores_per_s']:g} |" in (tmp_path / "docs/results/throughput.md").read_text()
+    new = {"command": "python benchmarks/new.py", "commit": "abc123", "date": "2026-12-07 10:00 UTC",
+           "runs": {"fast": {"images_per_s": 123.5}}}
+    (tmp_path / "benchmarks/results/new_cpu.json").write_text(json.dumps(new))  # a file without a spec yet
+    assert _run([RENDER, "--check", "--root", tmp_path]).returncode == 1
+    assert _run([RENDER, "--root", tmp_path]).returncode == 0
+    other = (tmp_path / "docs/results/other.md").read_text()
+    assert "`python benchmarks/new.py`" in other and "`abc123`" in other and "| `runs/fast/images_per_s` | 123.5 |" in other
 
 
 def test_docs_site_builds_strictly(tmp_path):
