@@ -199,7 +199,7 @@ def interval(pair: Any) -> str:
 
 def machine_text(machine: Any) -> str:
     if machine is None:
-        return "not recorded in the JSON"
+        return "not recorded"
     if isinstance(machine, str):
         return machine
     parts = [str(machine.get("cpu", "CPU not recorded"))]
@@ -229,18 +229,15 @@ def provenance(doc: Any, result: Result) -> list[str]:
     command = first("command", "settings/command")
     if isinstance(command, list):
         command = " ".join(command)
-    written = f"`{command}`" if command else f"`{result.command}` (the JSON does not record its command line)"
+    written = f"`{command}`" if command else f"`{result.command}` (its command line is not recorded)"
     commit = first("commit", "settings/commit")
     date = first("date", "settings/date")
     load = first("load_average_before", "load_average", "settings/machine/load_average_at_start")
     machine = machine_text(first("machine", "settings/machine"))
     if load is not None and "load average" not in machine:
         machine += f"; load average {fmt(load[0] if isinstance(load, list) else load, '{:.1f}')} at the start"
-    return [f"- File: `benchmarks/results/{result.file}`",
-            f"- Command: {written}",
-            f"- Commit: {f'`{commit}`' if commit else 'not recorded in the JSON'}",
-            f"- Date: {date or 'not recorded in the JSON'}",
-            f"- Machine: {machine}"]
+    return [f"From `benchmarks/results/{result.file}`, written by {written}; commit "
+            f"{f'`{commit}`' if commit else 'not recorded'}; date {date or 'not recorded'}; machine: {machine}."]
 
 
 # ----------------------------------------------------------------------------------------- evaluation results
@@ -587,8 +584,9 @@ def recipe_formula(data: dict) -> list[str]:
     """The formula of a packaged recipe file (fiqa_trt/weights/recipes/*.json), in plain text."""
     recipe = data.get("recipe", data)
     views = recipe.get("perturb", [])
-    lines = [f"{data.get('model', recipe.get('name'))}: recipe '{recipe.get('name')}', {1 + len(views)} forwards "
-             "(the crop x and one view per spec)"]
+    forwards = ", ".join(["x"] + [f"v{i}" for i in range(len(views))])
+    lines = [f"{data.get('model', recipe.get('name'))} (recipe '{recipe.get('name')}'), {1 + len(views)} forwards: "
+             f"{forwards}"]
     for i, spec in enumerate(views):
         lines.append(f"  v{i} = {spec}")
     if recipe.get("fusion") == "stability":
@@ -606,17 +604,16 @@ def recipe_formula(data: dict) -> list[str]:
         lines.append("  quality(x) = " + " + ".join(terms))
         unused = [n for n, w in recipe.get("signals", []) if w == 0]
         if any(n.endswith(":all") for n, _ in recipe.get("signals", [])):
-            lines.append("  f runs over every forward (x and each v); c is the model's unrecognisable-identity "
-                         "centre")
+            lines.append(f"  f: every forward ({forwards}); c: the unrecognisable-identity centre")
             for name in unused:
                 if name.startswith("cos:"):
-                    lines.append(f"  v{name[4:]} enters only through f (its own cosine weighs 0)")
+                    lines.append(f"  v{name[4:]} enters only through f (its cosine weighs 0)")
     cal = recipe.get("calibration")
     if cal:
         lo, hi = cal
         shift = f"quality - {lo:.4g}" if lo >= 0 else f"quality + {-lo:.4g}"
         lines.append(f"  score = round(clip(100 x ({shift}) / {hi - lo:.4g}, 0, 100))")
-        lines.append(f"  ({lo:.4g} and {hi:.4g}: the quality's 1st and 99th percentile over the shared LFW crops)")
+        lines.append(f"  ({lo:.4g}, {hi:.4g}: the 1st and 99th percentile over the shared LFW crops)")
     return lines
 
 
