@@ -69,15 +69,6 @@ def test_a_name_that_is_not_utf8_is_scored_written_losslessly_and_resumed(odd_na
     assert "(2 already in" in " ".join(again.stderr.split()), again.stderr
 
 
-def test_csv_on_standard_output_carries_the_raw_name(odd_names, random_model):
-    proc = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(odd_names), "-m", str(random_model),
-                           "-q"], capture_output=True, timeout=300, env={**os.environ, "LC_ALL": "C.UTF-8"})
-    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
-    assert BAD in proc.stdout and proc.stdout.count(b"\n") == 3  # header + two rows
-    rows = list(csv.DictReader(io.StringIO(proc.stdout.decode("utf-8", "surrogateescape"))))
-    assert [r["error"] for r in rows] == ["", ""]
-
-
 def test_a_folder_scan_takes_image_files_and_names_what_it_skipped_once(tmp_path, face_like, caplog):
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
@@ -100,25 +91,30 @@ def test_a_folder_scan_takes_image_files_and_names_what_it_skipped_once(tmp_path
         list_items(only_notes)
 
 
-def test_fifos_devices_and_huge_files_are_error_rows_without_a_hang(tmp_path, face_like, random_model):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    shutil.copy(face_like[0], folder / "a.png")
+def test_fifos_devices_and_huge_files_are_error_rows_without_a_hang(odd_names, face_like, random_model, tmp_path):
+    """One real process, CSV on its standard output: besides the name that is not UTF-8 (written as its raw bytes),
+    a FIFO, a link to /dev/zero and a file over the size limit, each an error row."""
+    folder = odd_names
     os.mkfifo(folder / "pipe.png")  # opened for reading, it would wait for a writer forever
     os.mkfifo(folder / "pipe")  # no image extension: not skipped, since it is not a regular file
     (folder / "zero.jpg").symlink_to("/dev/zero")  # read whole, it would grow the memory without end
     with open(folder / "huge.png", "wb") as f:  # sparse: 3 MiB that take no space
         f.write(face_like[1].read_bytes())
         f.truncate(3 * 1024 * 1024)
-    out = tmp_path / "s.csv"
-    proc = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(folder), "-m", str(random_model),
-                           "-o", str(out), "--max-file-mb", "2", "-q"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    errors = {Path(r["path"]).name: r["error"] for r in csv.DictReader(out.open())}
-    assert errors == {"a.png": "", "huge.png": "file too large: 3145728 bytes (limit 2097152 bytes, --max-file-mb)",
+    uri = f"file://{folder}/pipe.png"  # through a pyarrow filesystem too
+    proc = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(folder), uri,
+                           "-m", str(random_model), "--max-file-mb", "2", "-q"], capture_output=True, timeout=300,
+                          env={**os.environ, "LC_ALL": "C.UTF-8"})
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
+    assert os.fsencode(folder) + b"/" + BAD in proc.stdout  # the name's own bytes, on a UTF-8 locale's stdout
+    rows = list(csv.DictReader(io.StringIO(proc.stdout.decode("utf-8", "surrogateescape"))))
+    errors = {os.path.basename(r["path"]): r["error"] for r in rows if not r["path"].startswith("file://")}
+    assert errors == {os.fsdecode(BAD): "", "ok.png": "",
+                      "huge.png": "file too large: 3145728 bytes (limit 2097152 bytes, --max-file-mb)",
                       "pipe": "not a regular file: a named pipe (FIFO)",
                       "pipe.png": "not a regular file: a named pipe (FIFO)",
                       "zero.jpg": "not a regular file: a character device"}
+    assert [r["error"] for r in rows if r["path"].startswith("file://")] == ["not a regular file"]
 
 
 def test_folders_the_walk_cannot_list_are_error_rows(tmp_path, face_like):

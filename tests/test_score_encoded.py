@@ -27,7 +27,7 @@ def test_in_memory_images_score_as_their_files(runner, lfw_files, tmp_path):
     for p in lfw_files[:: 1000][:10]:
         (folder / p.name).write_bytes(p.read_bytes())
     (folder / "z_cut.jpg").write_bytes(lfw_files[3].read_bytes()[:2000])
-    (folder / "z_notes.txt").write_text("not an image")
+    (folder / "z_notes.jpg").write_text("not an image")
     items = list_items(folder)
     scorer = Scorer(runner, perturb=["affine:rot=0.5,scale=1.01,flip=1", "occlusion:size=10:30"], views=2,
                     batch_size=4)
@@ -39,7 +39,7 @@ def test_in_memory_images_score_as_their_files(runner, lfw_files, tmp_path):
         _same(a, b)
     errors = {r.path.rsplit("/", 1)[-1]: r.error for r in in_memory if r.error}
     assert errors == {"z_cut.jpg": "cannot decode image (corrupt or truncated file)",
-                      "z_notes.txt": "not an image (unrecognised file format)"}
+                      "z_notes.jpg": "not an image (unrecognised file format)"}
 
 
 def test_aligned_photos_carry_the_face_box_and_detector_score(runner, lfw_files, tmp_path):

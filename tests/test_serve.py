@@ -52,13 +52,20 @@ def env() -> dict:
 
 
 class Server:
-    def __init__(self, args: list[str], log: Path, key: str | None = None):
+    def __init__(self, args: list[str], log: Path, key: str | None = None, guard: Path | None = None):
+        """`guard`: run under tests/network_guard.py, recording outbound attempts in that folder."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.headers = {"X-API-Key": key} if key else {}
         self.log = log
-        self.proc = subprocess.Popen(cli("serve", "--port", str(self.port), *args), cwd=ROOT, env=env(),
-                                     stdout=log.open("w"), stderr=subprocess.STDOUT)
+        command, environment = cli("serve", "--port", str(self.port), *args), env()
+        if guard is not None:
+            from tests.network_guard import guarded
+
+            command, environment = guarded(command, guard)
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log.open("w"),
+                                     stderr=subprocess.STDOUT)
+        self.traced = command[0] == "strace"
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -83,7 +90,11 @@ class Server:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if self.traced:  # the server is strace's child: strace itself would only detach
+                children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+                os.kill(int(children[0]), signal.SIGTERM)
+            else:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
@@ -217,7 +228,8 @@ def chunked(data: bytes, size: int = 65536):
     ("streamed body over 1 MiB", 413, "request body over the upload limit of 1048576 bytes"),
     ("empty raw body", 400, "empty request body: send an image"),
     ("only an empty file", 400, "no image of the request can be scored: empty file (0 bytes)"),
-    ("multipart without files", 400, "no image in the request"),
+    ("multipart without files", 415, "no image of the request can be scored: not an image"),
+    ("only a truncated image", 400, "no image of the request can be scored: cannot decode image"),
     ("broken multipart", 400, "malformed multipart body"),
 ])
 def test_bad_requests_get_a_status_and_a_json_message(service, images, case, status, message):
@@ -235,6 +247,7 @@ def test_bad_requests_get_a_status_and_a_json_message(service, images, case, sta
         "empty raw body": dict(content=b"", headers={"Content-Type": "image/jpeg"}),
         "only an empty file": dict(files=[("image", ("e.jpg", b"", "image/jpeg"))]),
         "multipart without files": dict(data={"field": "value"}, files=[]),
+        "only a truncated image": dict(files=[("image", ("cut.jpg", truncated(images[1]), "image/jpeg"))]),
         "broken multipart": dict(content=b"--x\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--x--\r\n",
                                  headers={"Content-Type": "multipart/form-data; boundary=x"}),
     }[case]
@@ -291,6 +304,119 @@ def test_model_and_readiness(service, model_args):
     assert info["batching"] == {"max_batch": 16, "max_wait_ms": 30.0, "queue": 1024}
     assert info["limits"]["max_images"] == 8 and info["limits"]["max_upload_bytes"] == 1024 * 1024
     assert info["config"]["input_size"] == [112, 112]
+
+
+def test_a_multipart_part_without_a_filename_is_scored_under_its_sha256(service, images):
+    data = images[2].read_bytes()
+    part = service.post(files=[("image", (None, data, "image/jpeg"))])  # a form field, to most parsers
+    raw = service.post(content=data, headers={"Content-Type": "image/jpeg"})  # keyed by the body's SHA-256 too
+    assert part.status_code == 200 and raw.status_code == 200, (part.text, raw.text)
+    import hashlib
+
+    assert part.json()["images"] == raw.json()["images"]
+    assert part.json()["images"][0]["path"] == hashlib.sha256(data).hexdigest()
+    assert part.json()["images"][0]["error"] is None
+
+
+def test_the_api_key_is_checked_before_the_upload_limit(service):
+    big = {"Content-Type": "image/jpeg"}
+    anonymous = httpx.post(service.url + "/v1/quality", content=os.urandom(2 * 1024 * 1024), headers=big)
+    assert anonymous.status_code == 401, anonymous.text  # the limit stays unknown to a client without the key
+    assert "upload limit" not in anonymous.text
+    known = service.post(content=os.urandom(2 * 1024 * 1024), headers=big)
+    assert known.status_code == 413
+
+
+# ---- pixel budgets, lanes by cost, Retry-After, read timeouts (one server, under the network guard) ----
+
+@pytest.fixture(scope="module")
+def budgets(tmp_path_factory, model_args):
+    tmp = tmp_path_factory.mktemp("serve_c")
+    server = Server([*model_args, "--max-batch", "64", "--queue", "80", "--max-images", "64", "--max-wait-ms", "2000",
+                     "--max-pixels", "5000000", "--max-request-pixels", "9000000", "--max-inflight-pixels", "30000000",
+                     "--read-timeout", "2", "--timeout", "60"], tmp / "server.log", guard=tmp / "network")
+    yield server
+    server.stop()
+    assert server.proc.returncode == 0, server.log.read_text()
+    from tests.network_guard import outbound_attempts
+
+    assert outbound_attempts(tmp / "network") == []  # a serve start and its requests opened no outbound connection
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory) -> bytes:
+    """A 2000x2000 PNG: 4 megapixels decoded."""
+    cv2 = pytest.importorskip("cv2")
+    yy, xx = np.mgrid[0:2000, 0:2000]
+    image = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def post_later(pool, server, files):
+    """Post from a worker thread; (the response, when it arrived)."""
+    def post():
+        response = server.post(files)
+        return response, time.monotonic()
+    return pool.submit(post)
+
+
+def test_retry_after_follows_the_drain_rate_not_the_warm_up(budgets, tmp_path):
+    faces = upload(generated_faces(tmp_path, 64))
+    with ThreadPoolExecutor(1) as pool:
+        held = post_later(pool, budgets, faces[:63])  # 63 < --max-batch: held up to 2 s for a fuller batch
+        time.sleep(0.5)
+        full = budgets.post(faces[:20])  # 63 + 20 > --queue 80
+        answer, _ = held.result()
+    assert answer.status_code == 200 and answer.json()["scored"] == 63, answer.text
+    assert full.status_code == 503 and full.json()["error"].startswith("the queue is full"), full.text
+    # what the oldest image still waits (under 2 s) plus 63 images at the drain rate of real batches: seconds, not
+    # 63 times the warm-up's first image, which includes building the pipeline
+    assert 1 <= int(full.headers["retry-after"]) <= 15, full.headers["retry-after"]
+
+
+def test_pixel_budgets_per_request_and_in_flight(budgets, large):
+    files = lambda n: [("image", (f"large{i}.png", large, "image/png")) for i in range(n)]  # noqa: E731
+    over = budgets.post(files(3))  # 12 megapixels in one request
+    assert over.status_code == 413, over.text
+    assert over.json()["error"] == ("the request's images decode to 12000000 pixels, over the per-request budget of "
+                                    "9000000 (send fewer or smaller images per request)")
+    with ThreadPoolExecutor(3) as pool:
+        held = [post_later(pool, budgets, files(2)) for _ in range(3)]  # 24 megapixels queued, held up to 2 s
+        time.sleep(0.5)
+        busy = budgets.post(files(2))  # 8 more: over the 30 megapixels in flight
+        answers = [h.result()[0] for h in held]
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["error"].startswith("the images in flight would decode to more than 30000000 pixels; retry")
+    assert int(busy.headers["retry-after"]) >= 1
+    assert [a.status_code for a in answers] == [200, 200, 200]
+
+
+def test_a_small_request_is_not_starved_by_large_images(budgets, large, images):
+    files = [("image", (f"large{i}.png", large, "image/png")) for i in range(2)]
+    with ThreadPoolExecutor(4) as pool:
+        heavy = [post_later(pool, budgets, files) for _ in range(3)]  # six 4-megapixel images: two batches
+        time.sleep(0.3)
+        small = post_later(pool, budgets, [("image", (images[0].name, images[0].read_bytes(), "image/jpeg"))])
+        small_answer, small_done = small.result()
+        heavy_done = [h.result() for h in heavy]
+    assert small_answer.status_code == 200 and all(r.status_code == 200 for r, _ in heavy_done)
+    assert small_done < min(t for _, t in heavy_done)  # scored in its own lane first, not after the large images
+
+
+def test_slow_clients_are_answered_408_and_disconnected(budgets):
+    with socket.create_connection(("127.0.0.1", budgets.port), timeout=30) as conn:
+        conn.sendall(b"POST /v1/quality HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        first = conn.recv(4096)
+        assert first.startswith(b"HTTP/1.1 408"), first
+        assert b"the request was not sent within the read timeout of 2 s" in first
+    with socket.create_connection(("127.0.0.1", budgets.port), timeout=30) as conn:
+        conn.sendall(b"POST /v1/quality HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" * 10)  # a body that never completes
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b'{"error":"the request was not sent within the read timeout of 2 s"}' in answer
 
 
 @pytest.fixture(scope="module")

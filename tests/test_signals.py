@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "faces"
@@ -103,23 +104,12 @@ def test_sigkill_keeps_the_earlier_result_and_resume_completes_the_run(many, ran
     os.remove(partial)
 
 
-def test_a_second_writer_is_refused_and_a_killed_parquet_run_keeps_its_rows(many, random_model, tmp_path):
+def test_a_killed_parquet_run_keeps_its_rows_in_its_journal(many, random_model, tmp_path):
     import pyarrow.parquet as pq
 
     out = tmp_path / "scores.parquet"
     partial, journal = Path(str(out) + ".partial"), Path(str(out) + ".journal")
-    slow = [*ARGS[:2], "-k", "24", *ARGS[4:]]  # long enough to be caught running
-    first = start(many, "-m", random_model, "-o", out, *slow)
-    lock = Path(str(out) + ".lock")
-    while not (lock.exists() and lock.read_text().strip()):  # taken before the model loads
-        assert first.poll() is None, first.communicate()[1]
-        time.sleep(0.02)
-    second = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(many), "-m", str(random_model),
-                             "-o", str(out), *slow], capture_output=True, text=True, timeout=300)
-    assert second.returncode == 2, second.stderr  # refused before its model loads, in one line
-    message = " ".join(second.stderr.split())
-    assert f"is being written by another run (process {first.pid}): wait for it to end, or give another --out" \
-        in message and "Traceback" not in second.stderr
+    first = start(many, "-m", random_model, "-o", out, *ARGS)
     wait_for_rows(first, partial, grow=2000)
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=60)
@@ -128,7 +118,7 @@ def test_a_second_writer_is_refused_and_a_killed_parquet_run_keeps_its_rows(many
     kept = {r["path"]: r for r in read_rows(journal, "jsonl")[1]}  # the footer-less file's rows, in the journal
     assert 0 < len(kept) < 204
     resumed = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(many), "-m", str(random_model),
-                              "-o", str(out), "--resume", *slow[:-1]], capture_output=True, text=True, timeout=300)
+                              "-o", str(out), "--resume", *ARGS[:-1]], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
     assert f"({len(kept)} already in" in " ".join(resumed.stderr.split()), resumed.stderr
     final = {r["path"]: r for r in pq.read_table(out).to_pylist()}
@@ -137,3 +127,65 @@ def test_a_second_writer_is_refused_and_a_killed_parquet_run_keeps_its_rows(many
         assert {k: row[k] for k in ("quality", "score", "error")} == {k: final[path][k] for k in ("quality", "score",
                                                                                                 "error")}
     assert not partial.exists() and not journal.exists() and not Path(str(out) + ".lock").exists()
+
+
+def test_a_second_writer_is_refused_in_one_line_before_its_model_loads(random_model, tmp_path):
+    from fiqa_trt.engine.sinks import OutputLock
+
+    out = tmp_path / "scores.csv"
+    held = OutputLock(out)  # a run writing OUT: this process
+    try:
+        second = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(EXAMPLES), "-m",
+                                 str(random_model), "-o", str(out)], capture_output=True, text=True, timeout=300)
+    finally:
+        held.release()
+    assert second.returncode == 2, second.stderr
+    message = " ".join(second.stderr.split())
+    assert message == (f"error: {out} is being written by another run (process {os.getpid()}): wait for it to end, "
+                       "or give another --out")  # the whole output: refused before anything else was done
+    assert not out.exists() and not Path(str(out) + ".partial").exists()
+
+
+def test_sigterm_during_a_long_batch_ends_the_run_within_seconds(random_model, tmp_path):
+    """The producer thread is inside a batch that takes minutes (96 photos of 48 megapixels, each decoded and
+    searched for a face): SIGTERM ends the run without waiting for it, writing what is done."""
+    pytest.importorskip("dlib")
+    cv2 = pytest.importorskip("cv2")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(tmp_path / "large.jpg"), np.full((6000, 8000, 3), (90, 120, 150), np.uint8))
+    for i in range(96):
+        (folder / f"p{i:02d}.jpg").symlink_to(tmp_path / "large.jpg")
+    out = tmp_path / "s.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "fiqa_trt.cli", "score", str(folder), "-m", str(random_model),
+                             "--align", "-b", "96", "-o", str(out)], stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # the run has started scoring once it names its items
+        lines.append(line)
+        if " items, model " in line:
+            break
+    else:
+        pytest.fail("".join(lines))
+    time.sleep(1)  # inside the first batch
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=25)  # the batch alone takes minutes on these cores
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("still running 25 s after SIGTERM")
+    err = "".join(lines) + proc.stderr.read()
+    assert code == 143 and "Traceback" not in err, err
+    assert "interrupted" in err and out.read_text().splitlines() == [",".join(
+        ["path", "quality", "score", "cos_affine", "det_score", "box_left", "box_top", "box_right", "box_bottom",
+         "error"])]  # nothing was done: the header, renamed onto OUT (no earlier result to keep)
+
+
+def test_absurd_batch_sizes_and_view_counts_are_refused_before_any_work(random_model):
+    from tests.cli_runner import run_cli
+
+    proc = run_cli("score", EXAMPLES, "-m", random_model, "--views", "100000", "--batch-size", "100000",
+                   "-p", "affine:rot=-3:3")
+    assert proc.returncode == 2, proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert "--batch-size 100000 x (1 + 100000 views) = 10000100000 images per batch need about" in message
+    assert "(lower --batch-size or --views)" in message and "Traceback" not in proc.stderr

@@ -87,13 +87,22 @@ def filter_native_stderr() -> None:
 class Interrupts:
     """SIGINT and SIGTERM both end a run as Ctrl-C does (KeyboardInterrupt in the main thread), never inside a
     `shielded()` block (writing a batch of rows): a signal there takes effect when the block ends.
-    `exit_code` is 130 after SIGINT, 143 after SIGTERM."""
+    `exit_code` is 130 after SIGINT, 143 after SIGTERM.
+
+    The end is bounded: a watchdog thread learns of the signal at once (the signal module's wakeup file descriptor,
+    written even while the main thread is inside native code that does not return to Python), and ends the process
+    with `exit_code` when the run has not ended `GRACE_S` seconds after the signal; the rows written by then are in
+    the partial file, which --resume continues from. A run that ended after a signal but leaves a worker thread
+    inside native code (a producer in the middle of a batch) exits at once instead of waiting for it at exit."""
+
+    GRACE_S = 10.0
 
     def __init__(self):
         self.received: int | None = None
         self._shielded = 0
         self._pending = False
         self._previous: dict = {}
+        self._wakeup = None
 
     def _handle(self, signum, frame) -> None:
         self.received = signum
@@ -104,16 +113,73 @@ class Interrupts:
 
     def __enter__(self) -> "Interrupts":
         import signal
+        import threading
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
+        import os
+
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        try:
+            previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread: no watchdog
+            os.close(read_end)
+            os.close(write_end)
+            return self
+        self._wakeup = (read_end, write_end, previous_fd, threading.Event())
+        threading.Thread(target=self._watch, args=(read_end, self._wakeup[3]), name="fiqa-interrupts",
+                         daemon=True).start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def _watch(self, read_end: int, ended) -> None:
+        import os
         import signal
+        import sys
+
+        try:
+            while True:
+                try:
+                    byte = os.read(read_end, 1)
+                except OSError:
+                    return
+                if not byte:  # the run ended: __exit__ closed the other end
+                    return
+                if byte[0] in (signal.SIGINT, signal.SIGTERM):
+                    break
+            if ended.wait(self.GRACE_S):
+                return
+        finally:
+            os.close(read_end)
+        try:
+            sys.stderr.write(f"interrupted: the run did not end within {self.GRACE_S:g} s of the signal; the rows "
+                             "written so far are kept in the partial file (--resume continues)\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(128 + byte[0])
+
+    def __exit__(self, *exc) -> None:
+        import os
+        import signal
+        import sys
+        import threading
 
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        if self._wakeup is not None:
+            read_end, write_end, previous_fd, ended = self._wakeup
+            ended.set()
+            signal.set_wakeup_fd(previous_fd)
+            os.close(write_end)  # the watchdog's read returns
+            self._wakeup = None
+        stray = [t for t in threading.enumerate() if t.name.startswith("fiqa-producer")]
+        if self.received is not None and stray:  # done and written: a worker inside native code is not waited for
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(self.exit_code)
 
     @property
     def exit_code(self) -> int:

@@ -29,7 +29,13 @@ def serve(
     max_images: int = typer.Option(64, help="Most images per request (413 past it)."),
     max_upload_mb: float = typer.Option(32.0, help="Largest request body, in MiB (413 past it)."),
     max_pixels: int = typer.Option(40_000_000, help="Largest decoded image, width x height (decompression bombs)."),
+    max_request_pixels: int = typer.Option(64_000_000, help="Most decoded pixels of all the images of one request "
+                                           "(413 past it)."),
+    max_inflight_pixels: int = typer.Option(128_000_000, help="Most decoded pixels queued or being scored over all "
+                                            "requests (503 with Retry-After past it)."),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds a request may wait for its scores (504 past it)."),
+    read_timeout: float = typer.Option(30.0, "--read-timeout", help="Seconds a client may take to send its request "
+                                       "headers, and then its body (408 past it)."),
     api_key_file: Optional[Path] = typer.Option(None, help="File holding the API key every route but /healthz "
                                                 "needs (X-API-Key or Authorization: Bearer)."),
     align: bool = typer.Option(False, "--align", help="Uploads are photos: detect the largest face and align it "
@@ -61,6 +67,8 @@ def serve(
                         "and --timeout > 0")
     if not max_upload_mb > 0 or not max_pixels > 0:
         raise FiqaError(f"--max-upload-mb {max_upload_mb:g} and --max-pixels {max_pixels}: give positive limits")
+    if min(max_pixels, max_request_pixels, max_inflight_pixels) < 1 or not read_timeout > 0:
+        raise FiqaError("need --max-pixels, --max-request-pixels and --max-inflight-pixels >= 1 and --read-timeout > 0")
     if any(parse_spec(spec).kind.name == "mixup" for spec in perturb or ()):
         raise FiqaError("mixup draws its partner from a list of input files; serve scores uploads without it")
     key = _read_key(api_key_file) if api_key_file else None
@@ -77,7 +85,8 @@ def serve(
         for line in session.resolution.lines():
             err.print(line)
     limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_images=max_images,
-                    max_pixels=max_pixels, timeout_s=timeout)
+                    max_pixels=max_pixels, max_request_pixels=max_request_pixels,
+                    max_inflight_pixels=max_inflight_pixels, timeout_s=timeout, read_timeout_s=read_timeout)
     service = QualityService(scorer, Settings(max_batch=max_batch, max_wait_ms=max_wait_ms, queue=queue,
                                               limits=limits, api_key=key,
                                               model_info={"model": Path(session.resolution.model).name,

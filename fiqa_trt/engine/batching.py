@@ -189,10 +189,18 @@ def _check(item: Item, index: int, in_memory: bool) -> Item:
     return check_item(fresh)
 
 
+STOP_WAIT_S = 2.0  # how long a stopped consumer waits for the worker to leave the batch it is in
+_left_behind: list[threading.Thread] = []  # workers a stop left inside a batch (they share their producer's pipeline)
+
+
 def produce_in_thread(batches: Iterator[Batch], scope, depth: int = 2) -> Iterator[Batch]:
     """Run the `batches` generator in a worker thread (inside the context manager `scope`, e.g. a CUDA device and
     stream) at most `depth` batches ahead of the caller; failures are re-raised in the caller's thread. Closing
-    the returned generator stops the worker."""
+    the returned generator stops the worker: it is waited for at most STOP_WAIT_S (a signal ends a run within
+    seconds, never after the batch in progress, which may take minutes); a worker still inside its batch then is
+    left to finish it (a daemon thread), and the next call waits for it before it starts its own."""
+    while _left_behind:
+        _left_behind.pop().join()
     out: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -209,7 +217,7 @@ def produce_in_thread(batches: Iterator[Batch], scope, depth: int = 2) -> Iterat
         finally:
             batches.close()
 
-    worker = threading.Thread(target=work, daemon=True)
+    worker = threading.Thread(target=work, name="fiqa-producer", daemon=True)
     worker.start()
     try:
         while (batch := out.get()) is not None:
@@ -218,8 +226,21 @@ def produce_in_thread(batches: Iterator[Batch], scope, depth: int = 2) -> Iterat
             yield batch
     finally:
         stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
+        deadline = time.monotonic() + STOP_WAIT_S
+        while worker.is_alive() and time.monotonic() < deadline:  # unblock a producer waiting on a full queue
             try:
                 out.get(timeout=0.1)
             except queue.Empty:
                 pass
+        if worker.is_alive():
+            _left_behind.append(worker)
+            threading.Thread(target=_drain, args=(out, worker), name="fiqa-producer-drain", daemon=True).start()
+
+
+def _drain(out: queue.Queue, worker: threading.Thread) -> None:
+    """Keep a left-behind worker from blocking on the full queue once its batch is done."""
+    while worker.is_alive():
+        try:
+            out.get(timeout=0.1)
+        except queue.Empty:
+            pass

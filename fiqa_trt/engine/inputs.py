@@ -109,7 +109,17 @@ def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of a local regular file, or of a URI any pyarrow filesystem reads (file://, s3://, gs://, ...),
     at most `max_bytes` of them; Unreadable (never a blocking open or an unbounded read) for anything else."""
     if is_uri(path):
+        from pyarrow import fs
+
         filesystem, inner = _from_uri(path)
+        info = filesystem.get_file_info(inner)
+        if info.type == fs.FileType.NotFound:
+            raise FileNotFoundError(path)
+        if info.type != fs.FileType.File:
+            raise Unreadable("a folder, not an image file" if info.type == fs.FileType.Directory
+                             else "not a regular file")
+        if info.size is not None and info.size > max_bytes:
+            raise Unreadable(_too_large(info.size, max_bytes))
         with filesystem.open_input_stream(inner) as f:
             data = f.read(max_bytes + 1)
         if len(data) > max_bytes:
@@ -143,13 +153,13 @@ def _list_uri(source: str) -> list[Item]:
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for unknown schemes or missing credentials
         raise FiqaError(f"cannot open {source}: {exc}") from None
     prefix = source[: source.index("://") + 3]
-    if info.type == fs.FileType.File:
+    if info.type in (fs.FileType.File, fs.FileType.Unknown):  # Unknown (a FIFO, a device): an error row
         return [Item(prefix + quote(info.path, safe="/:@"), info.base_name, index=0)]
     if info.type != fs.FileType.Directory:
         raise FiqaError(f"input not found: {source}")
     root = info.path.rstrip("/")
     files = sorted((f for f in filesystem.get_file_info(fs.FileSelector(root, recursive=True))
-                    if f.type == fs.FileType.File), key=lambda f: f.path)
+                    if f.type in (fs.FileType.File, fs.FileType.Unknown)), key=lambda f: f.path)
     rel = [(f, f.path[len(root) + 1:]) for f in files]
     items = [Item(prefix + quote(f.path, safe="/:@"), r, index=i) for i, (f, r) in
              enumerate((f, r) for f, r in rel if not any(part.startswith(".") for part in r.split("/")))]

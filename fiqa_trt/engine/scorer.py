@@ -26,6 +26,7 @@ import numpy as np
 
 from fiqa_trt import kernels
 from fiqa_trt.engine.batching import PRODUCER_STAGES, Batch, BatchProducer, png, produce_in_thread
+from fiqa_trt.engine.budget import check_batch
 from fiqa_trt.engine.device import Device, array_module, parse_device
 from fiqa_trt.engine.inputs import Item
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, View, parse_spec, plan_views
@@ -81,6 +82,7 @@ class Scorer:
         self.threads = threads or os.cpu_count() or 1
         self.specs = [parse_spec(s) for s in (perturb or [DEFAULT_SPEC])]
         self.views: list[View] = plan_views(self.specs, views)
+        check_batch(batch_size, len(self.views), runner.config.input_size)  # absurd sizes refused before any work
         self.resized = 0  # items that were not at the model's input size, over the last `score` / `embed` call
         self.not_crops = 0  # of those, scored without an aligner with no face where the template puts one
         self.timings = dict.fromkeys(STAGES, 0.0)  # seconds per stage, summed over the last `score` / `embed` call

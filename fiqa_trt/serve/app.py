@@ -1,38 +1,40 @@
 """The HTTP routes (FastAPI): POST /v1/quality, GET /healthz, /readyz, /v1/model, /metrics.
 
-POST /v1/quality takes one or more images, as multipart/form-data (every file part is an image; its filename keys
-the view draws, as a file's path relative to INPUT does in `fiqa-trt score`) or as a raw image body (image/* or
-application/octet-stream; `?name=` keys it, else the body's SHA-256). It answers one row per image with the fields
-of a `score` row (path, quality, cos_<view>..., error; det_score and box with alignment). An image that cannot be
-scored is an error row in a 200 while another image of the request is fine; a request none of whose images can be
-scored, or that is malformed, too large or of another content type, is refused with 400/413/415 and
-{"error": message}. A full queue answers 503 with Retry-After, a request that outlives the timeout 504. Every
-route but /healthz needs the API key when one is set (X-API-Key or Authorization: Bearer), compared in constant
-time. No traceback reaches a client: an unexpected failure is logged and answered 500 {"error": "internal error"}.
+POST /v1/quality takes one or more images, as multipart/form-data (every part is an image: its filename keys the
+view draws, as a file's path relative to INPUT does in `fiqa-trt score`, and a part without a filename is keyed by
+the SHA-256 of its bytes) or as a raw image body (image/* or application/octet-stream; `?name=` keys it, else the
+body's SHA-256). It answers one row per image with the fields of a `score` row (path, quality, cos_<view>...,
+error; det_score and box with alignment). An image that cannot be scored is an error row in a 200 while another
+image of the request is fine; a request none of whose images can be scored (found from the headers, or when they
+fail to decode), or that is malformed, too large or of another content type, is refused with 400/413/415 and
+{"error": message}. A full queue or a spent pixel budget answers 503 with Retry-After, a request that outlives the
+timeout 504, a client too slow to send its request 408. Every route but /healthz needs the API key when one is set
+(X-API-Key or Authorization: Bearer), compared in constant time before anything else. No traceback reaches a
+client: an unexpected failure is logged and answered 500 {"error": "internal error"}.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from fiqa_trt.engine import sinks
-from fiqa_trt.engine.inputs import Item
+from fiqa_trt.engine.inputs import Item, shown
 from fiqa_trt.engine.scorer import Result, Scorer
 from fiqa_trt.serve.batcher import Batcher, Draining, QueueFull
-from fiqa_trt.serve.limits import (BodyTooLarge, Limits, Rejected, UploadLimit, check_upload, status_for_failures,
-                                   too_large_message)
+from fiqa_trt.serve.limits import (BodyTooLarge, BodyTooSlow, Guard, Limits, Rejected, check_request_pixels,
+                                   check_upload, status_for_failures, too_large_message, too_slow_message)
+from fiqa_trt.serve.multipart import Malformed, TooManyParts, read_parts
 from fiqa_trt.serve.metrics import Metrics, RequestMetrics
 
 log = logging.getLogger("fiqa_trt")
@@ -69,19 +71,25 @@ class QualityService:
     def start(self) -> None:
         s = self.settings
         self.batcher = Batcher(self.scorer.score_encoded, max_batch=s.max_batch, max_wait_s=s.max_wait_ms / 1000,
-                               capacity=s.queue, observe=self.metrics.observe_batch)
+                               capacity=s.queue, observe=self.metrics.observe_batch,
+                               max_pixels=self.limits.max_inflight_pixels)
 
     async def warm_up(self) -> None:
-        """Score one generated image through the batcher (builds the pipeline, first inference), then ready."""
+        """Score one generated image through the batcher (builds the pipeline, first inference), then a batch of
+        them whose time is the first measure of the drain rate (the first one's is not), then ready."""
         import cv2
 
         h, w = self.scorer.runner.config.input_size
         yy, xx = np.mgrid[0:h, 0:w]
         image = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (h + w)], -1).astype(np.uint8)
-        data = cv2.imencode(".png", image)[1].tobytes()
+        data = np.frombuffer(cv2.imencode(".png", image)[1].tobytes(), np.uint8)
         try:
-            (job,) = self.batcher.submit([Item("warm-up", "warm-up", data=np.frombuffer(data, np.uint8))])
-            await job.future
+            for count in (1, min(8, self.settings.max_batch)):
+                jobs = self.batcher.submit([check_upload(f"warm-up-{i}", f"warm-up-{i}", data.tobytes(), self.limits)
+                                            for i in range(count)])
+                await asyncio.gather(*(job.future for job in jobs))
+                if count == 1:
+                    self.batcher.reset_rate()
         except Exception as exc:  # noqa: BLE001 - the service stays alive and says why it is not ready
             log.error("warm-up failed: %s", exc)
             self.not_ready_reason = f"warm-up failed: {exc}"
@@ -133,12 +141,21 @@ class QualityService:
             self.metrics.images.labels("error").inc(len(items))
             raise Rejected(status, "no image of the request can be scored: " + items[0].error,
                            images=[self.failed_row(it) for it in items])
+        check_request_pixels(ok, self.limits)  # before anything is decoded
         jobs = self.batcher.submit(ok)
         results = iter(await self._wait(request, jobs))
-        rows = [self.row(next(results)) if it.error is None else self.failed_row(it) for it in items]
+        rows, outcomes = [], []
+        for it in items:
+            result = next(results) if it.error is None else it
+            outcomes.append(result)
+            rows.append(self.row(result) if it.error is None else self.failed_row(it))
         failed = sum(r["error"] is not None for r in rows)
         self.metrics.images.labels("scored").inc(len(rows) - failed)
         self.metrics.images.labels("error").inc(failed)
+        if failed == len(rows):  # none could be decoded after all (a truncated file passes the header check)
+            first = next(o.error for o in outcomes if o.error)
+            raise Rejected(status_for_failures(outcomes), "no image of the request can be scored: " + first,
+                           images=rows)
         return {"images": rows, "scored": len(rows) - failed, "failed": failed}
 
     async def _wait(self, request: Request, jobs) -> list[Result]:
@@ -175,29 +192,17 @@ async def _disconnected(request: Request) -> None:
 
 async def read_uploads(request: Request, limits: Limits) -> list[tuple[str, str, bytes]]:
     """(name, key, bytes) per image of the request; Rejected for a malformed, empty or unsupported request."""
-    from starlette.formparsers import MultiPartException
-
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         try:
-            form = await request.form(max_files=limits.max_images, max_fields=limits.max_images,
-                                      max_part_size=limits.max_upload_bytes)
-        except (MultiPartException, StarletteHTTPException) as exc:  # Starlette turns the first into a 400
-            detail = str(getattr(exc, "detail", None) or exc)
-            if detail.startswith("Too many"):
-                raise Rejected(413, too_many_message(limits)) from None
-            raise Rejected(400, f"malformed multipart body: {detail}") from None
-        try:
-            files = [v for _, v in form.multi_items() if not isinstance(v, str)]
-            uploads = []
-            for f in files:
-                data = await f.read()
-                name = f.filename or hashlib.sha256(data).hexdigest()
-                uploads.append((name, name, data))
-        finally:
-            await form.close()
+            parts = await read_parts(request.headers["content-type"], request.stream(), limits.max_images)
+        except TooManyParts:
+            raise Rejected(413, too_many_message(limits)) from None
+        except Malformed as exc:
+            raise Rejected(400, f"malformed multipart body: {exc}") from None
+        uploads = [(shown(part.key), part.key, bytes(part.data)) for part in parts]
         if not uploads:
-            raise Rejected(400, "no image in the request: send multipart file parts or a raw image body")
+            raise Rejected(400, "no image in the request: send multipart parts or a raw image body")
     elif ctype.startswith(RAW_TYPES):
         data = await request.body()
         if not data:
@@ -229,41 +234,26 @@ def create_app(service: QualityService) -> FastAPI:
 
     app = FastAPI(title="fiqa-trt", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
-    key = service.settings.api_key
-
-    async def require_key(request: Request) -> None:
-        if key is None:
-            return
-        given = request.headers.get("x-api-key", "")
-        auth = request.headers.get("authorization", "")
-        if not given and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            service.metrics.rejected.labels("unauthorized").inc()
-            raise Rejected(401, "missing or wrong API key (send X-API-Key: KEY or Authorization: Bearer KEY)",
-                           headers={"WWW-Authenticate": "Bearer"})
-
-    guarded = [Depends(require_key)]
 
     @app.get("/healthz")
     async def healthz():
         return {"status": "alive"}
 
-    @app.get("/readyz", dependencies=guarded)
+    @app.get("/readyz")
     async def readyz():
         if service.ready:
             return {"ready": True}
         return JSONResponse({"ready": False, "reason": service.not_ready_reason}, status_code=503)
 
-    @app.get("/v1/model", dependencies=guarded)
+    @app.get("/v1/model")
     async def model():
         return service.model_info()
 
-    @app.get("/metrics", dependencies=guarded)
+    @app.get("/metrics")
     async def metrics():
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
-    @app.post("/v1/quality", dependencies=guarded)
+    @app.post("/v1/quality")
     async def quality(request: Request):
         if service.batcher is None or service.batcher.draining:
             raise Draining()
@@ -283,6 +273,10 @@ def create_app(service: QualityService) -> FastAPI:
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request: Request, exc: BodyTooLarge):
         return reject(413, too_large_message(service.limits.max_upload_bytes), "too_large", {"Connection": "close"})
+
+    @app.exception_handler(BodyTooSlow)
+    async def body_too_slow(request: Request, exc: BodyTooSlow):
+        return reject(408, too_slow_message(service.limits.read_timeout_s), "too_slow", {"Connection": "close"})
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull):
@@ -311,7 +305,9 @@ def create_app(service: QualityService) -> FastAPI:
         service.metrics.internal_errors.inc()
         return JSONResponse({"error": "internal error"}, status_code=500)
 
-    app.add_middleware(UploadLimit, max_bytes=service.limits.max_upload_bytes)
+    app.add_middleware(Guard, max_bytes=service.limits.max_upload_bytes, read_timeout_s=service.limits.read_timeout_s,
+                       api_key=service.settings.api_key,
+                       on_unauthorized=service.metrics.rejected.labels("unauthorized").inc)
     app.add_middleware(RequestMetrics, metrics=service.metrics)
     return app
 
