@@ -311,7 +311,8 @@ PAGE_INTROS = {
              "[evaluation guide](../guide/evaluation.md) for the protocol.",
     THROUGHPUT: "Quality scores per second on the CPU. The cloud cores these ran on vary by 5-20% from run to "
                 "run: compare ratios within one result, not absolute numbers across results.",
-    GATE: "`fiqa-trt gate` on test videos and a live RTSP camera (see the [gate guide](../guide/gate.md)).",
+    GATE: "`fiqa-trt gate` and its face detectors on test videos, live RTSP cameras and real faces (see the "
+          "[gate guide](../guide/gate.md)).",
     SERVE: "`fiqa-trt serve` under concurrent clients on the same machine (see the "
            "[serve guide](../guide/serve.md)).",
     MODELS: "The default model's conversion and the geometry of the shared crops (see "
@@ -522,21 +523,54 @@ RESULTS: list[Result] = [
                Col("scale", "scale")]),
             Facts([("frame size", "frame_size", None), ("frames", "frames", None), ("detector", "detector", None),
                    ("backend", "backend", None), ("precision", "precision", None)])]),
-    Result("gate_rtsp_cpu_xeon-2core.json", GATE, "Gate on a live RTSP camera", "python benchmarks/bench_gate_rtsp.py "
-           "--seconds 20",
-           "Capture-to-event latency on a paced 25 fps H.264 camera served by GStreamer on 127.0.0.1 (the camera's "
-           "capture time from its RTCP sender reports). The machine was loaded by other jobs (load average in the "
-           "provenance): these figures show that load, not the gate.",
-           [Table(rows="runs", columns=[
-               Col("run", "@key"),
-               Col("capture -> event p50 / p99 (ms)", lambda r: "-" if r("capture_to_event_ms", None) is None else
-                   f"{r('capture_to_event_ms/p50'):.0f} / {r('capture_to_event_ms/p99'):.0f}"),
-               Col("capture -> read p50 / p99 (ms)", lambda r: f"{r('capture_to_read_ms/p50'):.0f} / "
-                                                               f"{r('capture_to_read_ms/p99'):.0f}"),
-               Col("frames/s processed", lambda r: fmt(r("summary/frames_per_s", None))),
-               Col("dropped", lambda r: "-" if r("summary", None) is None else
-                   f"{r('summary/frames_dropped')} of {r('summary/frames_read')}")]),
-            Facts([("stream", "stream", None), ("detectors", "detectors", None)])]),
+    Result("detect_quality.json", GATE, "Face detectors on real faces", "python benchmarks/detect_quality.py",
+           "Shared LFW crops pasted at known positions, sizes (the side of the pasted crop) and small rotations into "
+           "1280x720 frames of other content (a photo, random textures), and frames without faces: recall, how far "
+           "each aligned face is from the template (pixels of the 112x112 crop), MTCNN's landmark error (in "
+           "inter-ocular distances; both errors include the LFW crops' own alignment noise) and false detections. "
+           "Measures detection only, no timing.",
+           [Table(rows=f"detectors/{name}/per_size", caption=f"{name}:", columns=[
+               Col("face size (px)", "size"), Col("faces", "faces"), Col("recall", "recall", "{:.3f}"),
+               Col("alignment error median / p90 (px)", lambda r: "-" if r("alignment_error_px_median") is None
+                   else f"{r('alignment_error_px_median'):.2f} / {r('alignment_error_px_p90'):.2f}"),
+               Col("landmark error median (IOD)", "landmark_error_iod_median", "{:.3f}"),
+               Col("box side / face size", "box_side_over_face_size_median", "{:.2f}")])
+            for name in ("mtcnn, smallest face 20 px", "mtcnn, smallest face 64 px", "dlib hog, upsample 1")] +
+           [Table(rows="detectors", caption="False detections per frame:", columns=[
+               Col("detector", "@key"),
+               Col("on frames with faces (matching no face)", "false_detections_on_face_frames_per_frame", "{:.3f}"),
+               Col("on frames without faces", "false_detections_on_empty_frames_per_frame", "{:.3f}")]),
+            Facts([("frame size", "frame_size", None), ("frames with faces", "face_frames", None),
+                   ("faces", "faces", None), ("frames without faces", "empty_frames", None),
+                   ("their sources", "empty_sources", None)])]),
+    *([Result("gate_streams_cpu.json", GATE, "Gate on live RTSP cameras", "python benchmarks/bench_gate_streams.py",
+              "Paced 25 fps H.264 cameras (GStreamer on 127.0.0.1, pre-encoded clips of two faces on a still "
+              "background) gated in one process: frames/s processed, the share of frames dropped, capture-to-event "
+              "latency (from each frame's capture time on its camera's timeline to its first face event), and where "
+              "the gate's CPU went (reader threads: demuxing and decoding; the detection thread; the rest: scoring, "
+              "tracking, events).",
+              [Table(rows="runs", columns=[
+                  Col("size", "size"), Col("streams", "streams"), Col("detector", "detector"),
+                  Col("frames/s processed", "frames_per_s", "{:.1f}"),
+                  Col("dropped", lambda r: f"{r('frames_dropped')} of {r('frames_read')}"),
+                  Col("capture -> event p50 / p99 (ms)", lambda r: "-" if r("capture_to_event_ms/p50") is None else
+                      f"{r('capture_to_event_ms/p50'):.0f} / {r('capture_to_event_ms/p99'):.0f}"),
+                  Col("CPU share decode / detect / score+rest", lambda r: "{:.0%} / {:.0%} / {:.0%}".format(
+                      r("cpu_share/decode"), r("cpu_share/detect"), r("cpu_share/score_and_rest"))),
+                  Col("CPU ms/frame decode / detect / score+rest", lambda r: "{:.1f} / {:.1f} / {:.1f}".format(
+                      r("cpu_ms_per_processed_frame/decode"), r("cpu_ms_per_processed_frame/detect"),
+                      r("cpu_ms_per_processed_frame/score_and_rest"))),
+                  Col("cores used", "cores_used", "{:.2f}")]),
+               Table(rows="read_alone", caption="Baseline, each stream read alone (no detection, no scoring):",
+                     columns=[Col("size", "@key"), Col("frames", "frames"),
+                              Col("capture -> read p50 / p99 (ms)", lambda r: f"{r('capture_to_read_ms/p50'):.0f} / "
+                                                                              f"{r('capture_to_read_ms/p99'):.0f}"),
+                              Col("reader CPU ms/frame", "reader_cpu_ms_per_frame", "{:.1f}")]),
+               Facts([("goal", "goal/target", None), ("met", "goal/met", None), ("model", "model", None),
+                      ("recipe", "recipe", None), ("backend", "backend", None), ("precision", "precision", None),
+                      ("detectors", "detectors", None), ("stream", "stream", None), ("gate", "gate", None),
+                      ("load average after", "load_average_after", None)])])]
+      if (RESULTS_DIR / "gate_streams_cpu.json").is_file() else []),  # rendered once its run has written it
     Result("serve_cpu_intel-xeon-2core.json", SERVE, "Concurrent clients", "python benchmarks/bench_serve.py",
            "One image per request from 1-64 concurrent clients in the same process as each other, on the same "
            "machine as the server; the reference is the in-process `Scorer.score` rate of the same model measured "

@@ -55,6 +55,46 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
     return path
 
 
+def write_h264_clip(path: Path, frames: list[np.ndarray], fps: float = 25.0, keyint: int = 25) -> Path:
+    """A clip the camera sends without encoding: the frames (BGR, one size) encoded once with x264 (PyAV: the
+    `stream` extra), constrained baseline, zero latency, a key frame every `keyint` frames with the parameter sets
+    before it; a JSON header line (codec, size, count, each access unit's size, the key frames), then the access
+    units (Annex B). `count` should be a multiple of `keyint`, so that the clip loops onto a key frame."""
+    from fractions import Fraction
+
+    import av
+
+    h, w = frames[0].shape[:2]
+    context = av.CodecContext.create("libx264", "w")
+    context.width, context.height, context.pix_fmt = w, h, "yuv420p"
+    context.time_base = Fraction(1, int(fps))
+    context.framerate = Fraction(int(fps), 1)
+    context.profile = "Constrained Baseline"
+    context.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "23",
+                       "threads": "1",
+                       "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0:repeat-headers=1:bframes=0"}
+    units, keyframes = [], []
+    for i, image in enumerate(frames + [None]):
+        frame = None
+        if image is not None:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image, np.uint8), format="bgr24")
+            frame = frame.reformat(format="yuv420p")
+            frame.pts = i
+        for packet in context.encode(frame):
+            if packet.is_keyframe:
+                keyframes.append(len(units))
+            units.append(bytes(packet))
+    if len(units) != len(frames):
+        raise RuntimeError(f"x264 gave {len(units)} access units for {len(frames)} frames")
+    with open(path, "wb") as f:
+        header = {"codec": "h264", "width": w, "height": h, "count": len(units), "sizes": [len(u) for u in units],
+                  "keyframes": keyframes}
+        f.write((json.dumps(header) + "\n").encode())
+        for unit in units:
+            f.write(unit)
+    return path
+
+
 class RtspCamera:
     """One camera process at rtsp://127.0.0.1:PORT/cam, restartable on the same port and timeline."""
 
@@ -98,6 +138,12 @@ class RtspCamera:
     def sent(self, run: int = -1) -> list[int]:
         with self._cond:
             return list(self.runs[run])
+
+    def cpu_seconds(self) -> float | None:
+        """The CPU seconds the camera process reported when its stream ended (`--end-after`), else None."""
+        with self._cond:
+            lines = [e for e in self.events if e.startswith("cpu ")]
+        return float(lines[-1].split()[1]) if lines else None
 
     def kill(self) -> None:
         """SIGKILL: the server dies without closing anything (its sockets close with the process)."""

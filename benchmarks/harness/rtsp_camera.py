@@ -11,7 +11,10 @@ connection (its own media) starts at the timeline frame of the moment it starts 
 the timeline (the pipeline clock is the wall clock, a frame's running time its capture time), H.264 (x264, zero
 latency, a key frame every second, parameter sets with every key frame) over RTP, with RTCP sender reports every
 half second. Frame n's picture is frame n mod the clip's length (a raw BGR file: one JSON header line {"width",
-"height", "count"}, then the frames).
+"height", "count"}, then the frames). A clip already encoded (header {"codec": "h264", "width", "height", "count",
+"sizes", "keyframes"}, then each frame's H.264 access unit, Annex B, parameter sets with each key frame) is sent as
+it is, with no encoding in the camera (many cameras on one machine cost little); a connection then starts at the
+first timeline frame that is a key frame of the clip.
 
 Faults: `--switch-after K:FILE`: the first connection switches to another clip (another size: a resolution
 change) after K frames; `--stall-after K`: the first connection sends K frames and then nothing more, keeping the
@@ -21,7 +24,8 @@ away); `--never-start`: no frame is ever sent (so DESCRIBE never completes: a st
 the process (SIGKILL) is the test's other fault.
 
 Lines on standard output, flushed: `listening PORT`, `first N T` when a connection sends its first frame (timeline
-index, seconds since T0), `sent N` for each frame sent, `stalled N T`, `ended N` (N: the last frame sent).
+index, seconds since T0), `sent N` for each frame sent, `stalled N T`, `cpu S` (the process's CPU seconds) and
+`ended N` (N: the last frame sent).
 """
 
 from __future__ import annotations
@@ -51,8 +55,10 @@ class Clip:
         with open(path, "rb") as f:
             header = json.loads(f.readline())
             self.width, self.height, self.count = header["width"], header["height"], header["count"]
-            size = self.width * self.height * 3
-            self.frames = [f.read(size) for _ in range(self.count)]
+            self.codec = header.get("codec", "raw")
+            sizes = header.get("sizes") or [self.width * self.height * 3] * self.count
+            self.frames = [f.read(size) for size in sizes]
+            self.keyframes = set(header.get("keyframes", range(self.count)))
 
 
 class Camera:
@@ -85,6 +91,8 @@ class Camera:
         while appsrc.get_clock() is None:  # wait for the media to play
             time.sleep(0.005)
         n = max(0, math.ceil((time.time() - epoch) * fps))
+        while (n % self.clip.count) not in self.clip.keyframes:  # an encoded clip starts at a key frame
+            n += 1
         first, caps, sent = True, None, 0
         while True:
             if connection == 0 and self.args.stall_after is not None and sent == self.args.stall_after:
@@ -94,6 +102,8 @@ class Camera:
             if self.args.end_after is not None and self.sent_total == self.args.end_after:
                 appsrc.emit("end-of-stream")
                 time.sleep(0.5)  # the last frames and the RTCP BYE leave
+                times = os.times()
+                say(f"cpu {times.user + times.system:.3f}")
                 say(f"ended {n - 1}")
                 os._exit(0)
             capture = epoch + n / fps
@@ -104,8 +114,10 @@ class Camera:
             running = round(capture * Gst.SECOND) - appsrc.get_base_time()
             clip = self.clip_at(connection, sent)
             if caps is None or caps[0] is not clip:
-                caps = (clip, Gst.Caps.from_string(f"video/x-raw,format=BGR,width={clip.width},"
-                                                   f"height={clip.height},framerate={int(fps)}/1"))
+                kind = ("video/x-h264,stream-format=byte-stream,alignment=au,profile=constrained-baseline"
+                        if clip.codec == "h264" else "video/x-raw,format=BGR")
+                caps = (clip, Gst.Caps.from_string(f"{kind},width={clip.width},height={clip.height},"
+                                                   f"framerate={int(fps)}/1"))
                 appsrc.set_property("caps", caps[1])
             buf = Gst.Buffer.new_wrapped(clip.frames[n % clip.count])
             buf.pts, buf.duration = max(running, 0), int(Gst.SECOND / fps)
@@ -131,9 +143,13 @@ class Factory(GstRtspServer.RTSPMediaFactory):
         self.set_clock(clock)
 
     def do_create_element(self, url):
-        launch = ("( appsrc name=cam is-live=true format=time do-timestamp=false ! videoconvert ! "
-                  "video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 "
-                  "threads=1 ! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=-1 )")
+        if self.camera.clip.codec == "h264":  # already encoded: payloaded as it is
+            launch = ("( appsrc name=cam is-live=true format=time do-timestamp=false ! "
+                      "rtph264pay name=pay0 pt=96 config-interval=0 )")  # the clip has its parameter sets
+        else:
+            launch = ("( appsrc name=cam is-live=true format=time do-timestamp=false ! videoconvert ! "
+                      "video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 "
+                      "threads=1 ! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=-1 )")
         return Gst.parse_launch(launch)
 
     @staticmethod

@@ -56,13 +56,19 @@ def place_face(frame: np.ndarray, crop: np.ndarray, centre, side: float, angle: 
     s = side / w
     m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), angle, s)  # about the crop's centre, in pixel centres
     m[:, 2] += np.array(centre, float) - [w / 2 - 0.5, h / 2 - 0.5]
-    size = (frame.shape[1], frame.shape[0])
     # a soft mask: 1 inside, falling to 0 over the outer 6% of the crop
     ramp = np.minimum(np.arange(w) + 0.5, w - 0.5 - np.arange(w)) / (0.06 * w)
     mask = np.clip(np.minimum(ramp[None, :], ramp[:, None]), 0, 1).astype(np.float32)
-    warped = cv2.warpAffine(crop, m, size, flags=cv2.INTER_LINEAR)
-    alpha = cv2.warpAffine(mask, m, size, flags=cv2.INTER_LINEAR)[..., None]
-    frame[:] = np.rint(frame * (1 - alpha) + warped * alpha).astype(np.uint8)
+    corners = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [-0.5, h - 0.5], [w - 0.5, h - 0.5]]) @ m[:, :2].T + m[:, 2]
+    x0, y0 = np.maximum(np.floor(corners.min(axis=0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(axis=0)).astype(int) + 2, [frame.shape[1], frame.shape[0]])
+    if x1 > x0 and y1 > y0:  # warp and blend only the region the face covers
+        local = m.copy()
+        local[:, 2] -= [x0, y0]
+        roi = frame[y0:y1, x0:x1]
+        warped = cv2.warpAffine(crop, local, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
+        alpha = cv2.warpAffine(mask, local, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)[..., None]
+        roi[:] = np.rint(roi * (1 - alpha) + warped * alpha).astype(np.uint8)
     return points @ m[:, :2].T + m[:, 2]
 
 
@@ -149,3 +155,31 @@ def face_clip(lfw_files: list[Path], size=(320, 240), count: int = 50, faces=(10
             paste(frame, crop, (w * (0.25 if side == 0 else 0.75) + sway, h / 2), scale)
         frames.append(frame)
     return frames
+
+
+def camera_clip(lfw_files: list[Path], size=(1280, 720), count: int = 50, faces=(1000, 7000),
+                face_height: float = 0.15) -> list[np.ndarray]:
+    """`count` frames of `size` (w, h) as a fixed camera sees a scene: a still background (the coffee photo) and
+    clean LFW faces of `face_height` x the frame height side by side, swaying a few pixels and back (so that the
+    clip loops without a jump)."""
+    w, h = size
+    background = photo_background("coffee.jpg", (h, w))
+    crops = [_read(lfw_files[i]) for i in faces]
+    side = face_height * h
+    frames = []
+    for t in range(count):
+        sway = 0.01 * w * np.sin(2 * np.pi * t / count)
+        frame = background.copy()
+        for k, crop in enumerate(crops):
+            place_face(frame, crop, (w * (k + 1) / (len(crops) + 1) + sway, 0.45 * h), side)
+        frames.append(frame)
+    return frames
+
+
+def _read(path: Path) -> np.ndarray:
+    import cv2
+
+    image = cv2.imread(str(path))
+    if image is None:
+        raise FileNotFoundError(path)
+    return image
