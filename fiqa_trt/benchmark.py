@@ -191,13 +191,13 @@ def _runner(model: str, **runtime):
 
 
 def recipe_rows(runner, items, recipe_options: list[str | None], model: str, batch_size: int = 32,
-                progress=print) -> list[dict]:
+                progress=print, preprocessing: dict | None = None) -> list[dict]:
     """End-to-end throughput of quality recipes on one runner, each measured in the same run: quality scores/s and
     forward passes per score (the original plus the recipe's views), the template check (done once per input)
     timed apart from scoring. `None` in `recipe_options` is the model's default recipe."""
     rows = []
     for option in recipe_options:
-        settings = ScoringSettings(model=model, recipe=option, batch_size=batch_size)
+        settings = ScoringSettings(model=model, recipe=option, batch_size=batch_size, **(preprocessing or {}))
         start = time.perf_counter()
         session = open_session(settings, items, runner=runner)  # the runner is open: this is the template check
         check_seconds = time.perf_counter() - start
@@ -221,7 +221,8 @@ def recipe_rows(runner, items, recipe_options: list[str | None], model: str, bat
 def run_benchmark(model: str | None, data: str, images: int = 512, backends: list[str] | None = None,
                   precisions: list[str] | None = None, views: tuple[int, ...] = (1, 4),
                   batch_sizes: tuple[int, ...] = (32,), ranking_images: int = 1000, progress=print,
-                  device: str = "cpu", recipes: list[str | None] | None = None) -> dict:
+                  device: str = "auto", recipes: list[str | None] | None = None,
+                  preprocessing: dict | None = None) -> dict:
     """`recipes`: also measure these recipes (names or files; None: the model's default) end to end on the
     default runner (`recipe_rows`), next to the seed recipe."""
     from fiqa_trt.engine.device import resolve_device
@@ -239,7 +240,8 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
         for b in backends:
             if b not in available_backends():
                 raise FiqaError(f"backend '{b}' is not installed; available: {', '.join(available_backends())}")
-    reference = _runner(model, backend="onnxruntime", precision="fp32", device="cpu")
+    given = dict(preprocessing or {})  # colour order, mean, std, input size stated for the model
+    reference = _runner(model, backend="onnxruntime", precision="fp32", device="cpu", **given)
     flops = model_flops(reference.model.proto)
     report = {"benchmark": "fiqa-trt bench", **provenance(), "model": Path(model).name,
               "model_sha256": reference.sha256, "model_gflops_per_image": round(flops / 1e9, 4),
@@ -262,7 +264,7 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
     prepared: dict[tuple[int, int], dict] = {}
     for k in views:
         for bs in batch_sizes:
-            scorer = open_session(_settings(model, k, bs), runner=reference).scorer
+            scorer = open_session(_settings(model, k, bs, **given), runner=reference).scorer
             decode_only = PerturbPipeline([], reference.config, batch_size=bs, num_threads=os.cpu_count(), **where)
             start = time.perf_counter()
             for i in range(0, len(checked), bs):
@@ -283,7 +285,7 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
             if prec not in runs:
                 progress(f"skip {backend} {prec}: not supported {'here' if target.is_cuda else 'on this CPU'}")
                 continue
-            runner = _runner(model, backend=backend, precision=prec, device=str(target))
+            runner = _runner(model, backend=backend, precision=prec, device=str(target), **given)
             key = f"{backend}:{runner.precision}"
             peak = measure_gpu_peak(runner.precision, target.index) if target.is_cuda else \
                 measure_peak(backend, runner.precision)
@@ -293,7 +295,7 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
                 runner.embed(tensors[0].reshape(-1, *tensors[0].shape[2:]))  # warm-up
                 latencies = [_timed(lambda t=t: runner.embed(t.reshape(-1, *t.shape[2:])), sync) for t in tensors]
                 inference = len(checked) / sum(latencies)
-                scorer = open_session(_settings(model, k, bs), runner=runner).scorer
+                scorer = open_session(_settings(model, k, bs, **given), runner=runner).scorer
                 marks = [time.perf_counter()]
                 start = marks[0]
                 results = list(scorer.score(items, progress=lambda n: marks.append(time.perf_counter())))
@@ -328,7 +330,7 @@ def run_benchmark(model: str | None, data: str, images: int = 512, backends: lis
                                                                      data))
                 progress(f"ranking check {key}: Spearman {report['ranking_checks'][-1]['spearman_vs_fp32']:.4f}")
     if recipes:
-        runner = _runner(model, device=str(target))
+        runner = _runner(model, device=str(target), **given)
         wanted = ["seed"] + [r for r in recipes if r != "seed"]
-        report["recipe_rows"] = recipe_rows(runner, items, wanted, model, batch_sizes[0], progress)
+        report["recipe_rows"] = recipe_rows(runner, items, wanted, model, batch_sizes[0], progress, given)
     return report

@@ -5,8 +5,9 @@ model: a group adds its options and parses them into the object the command work
     @args.command(args.MODEL, args.RUNTIME, args.VIEWS, args.ALIGNMENT, args.OUTPUT)
     def score(input: ..., out: ..., settings: ScoringSettings, output: Output) -> None: ...
 
-The decorated function takes `settings` (the groups' values as one `ScoringSettings`, checked before anything is
-loaded) and, with the OUTPUT group, `output`; the command line shows each group's options under its own heading.
+The decorated function takes a parameter annotated `ScoringSettings` (the groups' values as one object, which the
+command checks before anything is loaded) and one annotated `Output` (the OUTPUT group's); the command line shows
+each group's options under its own heading.
 A default lives in `engine.settings.ScoringSettings` alone; a command that runs without an option leaves it out
 (`Group.without`), and one that names the model as an argument takes `MODEL_ARGUMENT`.
 """
@@ -184,10 +185,11 @@ def command(*groups: Group) -> Callable[[Callable], Callable]:
     def decorate(fn: Callable) -> Callable:
         hints = typing.get_type_hints(fn, include_extras=True)
         own = inspect.signature(fn)
-        takes = set(own.parameters)
+        settings_name = next((n for n in own.parameters if hints.get(n) is ScoringSettings), None)
+        output_name = next((n for n in own.parameters if hints.get(n) is Output), None)
         keyword = inspect.Parameter.KEYWORD_ONLY  # typer passes every value by name; the order is the CLI's
         params = [p.replace(annotation=hints.get(p.name, p.annotation), kind=keyword) for p in own.parameters.values()
-                  if p.name not in ("settings", "output")]
+                  if p.name not in (settings_name, output_name)]
         taken = {p.name for p in params}
         group_names: list[str] = []
         for group in groups:
@@ -206,10 +208,10 @@ def command(*groups: Group) -> Callable[[Callable], Callable]:
             if grouped.get("perturb") is not None:
                 grouped["perturb"] = tuple(grouped["perturb"])
             settings = ScoringSettings(**{k: v for k, v in grouped.items() if v is not None or DEFAULTS.get(k) is None})
-            if "settings" in takes:
-                values["settings"] = settings
-            if "output" in takes:
-                values["output"] = output
+            if settings_name:
+                values[settings_name] = settings
+            if output_name:
+                values[output_name] = output
             return fn(**values)
 
         wrapper.__name__, wrapper.__qualname__, wrapper.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__

