@@ -126,9 +126,9 @@ def main() -> None:
     from benchmarks.harness.scenes import camera_clip
     from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine.detect import make_aligner
-    from fiqa_trt.engine.models import open_scorer
+    from fiqa_trt.engine.session import CROPS, open_session
     from fiqa_trt.engine.settings import ScoringSettings
-    from fiqa_trt.gate.gate import MIN_FACE, calibration_for, default_detector
+    from fiqa_trt.gate.gate import MIN_FACE, default_detector
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -144,8 +144,8 @@ def main() -> None:
     model = SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"
     if not files or not model.is_file():
         sys.exit("the shared LFW crops and MobileFaceNet are not there (../shared)")
-    scorer = open_scorer(ScoringSettings(model=str(model), realign="off"))
-    calibration = calibration_for(scorer.recipe)
+    session = open_session(ScoringSettings(model=str(model)), inputs=CROPS)  # as `fiqa-trt gate` opens it
+    scorer, calibration = session.scorer, session.resolution.calibration
     size = tuple(scorer.runner.config.input_size)
     detectors = {"mtcnn": lambda: default_detector(MIN_FACE, size=size),
                  "hog": lambda: make_aligner("hog", all_faces=True, upsample=1)}

@@ -151,9 +151,11 @@ def nms(xp, boxes, scores, groups, threshold: float, mode: str = "union"):
     later = ends - xp.arange(n) - 1  # boxes after it in its group
     total = int(later.sum())
     if total <= PAIR_BUDGET:
-        first = xp.repeat(xp.arange(n), later)
-        offset = xp.arange(total) - xp.repeat(xp.cumsum(later) - later, later)
-        second = first + 1 + offset
+        # pair p belongs to the box whose run of `later` pairs holds it (a search, not a repeat: CuPy too)
+        ends_of_runs = xp.cumsum(later)
+        pair = xp.arange(total)
+        first = xp.searchsorted(ends_of_runs, pair, side="right")
+        second = first + 1 + pair - (ends_of_runs - later)[first]
         hit = overlap(xp, b[first], b[second], mode) > threshold
         first, second = first[hit], second[hit]
         kept = xp.ones(n, bool)
@@ -212,7 +214,8 @@ class ArrayOps:
         xp = self.xp
         h, w = size
         ry, rx = area_weights(xp, image.shape[0], h), area_weights(xp, image.shape[1], w)
-        out = xp.einsum("yi,ijc,xj->yxc", ry, image.astype(xp.float32), rx, optimize=True)
+        rows = xp.tensordot(ry, image.astype(xp.float32), axes=(1, 0))  # (h, W, C)
+        out = xp.tensordot(rows, rx, axes=(1, 1)).transpose(0, 2, 1)  # (h, C, w) -> (h, w, C)
         return xp.clip(xp.rint(out), 0, 255).astype(xp.uint8)
 
     def warp(self, image, matrices, size: int, replicate: bool = False):
