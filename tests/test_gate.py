@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.harness.scenes import PIXELATE, THRESHOLD, make_gate_video, paste, pixelate
+from benchmarks.harness.scenes import make_gate_video, paste, pixelate
 from fiqa_trt.engine.align import Face
 from fiqa_trt.gate.gate import Gate, calibrate
 from fiqa_trt.gate.streams import CaptureSource, FolderSource, Frame, FrameReader, SourceStats
@@ -291,6 +291,8 @@ def test_threshold_and_scale():
     with pytest.raises(FiqaError, match="outside the calibrated scale"):
         Gate(scorer, detector, scale="calibrated", calibration=(0.0, 1.0), threshold=150)
     assert Gate(scorer, detector, scale="raw", threshold=1.3).threshold == 1.3  # a recipe's raw scale is its own
+    with pytest.raises(FiqaError, match="far outside the raw scale .* needs --scale calibrated"):
+        Gate(scorer, detector, scale="raw", calibration=(-0.2, 0.1), threshold=50)
     import logging
 
     records = []
@@ -311,8 +313,12 @@ def test_streams_are_gated_together_each_with_its_tracks_and_summary(tmp_path):
 
     events: list[dict] = []
     gate = Gate(_FixedScorer([0.95] * 100), _OneFaceDetector(), threshold=0.9, events=None,
-                on_event=events.append, batch_frames=2)
+                on_event=events.append, batch_frames=2, video_out=tmp_path / "annotated.avi")
     summary = gate.process([list(_frames(7)), list(_frames(3))], names=["a", "b"])
+    for name, count in (("annotated.s0.avi", 7), ("annotated.s1.avi", 3)):  # a video per stream
+        video = cv2.VideoCapture(str(tmp_path / name))
+        assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == count
+        video.release()
     per = {i: [e for e in events if e.get("stream") == i and e["event"] == "face"] for i in (0, 1)}
     assert [e["frame"] for e in per[0]] == list(range(7)) and [e["frame"] for e in per[1]] == list(range(3))
     assert {e["track"] for e in per[0]} == {e["track"] for e in per[1]} == {0}  # track ids count per stream

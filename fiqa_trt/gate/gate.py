@@ -21,7 +21,8 @@ the recipe's calibration mapping its 1st percentile to 0 and its 99th to 100 on 
 the ArcFace template (`Recipe.calibration`), which is how the gate aligns every face. Default threshold: 50 on the
 calibrated scale; on the raw scale the raw quality that scores 50 where the recipe has a calibration, else it must
 be given (the raw scale is the recipe's own: about -0.05 for the default model's, 1.2 for the MobileFaceNet's). A
-raw threshold outside the calibration's [p1, p99] is warned about (it accepts or rejects nearly every face). A face
+raw threshold outside the calibration's [p1, p99] is warned about (it accepts or rejects nearly every face), one
+more than RAW_MARGIN times that range away from it refused (a 0-100 threshold given on the raw scale). A face
 event is `accept` when its score >= threshold; a track's final decision is made on its best shot (highest quality
 over the track).
 
@@ -51,7 +52,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, TextIO
+from typing import Callable, Protocol, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -64,6 +65,7 @@ from fiqa_trt.gate.tracking import IouTracker
 log = logging.getLogger("fiqa_trt")
 SCALES = ("raw", "calibrated")
 MIN_FACE = 64  # frame pixels: the smallest face the default detector looks for
+RAW_MARGIN = 10  # a raw threshold more than this many calibration ranges (p99 - p1) outside it is refused
 
 
 class Detector(Protocol):
@@ -209,6 +211,11 @@ class Gate:
             return round(cal[0] + 0.5 * (cal[1] - cal[0]), 6)  # the raw quality that scores 50
         if not np.isfinite(threshold):
             raise FiqaError("--threshold must be a finite number")
+        if cal is not None and not cal[0] - RAW_MARGIN * (cal[1] - cal[0]) <= threshold <= \
+                cal[1] + RAW_MARGIN * (cal[1] - cal[0]):
+            raise FiqaError(f"--threshold {threshold:g} is far outside the raw scale of this recipe (its clean faces "
+                            f"span {cal[0]:.4g} to {cal[1]:.4g}, 1st to 99th percentile): a 0-100 threshold needs "
+                            "--scale calibrated")
         if cal is not None and not cal[0] <= threshold <= cal[1]:
             log.warning("--threshold %g on the raw scale is outside this recipe's calibration range [%.4g, %.4g] "
                         "(1st to 99th percentile of clean faces): it %s nearly every face", threshold, cal[0],
