@@ -286,7 +286,7 @@ def test_threshold_and_scale():
     raw = Gate(scorer, detector, scale="raw", calibration=(-0.2, 0.1))
     assert raw.threshold == pytest.approx(-0.05) and raw.decide(-0.04) == "accept" and raw.decide(-0.06) == "reject"
     assert raw.score_of(-0.04) == pytest.approx(-0.04) and raw.score_of(float("nan")) is None
-    with pytest.raises(FiqaError, match="--scale raw needs a --threshold"):
+    with pytest.raises(FiqaError, match="no 0-100 calibration .* give --threshold on the recipe's raw quality"):
         Gate(scorer, detector, scale="raw")
     with pytest.raises(FiqaError, match="outside the calibrated scale"):
         Gate(scorer, detector, scale="calibrated", calibration=(0.0, 1.0), threshold=150)

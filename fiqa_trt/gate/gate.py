@@ -206,8 +206,8 @@ class Gate:
             return threshold
         if threshold is None:
             if cal is None:
-                raise FiqaError("--scale raw needs a --threshold: this recipe's raw quality has no calibration to "
-                                "take a default from")
+                raise FiqaError("no 0-100 calibration is known for this model and recipe to take a default "
+                                "threshold from: give --threshold on the recipe's raw quality (--scale raw)")
             return round(cal[0] + 0.5 * (cal[1] - cal[0]), 6)  # the raw quality that scores 50
         if not np.isfinite(threshold):
             raise FiqaError("--threshold must be a finite number")
