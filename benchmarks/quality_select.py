@@ -115,28 +115,25 @@ def centres_of(signals: list[str], emb: dict[str, np.ndarray], fit_rows: np.ndar
 
 def signal_values(signals: list[str], emb: dict[str, np.ndarray], centres: dict[str, np.ndarray]
                   ) -> dict[str, np.ndarray]:
-    """Per-image values of each signal over the images of `emb` (view name -> embeddings), ui with `centres`."""
-    def log_norm(x):
-        return np.log(np.linalg.norm(x, axis=1))
-
-    def log_cos(x, y):
-        c = np.einsum("ij,ij->i", unit(x), unit(y))
-        return np.log(np.clip(c, 1e-6, 1.0))
+    """Per-image values of each signal over the images of `emb` (view name -> embeddings), ui with `centres`: the
+    recipe signal it stands for (`quality.signals`), read off a pass of the original and the signal's views."""
+    from fiqa_trt.quality import Pass, Recipe
 
     out = {}
     for s in signals:
-        if s == "norm":
-            out[s] = log_norm(emb["re"])
+        if s.startswith("c:"):
+            views, name = [SHORT.get(s[2:], s[2:])], "cos:0"
+        elif s == "norm":
+            views, name = [], "lognorm"
         elif s.startswith("ln["):
-            vs = _bracketed(s)
-            out[s] = (log_norm(emb["re"]) + sum(log_norm(emb[f"re_{v}"]) for v in vs)) / (1 + len(vs))
-        elif s.startswith("ui"):
-            centre = centres[s.split("@")[1]]
-            forwards_ = [emb["re"]] + [emb[f"re_{v}"] for v in _bracketed(s)]
-            mean_cos = np.mean([unit(x) @ centre for x in forwards_], axis=0)
-            out[s] = np.log(np.clip(1.0 - mean_cos, 1e-6, 2.0))
-        else:
-            out[s] = log_cos(emb["re"], emb[f"re_{s[2:]}"])
+            views, name = _bracketed(s), "lognorm:all"
+        else:  # ui@N (the original alone) or ui[v,...]@N (the mean cosine over the original and the views)
+            views, name = _bracketed(s), "ui:all" if "[" in s else "ui"
+        centre = centres[s.split("@")[1]] if s.startswith("ui") else None
+        recipe = Recipe(s, tuple(views) or ("original",), "weighted_log", signals=((name, 1.0),),
+                        centre=None if centre is None else tuple(centre))
+        stacked = np.stack([emb["re"]] + [emb[f"re_{v}"] for v in views], axis=1)
+        out[s] = recipe.read_signals(Pass(stacked, list(range(len(views)))), [name])[name]
     return out
 
 

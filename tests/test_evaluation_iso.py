@@ -304,3 +304,45 @@ def test_compare_splits_method_names_that_hold_colons():
                        Method("b:c", "engine", "", noise), Method("c", "engine", "", noise)]
     with pytest.raises(FiqaError, match="more than one way"):  # a | b:c  or  a:b | c
         evaluate(pairs, sim, twice, fmrs=(1e-2,), limits=(0.3,), compare=["a:b:c"])
+
+
+def test_no_interval_around_an_undefined_normalised_pauc():
+    """At an FMR where no mated comparison is a false non-match the normalised pAUC is undefined: no interval is
+    given, although resamples that draw the highest non-mated pair twice set a higher threshold and have one."""
+    from fiqa_trt.cli.console import err
+    from fiqa_trt.cli.eval import _summary
+    from fiqa_trt.evaluation.report import Method, evaluate
+
+    pairs, sim, quality = synthetic_pairs(40, nonmated=1000)
+    sim = np.where(pairs.mated, 0.9, sim)
+    top = np.argsort(np.where(pairs.mated, -np.inf, sim))[-2:]  # k = 1: the threshold is the 2nd highest
+    sim[np.flatnonzero(pairs.mated)[0]] = (sim[top[0]] + sim[top[1]]) / 2  # a match, below the highest
+    report = evaluate(pairs, sim, [Method("q", "engine", "", quality)], fmrs=(1e-3,), limits=(0.3,), bootstrap=200)
+    row = report["results"][0]
+    assert row["fnmr_0"] == 0 and math.isnan(row["pauc30_norm"]) and "pauc30_norm_lo" not in row
+    with err.capture() as shown:
+        _summary(report)
+    text = " ".join(shown.get().split())
+    assert "nan [" not in text and "no false non-match" in text
+
+
+def test_fmrs_a_small_pair_set_cannot_resolve_are_said_to_repeat():
+    """With 300 non-mated pairs neither FMR 1e-3 nor 1e-4 allows one false match: both thresholds are the highest
+    non-mated similarity and their rows are the same; the report and the eval summary say so."""
+    from fiqa_trt.cli.console import err
+    from fiqa_trt.cli.eval import _summary
+    from fiqa_trt.evaluation.report import Method, evaluate, markdown_table, unresolved_note
+
+    pairs, sim, quality = synthetic_pairs(30, nonmated=300)
+    report = evaluate(pairs, sim, [Method("q", "engine", "", quality)], fmrs=(1e-2, 1e-3, 1e-4), limits=(0.3,))
+    rows = {r["target_fmr"]: r for r in report["results"]}
+    assert rows[1e-3]["threshold"] == rows[1e-4]["threshold"] != rows[1e-2]["threshold"]
+    note = unresolved_note(report)
+    assert "FMR 1e-03, 1e-04" in note and "the same figures" in note and "at least 10,000 non-mated pairs resolve them" in note
+    assert note in markdown_table(report)
+    with err.capture() as shown:
+        _summary(report)
+    text = " ".join(shown.get().split())
+    assert "warning: FMR 1e-03, 1e-04" in text and "300 non-mated pairs" in text
+    report = evaluate(pairs, sim, [Method("q", "engine", "", quality)], fmrs=(1e-2,), limits=(0.3,))
+    assert unresolved_note(report) is None

@@ -110,18 +110,6 @@ def test_realign_each_puts_every_crop_on_the_template(lfw_files):
     assert blank.fallbacks == 1
 
 
-def test_lognorm_all_is_the_mean_log_norm_of_every_forward():
-    r = Recipe("x", ("affine:rot=0,scale=1,flip=1",), fusion="weighted_log", signals=(("lognorm:all", 1.0),))
-    norms, cos = np.array([[2.0, 8.0], [1.0, 1.0]]), np.ones((2, 1))
-    np.testing.assert_allclose(r.fuse(norms, cos, [0]), [np.log(4.0), 0.0])
-    plain = Recipe("y", ("affine:rot=0,scale=1,flip=1",), fusion="weighted_log", signals=(("lognorm", 1.0),))
-    np.testing.assert_allclose(plain.fuse(norms, cos, [0]), np.log([2.0, 1.0]))  # the original's column only
-    np.testing.assert_allclose(plain.fuse(norms[:, 0], cos, [0]), np.log([2.0, 1.0]))
-    with pytest.raises(FiqaError, match="every forward"):
-        r.fuse(norms[:, 0], cos, [0])
-    assert r.uses_norm and Recipe.from_dict({**r.to_dict(), "realign_each": True}).realign_each
-
-
 def test_unified_score_is_monotonic_in_quality(lfw_files, real_model):
     """On real crops, blurred to several strengths: sorted by raw quality, the 0-100 scores never decrease."""
     from fiqa_trt.engine.scorer import Scorer
@@ -135,7 +123,7 @@ def test_unified_score_is_monotonic_in_quality(lfw_files, real_model):
     order = np.argsort(q, kind="stable")
     assert np.all(np.diff(s[order]) >= 0) and s.min() >= 0 and s.max() <= 100 and len(np.unique(s)) > 5
     assert np.array_equal(s, np.round(s))
-    assert np.isnan(recipe.unified_score(np.array([np.nan]))).all()
+    assert np.isnan(scorer.unified(np.array([np.nan]))).all()
 
 
 def test_recipe_files_and_errors(tmp_path):
@@ -155,80 +143,6 @@ def test_recipe_files_and_errors(tmp_path):
     assert Recipe("y").realign == "auto"  # as every shipped recipe but the seed's
     with pytest.raises(FiqaError, match="unknown recipe"):
         recipes.load("nope")
-    with pytest.raises(FiqaError, match="unknown signal"):
-        Recipe("x", fusion="weighted_log", signals=(("cos:1", 1.0),))
-    r = Recipe("x", ("gaussian", "border"), fusion="weighted_log", signals=(("cos:1", 1.0),))
-    with pytest.raises(FiqaError, match="gives no view"):
-        r.fuse(np.ones(2), np.ones((2, 1)), [0])
-
-
-@pytest.fixture(scope="module")
-def embedded_lfw(lfw, real_model):
-    """Real embeddings (originals and flips of the crops as they are: enough false non-matches for an EDC on a few
-    hundred images) of every third identity with at least 6 images, 6 images each."""
-    from fiqa_trt.engine.inputs import Item
-    from fiqa_trt.engine.scorer import Scorer
-    from fiqa_trt.evaluation.protocols import identities
-
-    groups = [ks for ks in identities(lfw).values() if len(ks) >= 6][::3]
-    keys = [k for ks in groups for k in ks[:6]]
-    items = [Item(str(lfw / k), k) for k in keys]
-    scorer = Scorer(_runner(real_model), recipe=recipes.NORM_FLIP, batch_size=32, threads=2)
-    originals, cosines = [], []
-    for batch in scorer.embed(items):
-        originals.append(batch.embeddings[:, 0].astype(np.float64))
-        cosines.append(scorer._quality(batch.embeddings)[0][:, 0])
-    emb = np.concatenate(originals)
-    ident = np.array([k.split("/")[0] for k in keys])
-    signals = {"lognorm": np.log(np.linalg.norm(emb, axis=1)), "cos:0": np.log(np.concatenate(cosines))}
-    return emb, ident, signals, keys
-
-
-def test_weights_are_fitted_on_the_dev_half_only(embedded_lfw, lfw):
-    """Replacing every test-half signal (even by noise that would pull the weights elsewhere) leaves the fitted
-    weights and the dev figures unchanged and changes the test figures: the test half is only reported."""
-    from fiqa_trt.evaluation.calibrate import fit, halves
-    from fiqa_trt.evaluation.protocols import all_mated_pairs
-
-    emb, ident, signals, keys = embedded_lfw
-    pairs = all_mated_pairs(lfw, max_images=20, nonmated=20000, seed=3, keys=keys)
-    first = fit(signals, emb, keys, pairs, seed=3, bootstrap=20)
-    assert all(np.isfinite(v) for v in [*first.dev.values(), *first.test.values()])
-    cut = halves(pairs, 3)[2]
-    dev = np.array([cut.side(i) == "dev" for i in ident])
-    assert 0 < dev.sum() < len(dev)
-    rng = np.random.default_rng(0)
-    scrambled = {name: np.where(dev, v, rng.permutation(v)) for name, v in signals.items()}
-    scrambled["cos:0"] = np.where(dev, scrambled["cos:0"], -scrambled["lognorm"] * 50)
-    second = fit(scrambled, emb, keys, pairs, seed=3, bootstrap=20)
-    assert second.weights == first.weights and second.dev == first.dev
-    assert second.test != first.test
-    # and the dev half does move them: scrambling it instead changes the search's input
-    leak = {name: np.where(~dev, v, rng.permutation(v)) for name, v in signals.items()}
-    assert fit(leak, emb, keys, pairs, seed=3, bootstrap=20).dev != first.dev
-
-
-def test_ui_signals_read_the_distance_to_the_centre():
-    centre = (1.0, 0.0)
-    r = Recipe("x", ("affine:rot=0,scale=1,flip=1",), fusion="weighted_log", signals=(("ui:all", 1.0),),
-               centre=centre)
-    emb = np.array([[[0.0, 3.0], [1.0, 0.0]], [[-2.0, 0.0], [0.0, 5.0]]], np.float32)  # (2 images, 2 forwards, D=2)
-    norms, centre_cos = r.forward_stats(emb)
-    np.testing.assert_allclose(centre_cos, [[0.0, 1.0], [-1.0, 0.0]])
-    cos = np.ones((2, 1))
-    # ui:all: log(1 - mean cosine over the forwards); ui: the original's alone
-    np.testing.assert_allclose(r.fuse(norms, cos, [0], centre_cos), np.log([0.5, 1.5]))
-    one = Recipe("y", r.perturb, fusion="weighted_log", signals=(("ui", 2.0), ("lognorm", 1.0)), centre=centre)
-    np.testing.assert_allclose(one.fuse(norms, cos, [0], centre_cos), 2 * np.log([1.0, 2.0]) + np.log([3.0, 2.0]))
-    on_centre = np.array([[[4.0, 0.0], [1.0, 0.0]]], np.float32)  # at the centre: the floor, not -inf
-    assert np.isfinite(r.fuse(*r.forward_stats(on_centre)[:1], np.ones((1, 1)), [0], r.forward_stats(on_centre)[1]))
-    assert Recipe.from_dict(json.loads(recipes.recipe_json(r.to_dict()))) == r
-    with pytest.raises(FiqaError, match="has no centre"):
-        Recipe("z", r.perturb, fusion="weighted_log", signals=(("ui", 1.0),)).check_runnable()
-    with pytest.raises(FiqaError, match="another model"):
-        r.forward_stats(np.ones((1, 2, 3), np.float32))
-    with pytest.raises(FiqaError, match="unit vector"):
-        Recipe("w", r.perturb, fusion="weighted_log", signals=(("ui", 1.0),), centre=(2.0, 0.0))
 
 
 def test_a_recipe_without_its_centre_is_refused_before_scoring(real_model):
@@ -246,7 +160,7 @@ def test_packaged_default_recipes_belong_to_their_records():
         doc = json.loads((registry.RECIPE_DIR / f"{record.name}.json").read_text())
         assert doc["sha256"] == record.sha256 and doc["model"] == record.name
         recipe = Recipe.from_dict(doc["recipe"])
-        assert recipe.calibration is not None and recipe.figures.get("test_npauc30")
+        assert recipe.calibration is not None and (recipe.figures.get("test_npauc30") or recipe.figures["test"])
         dims = {"faceplugin-mobilefacenet": 512, "dlib-resnet-v1-arcface112": 128}[record.name]
         assert recipe.uses_centre and len(recipe.centre) == dims
         check = recipe.figures["degradation_check"]["agreement"]
@@ -255,40 +169,11 @@ def test_packaged_default_recipes_belong_to_their_records():
         assert recipes.load(recipe.name) == recipe  # by its name too
 
 
-def test_the_centre_and_weights_never_see_the_test_half(lfw, real_model, tmp_path):
-    """Calibrating through the engine twice, the second time with every test-half image replaced by a blurred
-    copy: the centre (from dev images' low-resolution views) and the weights are the same, the test figures not."""
-    from fiqa_trt.evaluation.calibrate import calibrate_model, dev_sample, halves
-    from fiqa_trt.evaluation.protocols import all_mated_pairs, identities
-
-    groups = [(i, ks[:5]) for i, ks in identities(lfw).items() if len(ks) >= 5][:24]
-    trees = {}
-    for name, blur in (("plain", False), ("blurred", True)):
-        root = tmp_path / name
-        for ident, ks in groups:
-            (root / ident).mkdir(parents=True)
-            for k in ks:
-                (root / k).symlink_to(lfw / k)
-        trees[name] = root
-    keys = [k for _, ks in groups for k in ks]
-    cut = halves(all_mated_pairs(trees["plain"], nonmated=5000, seed=1, keys=keys), 1)[2]
-    assert set(k.split("/")[0] for k in dev_sample(keys, cut, 1)) == {i for i, _ in groups if cut.side(i) == "dev"}
-    for ident, ks in groups:
-        if cut.side(ident) == "test":
-            for k in ks:
-                target = trees["blurred"] / k
-                target.unlink()
-                cv2.imwrite(str(target), cv2.GaussianBlur(cv2.imread(str(lfw / k)), (0, 0), 4.0))
-    runner = _runner(real_model)
-    fits = [calibrate_model(runner, trees[n], recipes.RECIPES["lognorm-ui-flip"], seed=1, batch_size=16, threads=1,
-                            bootstrap=10, nonmated=5000) for n in ("plain", "blurred")]
-    (a, ra), (b, rb) = fits
-    assert a.centre is not None and len(a.centre) == 512 and a.centre == b.centre
-    assert a.signals == b.signals and ra["dev"] == rb["dev"]
-    assert ra["test"] != rb["test"]
-
-
-def test_calibrate_command_stores_a_recipe(lfw, real_model, tmp_path, monkeypatch):
+def test_calibrate_stores_a_recipe_and_reports_what_eval_reports(lfw, real_model, tmp_path, monkeypatch):
+    """The one engine-level calibrate run (40 identities of 6 shared LFW crops): the fitted recipe is stored as the
+    model's default, and the test half's normalised pAUC and 90% interval it prints are those `fiqa-trt eval --half
+    test` computes (its results.json, what its table prints) for that recipe with the same seeds (both unrealigned:
+    the template check samples each command's own images)."""
     from fiqa_trt.evaluation.protocols import identities
     from fiqa_trt.files import sha256_of
     from tests.cli_runner import run_cli
@@ -300,8 +185,9 @@ def test_calibrate_command_stores_a_recipe(lfw, real_model, tmp_path, monkeypatc
         for k in ks[:6]:
             (root / k).symlink_to(lfw / k)
     out = tmp_path / "calibration.json"
-    result = run_cli("calibrate", str(real_model), str(root), "--recipe", "lognorm-ui-flip", "--backend",
-                     "onnxruntime", "--precision", "fp32", "--bootstrap", "20", "--seed", "2", "--out", str(out))
+    common = ["--backend", "onnxruntime", "--precision", "fp32", "--bootstrap", "50", "--realign", "off"]
+    result = run_cli("calibrate", str(real_model), str(root), "--recipe", "lognorm-ui-flip", "--seed", "2",
+                     "--out", str(out), *common)
     assert result.returncode == 0, result.stderr
     assert "centre: lowres:size=10 views of" in result.stderr
     doc = json.loads(out.read_text())
@@ -320,11 +206,22 @@ def test_calibrate_command_stores_a_recipe(lfw, real_model, tmp_path, monkeypatc
     assert recipes.resolve("lognorm-ui-flip", real_model)[0] == recipe
     assert recipes.resolve("mobilefacenet-default", real_model)[0].name == "mobilefacenet-default"
     assert "--recipe mobilefacenet-default runs the shipped one" in result.stderr
-    # refitting a calibrated recipe keeps its name
-    again = run_cli("calibrate", str(real_model), str(root), "--backend", "onnxruntime", "--precision", "fp32",
-                    "--bootstrap", "10", "--no-store")
-    assert again.returncode == 0 and "lognorm-ui-flip-calibrated" in again.stderr
-    assert "calibrated-calibrated" not in again.stderr
+
+    evaluated = run_cli("eval", str(root), "--generate", "--half", "test", "--seed", "2", "--split-seed", "2",
+                        "--model", str(real_model), "--recipe", str(out), "--fmr", "1e-3", "--fmr", "1e-4",
+                        "--pauc-limit", "0.3", "--no-plots", "-o", str(tmp_path / "eval"), *common)
+    assert evaluated.returncode == 0, evaluated.stderr
+    rows = {r["target_fmr"]: r for r in json.loads((tmp_path / "eval" / "results.json").read_text())["results"]
+            if r["method"] == "recipe:lognorm-ui-flip-calibrated"}
+    test = doc["report"]["test"]
+    for fmr in (1e-3, 1e-4):
+        key, row = f"{fmr:.0e}", rows[fmr]
+        assert test["npauc30"][key] == row["pauc30_norm"]
+        assert test["npauc30_90"][key] == [row["pauc30_norm_lo"], row["pauc30_norm_hi"]]
+        printed = f"FMR {key}: {row['pauc30_norm']:.3f} [{row['pauc30_norm_lo']:.3f}, {row['pauc30_norm_hi']:.3f}]"
+        assert printed in result.stderr.replace("\n", " ")
+    # refitting a calibrated recipe (the model's default now) keeps its name
+    assert recipes.calibrated_name(recipe.name) == recipe.name
 
 
 def test_degradations_do_what_they_say():
@@ -343,31 +240,6 @@ def test_degradations_do_what_they_say():
     assert degradations.agreement(np.array([1.0, 2.0, np.nan]), {"a": np.array([0.5, 3.0, 0.0])}) == {"a": 1 / 3}
     with pytest.raises(ValueError):
         degradations.degrade(crop, "fog")
-
-
-def test_the_weight_search_honours_the_degradation_floor():
-    """Signal `a` predicts the false non-matches better, but rises when faces are degraded; `b` is weaker but falls:
-    unconstrained the search keeps `a` alone; with the floor it weighs `b` in until the degraded copies drop."""
-    from fiqa_trt.evaluation import degradations
-    from fiqa_trt.evaluation.calibrate import Protocol, search
-
-    rng = np.random.default_rng(0)
-    n = 400
-    ma, mb = np.arange(0, n, 2), np.arange(1, n, 2)
-    truth = rng.normal(size=n)
-    errors = np.minimum(truth[ma], truth[mb]) < -0.8
-    proto = Protocol(ma, mb, np.arange(len(ma)), {1e-3: errors, 1e-4: errors}, {1e-3: 0.0, 1e-4: 0.0}, 1000)
-    signals = {"a": truth + 0.3 * rng.normal(size=n), "b": truth + 1.5 * rng.normal(size=n)}
-    faces = rng.normal(size=50)
-    check = {"clean": {"a": faces, "b": faces}, "blur": {"a": faces + 1.0, "b": faces - 3.0}}
-    free = search({"b": signals["b"], "a": signals["a"]}, proto)
-    held = search({"b": signals["b"], "a": signals["a"]}, proto, degraded=check, floor=degradations.FLOOR)
-
-    def agreed(w):
-        fused = {k: w["a"] * v["a"] + w["b"] * v["b"] for k, v in check.items()}
-        return degradations.agreement(fused["clean"], {"blur": fused["blur"]})["blur"]
-
-    assert agreed(free) < degradations.FLOOR <= agreed(held)
 
 
 def test_the_shipped_mobilefacenet_recipe_ranks_degraded_crops_lower(lfw_files, real_model):
@@ -418,43 +290,3 @@ def test_the_shipped_dlib_recipe_ranks_blurred_and_small_crops_lower(lfw_files):
                                                                   for i, c in enumerate(crops)])
                                            for k in ("blur4", "down18")})
     assert min(worse.values()) >= 0.85, worse
-
-
-def _gpu_reason() -> str | None:
-    from fiqa_trt.kernels.cuda import usable_device
-
-    return usable_device()
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_gpu_reason() is not None, reason=f"needs a CUDA device: {_gpu_reason()}")
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_forward_stats_on_the_gpu_match_numpy(dtype):
-    """The norms and centre cosines the scorer computes on the device (CuPy) are NumPy's."""
-    import cupy
-
-    rng = np.random.default_rng(1)
-    centre = rng.normal(size=64)
-    r = Recipe("g", ("affine:rot=0,scale=1,flip=1",), "weighted_log", signals=(("ui:all", 1.0), ("lognorm:all", 1.0)),
-               centre=tuple(centre / np.linalg.norm(centre)))
-    emb = rng.normal(size=(33, 2, 64)).astype(dtype)
-    norms, cos = r.forward_stats(emb)
-    g_norms, g_cos = (cupy.asnumpy(x) for x in r.forward_stats(cupy.asarray(emb), cupy))
-    np.testing.assert_allclose(g_norms, norms, rtol=1e-5)
-    np.testing.assert_allclose(g_cos, cos, atol=1e-5)
-
-
-def test_the_weight_search_refuses_a_half_with_nothing_to_discard():
-    from fiqa_trt.evaluation.calibrate import Protocol, search
-
-    none = np.zeros(10, bool)
-    proto = Protocol(np.arange(0, 20, 2), np.arange(1, 20, 2), np.arange(10), {1e-3: none, 1e-4: none},
-                     {1e-3: 0.0, 1e-4: 0.0}, 100)
-    with pytest.raises(FiqaError, match="no false non-match"):
-        search({"a": np.arange(20.0), "b": np.ones(20)}, proto)
-    one = none.copy()
-    one[3] = True  # an FMR without any error is left out of the objective, not a NaN that stops the search
-    proto.errors = {1e-3: one, 1e-4: none}
-    assert search({"a": np.arange(20.0), "b": np.ones(20)}, proto)["a"] == 1.0
-    with pytest.raises(ValueError):
-        search({"a": np.arange(20.0)}, proto, degraded={"clean": {"a": np.ones(3)}}, floor=0.5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from fiqa_trt.cli import bench, build, calibrate, eval, export, gate, perturbations, score, serve, weights
+from fiqa_trt.cli import bench, build, calibrate, console, eval, export, gate, perturbations, score, serve, weights
 from fiqa_trt.cli.console import err
 from fiqa_trt.errors import FiqaError
 
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from fiqa_trt.cli.console import filter_native_stderr
 
+    console.ARGUMENTS[:] = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     if argv is None and not {"-v", "--verbose"} & set(sys.argv[1:]):
         filter_native_stderr()
     try:

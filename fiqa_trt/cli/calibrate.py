@@ -1,4 +1,5 @@
-"""The `fiqa-trt calibrate` command: fit a quality recipe's weights for one model, report, store in the user cache."""
+"""The `fiqa-trt calibrate` command: fit a quality recipe's weights for one model, report, store in the user cache or
+write the model's packaged default recipe."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Optional
 import typer
 
 from fiqa_trt.cli import options
-from fiqa_trt.cli.console import RateColumn, err, setup_logging
+from fiqa_trt.cli.console import RateColumn, command_line, err, setup_logging
 from fiqa_trt.errors import FiqaError
 
 FEW_ERRORS = 20  # fewer false non-matches than this on the dev half: the fit is noisy, say so
@@ -21,12 +22,19 @@ def calibrate(
                                         "all-mated protocol)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="The recipe whose weights are fitted, by name "
                                          "or JSON file (default: the model's own, else lognorm-ui-flip)."),
-    realign: str = typer.Option("auto", "--realign", help="Template check before embedding: auto, on, off."),
-    seed: int = typer.Option(0, help="Seed of the identity split, the pair generator and the views."),
-    bootstrap: int = typer.Option(1000, help="Bootstrap draws (identities) for the intervals."),
+    realign: options.Realign = None,
+    seed: int = typer.Option(0, help="Seed of the identity split, the pair generator and the views (as eval's "
+                             "--split-seed and --seed)."),
+    bootstrap: int = typer.Option(200, help="Bootstrap resamples of the test identities for the 90% intervals (as "
+                                  "eval's --bootstrap)."),
+    bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed of the bootstrap resamples (as eval's)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Also write the report and recipe (JSON)."),
     store: bool = typer.Option(True, "--store/--no-store", help="Store the fitted recipe for this model in the "
                                "user cache (then it is the model's default recipe)."),
+    write_package: bool = typer.Option(False, "--write-package", help="Write the fitted recipe as the model's "
+                                       "packaged default (fiqa_trt/weights/recipes/<model>.json: a model of the "
+                                       "registry), with the named recipes' 0-100 calibrations (two more passes) and "
+                                       "this command line, the data, the commit and the date; implies --no-store."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch."),
     threads: options.Threads = None,
     backend: options.Backend = "auto",
@@ -37,12 +45,11 @@ def calibrate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from fiqa_trt.engine import recipes
-    from fiqa_trt.engine.inputs import Item
     from fiqa_trt.engine.runners import load_runner
-    from fiqa_trt.files import sha256_of
-    from fiqa_trt.engine.template import realigner_for
-    from fiqa_trt.evaluation.calibrate import calibrate_model
+    from fiqa_trt.evaluation.calibrate import calibrate_model, package_document
     from fiqa_trt.evaluation.protocols import identities
+    from fiqa_trt.files import sha256_of
+    from fiqa_trt.weights import registry
 
     setup_logging(False)
     if not Path(model).is_file():
@@ -51,6 +58,15 @@ def calibrate(
         raise FiqaError(f"image folder not found: {images}")
     if out and not Path(out).resolve().parent.is_dir():
         raise FiqaError(f"the output folder {Path(out).parent} does not exist")
+    if bootstrap < 0 or bootstrap == 1:
+        raise FiqaError("--bootstrap: 0 (no intervals) or at least 2 resamples")
+    sha = sha256_of(Path(model))
+    record = registry.lookup(sha)
+    if write_package:
+        if record is None:
+            raise FiqaError(f"--write-package writes a registry model's packaged recipe; {model} is not in the "
+                            "registry (use --out for a recipe file)")
+        store = False
     if recipe is None:  # the model's own (stored, packaged or in its metadata): refitted
         base, source = recipes.resolve(None, model)
     else:  # the recipe as named or written: its centre and weights are what is fitted here
@@ -62,25 +78,25 @@ def calibrate(
         base, source = recipes.RECIPES["lognorm-ui-flip"], "named recipe (the model has no weighted recipe)"
     err.print(f"fitting {base.describe()} ({source})")
     runner = load_runner(model, backend=backend, precision=precision, threads=threads, device=device)
-    keys = [k for ks in identities(images).values() for k in ks]
-    aligner, check = realigner_for([Item(str(Path(images) / k), k) for k in keys], runner.config.input_size,
-                                   realign, seed)
-    err.print(check)
+    total = sum(len(ks) for ks in identities(images).values())
     progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                         console=err)
     with progress:
-        task = progress.add_task("embed", total=len(keys))
-        fitted, report = calibrate_model(runner, images, base, aligner, seed, batch_size, threads, pairs,
-                                         lambda n: progress.advance(task, n), bootstrap)
+        task = progress.add_task("embed", total=total)
+        result = calibrate_model(runner, images, base, seed, batch_size, threads, pairs,
+                                 lambda n: progress.advance(task, n), bootstrap, bootstrap_seed, realign=realign,
+                                 named=write_package)
+    fitted, report = result.recipe, result.report
+    err.print(report["template_check"])
     if report["centre"]:
         err.print(f"centre: {report['centre']}")
     err.print(f"weights (fitted on the dev half, {report['dev']['identities']} identities): "
               + ", ".join(f"{k} {v:g}" for k, v in report["weights"].items()))
     for half in ("dev", "test"):
         r = report[half]
-        err.print(f"{half}: {r['mated']} mated comparisons, normalised pAUC@0.3 "
-                  + ", ".join(f"FMR {k}: {v:.4f} ({r['false_non_matches'][k]} false non-matches)"
-                              for k, v in r["npauc30"].items()))
+        err.print(f"{half}: {r['mated']} mated comparisons, normalised pAUC@0.3 " + ", ".join(
+            f"FMR {k}: {v:.3f}" + (" [{:.3f}, {:.3f}]".format(*r["npauc30_90"][k]) if "npauc30_90" in r else "")
+            + f" ({r['false_non_matches'][k]} false non-matches)" for k, v in r["npauc30"].items()))
     few = {k: n for k, n in report["dev"]["false_non_matches"].items() if n < FEW_ERRORS}
     if few:
         err.print(f"[yellow]warning:[/] the dev half has only {', '.join(f'{n} at FMR {k}' for k, n in few.items())} "
@@ -95,23 +111,38 @@ def calibrate(
                   "rank those degradations for this model (a recipe with the ui signals may; or --no-store)")
     for name, ref in report["references"].items():
         err.print(f"  vs {name} alone (test): " + ", ".join(
-            f"FMR {k}: {v:.4f}, difference 90% [{ref['difference_90'][k][0]:+.4f}, "
-            f"{ref['difference_90'][k][1]:+.4f}]" for k, v in ref["test_npauc30"].items()))
+            f"FMR {k}: {v:.3f}" + (", difference 90% [{:+.4f}, {:+.4f}]".format(*ref["difference_90"][k])
+                                   if k in ref["difference_90"] else "") for k, v in ref["test_npauc30"].items()))
     err.print(f"0-100 calibration: p1 {fitted.calibration[0]:.5f} -> 0, p99 {fitted.calibration[1]:.5f} -> 100")
-    document = {"model": str(model), "sha256": sha256_of(Path(model)), "template_check": check,
+    document = {"model": str(model), "sha256": sha, "template_check": report["template_check"],
                 "report": report, "recipe": fitted.to_dict()}
     if out:
-        Path(out).write_text(recipes.recipe_json(document))
+        _write(Path(out), recipes.recipe_json(document))
         err.print(f"written {out}")
+    if write_package:
+        target = registry.RECIPE_DIR / f"{record.name}.json"
+        _write(target, recipes.recipe_json(package_document(
+            result, model, sha, record.name, command_line(), images,
+            record.recipe["name"] if record.recipe else f"{record.name}-default")))
+        err.print(f"written the packaged default recipe of {record.name}: {target} (named calibrations: "
+                  + ", ".join(f"{k} {v[0]:.5f} -> {v[1]:.5f}" for k, v in result.calibrations.items()) + ")")
     if store:
-        path = recipes.save_calibrated(document["sha256"], fitted)
+        path = recipes.save_calibrated(sha, fitted)
         err.print(f"stored as this model's default recipe: {path}")
-        from fiqa_trt.weights.registry import lookup
-
-        record = lookup(document["sha256"])
         back = f"--recipe {record.recipe['name']} runs the shipped one; " if record is not None and record.recipe \
             else ""
         err.print(f"{back}delete that file to go back to the model's shipped default")
+
+
+def _write(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file beside it, so that an earlier complete file is never left
+    half-written."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(text)
+        partial.replace(path)
+    except OSError as exc:
+        raise FiqaError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def register(app: typer.Typer) -> None:

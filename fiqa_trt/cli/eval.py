@@ -115,7 +115,7 @@ def eval_command(
 def _summary(report: dict) -> None:
     from rich.table import Table
 
-    from fiqa_trt.evaluation.report import FEW_ERRORS, limit_key
+    from fiqa_trt.evaluation.report import FEW_ERRORS, limit_key, unresolved_note
 
     v = report["verification"]
     console = err
@@ -129,6 +129,9 @@ def _summary(report: dict) -> None:
         elif a.get("false_non_matches", FEW_ERRORS) < FEW_ERRORS:
             console.print(f"[yellow]warning:[/] FMR {k}: only {a['false_non_matches']} false non-matches at 0% "
                           "discard: every figure at this FMR rests on them")
+    unresolved = unresolved_note(report)
+    if unresolved:
+        console.print(f"[yellow]warning:[/] {escape(unresolved)}")
     table = Table(title="EDC, fixed threshold (pAUC normalised: 1.0 = random discarding; [90% interval over "
                         "identities]; theoretical best)")
     lims = report["pauc_limits"]

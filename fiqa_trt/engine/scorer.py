@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from fiqa_trt import kernels
+from fiqa_trt.quality import Pass, Recipe, scale
 from fiqa_trt.engine.batching import PRODUCER_STAGES, Batch, BatchProducer, png, produce_in_thread
 from fiqa_trt.engine.budget import check_batch
 from fiqa_trt.engine.device import Device, array_module, parse_device
@@ -64,17 +65,21 @@ class Scorer:
     """
 
     def __init__(self, runner: Runner, perturb: list[str] | None = None, views: int = 1, agg: str = "mean",
-                 seed: int = 0, batch_size: int = 32, threads: int | None = None, aligner=None, recipe=None):
-        """`recipe` (engine.recipes.Recipe): its views and fusion replace `perturb`, `views`' specs and `agg`;
-        without one the quality is the seed's stability score of `perturb`."""
+                 seed: int = 0, batch_size: int = 32, threads: int | None = None, aligner=None, recipe=None,
+                 unified_scale: scale.Scale | None = None):
+        """`recipe` (quality.Recipe): its views and fusion replace `perturb`, `views`' specs and `agg`; without one
+        the quality is the seed's stability score of `perturb`. `unified_scale`: the 0-100 scale of the qualities
+        (default: the recipe's calibration, if any)."""
         if agg not in kernels.AGGREGATIONS:
             raise FiqaError(f"unknown aggregation '{agg}'; use one of: {', '.join(kernels.AGGREGATIONS)}")
         if recipe is not None:
             perturb, agg = list(recipe.perturb), recipe.agg
             recipe.check_runnable()  # a ui signal needs a centre (its size is checked on the embeddings)
         self.recipe = recipe
-        if agg not in kernels.AGGREGATIONS:
-            raise FiqaError(f"unknown aggregation '{agg}'; use one of: {', '.join(kernels.AGGREGATIONS)}")
+        # what `_quality` evaluates: the recipe, or the plain stability score of the given views
+        self.method = recipe if recipe is not None else Recipe("perturb", tuple(perturb or [DEFAULT_SPEC]),
+                                                               "stability", agg, realign="off")
+        self.scale = unified_scale if unified_scale is not None else scale.for_recipe(recipe)
         if batch_size < 1:
             raise FiqaError("--batch-size must be at least 1")
         self.runner, self.agg, self.seed, self.batch_size = runner, agg, seed, batch_size
@@ -143,24 +148,15 @@ class Scorer:
         return emb
 
     def _quality(self, emb) -> tuple[np.ndarray, np.ndarray]:
-        """Per-view cosines (n, K) and qualities (n,) on the host, computed where the embeddings are; a recipe
-        that fuses other signals (raw norms, cosines with its centre: (n, 1+K) each, computed on the device too)
-        combines them on the host."""
+        """Per-view cosines (n, K) and qualities (n,) on the host: the recipe (or the plain stability score of the
+        views) evaluated on the pass where the embeddings are (`quality.Recipe.evaluate`)."""
         with self._on_device():
-            cos, q = kernels.quality(emb, self.agg)
-            stats = None
-            if self.recipe is not None and self.recipe.fusion != "stability":
-                stats = [None if x is None else self._host(x) for x in self.recipe.forward_stats(emb, self.xp)]
-        cos, q = self._host(cos), self._host(q)  # (asnumpy waits for the kernel on the scorer's stream)
-        if stats is not None:
-            q = self.recipe.fuse(stats[0], cos, self.view_specs, stats[1])
-        return cos, q
+            result = self.method.evaluate(Pass(emb, self.view_specs))
+        return result.cosines, result.quality
 
     def unified(self, quality: np.ndarray) -> np.ndarray:
-        """The 0-100 unified score of qualities (NaN where there is no calibration or no quality)."""
-        if self.recipe is None:
-            return np.full(np.shape(quality), np.nan)
-        return self.recipe.unified_score(quality)
+        """The 0-100 unified score of qualities on the scorer's `scale` (NaN where there is none or no quality)."""
+        return scale.unified(quality, self.scale)
 
     def embed(self, items: list[Item], progress: Callable[[int], None] | None = None,
               population: list[Item] | None = None) -> Iterator[Embedded]:
@@ -213,8 +209,7 @@ class Scorer:
         out = []
         for emb in self._crop_batches(crops, keys):
             cos, q = self._quality(emb)
-            q = np.asarray(q, np.float64 if self.recipe is not None and self.recipe.fusion != "stability"
-                           else np.float32).copy()
+            q = np.array(q)  # float32 for a stability score, float64 for a weighted one
             q[np.isnan(cos).any(axis=1)] = np.nan
             out.append(q)
         return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -1,96 +1,65 @@
-"""Fitting a quality recipe for one model: its unrecognisable-identity centre and its weights on a development
-split of identities, and the held-out report.
+"""Fitting a quality recipe for one model: its unrecognisable-identity centre, its weights on the development half
+of a seeded identity split, its 0-100 calibration, and the held-out report.
 
-Protocol (the all-mated protocol of issue 15, `evaluation.protocols.all_mated_pairs`, or a pair file): identities are
-split in two halves by `evaluation.split.identity_split` (the split `fiqa-trt eval --half` uses, so a recipe
-calibrated with seed S is reported on exactly the identities `eval --half test --split-seed S` evaluates); a pair
-belongs to a half when both its images do. Pair quality is the min of the two images' qualities. The decision
-threshold is fixed at 0% discard for each target FMR; the EDC discards the lowest-quality mated comparisons (the
-discard fraction counted over mated comparisons, as ISO/IEC 29794-1:2024) and its normalised pAUC up to `limit` is
-the area divided by FNMR(0) * limit (1.0 = no better than random discarding, lower is better).
+Protocol (the all-mated protocol `evaluation.protocols.all_mated_pairs`, or a pair file): identities are split in
+two halves by `evaluation.split.identity_split` (the split `fiqa-trt eval --half` uses); a pair belongs to a half
+when both its images do. Everything reported is computed by the evaluation stack of `fiqa-trt eval`
+(`evaluation.report.evaluate`: EDC over mated comparisons at the threshold fixed at 0% discard, min pair quality,
+normalised pAUC, bootstrap intervals over identities with the threshold set again in every resample), so a recipe
+calibrated with seed S reports on its test half exactly what `fiqa-trt eval IMAGES --generate --half test --seed S
+--split-seed S --recipe FITTED.json` prints for it (same bootstrap count and seed).
 
-`fit` searches the weights on the dev half only (coordinate descent over a grid of weights, the first signal's weight
-fixed at 1 so that the scale is fixed; objective: the mean normalised pAUC over the target FMRs) and then reports
-the test half, with a bootstrap over test identities of the difference to reference qualities. `ui_centre` computes
-the centre of the ui signals from dev-half images only. Nothing of the test half enters either (tests/test_recipes.py
-checks that the fitted weights and the centre do not move when the test half's images or signals are replaced).
+The fit works on arrays (`fit`): per-image signal values and original embeddings in the order of the image keys.
+`search` does coordinate descent over a grid of weights (the first signal's weight fixed at 1, so the scale is
+fixed) on the dev half only, minimising the mean normalised pAUC@0.3 over the target FMRs (`Protocol`: the dev
+half's false non-matches at the fixed thresholds, scored by `edc.mated_npauc`), optionally under the degradation
+check's floor. `calibrate_model` is the engine side that `fiqa-trt calibrate` and benchmarks/quality_iso.py run:
+the template check, the centre from dev-half images (`ui_centre`), one embedding pass with the recipe's views, the
+degradation check's signals, `fit`, the calibration (`quality.scale.fit_calibration`), and with `named=True` the
+0-100 calibrations of the named stability recipes that a packaged recipe file carries (`package_document`).
+Nothing of the test half enters the centre or the weights.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
 from fiqa_trt.errors import FiqaError
-from fiqa_trt.evaluation import degradations
+from fiqa_trt.evaluation import degradations, edc
+from fiqa_trt.evaluation.protocols import Pairs
+from fiqa_trt.quality import Pass, fuse  # the recipes' weighted sum: the fit weighs signals as scoring fuses them
+from fiqa_trt.quality import scale
 
 FMRS = (1e-3, 1e-4)
 LIMIT = 0.3
 GRID = (0.0, 0.0625, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0, 16.0)  # relative, on standardised signals
 CENTRE_SAMPLE = 2000  # dev images whose low-resolution views give the centre (its direction is stable from ~300)
+BOOTSTRAP = 200  # resamples of the test identities, as `fiqa-trt eval` draws them by default
+REFERENCE_SIGNALS = ("lognorm",)  # read off the pass besides the recipe's signals, reported against the fit
 
 
 @dataclass
 class Protocol:
-    """The comparisons of one half: mated pairs (ma, mb), their identities, and per target FMR which mated
-    comparison is a false non-match at the threshold fixed at 0% discard."""
+    """The comparisons the weight search scores: mated pairs (ma, mb: indices into the half's images) and, per target
+    FMR, which of them is a false non-match at the threshold fixed at 0% discard."""
 
     ma: np.ndarray
     mb: np.ndarray
-    identity: np.ndarray  # (n_mated,) identity index of each mated pair
     errors: dict[float, np.ndarray]
-    thresholds: dict[float, float]
-    n_nonmated: int
 
-    def pair_quality(self, quality: np.ndarray) -> np.ndarray:
-        return np.minimum(quality[self.ma], quality[self.mb])
+    @classmethod
+    def of(cls, pairs: Pairs, similarity: np.ndarray, fmrs=FMRS) -> "Protocol":
+        """The protocol of a pair set with these pair similarities (thresholds by `edc.threshold_at_fmr`)."""
+        sim = np.asarray(similarity, np.float64)
+        genuine, impostor = sim[pairs.mated], sim[~pairs.mated]
+        errors = {fmr: genuine <= edc.threshold_at_fmr(impostor, fmr)[0] for fmr in fmrs}
+        return cls(pairs.a[pairs.mated], pairs.b[pairs.mated], errors)
 
-    def npauc(self, quality: np.ndarray, fmr: float, limit: float = LIMIT,
-              pick: np.ndarray | None = None) -> float:
-        pq = self.pair_quality(quality)
-        err = self.errors[fmr]
-        if pick is not None:
-            pq, err = pq[pick], err[pick]
-        return mated_npauc(pq, err, limit)
-
-    def report(self, quality: np.ndarray, limit: float = LIMIT) -> dict[str, float]:
-        return {f"{fmr:.0e}": self.npauc(quality, fmr, limit) for fmr in self.errors}
-
-
-def mated_npauc(pair_quality: np.ndarray, errors: np.ndarray, limit: float = LIMIT) -> float:
-    """Normalised pAUC of the EDC over mated comparisons: discard the lowest pair qualities first (ties discarded
-    together), FNMR of the rest against the fixed threshold; area up to `limit` / (FNMR(0) * limit)."""
-    n = len(errors)
-    if n == 0 or not errors.any():
-        return float("nan")
-    order = np.argsort(pair_quality, kind="stable")
-    q, e = np.asarray(pair_quality, np.float64)[order], errors[order].astype(np.float64)
-    ends = np.flatnonzero(np.append(q[1:] != q[:-1], True)) + 1  # discarded counts after each tie group
-    counts = np.concatenate([[0], ends])
-    left = n - counts
-    err_left = e.sum() - np.concatenate([[0], np.cumsum(e)])[counts]
-    fnmr = np.divide(err_left, left, out=np.zeros(len(counts)), where=left > 0)
-    starts = counts / n
-    stops = np.append(starts[1:], 1.0)
-    width = np.clip(np.minimum(stops, limit) - starts, 0.0, None)
-    return float(np.sum(fnmr * width) / (fnmr[0] * limit))
-
-
-def fuse(signals: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    """sum_i w_i * s_i over per-image signal values (already logs: log-norm, log-cosine)."""
-    return sum(w * signals[name] for name, w in weights.items())
-
-
-@dataclass
-class Fit:
-    weights: dict[str, float]
-    dev: dict[str, float]
-    test: dict[str, float]
-    references: dict[str, dict] = field(default_factory=dict)  # name -> test figures and bootstrap of the difference
-
-    def figures(self) -> dict:
-        return {"dev": self.dev, "test": self.test, "references": self.references}
+    def npauc(self, quality: np.ndarray, fmr: float, limit: float = LIMIT) -> float:
+        return edc.mated_npauc(edc.pair_quality(quality[self.ma], quality[self.mb]), self.errors[fmr], limit)
 
 
 def objective(proto: Protocol, quality: np.ndarray) -> float:
@@ -167,22 +136,7 @@ def search(signals: dict[str, np.ndarray], proto: Protocol, grid=GRID, rounds: i
     return {n: float(np.float32(weights[n] * first / spread[n])) for n in names}
 
 
-def bootstrap_difference(proto: Protocol, qa: np.ndarray, qb: np.ndarray, n: int = 1000, seed: int = 0,
-                         level: float = 0.90) -> dict[str, list[float]]:
-    """Per target FMR: the `level` bootstrap interval (resampling identities) of npAUC(qa) - npAUC(qb)."""
-    groups = [np.flatnonzero(proto.identity == i) for i in np.unique(proto.identity)]
-    rng = np.random.default_rng([seed, 0xB007])
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    out = {}
-    pa, pb = proto.pair_quality(qa), proto.pair_quality(qb)
-    draws = [np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))]) for _ in range(n)]
-    for fmr, err in proto.errors.items():
-        diffs = [mated_npauc(pa[d], err[d]) - mated_npauc(pb[d], err[d]) for d in draws if err[d].any()]
-        out[f"{fmr:.0e}"] = [round(float(np.percentile(diffs, lo)), 4), round(float(np.percentile(diffs, hi)), 4)]
-    return out
-
-
-def halves(pairs, seed: int = 0):
+def halves(pairs: Pairs, seed: int = 0):
     """(dev, test) pairs of the seeded identity split (`evaluation.split`, as `eval --half`) and the split."""
     from fiqa_trt.evaluation import split
 
@@ -191,63 +145,88 @@ def halves(pairs, seed: int = 0):
     return dev, test, cut
 
 
-def protocol_of(pairs, embeddings: np.ndarray, keys: list[str], fmrs=FMRS) -> tuple[np.ndarray, Protocol]:
-    """(rows, Protocol) of a pair set (`evaluation.protocols.Pairs`) over images embedded in the order of `keys`:
-    `rows` are the rows of `pairs.keys` among them, the Protocol's indices are into `rows`."""
+def rows_of(pairs: Pairs, keys: list[str]) -> np.ndarray:
+    """The rows of `pairs.keys` among images in the order of `keys`."""
     index = {k: i for i, k in enumerate(keys)}
-    rows = np.array([index[k] for k in pairs.keys], np.int64)
-    from fiqa_trt.evaluation.protocols import identity_of
-
-    ident = np.array([identity_of(k) for k in pairs.keys])
-    return rows, protocol_from_pairs(embeddings[rows], ident, np.ones(len(rows), bool), pairs.a, pairs.b,
-                                     pairs.mated, fmrs)
+    return np.array([index[k] for k in pairs.keys], np.int64)
 
 
-def fit(signals: dict[str, np.ndarray], embeddings: np.ndarray, keys: list[str], pairs, seed: int = 0,
-        references: dict[str, np.ndarray] | None = None, bootstrap: int = 1000) -> Fit:
-    """Fit the weights of `signals` (name -> per-image values in the order of `keys`, whose `embeddings` give the
-    verification similarities) on the dev half of the seeded identity split of `pairs` and report both halves;
-    `references` (name -> per-image qualities) are reported on the test half with the bootstrap interval of the
-    fitted quality's npAUC minus theirs (negative: the fit is better)."""
-    dev_pairs, test_pairs, _ = halves(pairs, seed)
-    dev_rows, dev = protocol_of(dev_pairs, embeddings, keys)
-    test_rows, test = protocol_of(test_pairs, embeddings, keys)
-    weights = search({k: v[dev_rows] for k, v in signals.items()}, dev)
+@dataclass
+class Fit:
+    """A fit on arrays: the weights, the fused quality of every image, and the dev and test halves' reports
+    (`evaluation.report.evaluate` documents: the fitted quality as method `name`, the signals alone as references
+    on the test half, with bootstrap intervals and the differences fitted - signal)."""
+
+    name: str
+    weights: dict[str, float]
+    quality: np.ndarray
+    dev: dict
+    test: dict
+    pairs: Pairs  # the whole protocol
+    dev_pairs: Pairs
+    test_pairs: Pairs
+    split: object  # evaluation.split.IdentitySplit
+    references: list[str] = field(default_factory=list)
+
+    def half(self, which: str) -> dict:
+        """The figures of one half (`dev` or `test`) of the fitted quality: identities, mated comparisons, false
+        non-matches, normalised pAUC@0.3 and, with a bootstrap, its 90% interval, per target FMR."""
+        from fiqa_trt.evaluation.report import fmr_key, limit_key
+
+        report, pairs = (self.dev, self.dev_pairs) if which == "dev" else (self.test, self.test_pairs)
+        key = limit_key(LIMIT)
+        rows = {r["target_fmr"]: r for r in report["results"] if r["method"] == self.name and r["mode"] == "fixed"}
+        out = {"identities": len(set(pairs.identities())), "mated": report["pairs"]["mated"],
+               "false_non_matches": {fmr_key(f): report["verification"]["at_fmr"][fmr_key(f)]["false_non_matches"]
+                                     for f in rows},
+               "npauc30": {fmr_key(f): r[key + "_norm"] for f, r in rows.items()}}
+        if "bootstrap" in report:
+            out["npauc30_90"] = {fmr_key(f): [r[key + "_norm_lo"], r[key + "_norm_hi"]] for f, r in rows.items()}
+        return out
+
+    def reference_figures(self) -> dict:
+        """Per reference signal: its test-half normalised pAUC@0.3 and the 90% interval of fitted - it."""
+        from fiqa_trt.evaluation.report import fmr_key, limit_key
+
+        key = limit_key(LIMIT)
+        out = {}
+        for ref in self.references:
+            rows = [r for r in self.test["results"] if r["method"] == ref and r["mode"] == "fixed"]
+            diffs = [d for d in self.test["differences"] if d["a"] == self.name and d["b"] == ref and "lo" in d]
+            out[ref] = {"test_npauc30": {fmr_key(r["target_fmr"]): r[key + "_norm"] for r in rows},
+                        "difference_90": {fmr_key(d["target_fmr"]): [d["lo"], d["hi"]] for d in diffs}}
+        return out
+
+
+def fit(signals: dict[str, np.ndarray], originals: np.ndarray, keys: list[str], pairs: Pairs, seed: int = 0,
+        bootstrap: int = BOOTSTRAP, bootstrap_seed: int = 0, degraded: dict | None = None,
+        floor: float | None = None, references: dict[str, np.ndarray] | None = None, name: str = "fitted") -> Fit:
+    """Fit the weights of `signals` (name -> per-image values in the order of `keys`; the first keeps weight 1) on
+    the dev half of the seeded identity split of `pairs`, verification by the `originals` (N, D) embeddings, under
+    the degradation check (`degraded`, `floor`: see `search`); report both halves with `evaluation.report.evaluate`
+    (the test half with `bootstrap` resamples of its identities, seed `bootstrap_seed`, as `fiqa-trt eval`): the
+    fused quality as method `name` and, on the test half, each signal and each of `references` (name -> per-image
+    qualities) alone, with the interval of the difference fused - it (negative: the fit is better)."""
+    from fiqa_trt.evaluation.report import Method, evaluate
+    from fiqa_trt.evaluation.sweep import pair_similarities
+
+    dev_pairs, test_pairs, cut = halves(pairs, seed)
+    dev_rows, test_rows = rows_of(dev_pairs, keys), rows_of(test_pairs, keys)
+    dev_sim = pair_similarities(originals[dev_rows], dev_pairs.a, dev_pairs.b)
+    test_sim = pair_similarities(originals[test_rows], test_pairs.a, test_pairs.b)
+    weights = search({k: np.asarray(v)[dev_rows] for k, v in signals.items()}, Protocol.of(dev_pairs, dev_sim),
+                     degraded=degraded, floor=floor)
     fused = fuse(signals, weights)
-    result = Fit(weights, dev.report(fused[dev_rows]), test.report(fused[test_rows]))
-    for name, q in (references or {}).items():
-        result.references[name] = {"test": test.report(q[test_rows]), "difference_90": bootstrap_difference(
-            test, fused[test_rows], q[test_rows], n=bootstrap, seed=seed)}
-    return result
-
-
-def protocol_from_pairs(embeddings: np.ndarray, identities: np.ndarray, mask: np.ndarray, a: np.ndarray,
-                        b: np.ndarray, mated: np.ndarray, fmrs=FMRS) -> Protocol:
-    """A Protocol from a given pair list, keeping the pairs whose two images are both in `mask`."""
-    keep = mask[a] & mask[b]
-    a, b, mated = a[keep], b[keep], mated[keep]
-    if not mated.any() or mated.all():
-        raise FiqaError("this split of the pair list holds no mated or no non-mated pair")
-    _, inverse = np.unique(identities, return_inverse=True)
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    sim = np.einsum("ij,ij->i", unit[a], unit[b])
-    errors, thresholds = {}, {}
-    for fmr in fmrs:
-        non = sim[~mated]
-        k = int(np.floor(fmr * len(non) + 1e-9))
-        thresholds[fmr] = float(-np.partition(-non, k)[k])
-        errors[fmr] = sim[mated] <= thresholds[fmr]
-    return Protocol(a[mated], b[mated], inverse[a[mated]], errors, thresholds, int((~mated).sum()))
-
-
-def signals_of(recipe, norms: np.ndarray, cosines: np.ndarray, view_specs: list[int],
-               centre_cos: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The per-image values of a recipe's signals (log-norm, log-distance to the centre, log-cosine), as its
-    weighted_log fusion reads them."""
-    from dataclasses import replace
-
-    return {name: replace(recipe, signals=((name, 1.0),)).fuse(norms, cosines, view_specs, centre_cos)
-            for name, _ in recipe.signals}
+    alone = {**signals, **(references or {})}
+    if name in alone:
+        raise ValueError(f"the fitted method's name '{name}' is one of the signals")
+    settings = dict(fmrs=FMRS, limits=(LIMIT,), grid_max=LIMIT)
+    dev = evaluate(dev_pairs, dev_sim, [Method(name, "engine", "fitted on this half", fused[dev_rows])], **settings)
+    test = evaluate(test_pairs, test_sim, [Method(name, "engine", "weights fitted on the dev half", fused[test_rows])]
+                    + [Method(n, "engine", "one signal alone", np.asarray(v, np.float64)[test_rows])
+                       for n, v in alone.items()], bootstrap=bootstrap, bootstrap_seed=bootstrap_seed,
+                    compare=[(name, n) for n in alone] if bootstrap else [], **settings)
+    return Fit(name, weights, fused, dev, test, pairs, dev_pairs, test_pairs, cut, list(alone))
 
 
 def dev_sample(keys: list[str], cut, seed: int = 0, count: int = CENTRE_SAMPLE) -> list[str]:
@@ -271,7 +250,7 @@ def ui_centre(runner, root, keys: list[str], view: str, aligner=None, seed: int 
     from pathlib import Path
 
     from fiqa_trt.engine.inputs import Item
-    from fiqa_trt.engine.recipes import unit_centre
+    from fiqa_trt.quality.signals import unit_centre
     from fiqa_trt.engine.scorer import Scorer
 
     scorer = Scorer(runner, [view], seed=seed, batch_size=batch_size, threads=threads, aligner=aligner)
@@ -282,19 +261,9 @@ def ui_centre(runner, root, keys: list[str], view: str, aligner=None, seed: int 
     return unit_centre(np.concatenate(views))
 
 
-def pass_signals(recipe, embeddings: np.ndarray, view_specs: list[int]) -> dict[str, np.ndarray]:
-    """The recipe's signals (name -> (n,)) read off one pass's raw embeddings (n, 1+K, D): norms, centre cosines
-    and view cosines, as the scorer computes them."""
-    from fiqa_trt import kernels
-
-    norms, centre_cos = recipe.forward_stats(embeddings)
-    cos, _ = kernels.quality(embeddings, recipe.agg)
-    return signals_of(recipe, norms, cos, view_specs, centre_cos)
-
-
 def crop_signals(scorer, recipe, crops: list[np.ndarray], keys: list[str]) -> dict[str, np.ndarray]:
     """The recipe's signals (name -> (N,)) of in-memory aligned crops, through `scorer` (built with `recipe`)."""
-    return pass_signals(recipe, scorer.embed_crops(crops, keys), scorer.view_specs)
+    return recipe.read_signals(Pass(scorer.embed_crops(crops, keys), scorer.view_specs))
 
 
 def degradation_signals(scorer, recipe, root, keys: list[str], aligner=None, seed: int = 0) -> dict[str, dict]:
@@ -324,20 +293,79 @@ def degradation_signals(scorer, recipe, root, keys: list[str], aligner=None, see
     return out
 
 
-def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_size: int = 32,
-                    threads: int | None = None, pair_file: str | None = None, progress=None, bootstrap: int = 1000,
-                    cap: int = 20, nonmated: int | None = None):
-    """Fit `recipe` for the model of `runner` on the identity folders under `root` (`nonmated`: the all-mated
-    protocol's count; None: 2,000,000 or every possible pair where fewer exist): its centre (when it reads a ui
-    signal) from dev-half images, then one embedding pass over every image with the recipe's views (realigned by
-    `aligner`), the weights fitted on the dev half of the seeded identity split and reported on the test half,
-    and its 0-100 calibration (p1, p99 of the fitted quality over every image). Returns (fitted recipe, report)."""
-    from dataclasses import replace
-    from pathlib import Path
+@dataclass
+class EnginePass:
+    """One embedding pass over the images of a calibration: the original embeddings (N, D) float32, each signal's
+    values and the recipe's quality (N,), in the order of `keys`; `errors`: the images that could not be embedded
+    (left out)."""
 
+    keys: list[str]
+    originals: np.ndarray
+    signals: dict[str, np.ndarray]
+    quality: np.ndarray
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def engine_pass(scorer, recipe, root, keys: list[str], progress=None, extra: tuple[str, ...] = ()) -> EnginePass:
+    """Every image `root/key` through `scorer` (built with `recipe`): its original embedding, the recipe's signals
+    and `extra` signals read off the pass (`quality.Recipe.read_signals`), and its quality (`Recipe.evaluate`).
+    Images that cannot be decoded are left out (`errors`); FiqaError when none is left or one gives a non-finite
+    signal."""
     from fiqa_trt.engine.inputs import Item
+
+    root = Path(root)
+    names = [n for n, _ in recipe.signals] + [n for n in extra if n not in dict(recipe.signals)]
+    originals, parts, quality, ok, errors = [], [], [], [], {}
+    for batch in scorer.embed([Item(str(root / k), k) for k in keys], progress):
+        errors |= {it.key: it.error for it in batch.items if it.error is not None}
+        ok += [it.key for it in batch.items if it.error is None]
+        if batch.embeddings is not None:
+            embedded = Pass(batch.embeddings, scorer.view_specs)
+            originals.append(batch.embeddings[:, 0].astype(np.float32))
+            parts.append(recipe.read_signals(embedded, names))
+            quality.append(recipe.evaluate(embedded).quality)
+    if not ok:
+        raise FiqaError(f"none of the {len(keys)} images under {root} could be embedded")
+    signals = {n: np.concatenate([p[n] for p in parts]) for n in names}
+    quality = np.concatenate(quality)
+    finite = np.all([np.isfinite(v) for v in signals.values()] + [np.isfinite(quality)], axis=0)
+    if not finite.all():
+        raise FiqaError(f"{int((~finite).sum())} images gave a non-finite signal (a zero embedding?), e.g. "
+                        f"{ok[int(np.flatnonzero(~finite)[0])]}; remove them")
+    return EnginePass(ok, np.concatenate(originals), signals, quality, errors)
+
+
+@dataclass
+class Calibration:
+    """What `calibrate_model` fitted and measured: the fitted recipe (weights, centre, calibration, figures), the
+    report, the fit on arrays, the main pass, and with `named=True` each named stability recipe's pass and its
+    0-100 calibration."""
+
+    recipe: object  # quality.Recipe
+    report: dict
+    fit: Fit
+    passes: dict[str, EnginePass]  # "recipe" (the fitted recipe's signals), and the named recipes' ("seed", ...)
+    calibrations: dict[str, tuple[float, float]]  # of the named recipes (named=True)
+
+
+def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, threads: int | None = None,
+                    pair_file: str | None = None, progress=None, bootstrap: int = BOOTSTRAP, bootstrap_seed: int = 0,
+                    cap: int = 20, nonmated: int | None = None, realign: str | None = None,
+                    named: bool = False) -> Calibration:
+    """Fit `recipe` for the model of `runner` on the identity folders under `root` (pairs: `pair_file`, else the
+    all-mated protocol with at most `cap` images per identity and `nonmated` non-mated pairs; None: 2,000,000 or
+    every possible pair where fewer exist). Every image is put on the model's template as the recipe says
+    (`realign`: None for the recipe's own mode; each crop by its own points when the recipe says so); the centre
+    (a ui signal) from dev-half images; one embedding pass over every image with the recipe's views; the weights
+    fitted on the dev half under the degradation check; the test half reported; the 0-100 calibration (p1, p99 of
+    the fitted quality over every image). `named`: also the 0-100 calibrations of the named recipes `seed` (crops
+    as they are) and `stability` (realigned as it says), each from a pass of its own."""
+    from fiqa_trt.engine.inputs import Item
+    from fiqa_trt.engine.recipes import calibrated_name
     from fiqa_trt.engine.scorer import Scorer
+    from fiqa_trt.engine.template import realigner_for
     from fiqa_trt.evaluation.protocols import all_mated_pairs, identities as identity_folders, read_pairs
+    from fiqa_trt.quality.recipe import SEED, STABILITY
 
     if recipe.fusion != "weighted_log":
         raise FiqaError(f"recipe '{recipe.name}' has no weights to fit (fusion {recipe.fusion}); calibrate a "
@@ -354,7 +382,17 @@ def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_siz
     if missing:
         raise FiqaError(f"{len(missing)} images of the pairs are not in the identity folders under {root} (e.g. "
                         f"{missing[0]})")
-    dev_pairs, test_pairs, cut = halves(pairs, seed)
+    _, _, cut = halves(pairs, seed)
+    items = [Item(str(root / k), k) for k in keys]
+    aligners: dict = {}
+
+    def aligner_for(r):
+        mode = (realign or r.realign, r.realign_each)
+        if mode not in aligners:
+            aligners[mode] = realigner_for(items, runner.config.input_size, mode[0], seed, mode[1])
+        return aligners[mode][0]
+
+    aligner = aligner_for(recipe)
     centre_note = None
     if recipe.reads_centre:
         sample = dev_sample(keys, cut, seed)
@@ -362,55 +400,71 @@ def calibrate_model(runner, root, recipe, aligner=None, seed: int = 0, batch_siz
                                                   batch_size, threads))
         centre_note = f"{recipe.centre_view} views of {len(sample)} dev images"
     scorer = Scorer(runner, recipe=recipe, seed=seed, batch_size=batch_size, threads=threads, aligner=aligner)
-    originals, parts, ok = [], [], np.zeros(len(keys), bool)
-    row = 0
-    for batch in scorer.embed([Item(str(root / k), k) for k in keys], progress):
-        good = [row + i for i, it in enumerate(batch.items) if it.error is None]
-        if batch.embeddings is not None:
-            originals.append(batch.embeddings[:, 0].astype(np.float64))
-            parts.append(pass_signals(recipe, batch.embeddings, scorer.view_specs))
-            ok[good] = True
-        row += len(batch.items)
-    if not ok.any():
-        raise FiqaError(f"none of the {len(keys)} images under {root} could be embedded")
-    failed = {k for k, g in zip(keys, ok) if not g}
-    if failed & set(pairs.keys):
-        raise FiqaError(f"{len(failed & set(pairs.keys))} images of the protocol could not be embedded (e.g. "
-                        f"{sorted(failed & set(pairs.keys))[0]}); remove them")
-    keys = [k for k, g in zip(keys, ok) if g]
-    emb = np.concatenate(originals)
-    sig = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-    finite = np.all([np.isfinite(v) for v in sig.values()], axis=0)
-    if not finite.all():
-        raise FiqaError(f"{int((~finite).sum())} images gave a non-finite signal (zero embedding?); remove them")
-    dev_rows, dev = protocol_of(dev_pairs, emb, keys)
-    test_rows, test = protocol_of(test_pairs, emb, keys)
+    main = engine_pass(scorer, recipe, root, keys, progress, REFERENCE_SIGNALS)
+    failed = sorted(set(main.errors) & set(pairs.keys))
+    if failed:
+        raise FiqaError(f"{len(failed)} images of the protocol could not be embedded (e.g. {failed[0]}: "
+                        f"{main.errors[failed[0]]}); remove them")
+    keys = main.keys
     check = degradation_signals(scorer, recipe, root, dev_sample(keys, cut, seed, degradations.SAMPLE), aligner, seed)
-    weights = search({k: v[dev_rows] for k, v in sig.items()}, dev, degraded=check, floor=degradations.FLOOR)
-    fused = fuse(sig, weights)
-    agreed = degradations.agreement(fuse(check["clean"], weights),
-                                    {k: fuse(v, weights) for k, v in check.items() if k != "clean"})
+    own = [n for n, _ in recipe.signals]
+    name = f"recipe:{calibrated_name(recipe.name)}"
+    result = fit({n: main.signals[n] for n in own}, main.originals, keys, pairs, seed, bootstrap, bootstrap_seed,
+                 {k: {n: v[n] for n in own} for k, v in check.items()}, degradations.FLOOR,
+                 {n: v for n, v in main.signals.items() if n not in own}, name)
+    agreed = degradations.agreement(fuse(check["clean"], result.weights),
+                                    {k: fuse(v, result.weights) for k, v in check.items() if k != "clean"})
     report = {"images": len(keys), "protocol": source, "split": cut.describe(), "split_seed": seed,
-              "centre": centre_note,
-              "dev": {"identities": len(set(dev_pairs.identities())), "mated": int(len(dev.ma)),
-                      "false_non_matches": {f"{f:.0e}": int(e.sum()) for f, e in dev.errors.items()},
-                      "npauc30": dev.report(fused[dev_rows])},
-              "test": {"identities": len(set(test_pairs.identities())), "mated": int(len(test.ma)),
-                       "false_non_matches": {f"{f:.0e}": int(e.sum()) for f, e in test.errors.items()},
-                       "npauc30": test.report(fused[test_rows])},
-              "weights": weights, "degradation_check": {
-                  "faces": int(len(next(iter(check["clean"].values())))), "floor": round(degradations.FLOOR, 4),
-                  "agreement": {k: round(v, 3) for k, v in agreed.items()},
-                  "meets_floor": bool(min(agreed.values()) >= degradations.FLOOR)}, "references": {}}
-    for name, values in sig.items():
-        report["references"][name] = {"test_npauc30": test.report(values[test_rows]), "difference_90":
-                                      bootstrap_difference(test, fused[test_rows], values[test_rows], n=bootstrap,
-                                                           seed=seed)}
-    p1, p99 = (float(v) for v in np.percentile(fused, [1, 99]))
-    from fiqa_trt.engine.recipes import calibrated_name
-
-    fitted = replace(recipe.with_weights(weights), name=calibrated_name(recipe.name),
-                     calibration=(round(p1, 6), round(p99, 6)),
+              "template_check": aligners[(realign or recipe.realign, recipe.realign_each)][1], "centre": centre_note,
+              "dev": result.half("dev"), "test": result.half("test"), "weights": result.weights,
+              "degradation_check": {"faces": int(len(check["clean"][own[0]])), "floor": round(degradations.FLOOR, 4),
+                                    "agreement": {k: round(v, 3) for k, v in agreed.items()},
+                                    "meets_floor": bool(min(agreed.values()) >= degradations.FLOOR)},
+              "references": result.reference_figures(),
+              "bootstrap": {"resamples": bootstrap, "seed": bootstrap_seed}}
+    fitted = replace(recipe.with_weights(result.weights), name=calibrated_name(recipe.name),
+                     calibration=scale.fit_calibration(result.quality),
                      figures={k: report[k] for k in ("protocol", "split", "centre", "dev", "test", "degradation_check",
                                                      "references")})
-    return fitted, report
+    passes, calibrations = {"recipe": main}, {}
+    for other in (SEED, STABILITY) if named else ():
+        scorer = Scorer(runner, recipe=other, seed=seed, batch_size=batch_size, threads=threads,
+                        aligner=aligner_for(other) if other.realign != "off" else None)
+        passes[other.name] = engine_pass(scorer, other, root, keys, extra=REFERENCE_SIGNALS)
+        calibrations[other.name] = scale.fit_calibration(passes[other.name].quality)
+    return Calibration(fitted, report, result, passes, calibrations)
+
+
+def package_document(calibration: Calibration, model: str, sha256: str, record: str, command: str, images: str,
+                     name: str | None = None) -> dict:
+    """The packaged default-recipe file of a registry model (`weights/recipes/<record>.json`, what the registry
+    serves): the fitted recipe (called `name`, the packaged recipe's name), the named recipes' calibrations, and
+    what wrote it (the exact command line, the data, the commit and the date)."""
+    import datetime
+
+    report = calibration.report
+    return {"model": record, "sha256": sha256, "written_by": {
+        "command": command, "commit": _commit(), "date": datetime.datetime.now(datetime.timezone.utc)
+        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": {"path": images, "images": report["images"], "protocol": report["protocol"],
+                 "split": report["split"], "split_seed": report["split_seed"],
+                 "template_check": report["template_check"]}, "model_file": Path(model).name},
+        "recipe": replace(calibration.recipe, name=name or calibration.recipe.name).to_dict(),
+        "calibrations": {k: list(v) for k, v in calibration.calibrations.items()}}
+
+
+def _commit() -> str | None:
+    """The git commit of the fiqa_trt package's checkout (with `-dirty` when it has changes), or None."""
+    import subprocess
+
+    where = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

@@ -271,6 +271,17 @@ def fixed_paucs(errors_sorted: np.ndarray, weights_sorted: np.ndarray, counts: n
     return np.sum(fnmr * widths, axis=1), fnmr[:, 0]
 
 
+def mated_npauc(pair_quality: np.ndarray, errors: np.ndarray, limit: float) -> float:
+    """Normalised pAUC up to `limit` of the fixed-threshold EDC over mated comparisons whose false non-matches at 0%
+    discard are known (`errors`, one per comparison): `fixed_paucs` with every weight 1, what `edc(...)
+    .normalised_pauc(limit)` gives without setting the threshold again (a weight search evaluates it many times).
+    NaN when there is no false non-match."""
+    q = np.asarray(pair_quality, np.float64)
+    order = np.argsort(q, kind="stable")
+    pauc, fnmr0 = fixed_paucs(np.asarray(errors, bool)[order], np.ones((1, len(q))), group_ends(q[order]), limit)
+    return float(pauc[0] / (fnmr0[0] * limit)) if fnmr0[0] > 0 else float("nan")
+
+
 def best_accuracy(similarity: np.ndarray, mated: np.ndarray) -> tuple[float, float]:
     """(accuracy, threshold) of the single best threshold (match when similarity > threshold) over these pairs."""
     sim = np.asarray(similarity, np.float64)

@@ -147,9 +147,9 @@ def evaluate(pairs: Pairs, similarity: np.ndarray, methods: list[Method], fmrs=D
                     row[key + "_best"] = curve.best_pauc(lim)
                     row[key + "_best_norm"] = (curve.best_pauc(lim) / (curve.fnmr0 * lim) if curve.fnmr0 > 0
                                                else float("nan"))
-                    if values and mode == "fixed":
-                        row[key + "_norm_lo"], row[key + "_norm_hi"] = boot.interval(values[(m.name, fmr, lim)],
-                                                                                      level)
+                    if values and mode == "fixed" and math.isfinite(row[key + "_norm"]):  # no interval around
+                        row[key + "_norm_lo"], row[key + "_norm_hi"] = boot.interval(  # an undefined value
+                            values[(m.name, fmr, lim)], level)
                 rows.append(row)
                 curves[f"{m.name}|{mode}|{fmr_key(fmr)}"] = _sampled(curve.at(grid))
                 if f"{BEST}|fixed|{fmr_key(fmr)}" not in curves:
@@ -255,11 +255,25 @@ def markdown_table(report: dict) -> str:
         elif errors is not None and errors < FEW_ERRORS:
             notes.append(f"FMR {k}: only {errors} false non-matches at 0% discard: every figure at this FMR rests on "
                          "them (wide intervals; a point estimate can fall outside its percentile interval).")
-    unresolved = [k for k, a in v["at_fmr"].items() if not a["resolved"]]
+    unresolved = unresolved_note(report)
     if unresolved:
-        notes.append(f"FMR {', '.join(unresolved)}: fewer than one false match allowed with "
-                     f"{p['nonmated']} non-mated pairs; the threshold is the highest non-mated similarity.")
+        notes.append(unresolved + ".")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def unresolved_note(report: dict) -> str | None:
+    """What to say about the target FMRs the pair set cannot resolve (fewer than one false match allowed with its
+    non-mated pairs): each of their thresholds is the highest non-mated similarity, so several such FMRs repeat one
+    another's figures. None when every FMR is resolved."""
+    unresolved = [k for k, a in report["verification"]["at_fmr"].items() if not a["resolved"]]
+    if not unresolved:
+        return None
+    nonmated = report["pairs"]["nonmated"]
+    same = (f"; their rows are the same figures at that one threshold" if len(unresolved) > 1 else "")
+    return (f"FMR {', '.join(unresolved)}: fewer than one false match allowed with {nonmated} non-mated pairs: the "
+            f"threshold is the highest non-mated similarity (achieved FMR 0){same}; at least "
+            f"{math.ceil(1 / min(float(k) for k in unresolved)):,} non-mated pairs resolve "
+            f"{'them' if len(unresolved) > 1 else 'it'} (--impostors)")
 
 
 def dumps(obj, indent: int = 0) -> str:

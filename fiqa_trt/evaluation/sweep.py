@@ -21,7 +21,6 @@ from typing import Callable
 
 import numpy as np
 
-from fiqa_trt import kernels
 from fiqa_trt.engine.inputs import Item
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, KINDS, parse_spec
 from fiqa_trt.engine.runners.base import Runner
@@ -29,6 +28,7 @@ from fiqa_trt.engine.scorer import Scorer
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.evaluation.protocols import Pairs
 from fiqa_trt.evaluation.report import Method, evaluate, random_method
+from fiqa_trt.quality import Pass
 
 log = logging.getLogger("fiqa_trt")
 
@@ -69,7 +69,7 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
                 aligner=None) -> SweepResult:
     """Embed `root/key` for every key once, with the views of all `specs`, and score each spec separately.
 
-    `recipes` (engine.recipes.Recipe): each becomes a method `recipe:<name>`, its views added to the same pass (a
+    `recipes` (quality.Recipe): each becomes a method `recipe:<name>`, its views added to the same pass (a
     view spec already in `specs` is shared). `aligner` (e.g. engine.template.Realigner) is applied to every image
     before the views, the originals (verification embeddings) included."""
     recipes = list(recipes or [])
@@ -89,23 +89,17 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
         dup = sorted({x for x in labels if labels.count(x) > 1})
         raise FiqaError(f"the same perturbation spec is given twice: {', '.join(dup)}")
     names = method_names(labels)
-    columns = {name: [1 + v.index for v in scorer.views if v.spec is spec] for name, spec in zip(names, scorer.specs)}
-    by_label = dict(zip(all_labels, scorer.specs))
-    recipe_columns, recipe_labels, recipe_specs = [], {}, {}
-    for recipe in recipes:
-        cols = [1 + v.index for spec in recipe.perturb for v in scorer.views
-                if v.spec is by_label[parse_spec(spec).label()]]
-        recipe_columns.append((recipe, cols))
-        recipe_labels[recipe.name] = [scorer.views[c - 1].label for c in cols]
-        recipe_specs[recipe.name] = [next(i for i, spec in enumerate(recipe.perturb)
-                                          if by_label[parse_spec(spec).label()] is scorer.views[c - 1].spec)
-                                     for c in cols]
+    by_label = {label: i for i, label in enumerate(all_labels)}
+    # each method's pass: spec i of a method is the scorer's spec selected[i] (a shared spec is embedded once)
+    selected = {name: [i] for i, name in enumerate(names)}
+    selected |= {f"recipe:{r.name}": [by_label[parse_spec(spec).label()] for spec in r.perturb] for r in recipes}
+    methods = {name: None for name in names} | {f"recipe:{r.name}": r for r in recipes}
     root = Path(root)
     items = [Item(str(root / k), k) for k in keys]
     n = len(items)
     originals: np.ndarray | None = None
     qualities = {name: np.full(n, np.nan, np.float64 if name.startswith("recipe:") else np.float32)
-                 for name in names + [f"recipe:{r.name}" for r in recipes]}
+                 for name in methods}
     errors: dict[str, str] = {}
     row, started = 0, time.perf_counter()
     for batch in scorer.embed(items, progress):
@@ -114,21 +108,14 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
             if it.error is not None:
                 errors[it.key] = it.error
         if batch.embeddings is not None:
-            emb = batch.embeddings
+            embedded = Pass(batch.embeddings, scorer.view_specs)
             if originals is None:
-                originals = np.full((n, emb.shape[2]), np.nan, np.float32)
+                originals = np.full((n, embedded.dim), np.nan, np.float32)
             rows = row + np.array(ok, dtype=np.int64)
-            originals[rows] = emb[:, 0]
-            for name, cols in columns.items():
-                _, q = kernels.quality(emb[:, [0] + cols], agg)
-                qualities[name][rows] = q
-            for recipe, cols in recipe_columns:
-                passes = emb[:, [0] + cols]  # the original and the recipe's views
-                cos, _ = kernels.quality(passes, agg)
-                norms, centre_cos = recipe.forward_stats(passes)
-                qualities[f"recipe:{recipe.name}"][rows] = \
-                    recipe.fuse(norms, cos, recipe_specs[recipe.name], centre_cos) \
-                    if recipe.fusion != "stability" else kernels.quality(passes, recipe.agg)[1]
+            originals[rows] = batch.embeddings[:, 0]
+            for name, recipe in methods.items():
+                own = embedded.select(selected[name])
+                qualities[name][rows] = own.kernel(agg)[1] if recipe is None else recipe.evaluate(own).quality
         row += len(batch.items)
     if originals is None:
         raise FiqaError(f"none of the {n} images could be embedded (first error: {next(iter(errors.values()))})")
@@ -140,8 +127,8 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
     for q in qualities.values():
         q[bad] = np.nan
     spec_of = dict(zip(names, labels)) | {f"recipe:{r.name}": r.describe() for r in recipes}
-    views_of = {name: [scorer.views[c - 1].label for c in cols] for name, cols in columns.items()}
-    views_of |= {f"recipe:{r.name}": recipe_labels[r.name] for r in recipes}
+    views_of = {name: [scorer.views[k].label for i in selected[name] for k, j in enumerate(scorer.view_specs)
+                       if j == i] for name in methods}
     return SweepResult(keys, originals, qualities, spec_of, views_of, errors, time.perf_counter() - started)
 
 

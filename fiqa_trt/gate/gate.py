@@ -61,6 +61,7 @@ from fiqa_trt.engine.align import Face
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.gate.streams import Frame, FrameReader, IterableSource, SourceStats, kind_of, open_source
 from fiqa_trt.gate.tracking import IouTracker
+from fiqa_trt.quality.scale import Scale
 
 log = logging.getLogger("fiqa_trt")
 SCALES = ("raw", "calibrated")
@@ -75,15 +76,13 @@ class Detector(Protocol):
 
 
 def calibration_for(recipe) -> tuple[float, float] | None:
-    """(p1, p99) of a scorer's recipe (engine.recipes.Recipe, as resolved for its model), else None."""
+    """(p1, p99) of a scorer's recipe (quality.Recipe, as resolved for its model), else None."""
     return None if recipe is None else recipe.calibration
 
 
 def calibrate(quality: float, calibration: tuple[float, float]) -> int:
-    """The 0-100 unified score of one quality, as `Recipe.unified_score`: linear p1 -> 0, p99 -> 100, clipped,
-    rounded to an integer."""
-    lo, hi = calibration
-    return int(np.round(np.clip(100.0 * (quality - lo) / (hi - lo), 0.0, 100.0)))
+    """The 0-100 unified score of one quality on the calibration's scale (`quality.scale`), as `score` writes it."""
+    return int(Scale.calibrated(*calibration)(quality))
 
 
 def default_detector(min_face: float = MIN_FACE, backend: str = "auto", device: str = "cpu",
@@ -208,7 +207,7 @@ class Gate:
             if cal is None:
                 raise FiqaError("no 0-100 calibration is known for this model and recipe to take a default "
                                 "threshold from: give --threshold on the recipe's raw quality (--scale raw)")
-            return round(cal[0] + 0.5 * (cal[1] - cal[0]), 6)  # the raw quality that scores 50
+            return round(Scale.calibrated(*cal).quality_at(50), 6)  # the raw quality that scores 50
         if not np.isfinite(threshold):
             raise FiqaError("--threshold must be a finite number")
         if cal is not None and not cal[0] - RAW_MARGIN * (cal[1] - cal[0]) <= threshold <= \

@@ -24,7 +24,7 @@ def _packaged(name: str) -> dict:
 
 
 def packaged_recipe(name: str) -> dict:
-    """The recipe fields (for `engine.recipes.Recipe`) stored for the record `name` in this package."""
+    """The recipe fields (for `quality.Recipe`) stored for the record `name` in this package."""
     return _packaged(name)["recipe"]
 
 
@@ -78,7 +78,7 @@ def config_for(sha256: str) -> ModelConfig | None:
 
 
 def recipe_for(sha256: str) -> dict | None:
-    """The fields of the default quality recipe recorded for this file (for `engine.recipes.Recipe`), or None."""
+    """The fields of the default quality recipe recorded for this file (for `quality.Recipe`), or None."""
     record = lookup(sha256)
     return dict(record.recipe) if record is not None and record.recipe else None
 

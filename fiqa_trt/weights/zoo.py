@@ -175,7 +175,7 @@ class ModelRecord:
     config: dict | None = None
     # "backend:precision" -> Spearman of quality scores against fp32 (`fiqa-trt bench` on the shared LFW)
     precision_checks: dict = field(default_factory=dict, hash=False)
-    # the model's default quality recipe (engine.recipes.Recipe fields, with the figures that chose it)
+    # the model's default quality recipe (quality.Recipe fields, with the figures that chose it)
     recipe: dict | None = field(default=None, hash=False)
     # recipe name -> (raw quality at the 1st, at the 99th percentile) on the shared LFW crops put back on the
     # ArcFace template: the ends of the 0-100 score of `score` and `gate` for that recipe on this model
