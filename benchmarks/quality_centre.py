@@ -52,7 +52,7 @@ def quantiles(x: np.ndarray) -> dict[str, float]:
 
 def main() -> None:
     from fiqa_trt.engine.models import default_model_path
-    from fiqa_trt.evaluation import calibrate, degradations, protocols, split
+    from fiqa_trt.evaluation import calibrate, degradations, protocols, split, sweep
     from fiqa_trt.weights import registry
 
     ap = argparse.ArgumentParser()
@@ -81,8 +81,7 @@ def main() -> None:
         packaged = np.array(registry.packaged_recipe(record)["centre"])
         ui = np.log(np.clip(1 - unit(emb["re"]) @ c_dev, 1e-6, 2))
         lognorm = np.log(np.linalg.norm(emb["re"], axis=1))
-        proto = calibrate.protocol_from_pairs(emb["re"][rows], ident[rows], np.ones(len(rows), bool), test.a, test.b,
-                                              test.mated)
+        proto = calibrate.Protocol.of(test, sweep.pair_similarities(emb["re"][rows], test.a, test.b))
         out = {"dev_vs_test_centre_cosine": round(float(c_dev @ c_test), 4),
                "samples_of_300_dev_faces_cosine_to_dev_centre": [round(min(samples), 4), round(max(samples), 4)],
                "engine_vs_opencv_centre_cosine": round(float(packaged @ c_dev), 4),

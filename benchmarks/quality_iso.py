@@ -8,15 +8,17 @@ Per model, `evaluation.calibrate.calibrate_model` (the function behind `fiqa-trt
 --write-package`, OpenVINO at the precision `auto` picks) with the model's registry recipe: every shared LFW crop
 (13,233) put on the template as the recipe says, the centre of a ui signal from dev-half crops, one engine pass
 with the recipe's views, the weights refitted on the dev half of the identity split (seed 0) under the degradation
-check, the test half reported by the evaluation stack of `fiqa-trt eval` (normalised pAUC@0.3 of the EDC over
-mated comparisons at the threshold fixed at 0% discard, FMR 1e-3 and 1e-4, 90% bootstrap intervals over
-identities of each value and of the difference to each signal alone and to the log-norm), the 0-100 calibrations
-of the recipe and of the named stability recipes (`seed` on the crops as they are, `stability` realigned).
-Protocol (`evaluation.protocols.all_mated_pairs`): at most 20 crops per identity, every mated pair, 2,000,000
-random non-mated pairs (seed 0). Added here: the same test half with verification on the crops as they are (the
-`seed` pass's originals: only the recogniser's input differs) and every pair of the protocol, dev half included
-(the setting of published tables of trained methods: not a held-out figure). The packaged recipe files are written
-by `fiqa-trt calibrate ... --write-package`, not by this script.
+check, the 0-100 calibrations of the recipe and of the named stability recipes (`seed` on the crops as they are,
+`stability` realigned). Protocol (`evaluation.protocols.all_mated_pairs` over every identity folder): at most 20
+crops per identity, every mated pair, 2,000,000 random non-mated pairs (seed 0). Reported by the evaluation stack of
+`fiqa-trt eval` on the test half (normalised pAUC@0.3 of the EDC over mated comparisons at the threshold fixed at
+0% discard, FMR 1e-3 and 1e-4, 90% bootstrap intervals over identities of each value and of the default's
+difference to each reference): the default, the log-norm, and for the MobileFaceNet the seed recipe's score and the
+norm on the crops as they are (for dlib the seed view's cosine); verification on the template-aligned crops, as `eval
+--realign auto` compares, and for the MobileFaceNet also on the crops as they are (only the recogniser's input
+differs); and every pair of the protocol, dev half included (the setting of published tables of trained methods:
+not a held-out figure). The packaged recipe files are written by `fiqa-trt calibrate ... --write-package`, not by
+this script.
 """
 
 from __future__ import annotations
@@ -31,34 +33,35 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 LFW = SHARED / "data" / "lfw112"
 
 
-def figures(pairs, originals, keys, qualities: dict, fitted: str, bootstrap: int) -> dict:
+def figures(pairs, originals, keys, qualities: dict, bootstrap: int) -> dict:
     """The evaluation stack on `pairs`: each method's normalised pAUC@0.3 (and its 90% interval) per target FMR, and
-    the interval of `fitted` minus each other method."""
+    the interval of the first method (`default`) minus each other one."""
     from fiqa_trt.evaluation import calibrate
     from fiqa_trt.evaluation.report import Method, evaluate, fmr_key
     from fiqa_trt.evaluation.sweep import pair_similarities
 
     rows = calibrate.rows_of(pairs, keys)
     sim = pair_similarities(originals[rows], pairs.a, pairs.b)
+    first = next(iter(qualities))
     report = evaluate(pairs, sim, [Method(n, "engine", n, np.asarray(q, np.float64)[rows]) for n, q in
                                    qualities.items()], fmrs=calibrate.FMRS, limits=(calibrate.LIMIT,),
                       grid_max=calibrate.LIMIT, bootstrap=bootstrap, bootstrap_seed=0,
-                      compare=[(fitted, n) for n in qualities if n != fitted] if bootstrap else [])
-    out = {"npauc30": {}, "npauc30_90": {}, "difference_minus_90": {}}
+                      compare=[(first, n) for n in qualities if n != first] if bootstrap else [])
+    out: dict = {"test_npauc30": {}, "test_npauc30_90": {}, "difference_default_minus_90": {}}
     for r in report["results"]:
-        out["npauc30"].setdefault(r["method"], {})[fmr_key(r["target_fmr"])] = round(r["pauc30_norm"], 4)
+        out["test_npauc30"].setdefault(r["method"], {})[fmr_key(r["target_fmr"])] = round(r["pauc30_norm"], 4)
         if "pauc30_norm_lo" in r:
-            out["npauc30_90"].setdefault(r["method"], {})[fmr_key(r["target_fmr"])] = [
+            out["test_npauc30_90"].setdefault(r["method"], {})[fmr_key(r["target_fmr"])] = [
                 round(r["pauc30_norm_lo"], 4), round(r["pauc30_norm_hi"], 4)]
     for d in report["differences"]:
         if "lo" in d:
-            out["difference_minus_90"].setdefault(d["b"], {})[fmr_key(d["target_fmr"])] = [round(d["lo"], 4),
-                                                                                          round(d["hi"], 4)]
+            out["difference_default_minus_90"].setdefault(d["b"], {})[fmr_key(d["target_fmr"])] = [
+                round(d["lo"], 4), round(d["hi"], 4)]
     return out
 
 
 def main() -> None:
-    from fiqa_trt.benchmark import machine
+    from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine import recipes
     from fiqa_trt.engine.models import default_model_path
     from fiqa_trt.engine.runners import load_runner
@@ -71,7 +74,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/quality_iso.json")
     ap.add_argument("--data", default=str(LFW), help="identity folders (default: the shared LFW crops)")
     args = ap.parse_args()
-    report = {"benchmark": "benchmarks/quality_iso.py", "machine": machine(), "data": args.data, "models": {}}
+    report = {"benchmark": "benchmarks/quality_iso.py", **provenance(), "data": args.data, "models": {}}
     paths = {"mobilefacenet": SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"}
     for model in args.models.split(","):
         path = paths.get(model) or default_model_path()
@@ -81,22 +84,30 @@ def main() -> None:
         runner = load_runner(str(path), "openvino", "auto")
         print(f"{model}: {recipe.describe()} ({source})", flush=True)
         done = calibrate.calibrate_model(runner, args.data, recipe, seed=0, bootstrap=args.bootstrap, named=True)
-        main_pass, asis = done.passes["recipe"], done.passes["seed"]
-        fitted = f"recipe:{done.recipe.name}"
-        qualities = {fitted: done.fit.quality} | {n: v for n, v in main_pass.signals.items()}
-        out = {"sha256": sha256_of(path), "recipe": done.recipe.to_dict(), "report": done.report,
+        fit, aligned, asis = done.fit, done.passes["recipe"], done.passes["seed"]
+        report |= {"pairs": fit.pairs.describe(), "split": fit.split.describe(), "dev_pairs": fit.dev_pairs.describe(),
+                   "test_pairs": fit.test_pairs.describe()}
+        qualities = {"default": fit.quality, "norm (template-aligned)": aligned.signals["lognorm"]}
+        if model == "mobilefacenet":  # the seed's own score and the norm on the crops as they are
+            qualities |= {"seed recipe (as-is)": asis.quality, "norm (as-is)": asis.signals["lognorm"]}
+        else:  # the recipe's first view is the seed's
+            qualities |= {"seed view (template-aligned)": aligned.signals["cos:0"]}
+        bases = {"template-aligned": aligned} | ({"as-is": asis} if model == "mobilefacenet" else {})
+        out = {"sha256": sha256_of(path), "recipe_source": source, "template_check": done.report["template_check"],
+               "centre": done.report["centre"], "forwards_per_image": 1 + len(recipe.perturb),
+               "weights_fitted_on_dev": {k: round(w, 6) for k, w in fit.weights.items()},
                "calibration_p1_p99": list(done.recipe.calibration),
                "calibrations_of_named_recipes_p1_p99": {k: list(v) for k, v in done.calibrations.items()},
-               "forwards_per_image": 1 + len(recipe.perturb)}
-        if model == "mobilefacenet":  # the crops as they are: verification and the seed's own score
-            out["test_as_is"] = figures(done.fit.test_pairs, asis.originals, asis.keys,
-                                        qualities | {"seed recipe (as-is)": asis.quality,
-                                                     "lognorm (as-is)": asis.signals["lognorm"]},
-                                        fitted, args.bootstrap)
-        out["all_pairs_dev_included"] = figures(done.fit.pairs, main_pass.originals, main_pass.keys, qualities,
-                                                fitted, 0)
+               "degradation_check": done.report["degradation_check"], "verification": {}}
+        for basis, embedded in bases.items():  # the same qualities; only the recogniser's input differs
+            out["verification"][basis] = figures(fit.test_pairs, embedded.originals, embedded.keys, qualities,
+                                                 args.bootstrap)
+            # every pair of the protocol, both halves: the setting of published tables of trained FIQA models. The
+            # dev half is where the weights and the centre were fitted: not a held-out figure, for that comparison
+            out["verification"][basis]["all_pairs_npauc30_dev_included"] = figures(
+                fit.pairs, embedded.originals, embedded.keys, qualities, 0)["test_npauc30"]
+            print(model, basis, json.dumps(out["verification"][basis]["test_npauc30"]), flush=True)
         report["models"][model] = out
-        print(model, json.dumps({k: out["report"][k] for k in ("test", "references")}), flush=True)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"written {args.out}")
 

@@ -160,6 +160,7 @@ def main() -> None:
     from fiqa_trt.engine.models import default_model_path
     from fiqa_trt.evaluation import bootstrap, calibrate, degradations, edc, protocols, split, sweep
     from fiqa_trt.evaluation.protocols import identities
+    from fiqa_trt.quality import fuse
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", default="/tmp/fiqa-quality-research")
@@ -170,14 +171,11 @@ def main() -> None:
     args = ap.parse_args()
     qr = _research()
     keys = [k for ks in identities(LFW).values() if len(ks) >= 2 for k in ks]
-    index = {k: i for i, k in enumerate(keys)}
-    ident = np.array([k.split("/")[0] for k in keys])
     pairs = protocols.all_mated_pairs(LFW, max_images=20, nonmated=2_000_000, seed=0, keys=keys)
 
     def proto(emb, part):
-        rows = np.array([index[k] for k in part.keys])
-        return rows, calibrate.protocol_from_pairs(emb[rows], ident[rows], np.ones(len(rows), bool), part.a, part.b,
-                                                   part.mated)
+        rows = calibrate.rows_of(part, keys)
+        return rows, calibrate.Protocol.of(part, sweep.pair_similarities(emb[rows], part.a, part.b))
 
     def fitted(names, rows, p):
         """Weights (and centres) fitted on the images `rows` with protocol `p`, under the degradation check of the
@@ -186,8 +184,8 @@ def main() -> None:
         values = signal_values(names, emb, centres)
         check = {kind: signal_values(names, e, centres) for kind, e in degraded.items()}
         weights = calibrate.search({n: values[n][rows] for n in names}, p, degraded=check, floor=degradations.FLOOR)
-        agreed = degradations.agreement(calibrate.fuse(check["clean"], weights),
-                                        {k: calibrate.fuse(v, weights) for k, v in check.items() if k != "clean"})
+        agreed = degradations.agreement(fuse(check["clean"], weights),
+                                        {k: fuse(v, weights) for k, v in check.items() if k != "clean"})
         return weights, sum(w * values[n] for n, w in weights.items()), agreed
 
     report = {"benchmark": "benchmarks/quality_select.py", "images": len(keys), "pairs": pairs.source,

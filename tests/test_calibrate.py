@@ -148,10 +148,13 @@ def test_a_package_document_records_what_wrote_it():
     report = {"images": len(keys), "protocol": pairs.source, "split": result.split.describe(), "split_seed": 0,
               "template_check": "template check off (--realign off)"}
     done = calibrate.Calibration(LOGNORM_UI_FLIP, report, result, {}, {"seed": (0.9, 0.99)})
-    doc = calibrate.package_document(done, "/m/fr.onnx", "ab" * 32, "some-model", "fiqa-trt calibrate M I", "/data")
+    from fiqa_trt.benchmark import provenance
+
+    doc = calibrate.package_document(done, "/m/fr.onnx", "ab" * 32, "some-model",
+                                     provenance(["fiqa-trt", "calibrate", "M", "I"]), "/data", "some-default")
     written = doc["written_by"]
-    assert written["command"] == "fiqa-trt calibrate M I" and written["date"].endswith("Z")
+    assert written["command"] == "fiqa-trt calibrate M I" and written["date"].endswith("UTC") and written["machine"]
     assert written["data"] == {"path": "/data", "images": len(keys), "protocol": "synthetic", "split": report["split"],
                                "split_seed": 0, "template_check": report["template_check"]}
-    assert written["commit"] is None or len(written["commit"].split("-")[0]) == 40
-    assert doc["recipe"]["name"] == "lognorm-ui-flip" and doc["calibrations"] == {"seed": [0.9, 0.99]}
+    assert written["model_file"] == "fr.onnx" and "commit" in written
+    assert doc["recipe"]["name"] == "some-default" and doc["calibrations"] == {"seed": [0.9, 0.99]}

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from fiqa_trt.cli import options
-from fiqa_trt.cli.console import RateColumn, command_line, err, setup_logging
+from fiqa_trt.cli.console import ARGUMENTS, RateColumn, err, setup_logging
 from fiqa_trt.errors import FiqaError
 
 FEW_ERRORS = 20  # fewer false non-matches than this on the dev half: the fit is noisy, say so
@@ -44,6 +44,7 @@ def calibrate(
     """Fit a recipe's weights on the dev half of a seeded identity split, report the held-out half, store it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine import recipes
     from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.evaluation.calibrate import calibrate_model, package_document
@@ -67,7 +68,9 @@ def calibrate(
             raise FiqaError(f"--write-package writes a registry model's packaged recipe; {model} is not in the "
                             "registry (use --out for a recipe file)")
         store = False
-    if recipe is None:  # the model's own (stored, packaged or in its metadata): refitted
+    if recipe is None and write_package and record.recipe:  # the packaged one, whatever the user cache holds
+        base, source = recipes.Recipe.from_dict(record.recipe, "model registry"), "model registry"
+    elif recipe is None:  # the model's own (stored, packaged or in its metadata): refitted
         base, source = recipes.resolve(None, model)
     else:  # the recipe as named or written: its centre and weights are what is fitted here
         base, source = recipes.load_with_source(recipe)
@@ -122,7 +125,7 @@ def calibrate(
     if write_package:
         target = registry.RECIPE_DIR / f"{record.name}.json"
         _write(target, recipes.recipe_json(package_document(
-            result, model, sha, record.name, command_line(), images,
+            result, model, sha, record.name, provenance(["fiqa-trt", *ARGUMENTS]), images,
             record.recipe["name"] if record.recipe else f"{record.name}-default")))
         err.print(f"written the packaged default recipe of {record.name}: {target} (named calibrations: "
                   + ", ".join(f"{k} {v[0]:.5f} -> {v[1]:.5f}" for k, v in result.calibrations.items()) + ")")

@@ -22,13 +22,6 @@ class RateColumn(ProgressColumn):
 ARGUMENTS: list[str] = []  # the arguments of the running command line (set by `app.main`), for files that record it
 
 
-def command_line() -> str:
-    """The running command line as typed (`fiqa-trt ARGS...`, shell-quoted)."""
-    import shlex
-
-    return shlex.join(["fiqa-trt", *ARGUMENTS])
-
-
 def setup_logging(verbose: bool) -> None:
     """Route the `fiqa_trt` logger to the console: INFO by default, DEBUG with -v; native libraries' raw log
     lines only with -v."""

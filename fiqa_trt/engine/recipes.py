@@ -15,10 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from fiqa_trt.errors import FiqaError
-from fiqa_trt.quality.recipe import (  # noqa: F401 (the recipes by name, for the callers of this module)
+from fiqa_trt.quality.recipe import (
     FLIP_SPEC, LOGNORM_UI_FLIP, NORM, NORM_FLIP, RECIPES, SEED, SEED_SPEC, STABILITY, Recipe)
 
 log = logging.getLogger("fiqa_trt")
+__all__ = ["FLIP_SPEC", "LOGNORM_UI_FLIP", "NORM", "NORM_FLIP", "RECIPES", "SEED", "SEED_SPEC", "STABILITY", "Recipe",
+           "cache_file", "calibrated_name", "default_for", "known_names", "load", "load_with_source", "recipe_json", "resolve",
+           "save_calibrated"]
 
 
 def load(name_or_file: str) -> Recipe:

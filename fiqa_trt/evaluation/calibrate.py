@@ -419,7 +419,10 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
               "dev": result.half("dev"), "test": result.half("test"), "weights": result.weights,
               "degradation_check": {"faces": int(len(check["clean"][own[0]])), "floor": round(degradations.FLOOR, 4),
                                     "agreement": {k: round(v, 3) for k, v in agreed.items()},
-                                    "meets_floor": bool(min(agreed.values()) >= degradations.FLOOR)},
+                                    "meets_floor": bool(min(agreed.values()) >= degradations.FLOOR),
+                                    "agreement_of_each_signal": {n: {k: round(v, 3) for k, v in degradations.agreement(
+                                        check["clean"][n], {k: c[n] for k, c in check.items() if k != "clean"})
+                                        .items()} for n in own}},
               "references": result.reference_figures(),
               "bootstrap": {"resamples": bootstrap, "seed": bootstrap_seed}}
     fitted = replace(recipe.with_weights(result.weights), name=calibrated_name(recipe.name),
@@ -435,36 +438,16 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
     return Calibration(fitted, report, result, passes, calibrations)
 
 
-def package_document(calibration: Calibration, model: str, sha256: str, record: str, command: str, images: str,
-                     name: str | None = None) -> dict:
+def package_document(calibration: Calibration, model: str, sha256: str, record: str, written_by: dict,
+                     images: str, name: str | None = None) -> dict:
     """The packaged default-recipe file of a registry model (`weights/recipes/<record>.json`, what the registry
     serves): the fitted recipe (called `name`, the packaged recipe's name), the named recipes' calibrations, and
-    what wrote it (the exact command line, the data, the commit and the date)."""
-    import datetime
-
+    what wrote it: `written_by` (the command line, commit, date and machine: `fiqa_trt.benchmark.provenance`) with
+    the data (its path as given, image count, protocol, split and seed, template check) and the model file."""
     report = calibration.report
-    return {"model": record, "sha256": sha256, "written_by": {
-        "command": command, "commit": _commit(), "date": datetime.datetime.now(datetime.timezone.utc)
-        .strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "data": {"path": images, "images": report["images"], "protocol": report["protocol"],
-                 "split": report["split"], "split_seed": report["split_seed"],
-                 "template_check": report["template_check"]}, "model_file": Path(model).name},
-        "recipe": replace(calibration.recipe, name=name or calibration.recipe.name).to_dict(),
-        "calibrations": {k: list(v) for k, v in calibration.calibrations.items()}}
-
-
-def _commit() -> str | None:
-    """The git commit of the fiqa_trt package's checkout (with `-dirty` when it has changes), or None."""
-    import subprocess
-
-    where = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    data = {"path": images, "images": report["images"], "protocol": report["protocol"], "split": report["split"],
+            "split_seed": report["split_seed"], "template_check": report["template_check"]}
+    return {"model": record, "sha256": sha256, "written_by": {**written_by, "data": data,
+                                                              "model_file": Path(model).name},
+            "recipe": replace(calibration.recipe, name=name or calibration.recipe.name).to_dict(),
+            "calibrations": {k: list(v) for k, v in calibration.calibrations.items()}}

@@ -269,7 +269,7 @@ def unresolved_note(report: dict) -> str | None:
     if not unresolved:
         return None
     nonmated = report["pairs"]["nonmated"]
-    same = (f"; their rows are the same figures at that one threshold" if len(unresolved) > 1 else "")
+    same = "; their rows are the same figures at that one threshold" if len(unresolved) > 1 else ""
     return (f"FMR {', '.join(unresolved)}: fewer than one false match allowed with {nonmated} non-mated pairs: the "
             f"threshold is the highest non-mated similarity (achieved FMR 0){same}; at least "
             f"{math.ceil(1 / min(float(k) for k in unresolved)):,} non-mated pairs resolve "
