@@ -33,6 +33,10 @@ def test_a_pass_computes_once_and_selects_specs():
     np.testing.assert_array_equal(q, kernels.quality(emb, "min")[1])
     with pytest.raises(ValueError):
         Pass(emb, [0, 1])
+    observed = np.arange(5 * 4 * 2, dtype=np.float32).reshape(5, 4, 2)  # reduced activations of the same forwards
+    np.testing.assert_array_equal(Pass(emb, [0, 1, 0], observed).select([1]).observed, observed[:, [0, 2]])
+    with pytest.raises(ValueError):
+        Pass(emb, [0, 1, 0], observed[:, :2])
 
 
 def test_each_signal_reads_what_it_says():

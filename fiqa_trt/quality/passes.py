@@ -29,13 +29,18 @@ def array_module(array):
 
 class Pass:
     """One embedding pass: `embeddings` (N, 1 + K, D), originals first, and `view_specs[k]`, the index of the
-    perturbation spec view k comes from. Everything derived is computed on the embeddings' device and cached."""
+    perturbation spec view k comes from; `observed` (N, 1 + K, M), where the runner was asked for them, the reduced
+    intermediate activations of the same call (`Runner.forward`'s observer outputs), for signals that read them.
+    Everything derived is computed on the embeddings' device and cached."""
 
-    def __init__(self, embeddings, view_specs: Sequence[int]):
+    def __init__(self, embeddings, view_specs: Sequence[int], observed=None):
         if embeddings.ndim != 3 or embeddings.shape[1] != 1 + len(view_specs):
             raise ValueError(f"a pass of {len(view_specs)} view(s) needs (N, {1 + len(view_specs)}, D) embeddings, "
                              f"got shape {tuple(embeddings.shape)}")
-        self.embeddings = embeddings
+        if observed is not None and tuple(observed.shape[:2]) != tuple(embeddings.shape[:2]):
+            raise ValueError(f"observer outputs of shape {tuple(observed.shape)} do not match the pass's "
+                             f"{tuple(embeddings.shape[:2])} forwards")
+        self.embeddings, self.observed = embeddings, observed
         self.view_specs = tuple(int(i) for i in view_specs)
         self.xp = array_module(embeddings)
         self._cache: dict = {}
@@ -82,9 +87,9 @@ class Pass:
     def select(self, specs: Sequence[int]) -> "Pass":
         """The pass of the originals and the views of `specs`, renumbered: spec i of the new pass is spec `specs[i]`
         of this one (its views in their order here). For one method of a pass that embeds several (a sweep)."""
-        cols = [k for i in specs for k in self.columns(i)]
+        cols = [0] + [1 + k for i in specs for k in self.columns(i)]
         renumber = [new for new, i in enumerate(specs) for _ in self.columns(i)]
-        return Pass(self.embeddings[:, [0] + [1 + k for k in cols]], renumber)
+        return Pass(self.embeddings[:, cols], renumber, None if self.observed is None else self.observed[:, cols])
 
     def host(self, array) -> np.ndarray:
         """`array` as a NumPy array (a copy from the device for CuPy)."""

@@ -14,8 +14,8 @@ that a recipe's weighted sum of signals is a weighted log-product:
 Adding a signal is one class here: subclass `Signal`, set `name` (the exact name, or the prefix of `name:<i>` with
 `indexed = True`), `words` (for messages) and `reads_centre` when it needs the recipe's centre; implement
 `read(self, p)` with what the Pass computes (`p.norms()`, `p.centre_cosines(c)`, `p.view_cosines()`, or
-`p.embeddings` itself, with `p.xp` as the array module so it runs where the embeddings are); decorate it with
-`@register`. Recipes then validate, describe, evaluate and calibrate it by name, everywhere.
+`p.embeddings` and `p.observed` themselves, with `p.xp` as the array module so it runs where the embeddings are);
+decorate it with `@register`. Recipes then validate, describe, evaluate and calibrate it by name, everywhere.
 """
 
 from __future__ import annotations
