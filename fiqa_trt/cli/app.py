@@ -42,11 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     real process (argv None), native libraries' raw log lines are kept off the terminal unless -v."""
     import sys
 
-    from fiqa_trt.cli.console import filter_native_stderr
+    from fiqa_trt.cli.console import filter_native_stderr, quiet_image_warnings
 
     console.ARGUMENTS[:] = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
-    if argv is None and not {"-v", "--verbose"} & set(sys.argv[1:]):
-        filter_native_stderr()
+    if not {"-v", "--verbose"} & set(sys.argv[1:] if argv is None else argv):
+        quiet_image_warnings()
+        if argv is None:
+            filter_native_stderr()
     try:
         app(args=argv)
     except FiqaError as exc:  # exit 2 for a usage mistake, 1 where the error says nothing could be done

@@ -8,11 +8,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from fiqa_trt.cli import args
 from fiqa_trt.cli.console import err, setup_logging
+from fiqa_trt.cli.progress import Reporter
 from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError
 
@@ -49,12 +49,13 @@ def bench(
     from fiqa_trt.engine.models import model_or_default
 
     settings.check()
-    report = run_benchmark(model_or_default(settings.model), data, images=images, backends=backend, precisions=precision,
-                           views=tuple(views),
-                           batch_sizes=tuple(batch_size), ranking_images=ranking_images, device=settings.device,
-                           progress=lambda msg: err.print(f"[dim]{escape(msg)}[/]"),
-                           recipes=[None if r == "default" else r for r in recipe] if recipe else None,
-                           preprocessing=settings.overrides)
+    with Reporter(err) as reporter:
+        reporter.phase("measuring (each configuration is reported when done)")
+        report = run_benchmark(model_or_default(settings.model), data, images=images, backends=backend,
+                               precisions=precision, views=tuple(views), batch_sizes=tuple(batch_size),
+                               ranking_images=ranking_images, device=settings.device, progress=reporter.say,
+                               recipes=[None if r == "default" else r for r in recipe] if recipe else None,
+                               preprocessing=settings.overrides)
     where = report["machine"].get("gpu") or f"{report['machine']['cpu']} ({report['machine']['cores']} cores)"
     table = Table(title=f"{report['model']} on {where}, {report['images']} images")
     for col in ("backend", "precision", "K", "batch", "scores/s", "inference img/s", "e2e/inf", "GFLOP/s",

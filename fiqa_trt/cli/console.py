@@ -52,8 +52,21 @@ def quiet_native_logs(verbose: bool) -> None:
 # nvImageCodec inside DALI ("\x1b[0;31m[ERROR] \x1b[0m[png_parser] ..."), OpenCV ("[ WARN:0@1.2] global ..."),
 # OpenCV's AVI parser ("Unexpected element. Expected: LIST ...").
 # Ray's C++ core worker ("[2026-12-01 22:07:15,388 E 5425 5425] core_worker.cc:2465: ...").
+# libjpeg's and libpng's warnings about an image that is still decoded ("Corrupt JPEG data: 3 extraneous bytes
+# before marker 0xda", "libpng warning: iCCP: known incorrect sRGB profile"): an image that cannot be decoded is
+# an error row of its own.
 NATIVE_LOG_LINE = (r"^(\x1b\[[0-9;]*m)?\[ ?(ERROR|WARN|WARNING|INFO|DEBUG)[\]:]|^Unexpected element\."
-                   r"|^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [EWI] \d+ \d+\]")
+                   r"|^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [EWI] \d+ \d+\]"
+                   r"|^(Corrupt JPEG data|Premature end of JPEG file|Invalid SOS parameters|Inconsistent progression"
+                   r"|Warning: unknown JFIF|Warning: thumbnail image|libpng (warning|error): )")
+
+
+def quiet_image_warnings() -> None:
+    """Pillow's Python warnings about one image (corrupt EXIF data, a large image, a palette with transparency):
+    not shown unless -v; an image that cannot be read is an error row of its own."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
 
 
 def filter_native_stderr() -> None:

@@ -13,11 +13,10 @@ from typing import Optional
 import numpy as np
 import typer
 
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fiqa_trt.cli import args
-from fiqa_trt.cli.console import RateColumn, err, setup_logging
+from fiqa_trt.cli.console import err, setup_logging
+from fiqa_trt.cli.progress import Reporter
 from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError
 
@@ -100,15 +99,11 @@ def eval_command(
                             all_kinds=all_kinds, pair_quality=pair_quality, fmrs=tuple(fmr or ()),
                             pauc_limits=tuple(pauc_limit or ()), compat=compat, external=tuple(external or ()),
                             lower_is_better=tuple(lower_better or ()), plots=pictures, plot_max_discard=max_discard)
+    with Reporter(err, quiet=quiet) as reporter:
+        report = run_eval(settings, out_dir, say=reporter.say, phase=reporter.phase,
+                          progress=lambda n, total: reporter.advance(n))
     if quiet:
-        run_eval(settings, out_dir)
         return
-    progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                        TimeRemainingColumn(), console=err)
-    with progress:
-        task = progress.add_task("embed", total=None)
-        report = run_eval(settings, out_dir, say=lambda msg: err.print(escape(msg)),
-                          progress=lambda n, total: progress.update(task, advance=n, total=total))
     _summary(report)
 
 
@@ -167,7 +162,8 @@ def viz_command(
     select: str = typer.Option("spread", help="Which faces: spread (over the ranking), lowest or highest."),
     grid_method: Optional[str] = typer.Option(None, "--grid-method", help="Method whose qualities sort the grid."),
     images: Optional[str] = typer.Option(None, "--images", help="Folder the image names are relative to (default: "
-                                         "the eval's image root, or the score file's folder)."),
+                                         "the eval's image root; for a score file the folder `score` ran in, the "
+                                         "current folder or the score file's folder, whichever holds them)."),
 ) -> None:
     """Draw EDC curves, quality histograms and an annotated face grid (PNG and SVG)."""
     from fiqa_trt.evaluation import external as ext
@@ -187,17 +183,63 @@ def viz_command(
         written = draw_pictures(report, keys, qualities, root, Path(out_dir or src), fmr, method, max_discard, faces,
                                 cols, select, grid_method)
     else:
-        scores = ext.read_scores(src)
-        root = Path(images) if images else src.parent
-        names = list(scores)
-        q = np.array([scores[n] for n in names], dtype=float)
+        names, q, what = _score_file(src)
+        root = _image_root(src, names, images)
         out = Path(out_dir or src.parent)
         paths = [n if Path(n).is_absolute() else str(root / n) for n in names]
         boxes = _face_boxes(src, names)
-        written = plots.plot_histograms({src.stem: q}, out / f"{src.stem}_hist")
+        label = "{:.0f}" if what == "score" else "{:.3f}"
+        written = plots.plot_histograms({f"{src.stem} ({what})": q}, out / f"{src.stem}_hist")
         written += plots.plot_face_grid(paths, q, out / f"{src.stem}_faces", faces, cols, select, boxes=boxes,
-                                        title=f"{src.stem}: {faces} faces by quality ({select}), lowest first")
+                                        label=label, title=f"{src.stem}: {faces} faces by {what} ({select}), "
+                                                           "lowest first")
     err.print("written: " + ", ".join(str(p) for p in written))
+
+
+def _score_file(src: Path) -> tuple[list[str], np.ndarray, str]:
+    """(image names, values, what they are) of a score file: the 0-100 score of a `fiqa-trt score` output that has
+    one, else its raw quality; another method's file (CSV path,quality, JSON, pickle ...) as it is."""
+    from fiqa_trt.engine import sinks
+    from fiqa_trt.evaluation import external as ext
+
+    if src.suffix.lower() in sinks.FORMATS and src.is_file():
+        header, rows = sinks.read_rows(src)
+        if "path" in header and "quality" in header:
+            rows = [r for r in rows if not r.get("error")]
+            names = [r["path"] for r in rows]
+            score = np.array([np.nan if r.get("score") in (None, "") else float(r["score"]) for r in rows])
+            if np.isfinite(score).any():
+                return names, score, "score"
+            return names, np.array([float(r["quality"]) for r in rows]), "quality"
+    scores = ext.read_scores(src)
+    names = list(scores)
+    return names, np.array([scores[n] for n in names], dtype=float), "quality"
+
+
+def _image_root(src: Path, names: list[str], images: str | None) -> Path:
+    """The folder a score file's image names are relative to: --images, else the folder `fiqa-trt score` ran in
+    (Parquet metadata), the current folder or the score file's folder, whichever holds the images."""
+    relative = [n for n in names if not Path(n).is_absolute()][:20]
+    candidates = [Path(images)] if images else [*_run_folder(src), Path.cwd(), src.parent]
+    for root in candidates:
+        if not relative or any((root / n).is_file() for n in relative):
+            return root
+    where = ", ".join(dict.fromkeys(str(c) for c in candidates))
+    raise FiqaError(f"cannot find the images of {src.name} (e.g. {relative[0]}) under {where}: give --images "
+                    "FOLDER, the folder the image names are relative to (where `fiqa-trt score` was run)")
+
+
+def _run_folder(src: Path) -> list[Path]:
+    """The folder a `fiqa-trt score` run that wrote this Parquet file ran in, from its metadata."""
+    if src.suffix.lower() != ".parquet" or not src.is_file():
+        return []
+    try:
+        import pyarrow.parquet as pq
+
+        meta = json.loads((pq.read_schema(src).metadata or {}).get(b"fiqa_trt", b"{}"))
+    except Exception:  # noqa: BLE001 - not our file, or unreadable: the other candidates remain
+        return []
+    return [Path(meta["cwd"])] if meta.get("cwd") else []
 
 
 def _face_boxes(src: Path, names: list[str]) -> list | None:

@@ -8,7 +8,6 @@ after the track events and the summary).
 from __future__ import annotations
 
 import json
-import signal
 from typing import Optional
 
 import typer
@@ -66,10 +65,10 @@ def gate(
     Exit codes: 0 done (also when a stream ended after giving up reconnecting), 1 no source could be opened (a URL
     whose first connection failed: refused, or no stream within the open timeout) or no frame could be read from
     any, 2 a usage mistake, 130 Ctrl-C, 143 SIGTERM."""
+    from fiqa_trt.cli.console import Interrupts
     from fiqa_trt.engine.detect import DETECTORS
-    from fiqa_trt.engine.session import CROPS, open_session
     from fiqa_trt.errors import FiqaError
-    from fiqa_trt.gate.gate import Gate
+    from fiqa_trt.gate.gate import check_video_out
     from fiqa_trt.gate.network import StreamUnavailable
     from fiqa_trt.gate.streams import kind_of
 
@@ -82,46 +81,33 @@ def gate(
         raise FiqaError(f"unknown score scale '{scale}'; use auto, raw or calibrated")
     quiet = output.quiet
     settings = settings.check()
-    # the detector's faces are crops scored frame by frame: the resolver decides their realignment
-    session = open_session(settings, inputs=CROPS)
-    scorer = session.scorer
-    if output.verbose:
-        for line in session.resolution.lines():
-            err.print(escape(line))
-    calibration = session.resolution.calibration
-    if not quiet and scorer.recipe is not None:
-        err.print(escape(session.describe_recipe()))
-    if scale == "auto":
-        scale = "calibrated" if calibration is not None else "raw"
-    aligner = _detector(detector, scorer, min_face, upsample, settings.backend)
-    gate_ = Gate(scorer, aligner, threshold=threshold, scale=scale, calibration=calibration, events=events,
-                 best_dir=best_dir, video_out=video_out, batch_frames=batch_frames, min_iou=min_iou,
-                 max_missed=max_missed)
-    network = {"transport": transport, "open_timeout": open_timeout, "read_timeout": read_timeout,
-               "max_reconnects": max_reconnects}
-    terminated: list[int] = []
-
-    def on_sigterm(signum, frame):  # SIGTERM ends the run like Ctrl-C: tracks, summary, then exit 143
-        terminated.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        summary = gate_.run(sources, drop=drop, queue_size=queue_size, network=network)
-    except StreamUnavailable as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:  # before the first frame: nothing to summarise
-        raise typer.Exit(143 if terminated else 130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    check_video_out(video_out)
+    # SIGTERM ends the run as Ctrl-C does from here on (tracks, summary, exit 143), also while the model loads;
+    # whatever an interrupted import or pipeline build leaves behind ends the run the same way
+    with Interrupts() as interrupts:
+        try:
+            summary = _run(sources, settings, output, scale, threshold, detector, min_face, upsample, events,
+                           best_dir, video_out, batch_frames, min_iou, max_missed, drop, queue_size,
+                           {"transport": transport, "open_timeout": open_timeout, "read_timeout": read_timeout,
+                            "max_reconnects": max_reconnects})
+        except StreamUnavailable as exc:
+            if interrupts.received is not None:
+                raise typer.Exit(interrupts.exit_code) from None
+            err.print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:  # before the first frame: nothing to summarise
+            raise typer.Exit(interrupts.exit_code) from None
+        except Exception:
+            if interrupts.received is not None:
+                raise typer.Exit(interrupts.exit_code) from None
+            raise
     if not quiet:
         shown = {k: v for k, v in summary.items() if k not in ("event", "time", "streams")}
         err.print(json.dumps(shown))
         for part in summary["streams"] if len(summary["streams"]) > 1 else []:
             err.print(json.dumps(part))
     if summary["interrupted"]:
-        raise typer.Exit(143 if terminated else 130)
+        raise typer.Exit(interrupts.exit_code)
     for part in summary["streams"]:
         if part["frames_read"] == 0 and not part["errors"]:
             err.print(f"[yellow]warning:[/] no frame could be read from {escape(part['source'])}"
@@ -130,6 +116,30 @@ def gate(
         err.print("[red]error:[/] no frame could be read" + (f" from {escape(sources[0])}" if len(sources) == 1
                                                             else " from any source"))
         raise typer.Exit(1)
+
+
+def _run(sources, settings, output, scale, threshold, detector, min_face, upsample, events, best_dir, video_out,
+         batch_frames, min_iou, max_missed, drop, queue_size, network) -> dict:
+    """Open the session, the detector and the gate, and gate the sources: the summary."""
+    from fiqa_trt.engine.session import CROPS, open_session
+    from fiqa_trt.gate.gate import Gate
+
+    # the detector's faces are crops scored frame by frame: the resolver decides their realignment
+    session = open_session(settings, inputs=CROPS)
+    scorer = session.scorer
+    if output.verbose:
+        for line in session.resolution.lines():
+            err.print(escape(line))
+    calibration = session.resolution.calibration
+    if not output.quiet and scorer.recipe is not None:
+        err.print(escape(session.describe_recipe()))
+    if scale == "auto":
+        scale = "calibrated" if calibration is not None else "raw"
+    aligner = _detector(detector, scorer, min_face, upsample, settings.backend)
+    gate_ = Gate(scorer, aligner, threshold=threshold, scale=scale, calibration=calibration, events=events,
+                 best_dir=best_dir, video_out=video_out, batch_frames=batch_frames, min_iou=min_iou,
+                 max_missed=max_missed)
+    return gate_.run(sources, drop=drop, queue_size=queue_size, network=network)
 
 
 def _detector(name: str, scorer, min_face: float, upsample: int, backend: str):

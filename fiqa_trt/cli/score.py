@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from fiqa_trt.cli import args
-from fiqa_trt.cli.console import RateColumn, err, setup_logging
+from fiqa_trt.cli.console import err, setup_logging
+from fiqa_trt.cli.progress import Reporter
 from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError
 
@@ -74,10 +75,14 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
         raise FiqaError("--resume needs --out FILE (the rows to keep and append to)")
     check_output(out)  # before the model is opened
     lock = lock_output(out)  # one writer per output: a second run is refused here, before the model loads
+    reporter = Reporter(err, quiet=quiet)
     try:
         resolution = resolve(settings)  # a mistake in --recipe / --perturb / --agg: before anything is loaded
-        items = list_items(inputs, exclude=side_files(out), max_bytes=int(max_file_mb * 1024 * 1024))
-        session = open_session(settings, items, resolution=resolution)
+        with reporter:
+            reporter.phase("listing the inputs")
+            items = list_items(inputs, exclude=side_files(out), max_bytes=int(max_file_mb * 1024 * 1024))
+            reporter.phase("opening the model and checking the template")
+            session = open_session(settings, items, resolution=resolution)
     except KeyboardInterrupt:
         raise typer.Exit(interrupts.exit_code) from None
     settings, scorer, runner = session.settings, session.scorer, session.runner
@@ -89,7 +94,7 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
         "views": scorer.view_labels, "view_specs": {v.label: v.spec.label() for v in scorer.views},
         "agg": scorer.agg, "seed": settings.seed, "batch_size": settings.batch_size,
         "recipe": scorer.recipe.to_dict() if scorer.recipe else None, "template": settings.template,
-        "resolution": session.resolution.to_dict()})
+        "resolution": session.resolution.to_dict(), "cwd": os.getcwd()})
     if verbose:
         for line in session.resolution.lines():
             err.print(escape(line))
@@ -109,20 +114,18 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
                   f"{len(scorer.views)} view(s): "
                   + ", ".join(s.label() for s in scorer.specs))
     scored, failures, qualities, started = 0, [], [], time.perf_counter()
-    progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                        TimeRemainingColumn(), console=err, disable=quiet, transient=False)
     interrupted, complete = False, False
-    with progress:
-        task = progress.add_task("score", total=len(todo))
+    with reporter:
+        reporter.phase("scoring", total=len(todo))
         buffer = []
         try:
-            for result in scorer.score(todo, progress=lambda n: progress.advance(task, n)):
+            for result in scorer.score(todo, progress=reporter.advance):
                 buffer.append(result)
                 if result.error:
                     failures.append(result)
                 else:
                     scored += 1
-                    qualities.append(result.quality)
+                    qualities.append((result.quality, result.score))
                 if len(buffer) >= scorer.batch_size:
                     with interrupts.shielded():
                         sink.write(buffer)
@@ -172,14 +175,17 @@ def _score_with_ray(input, out, settings, workers, address, cpus_per_worker, qui
 
 
 def _summary(scored: int, failures: list, qualities: list, elapsed: float, resized: int, out: str | None) -> None:
+    """The run in a few lines: counts, the 0-100 score (the raw quality where the recipe has no 0-100 scale), time."""
     import numpy as np
 
     table = Table(show_header=False, box=None)
     table.add_row("scored", f"{scored}")
     table.add_row("failed", f"{len(failures)}")
     if qualities:
-        q = np.asarray(qualities)
-        table.add_row("quality mean / median", f"{q.mean():.4f} / {np.median(q):.4f}")
+        raw, score = (np.asarray(v, np.float64) for v in zip(*qualities))
+        if np.isfinite(score).any():
+            table.add_row("score (0-100) mean / median", f"{np.nanmean(score):.1f} / {np.nanmedian(score):.0f}")
+        table.add_row("raw quality mean / median", f"{raw.mean():.4f} / {np.median(raw):.4f}")
     if resized:
         table.add_row("resized", f"{resized} (not at the model's input size)")
     rate = (scored + len(failures)) / elapsed if elapsed > 0 else math.nan

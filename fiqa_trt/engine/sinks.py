@@ -200,9 +200,9 @@ def check_output(out: str | os.PathLike | None) -> None:
     if out is None:
         return
     path = Path(out)
-    output_format(path)
     if path.is_dir():
         raise FiqaError(f"--out {path} is a folder: give a file name ending in {', '.join(FORMATS)}")
+    output_format(path)
     parent = path.parent
     for above in [parent, *parent.parents]:
         if above.exists():
@@ -385,7 +385,9 @@ class Sink:
 
                 self._writer = pq.ParquetWriter(str(self.path), _schema(self.columns, self.metadata))
         except OSError as exc:
-            raise FiqaError(f"cannot write {self.out}: {exc.strerror or str(exc).splitlines()[0]}") from None
+            failure = OutputError if self.path is None else FiqaError  # a full disk is no usage mistake
+            raise failure(f"cannot write {self.out or 'standard output'}: "
+                          f"{exc.strerror or str(exc).splitlines()[0]}") from None
 
     def _open_new(self, earlier: list[dict]) -> None:
         """Write the header and the earlier rows to new files, then rename them onto the partial file (and the

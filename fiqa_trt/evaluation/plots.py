@@ -144,9 +144,10 @@ def _tile(path: str, box, thumb: int) -> np.ndarray:
 
 def plot_face_grid(paths: list[str], quality: np.ndarray, stem: str | os.PathLike, count: int = 16, cols: int = 8,
                    select: str = "spread", thumb: int = 80, title: str | None = None, formats=FORMATS,
-                   boxes: list | None = None) -> list[Path]:
-    """Thumbnails sorted by quality (lowest first), the quality printed on each, as one mosaic image. `boxes`:
-    per path, the face box of an aligned run's row (None: the whole image)."""
+                   boxes: list | None = None, label: str = "{:.3f}") -> list[Path]:
+    """Thumbnails sorted by quality (lowest first), the quality printed on each (`label`: its format, e.g. "{:.0f}"
+    for a 0-100 score), as one mosaic image. `boxes`: per path, the face box of an aligned run's row (None: the
+    whole image)."""
     plt = _pyplot()
     chosen = pick_faces(quality, count, select)
     if len(chosen) == 0:
@@ -166,7 +167,7 @@ def plot_face_grid(paths: list[str], quality: np.ndarray, stem: str | os.PathLik
     ax.imshow(mosaic, interpolation="nearest")
     for n, i in enumerate(chosen):
         r, c = divmod(n, cols)
-        ax.text(c * thumb + thumb / 2, (r + 1) * thumb - 4, f"{quality[i]:.3f}", ha="center", va="bottom",
+        ax.text(c * thumb + thumb / 2, (r + 1) * thumb - 4, label.format(quality[i]), ha="center", va="bottom",
                 fontsize=8, color="white", fontweight="bold",
                 bbox={"boxstyle": "square,pad=0.15", "facecolor": "black", "alpha": 0.6, "linewidth": 0})
     ax.set_axis_off()

@@ -184,8 +184,12 @@ def _session(scoring: ScoringSettings, pair_set):
 
 
 def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], None] | None = None,
-             progress: Callable[[int, int], None] | None = None) -> dict:
-    """The whole `fiqa-trt eval` run: pairs, one embedding pass, EDC of every method, files. Returns the report."""
+             progress: Callable[[int, int], None] | None = None,
+             phase: Callable[[str, int | None], None] | None = None) -> dict:
+    """The whole `fiqa-trt eval` run: pairs, one embedding pass, EDC of every method, files. Returns the report.
+    `say`: messages; `phase(name, total)`: each step as it starts (the embedding pass with its image count);
+    `progress(n, total)`: images embedded."""
+    phase = phase or (lambda name, total=None: None)
     from fiqa_trt.evaluation import external as ext
     from fiqa_trt.evaluation import report as rep, sweep
     from fiqa_trt.evaluation.edc import DISCARD_POOLS, PAIR_RULES
@@ -239,6 +243,7 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
         scores.append(rep.Method(name, "external", f"{path}" + (" (negated: lower is better)" if negate else ""),
                                  -values if negate else values))
     specs = list(sweep.ALL_KINDS) + list(scoring.perturb) if s.all_kinds else list(scoring.perturb) or None
+    phase("opening the model and checking the template", None)
     session = _session(scoring, pair_set)
     runner, aligner, template_report = session.runner, session.scorer.aligner, session.template_report
     recipe = session.recipe
@@ -257,12 +262,14 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
         say(template_report)
         if recipe is not None:
             say(f"{recipe.describe()}: evaluated as method recipe:{recipe.name}")
+    phase("embedding", len(pair_set.keys))
     started = time.perf_counter()
     embedded = sweep.embed_specs(runner, pair_set.root, pair_set.keys, specs, scoring.views, scoring.agg, scoring.seed,
                                  scoring.batch_size, scoring.threads,
                                  progress=(lambda n: progress(n, len(pair_set.keys))) if progress else None,
                                  recipes=[recipe] if recipe is not None else [], aligner=aligner)
     elapsed = time.perf_counter() - started
+    phase("evaluating (EDC, intervals, files" + (", pictures)" if plots_on else ")"), None)
 
     report, methods, pair_set = sweep.evaluate_sweep(
         pair_set, embedded, scores, scoring.seed, scoring.agg, with_norm=s.norm, fmrs=fmrs, limits=limits,

@@ -156,6 +156,28 @@ class _Best:
     faces: int = 0
 
 
+def check_video_out(path: str | Path | None) -> None:
+    """FiqaError (one line) when --video-out cannot be written: its folder cannot be created or written to."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise FiqaError(f"--video-out {path} is a folder: give a file name ending in .avi or .mp4")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FiqaError(f"cannot write --video-out {path}: cannot create {folder}: {exc.strerror or exc}") from None
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise FiqaError(f"cannot write --video-out {path}: the folder {folder} takes no file "
+                        f"({exc.strerror or exc})") from None
+
+
 class Gate:
     """Quality gate over one stream of frames or several; see the module docstring. `run(sources)` opens and reads
     sources; `process(streams)` takes FrameReaders or iterables of `streams.Frame`. Both return the summary (also
@@ -193,6 +215,7 @@ class Gate:
             except OSError as exc:
                 raise FiqaError(f"cannot create --best-dir {self.best_dir}: {exc.strerror or exc}") from None
         self.video_out = Path(video_out) if video_out is not None else None
+        check_video_out(self.video_out)
 
     def _threshold(self, threshold: float | None) -> float:
         """The threshold to use on this scale (see the module docstring), checked."""
@@ -552,7 +575,8 @@ class _Stream:
             self.video = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*fourcc), 25.0,
                                          self.video_size)
             if not self.video.isOpened():
-                raise FiqaError(f"cannot write the video {self.video_path} (try a .avi file)")
+                hint = " (try a .avi file)" if self.video_path.suffix.lower() != ".avi" else ""
+                raise FiqaError(f"OpenCV cannot write the video {self.video_path}{hint}")
         for e in events:
             colour = (0, 200, 0) if e["decision"] == "accept" else (0, 0, 230)
             x0, y0, x1, y1 = e["box"]
