@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 
 from fiqa_trt.cli import args
