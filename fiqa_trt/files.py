@@ -10,7 +10,8 @@ from pathlib import Path
 
 from fiqa_trt.errors import FiqaError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".jp2",
+                            ".j2k", ".jpf", ".jpx", ".ppm", ".pgm", ".pbm", ".pnm"})  # formats the decoder reads
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
 

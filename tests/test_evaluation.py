@@ -161,6 +161,20 @@ def test_shared_format(lfw_like, tmp_path):
         protocols.read_pairs(f, lfw_like)
 
 
+def test_repeated_pairs_count_once_and_contradictions_are_refused(lfw_like, tmp_path, caplog):
+    f = tmp_path / "pairs.txt"
+    lines = ["A/A_0001.jpg,A/A_0002.jpg,1", "A/A_0001.jpg,B/B_0003.jpg,-1", "D/D_0001.jpg,D/D_0002.jpg,1"]
+    f.write_text("\n".join(lines * 3 + ["B/B_0003.jpg,A/A_0001.jpg,-1"]) + "\n")  # every line thrice, one reversed
+    with caplog.at_level("WARNING", logger="fiqa_trt"):
+        p = protocols.read_pairs(f, lfw_like)
+    assert len(p) == 3 and p.mated.tolist() == [True, False, True]  # three comparisons, not ten
+    note = "7 repeated pair line(s) of pairs.txt left out: 3 distinct pairs, each counted once"
+    assert p.notes == [note] and [r.getMessage() for r in caplog.records] == [note]
+    f.write_text("A/A_0001.jpg,A/A_0002.jpg,1\nA/A_0002.jpg,A/A_0001.jpg,-1\n")
+    with pytest.raises(FiqaError, match="lists the pair A/A_0002.jpg, A/A_0001.jpg both as mated and as non-mated"):
+        protocols.read_pairs(f, lfw_like)
+
+
 def test_lfw_pairs_txt_layout(lfw_like, tmp_path):
     f = tmp_path / "pairs.txt"
     f.write_text("1\t2\nA\t1\t3\nB\t2\t3\nA\t5\tD\t2\nC\t1\tB\t1\n")

@@ -7,7 +7,7 @@ filesystem reads (names are percent-quoted in the item paths, so spaces and non-
 are listed one after the other. `exclude` leaves out given files (the run's own output files when they lie inside
 its input folder).
 
-A folder is scanned for image files: a file with an image extension (IMAGE_SUFFIXES) is an item, and so is a
+A folder is scanned for image files: a file with an image extension (SCANNED_SUFFIXES) is an item, and so is a
 file with another extension whose first bytes are an image's; other regular files (notes, an earlier scores.csv)
 are skipped, counted, and named once in a warning. Whatever else the user gave becomes an item, so that nothing is
 silently lost: a named file that is not an image, a file that is not a regular file (a FIFO, a device: never
@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from fiqa_trt.errors import FiqaError
+from fiqa_trt.files import IMAGE_SUFFIXES
 
 log = logging.getLogger("fiqa_trt")
 MAX_FILE_BYTES = 64 * 1024 * 1024  # default read limit per file (`score --max-file-mb`)
-# Extensions a folder scan takes without looking inside (GIF included: an error row says it is not supported)
-IMAGE_SUFFIXES = frozenset((".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".jp2", ".j2k",
-                            ".jpf", ".jpx", ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".gif"))
+# Extensions a folder scan takes without looking inside (GIF too: its error row says it is not supported)
+SCANNED_SUFFIXES = IMAGE_SUFFIXES | {".gif"}
 # Formats DALI's image decoder reads (PIL format names), checked from the file header before decoding.
 DECODABLE = {"JPEG", "PNG", "BMP", "TIFF", "JPEG2000", "WEBP", "PPM"}
 LIST_SUFFIXES = (".txt", ".lst")
@@ -204,7 +204,7 @@ def shown(text: str) -> str:
 def _is_image_file(path: str, name: str, skipped: list[str]) -> bool:
     """Whether a folder scan takes this file: an image extension, not a regular file (an error row follows), or
     an image's first bytes; a regular file that is none of these is added to `skipped`."""
-    if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+    if os.path.splitext(name)[1].lower() in SCANNED_SUFFIXES:
         return True
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):

@@ -27,6 +27,7 @@ images all belong to the given identities (used by `evaluation.split` for dev/te
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ import numpy as np
 from fiqa_trt.files import IMAGE_SUFFIXES
 from fiqa_trt.errors import FiqaError
 
+log = logging.getLogger("fiqa_trt")
 PROTOCOLS = ("auto", "shared", "lfw", "xqlfw", "cplfw", "calfw")
 
 
@@ -196,7 +198,8 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike, protocol: str =
     kind = detect_protocol(path) if protocol == "auto" else protocol
     reader = {"shared": _read_shared, "lfw": _read_lfw, "xqlfw": _read_lfw, "cplfw": _read_two_line,
               "calfw": _read_two_line}[kind]
-    pairs = _build(root, reader(path), f"{kind} pair file {path.name}")
+    triples, notes = _distinct(reader(path), path)
+    pairs = _build(root, triples, f"{kind} pair file {path.name}", notes)
     if check_files:
         missing = [k for k in pairs.keys if not (root / k).is_file()]
         if missing:
@@ -204,6 +207,29 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike, protocol: str =
             raise FiqaError(f"{len(missing)} of the {len(pairs.keys)} images named by {path.name} are not under "
                             f"{root}: {shown} (is --images the folder the pair paths are relative to?)")
     return pairs
+
+
+def _distinct(triples: list[tuple[str, str, bool]], path: Path) -> tuple[list[tuple[str, str, bool]], list[str]]:
+    """Each pair once (in either order: a comparison is symmetric), in the order of its first line, with a warning
+    and a note saying how many repeated lines were left out (counted again, a repeated pair would weigh as several
+    independent comparisons); FiqaError for a pair listed both as mated and as non-mated."""
+    seen: dict[frozenset, bool] = {}
+    out = []
+    for a, b, mated in triples:
+        key = frozenset((a, b))
+        if key in seen:
+            if seen[key] != mated:
+                raise FiqaError(f"{path.name} lists the pair {a}, {b} both as mated and as non-mated: fix the pair "
+                                "file")
+            continue
+        seen[key] = mated
+        out.append((a, b, mated))
+    if len(out) == len(triples):
+        return out, []
+    note = (f"{len(triples) - len(out)} repeated pair line(s) of {path.name} left out: {len(out)} distinct pairs, "
+            "each counted once")
+    log.warning(note)
+    return out, [note]
 
 
 def identities(root: str | os.PathLike) -> dict[str, list[str]]:
