@@ -93,7 +93,8 @@ class Batcher:
 
     def rate(self) -> float | None:
         """Images scored per second of scoring over the recent batches (None before any)."""
-        images, seconds = sum(n for n, _ in self._recent), sum(t for _, t in self._recent)
+        recent = list(self._recent)  # a copy taken at once: the worker appends meanwhile
+        images, seconds = sum(n for n, _ in recent), sum(t for _, t in recent)
         return images / seconds if images and seconds > 0 else None
 
     def reset_rate(self) -> None:
