@@ -1,4 +1,4 @@
-"""The issue-15 "where it stands" table on the shared LFW, with the ISO/IEC 29794-1 style evaluation.
+"""Where the engine's quality stands on the shared LFW, with the ISO/IEC 29794-1 style evaluation.
 
     python benchmarks/eval_iso.py [--embeddings /tmp/lfw_affine.npz] [--bootstrap 200]
                                   [--out benchmarks/results/eval_iso_lfw_mobilefacenet]

@@ -1,4 +1,4 @@
-"""Facts about the unrecognisable-identity centre of the ui signals, as the README states them (issue 15).
+"""Facts about the unrecognisable-identity centre of the ui signals, as the documentation states them.
 
     python benchmarks/quality_centre.py [--cache /tmp/fiqa-quality-research] [--out benchmarks/results/quality_centre.json]
 

@@ -63,6 +63,7 @@ def figures(pairs, originals, keys, qualities: dict, bootstrap: int) -> dict:
 def main() -> None:
     from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine import recipes
+    from fiqa_trt.engine.resolve import resolve_recipe
     from fiqa_trt.engine.models import default_model_path
     from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.evaluation import calibrate
@@ -78,7 +79,7 @@ def main() -> None:
     paths = {"mobilefacenet": SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"}
     for model in args.models.split(","):
         path = paths.get(model) or default_model_path()
-        recipe, source = recipes.resolve(None, path)
+        recipe, source = resolve_recipe(None, path)
         if source != "model registry":  # a recipe the user calibrated would otherwise be measured instead
             raise SystemExit(f"{model}: the default recipe comes from {source}, not the model registry: move it away")
         runner = load_runner(str(path), "openvino", "auto")

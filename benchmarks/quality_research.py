@@ -1,7 +1,6 @@
-"""The views and cached embeddings behind the selection of the default quality recipes (issue 15): views made with
+"""The views and cached embeddings behind the selection of the default quality recipes: views made with
 OpenCV, embedded once, cached; used by benchmarks/quality_select.py (the selection itself, on the dev half) and
-not run on its own (its earlier analysis, on an older split, is in the git history: results/quality_research.json
-before 2026-12-04).
+not run on its own.
 
 The 9,164 shared LFW crops of identities with two or more images (the only ones the protocol uses) are embedded by
 each model (OpenVINO, `runner.embed` on uint8 batches) in these views, each cached as one .npy (`embedded`):

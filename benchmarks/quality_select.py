@@ -1,4 +1,4 @@
-"""How each model's default recipe was chosen (issue 15): candidates compared on the dev half only, the winner
+"""How each model's default recipe was chosen: candidates compared on the dev half only, the winner
 reported on the test half, with the shipped protocol (`evaluation.protocols.all_mated_pairs`, `split`, `edc`,
 `bootstrap`).
 

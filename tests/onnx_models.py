@@ -90,3 +90,18 @@ def batch_mixing_model(path: Path) -> Path:
         helper.make_node("ReduceMean", ["flat"], ["batch_mean"], axes=[0], keepdims=1),
         helper.make_node("Sub", ["flat", "batch_mean"], ["output"]),
     ], "output", ["N", 8 * 28 * 28])
+
+
+def channel_mean_embedder(path: Path, size: int = 112, opset: int = 17) -> Path:
+    """A model whose embedding is the mean of each channel of the normalised input it receives, (N, 3) from
+    (N, 3, size, size), no metadata: what the runner fed it is read back from its output."""
+    nodes = [helper.make_node("ReduceMean", ["input"], ["embedding"], axes=[2, 3], keepdims=0)]
+    graph = helper.make_graph(
+        nodes, "channel_means",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

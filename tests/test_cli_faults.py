@@ -1,5 +1,5 @@
 """A new user's hostile inputs through the real `fiqa-trt` process: one-line errors with the documented exit codes,
-and inputs that used to be silently wrong (issue 16)."""
+and inputs that must never be silently wrong."""
 
 from __future__ import annotations
 

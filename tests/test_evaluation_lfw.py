@@ -4,8 +4,8 @@ The embedding run covers the first 300 pairs of the shared list (226 mated, 74 n
 default perturbation, K=1: a few seconds. Measured here (2-core CPU, the runner `load_runner` picks by default):
 best verification accuracy 0.9967; at FMR 1e-2 the threshold allows no false match of the 74 (achieved FMR 0),
 FNMR at 0% discard 0.0133 (3 false non-matches); normalised pAUC of the engine's quality, discard fraction over
-the mated comparisons, 0.84 at 20% and 0.79 at 30% discard, the random reference 1.11 and 1.18 (over all pairs,
-the earlier axis: 0.84 and 0.73 to 0.76). With 3 errors these EDC figures are noisy:
+the mated comparisons, 0.84 at 20% and 0.79 at 30% discard, the random reference 1.11 and 1.18 (discard over all
+pairs: 0.84 and 0.73 to 0.76). With 3 errors these EDC figures are noisy:
 the test asserts "below or around random" (<= 1.25), not a ranking. The sweep over all 5,474 pairs is
 benchmarks/eval_sweep.py (minutes; not a test).
 """

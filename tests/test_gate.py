@@ -179,7 +179,7 @@ def test_calibrated_scale_needs_a_calibration():
 
 
 def test_the_shared_model_has_a_calibration(real_model):
-    from fiqa_trt.engine.recipes import resolve
+    from fiqa_trt.engine.resolve import resolve_recipe as resolve
     from fiqa_trt.gate.gate import calibration_for
 
     lo, hi = calibration_for(resolve(None, real_model)[0])

@@ -87,3 +87,11 @@ def test_eval_with_its_output_redirected_reports_progress(random_model, identity
                                 "--bootstrap", "0", "--no-plots", "--out-dir", tmp_path / "ev", "--batch-size", "4")
     assert code == 0, text
     check_progress(text, ["opening the model", "embedding: 0/32", "embedding: 32/32 done", "evaluating"])
+
+
+def test_calibrate_with_its_output_redirected_reports_progress(random_model, identity_folders, tmp_path):
+    code, text = run_redirected(tmp_path, "calibrate", random_model, identity_folders, "--recipe",
+                                "lognorm-ui-flip", "--no-store", "--bootstrap", "0", "--batch-size", "4")
+    assert code == 0, text
+    check_progress(text, ["opening the model", "checking the template", "the centre: lowres", "embedding: 0/32",
+                          "embedding: 32/32 done", "the degradation check", "fitting the weights"])

@@ -13,6 +13,7 @@ import pytest
 
 from fiqa_trt.engine import recipes
 from fiqa_trt.engine.recipes import Recipe
+from fiqa_trt.engine.resolve import resolve_recipe
 from fiqa_trt.errors import FiqaError
 
 cv2 = pytest.importorskip("cv2")
@@ -53,7 +54,7 @@ def test_default_recipe_rerun_is_identical(lfw_files, real_model):
     from fiqa_trt.engine.scorer import Scorer
     from fiqa_trt.engine.template import realigner_for
 
-    recipe, source = recipes.resolve(None, real_model)
+    recipe, source = resolve_recipe(None, real_model)
     assert source == "model registry" and recipe.fusion == "weighted_log" and recipe.calibration is not None
     items = _items(lfw_files[::400])
     runs = []
@@ -114,7 +115,7 @@ def test_unified_score_is_monotonic_in_quality(lfw_files, real_model):
     """On real crops, blurred to several strengths: sorted by raw quality, the 0-100 scores never decrease."""
     from fiqa_trt.engine.scorer import Scorer
 
-    recipe = recipes.resolve(None, real_model)[0]
+    recipe = resolve_recipe(None, real_model)[0]
     crops = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in lfw_files[::300]]
     crops += [cv2.GaussianBlur(c, (0, 0), s) for c in crops[:12] for s in (1.5, 3.0)]
     scorer = Scorer(_runner(real_model), recipe=recipe, batch_size=16, threads=1)
@@ -198,13 +199,13 @@ def test_calibrate_stores_a_recipe_and_reports_what_eval_reports(lfw, real_model
     assert doc["report"]["dev"]["identities"] == len(cut.dev) and doc["report"]["test"]["identities"] == len(cut.test)
     stored = recipes.cache_file(sha256_of(Path(real_model)))
     assert stored.is_file()
-    recipe, source = recipes.resolve(None, real_model)
+    recipe, source = resolve_recipe(None, real_model)
     assert source.startswith("calibrated") and recipe.calibration is not None and len(recipe.centre) == 512
     assert dict(recipe.signals) == doc["report"]["weights"] and recipe.name == "lognorm-ui-flip-calibrated"
     assert set(doc["report"]["degradation_check"]["agreement"]) == {"blur2", "blur4", "down18", "noise25", "eyes"}
     # the named recipe now runs the fitted one; the shipped default stays reachable by its name
-    assert recipes.resolve("lognorm-ui-flip", real_model)[0] == recipe
-    assert recipes.resolve("mobilefacenet-default", real_model)[0].name == "mobilefacenet-default"
+    assert resolve_recipe("lognorm-ui-flip", real_model)[0] == recipe
+    assert resolve_recipe("mobilefacenet-default", real_model)[0].name == "mobilefacenet-default"
     assert "--recipe mobilefacenet-default runs the shipped one" in result.stderr
 
     evaluated = run_cli("eval", str(root), "--generate", "--half", "test", "--seed", "2", "--split-seed", "2",
@@ -249,7 +250,7 @@ def test_the_shipped_mobilefacenet_recipe_ranks_degraded_crops_lower(lfw_files, 
     from fiqa_trt.engine.template import realigner_for
     from fiqa_trt.evaluation import degradations
 
-    recipe, _ = recipes.resolve(None, real_model)
+    recipe, _ = resolve_recipe(None, real_model)
     items = _items(lfw_files[::331])
     aligner, _ = realigner_for(_items(lfw_files[::100]), (112, 112), "auto")
     crops = [aligner.warp(cv2.cvtColor(cv2.imread(it.path), cv2.COLOR_BGR2RGB)) for it in items]
@@ -279,7 +280,7 @@ def test_the_shipped_dlib_recipe_ranks_blurred_and_small_crops_lower(lfw_files):
         model = default_model_path()
     except FiqaError as exc:
         pytest.skip(f"the default model is not available: {exc}")
-    recipe, source = recipes.resolve(None, model)
+    recipe, source = resolve_recipe(None, model)
     assert source == "model registry" and recipe.uses_centre
     items = _items(lfw_files[::331])
     aligner, _ = realigner_for(_items(lfw_files[::100]), (112, 112), "auto")

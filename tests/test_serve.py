@@ -304,6 +304,10 @@ def test_model_and_readiness(service, model_args):
     assert info["batching"] == {"max_batch": 16, "max_wait_ms": 30.0, "queue": 1024}
     assert info["limits"]["max_images"] == 8 and info["limits"]["max_upload_bytes"] == 1024 * 1024
     assert info["config"]["input_size"] == [112, 112]
+    resolution = info["resolution"]  # each value the session runs, with where it came from
+    assert resolution["recipe"] == {"value": recipe.name, "source": resolution["recipe"]["source"]}
+    assert resolution["input_size"]["value"] == [112, 112] and resolution["precision"]["source"]
+    assert "one at a time" in resolution["realign"]["source"] or resolution["realign"]["value"] != "off"
 
 
 def test_a_multipart_part_without_a_filename_is_scored_under_its_sha256(service, images):

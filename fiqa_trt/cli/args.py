@@ -62,7 +62,8 @@ class Opt:
     def parameter(self, panel: str) -> inspect.Parameter:
         base, info = typing.get_args(self.annotation)
         info = _copy(info)
-        info.rich_help_panel = panel
+        if not isinstance(info, typer.models.ArgumentInfo):  # arguments stay with the command's own
+            info.rich_help_panel = panel
         default = DEFAULTS.get(self.name) if self.default is inspect.Parameter.empty else self.default
         if isinstance(default, tuple):
             default = list(default) or None
@@ -119,7 +120,7 @@ MODEL = Group("Model", (
 ))
 MODEL_ARGUMENT = Group("Model", (
     Opt("model", Annotated[str, typer.Argument(help="Face-recognition model: an ONNX file or a PyTorch "
-                                               "checkpoint.")], inspect.Parameter.empty),
+                                               "checkpoint.")], ...),
     *MODEL.options[1:],
 ))
 RUNTIME = Group("Runtime", (

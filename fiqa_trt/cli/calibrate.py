@@ -7,22 +7,24 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from fiqa_trt.cli import options
-from fiqa_trt.cli.console import ARGUMENTS, RateColumn, err, setup_logging
+from fiqa_trt.cli import args
+from fiqa_trt.cli.console import ARGUMENTS, err, setup_logging
+from fiqa_trt.cli.progress import Reporter
+from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError
 
 FEW_ERRORS = 20  # fewer false non-matches than this on the dev half: the fit is noisy, say so
 
 
+@args.command(args.MODEL_ARGUMENT, args.RUNTIME, args.REALIGN, args.OUTPUT.without("quiet"))
 def calibrate(
-    model: str = typer.Argument(..., help="ONNX face-recognition model."),
     images: str = typer.Argument(..., help="Identity folders: IMAGES/<identity>/<image>."),
     pairs: Optional[str] = typer.Option(None, "--pairs", help="A pair file over IMAGES (default: the generated "
                                         "all-mated protocol)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="The recipe whose weights are fitted, by name "
                                          "or JSON file (default: the model's own, else lognorm-ui-flip)."),
-    realign: options.Realign = None,
     seed: int = typer.Option(0, help="Seed of the identity split, the pair generator and the views (as eval's "
                              "--split-seed and --seed)."),
     bootstrap: int = typer.Option(200, help="Bootstrap resamples of the test identities for the 90% intervals (as "
@@ -35,26 +37,24 @@ def calibrate(
                                        "packaged default (fiqa_trt/weights/recipes/<model>.json: a model of the "
                                        "registry), with the named recipes' 0-100 calibrations (two more passes) and "
                                        "this command line, the data, the commit and the date; implies --no-store."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per batch."),
-    threads: options.Threads = None,
-    backend: options.Backend = "auto",
-    precision: options.Precision = "auto",
-    device: options.Device = "auto",
+    settings: ScoringSettings = None,
+    output: args.Output = None,
 ) -> None:
     """Fit a recipe's weights on the dev half of a seeded identity split, report the held-out half, store it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine import recipes
-    from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.engine.resolve import resolve, resolve_recipe
+    from fiqa_trt.engine.session import open_runner
     from fiqa_trt.evaluation.calibrate import calibrate_model, package_document
     from fiqa_trt.evaluation.protocols import identities
     from fiqa_trt.files import sha256_of
     from fiqa_trt.weights import registry
 
-    setup_logging(False)
+    setup_logging(output.verbose)
+    settings = settings.check()
+    model = settings.model
     if not Path(model).is_file():
-        raise FiqaError(f"model not found: {model}")
+        raise FiqaError(f"model file not found: {model}")
     if not Path(images).is_dir():
         raise FiqaError(f"image folder not found: {images}")
     if out and not Path(out).resolve().parent.is_dir():
@@ -71,7 +71,7 @@ def calibrate(
     if recipe is None and write_package and record.recipe:  # the packaged one, whatever the user cache holds
         base, source = recipes.Recipe.from_dict(record.recipe, "model registry"), "model registry"
     elif recipe is None:  # the model's own (stored, packaged or in its metadata): refitted
-        base, source = recipes.resolve(None, model)
+        base, source = resolve_recipe(None, model)
     else:  # the recipe as named or written: its centre and weights are what is fitted here
         base, source = recipes.load_with_source(recipe)
     if base.fusion != "weighted_log":
@@ -80,15 +80,18 @@ def calibrate(
                             "(e.g. lognorm-ui-flip)")
         base, source = recipes.RECIPES["lognorm-ui-flip"], "named recipe (the model has no weighted recipe)"
     err.print(f"fitting {base.describe()} ({source})")
-    runner = load_runner(model, backend=backend, precision=precision, threads=threads, device=device)
-    total = sum(len(ks) for ks in identities(images).values())
-    progress = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                        console=err)
-    with progress:
-        task = progress.add_task("embed", total=total)
-        result = calibrate_model(runner, images, base, seed, batch_size, threads, pairs,
-                                 lambda n: progress.advance(task, n), bootstrap, bootstrap_seed, realign=realign,
-                                 named=write_package)
+    settings = settings.with_(recipe=base, seed=seed)
+    resolution = resolve(settings)
+    if output.verbose:
+        for line in resolution.lines():
+            err.print(escape(line))
+    identities(images)  # a folder without identity folders is refused before the model loads
+    with Reporter(err) as reporter:
+        reporter.phase("opening the model")
+        runner = open_runner(resolution, settings)
+        result = calibrate_model(runner, images, base, seed, settings.batch_size, settings.threads, pairs,
+                                 reporter.advance, bootstrap, bootstrap_seed, realign=settings.realign,
+                                 named=write_package, phase=reporter.phase)
     fitted, report = result.recipe, result.report
     err.print(report["template_check"])
     if report["centre"]:

@@ -60,7 +60,7 @@ def eval_command(
     pair_quality: str = typer.Option("min", "--pair-quality", help="Pair quality from its two images: min, max, "
                                      "mean."),
     discard: str = typer.Option("mated", "--discard", help="What the discard fraction counts: mated (the mated "
-                                "comparisons, ISO/IEC 29794-1) or all (every pair, the earlier axis)."),
+                                "comparisons, ISO/IEC 29794-1) or all (every pair)."),
     bootstrap: int = typer.Option(200, "--bootstrap", help="Resamples of the identities for 90% intervals of each "
                                   "normalised pAUC and of the differences (0: none)."),
     bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed of the bootstrap resamples."),

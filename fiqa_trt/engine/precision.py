@@ -44,7 +44,7 @@ def ranking_check(reference, runner, items: list, data: str, batch_size: int = 3
 
     if len(items) < 2:
         raise FiqaError(f"the ranking check needs at least 2 images, got {len(items)} (--ranking-images)")
-    settings = ScoringSettings(model=str(reference.model.path), perturb=(DEFAULT_SPEC,), batch_size=batch_size)
+    settings = ScoringSettings(perturb=(DEFAULT_SPEC,), batch_size=batch_size)
 
     def qualities(on) -> np.ndarray:
         return np.array([r.quality for r in open_session(settings, runner=on).scorer.score(items)])

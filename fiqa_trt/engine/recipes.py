@@ -4,24 +4,20 @@ The recipe itself (its views, signals, fusion, calibration; `Recipe.evaluate`) i
 name (`RECIPES`: `seed` reproduces the seed's scores exactly, `stability` is the same without a realign step
 pinned; or a model's packaged default such as `mobilefacenet-default`) or from a JSON file; a model's default recipe
 is stored with its record (`weights.registry`, the user cache written by `fiqa-trt calibrate`, or the ONNX
-metadata), see `default_for`; `resolve` is what a command runs.
+metadata); which of them a command runs is decided by the resolver (`engine.resolve.resolve_recipe`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from dataclasses import replace
 from pathlib import Path
 
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.quality.recipe import (
     FLIP_SPEC, LOGNORM_UI_FLIP, NORM, NORM_FLIP, RECIPES, SEED, SEED_SPEC, STABILITY, Recipe)
 
-log = logging.getLogger("fiqa_trt")
 __all__ = ["FLIP_SPEC", "LOGNORM_UI_FLIP", "NORM", "NORM_FLIP", "RECIPES", "SEED", "SEED_SPEC", "STABILITY", "Recipe",
-           "cache_file", "calibrated_name", "default_for", "known_names", "load", "load_with_source", "recipe_json", "resolve",
-           "save_calibrated"]
+           "cache_file", "calibrated_name", "known_names", "load", "load_with_source", "recipe_json", "save_calibrated"]
 
 
 def load(name_or_file: str) -> Recipe:
@@ -95,74 +91,6 @@ def save_calibrated(sha256: str, recipe: Recipe) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(recipe_json({"sha256": sha256, "recipe": recipe.to_dict()}))
     return path
-
-
-def default_for(sha256: str | None, metadata_recipe: dict | None = None) -> tuple[Recipe, str]:
-    """A model's default recipe and where it came from: the user cache (`fiqa-trt calibrate`), the ONNX metadata,
-    the model registry; otherwise stability only, said so."""
-    if sha256:
-        path = cache_file(sha256)
-        if path.is_file():
-            return load(str(path)), f"calibrated ({path})"
-    if metadata_recipe:
-        return Recipe.from_dict(metadata_recipe, "ONNX metadata"), "ONNX metadata"
-    if sha256:
-        from fiqa_trt.weights.registry import recipe_for
-
-        known = recipe_for(sha256)
-        if known is not None:
-            return Recipe.from_dict(known, "model registry"), "model registry"
-    return STABILITY, "no recipe known for this model: stability only (fiqa-trt calibrate fits one)"
-
-
-def _metadata_recipe(path: Path) -> dict | None:
-    """The recipe in a model file's fiqa-trt ONNX metadata (key `recipe` of the model config), if any."""
-    if path.suffix.lower() != ".onnx" or not path.is_file():
-        return None
-    try:
-        import onnx
-
-        from fiqa_trt.onnx_export.graph import read_metadata
-
-        meta = read_metadata(onnx.load(str(path), load_external_data=False))
-    except Exception:  # not readable as ONNX here: the runner reports that
-        return None
-    return (meta or {}).get("recipe")
-
-
-def resolve(option: str | None, model_path: str | Path | None) -> tuple[Recipe, str]:
-    """The recipe a command runs (`--recipe NAME|FILE`, or the model's default) and where it came from. A named
-    recipe without a calibration takes the model's recorded 0-100 calibration for that name, if any. A named recipe
-    that needs a centre (`lognorm-ui-flip`) is the model's calibrated one when `fiqa-trt calibrate` fitted it for
-    this model. A recipe file fitted for another model file is used as asked, with a warning."""
-    sha = None
-    path = Path(model_path) if model_path is not None else None
-    if path is not None and path.is_file():
-        from fiqa_trt.files import sha256_of
-
-        sha = sha256_of(path)
-    if option is None:
-        recipe, source = default_for(sha, _metadata_recipe(path) if path is not None else None)
-    else:
-        recipe, source, fitted_for, model_name = _load(option)
-        if option in RECIPES and recipe.uses_centre and recipe.centre is None and sha is not None:
-            stored = cache_file(sha)
-            fitted = load(str(stored)) if stored.is_file() else None
-            if fitted is None or fitted.name != calibrated_name(option):
-                raise FiqaError(f"recipe '{option}' needs this model's centre and weights: fiqa-trt calibrate "
-                                f"{path} IMAGES --recipe {option} fits them (then --recipe {option} uses them)")
-            recipe, source = fitted, f"calibrated ({stored})"
-        elif sha is not None and fitted_for and fitted_for != sha:
-            log.warning("recipe %s was fitted for %s (sha256 %s...), not for this model file: its weights, "
-                        "centre and 0-100 calibration may not fit it", option, model_name or "another model",
-                        fitted_for[:12])
-    if recipe.calibration is None and sha is not None:
-        from fiqa_trt.weights.registry import calibration_for
-
-        known = calibration_for(sha, recipe.name)
-        if known is not None:
-            recipe = replace(recipe, calibration=known)
-    return recipe, source
 
 
 def calibrated_name(name: str) -> str:

@@ -83,22 +83,26 @@ class Resolution:
         return out
 
 
-def resolve(settings: ScoringSettings, inputs: str = FILES) -> Resolution:
+def resolve(settings: ScoringSettings, inputs: str = FILES, runner=None) -> Resolution:
     """What a session with `settings` runs, each value with its source (see the module docstring). `inputs`:
     FILES (a set of input files: the template check may realign them) or CROPS (in-memory crops scored one request
-    or frame at a time). FiqaError for a mistake, before any model is loaded."""
+    or frame at a time). `runner`: one already open, whose model, device, backend, precision and preprocessing are
+    taken as they are. FiqaError for a mistake, before any model is loaded."""
     from fiqa_trt.engine.models import model_or_default
     from fiqa_trt.files import is_checkpoint, sha256_of
 
     settings.check()
+    if runner is not None:
+        return _of_runner(settings, inputs, runner)
     model = model_or_default(settings.model)
     if not Path(model).is_file():
         raise FiqaError(f"model file not found: {model}")
     sha = sha256_of(Path(model))
+    metadata = _metadata(model)
     sources = {"model": "option --model" if settings.model is not None else
                "the default model (dlib's face-recognition ResNet, converted to ONNX)", "sha256": "the model file"}
-    sources |= _preprocessing_sources(settings, model, sha, checkpoint=is_checkpoint(model))
-    recipe, sources["recipe"] = _recipe(settings, model)
+    sources |= _preprocessing_sources(settings, metadata, sha, checkpoint=is_checkpoint(model))
+    recipe, sources["recipe"] = _recipe(settings, model, sha, metadata)
     sources["calibration"] = _calibration_source(recipe, sources["recipe"], sha)
     device, backend, precision, run_sources = _runtime(settings, model, sha)
     sources |= run_sources
@@ -106,11 +110,27 @@ def resolve(settings: ScoringSettings, inputs: str = FILES) -> Resolution:
     return Resolution(model, sha, recipe, device, backend, precision, realign, each, sources)
 
 
-def _preprocessing_sources(settings: ScoringSettings, model: str, sha: str, checkpoint: bool) -> dict:
+def _of_runner(settings: ScoringSettings, inputs: str, runner) -> Resolution:
+    """The resolution of a session on a runner already open (its model file where it has one)."""
+    path = getattr(getattr(runner, "model", None), "path", None) or settings.model
+    model = str(path) if path is not None else f"the {runner.name} runner given"
+    sha = getattr(runner, "sha256", None)
+    model_file = model if path is not None and Path(model).is_file() else None
+    sources = {"model": "the runner given", "sha256": "the runner given",
+               "device": "the runner given", "backend": "the runner given", "precision": "the runner given"}
+    sources |= {k: f"the runner's config ({runner.config.source})" for k in PREPROCESSING}
+    recipe, sources["recipe"] = _recipe(settings, model_file, sha, _metadata(model_file) if model_file else None)
+    sources["calibration"] = _calibration_source(recipe, sources["recipe"], sha)
+    realign, each, sources["realign"], sources["realign_each"] = _realign(settings, recipe, inputs)
+    return Resolution(model, sha, recipe, str(getattr(runner, "device", "cpu")), runner.name,
+                      getattr(runner, "precision", "fp32"), realign, each, sources)
+
+
+def _preprocessing_sources(settings: ScoringSettings, metadata: dict | None, sha: str, checkpoint: bool) -> dict:
     """Where each preprocessing value comes from: the option, else the file's metadata, the registry or the graph."""
     if checkpoint:
         base = "the checkpoint's architecture (weights.zoo)"
-    elif _metadata(model) is not None:
+    elif metadata is not None:
         base = "ONNX metadata"
     else:
         from fiqa_trt.weights.registry import config_for
@@ -135,9 +155,9 @@ def _metadata(model: str) -> dict | None:
         return None
 
 
-def _recipe(settings: ScoringSettings, model: str):
+def _recipe(settings: ScoringSettings, model: str | None, sha: str | None, metadata: dict | None):
     """(recipe, where it came from): `--recipe`, a `--perturb` stability score (None), or the model's own."""
-    from fiqa_trt.engine.recipes import Recipe, resolve as resolve_recipe
+    from fiqa_trt.engine.recipes import Recipe
 
     if settings.perturb:
         if settings.recipe is not None:
@@ -147,7 +167,7 @@ def _recipe(settings: ScoringSettings, model: str):
     if isinstance(settings.recipe, Recipe):
         recipe, source = settings.recipe, "given by the caller"
     else:
-        recipe, source = resolve_recipe(settings.recipe, model)
+        recipe, source = resolve_recipe(settings.recipe, model, sha, metadata or {})
         if settings.recipe is not None:
             source = f"option --recipe: {source}"
     if settings.agg != "mean":
@@ -156,6 +176,67 @@ def _recipe(settings: ScoringSettings, model: str):
     if settings.views != 1:
         raise FiqaError(f"--views draws views of the --perturb specs; recipe '{recipe.name}' has its own views "
                         "(give --perturb SPEC --views K)")
+    return recipe, source
+
+
+def default_recipe(sha256: str | None, metadata_recipe: dict | None = None):
+    """A model's default recipe and where it came from: the user cache (`fiqa-trt calibrate`), the ONNX metadata,
+    the model registry; otherwise stability only, said so."""
+    from fiqa_trt.engine.recipes import STABILITY, Recipe, cache_file, load
+
+    if sha256:
+        path = cache_file(sha256)
+        if path.is_file():
+            return load(str(path)), f"calibrated ({path})"
+    if metadata_recipe:
+        return Recipe.from_dict(metadata_recipe, "ONNX metadata"), "ONNX metadata"
+    if sha256:
+        from fiqa_trt.weights.registry import recipe_for
+
+        known = recipe_for(sha256)
+        if known is not None:
+            return Recipe.from_dict(known, "model registry"), "model registry"
+    return STABILITY, "no recipe known for this model: stability only (fiqa-trt calibrate fits one)"
+
+
+def resolve_recipe(option: str | None, model_path: str | Path | None, sha256: str | None = None,
+                   metadata: dict | None = None):
+    """The recipe a command runs (`--recipe NAME|FILE`, or the model's default) and where it came from. A named
+    recipe without a calibration takes the model's recorded 0-100 calibration for that name, if any. A named recipe
+    that needs a centre (`lognorm-ui-flip`) is the model's calibrated one when `fiqa-trt calibrate` fitted it for
+    this model. A recipe file fitted for another model file is used as asked, with a warning. `sha256` and
+    `metadata` (the file's fiqa-trt ONNX metadata): what the caller already read of the model file."""
+    from fiqa_trt.engine.recipes import RECIPES, _load, cache_file, calibrated_name, load
+
+    path = Path(model_path) if model_path is not None else None
+    sha = sha256
+    if sha is None and path is not None and path.is_file():
+        from fiqa_trt.files import sha256_of
+
+        sha = sha256_of(path)
+    if option is None:
+        if metadata is None and path is not None:
+            metadata = _metadata(str(path))
+        recipe, source = default_recipe(sha, (metadata or {}).get("recipe"))
+    else:
+        recipe, source, fitted_for, model_name = _load(option)
+        if option in RECIPES and recipe.uses_centre and recipe.centre is None and sha is not None:
+            stored = cache_file(sha)
+            fitted = load(str(stored)) if stored.is_file() else None
+            if fitted is None or fitted.name != calibrated_name(option):
+                raise FiqaError(f"recipe '{option}' needs this model's centre and weights: fiqa-trt calibrate "
+                                f"{path} IMAGES --recipe {option} fits them (then --recipe {option} uses them)")
+            recipe, source = fitted, f"calibrated ({stored})"
+        elif sha is not None and fitted_for and fitted_for != sha:
+            log.warning("recipe %s was fitted for %s (sha256 %s...), not for this model file: its weights, "
+                        "centre and 0-100 calibration may not fit it", option, model_name or "another model",
+                        fitted_for[:12])
+    if recipe.calibration is None and sha is not None:
+        from fiqa_trt.weights.registry import calibration_for
+
+        known = calibration_for(sha, recipe.name)
+        if known is not None:
+            recipe = replace(recipe, calibration=known)
     return recipe, source
 
 

@@ -43,13 +43,13 @@ def open_runner(resolution: Resolution, settings: ScoringSettings):
 
 def open_session(settings: ScoringSettings, items: list | None = None, runner=None, inputs: str = FILES,
                  resolution: Resolution | None = None) -> Session:
-    """A session for `settings`: resolved, its runner opened (`runner`: one already open for the same model,
-    reused), the template check run on `items` (input files) where the resolution realigns and the settings carry
+    """A session for `settings`: resolved, its runner opened (`runner`: one already open, reused as it is: its
+    model, device, backend, precision and preprocessing), the template check run on `items` (input files) where the resolution realigns and the settings carry
     no matrix yet, and its Scorer built. `inputs`: FILES or CROPS (see `engine.resolve.resolve`). `resolution`:
     one `resolve` already gave for these settings."""
     from fiqa_trt.engine.scorer import Scorer
 
-    resolution = resolution or resolve(settings, inputs)
+    resolution = resolution or resolve(settings, inputs, runner=runner)
     if runner is None:
         runner = open_runner(resolution, settings)
     resolution = resolution.opened(runner)

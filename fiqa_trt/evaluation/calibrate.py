@@ -242,19 +242,16 @@ def dev_sample(keys: list[str], cut, seed: int = 0, count: int = CENTRE_SAMPLE) 
     return [dev[i] for i in sorted(pick)]
 
 
-def ui_centre(runner, root, keys: list[str], view: str, aligner=None, seed: int = 0, batch_size: int = 32,
-              threads: int | None = None) -> tuple[float, ...]:
-    """The unrecognisable-identity centre of a model: the unit mean of the embeddings of the `view` (e.g.
-    `lowres:size=10`: the faces shrunk to 10 x 10 pixels) of the images `root/key` (the dev images: `dev_sample`),
-    realigned by `aligner` first as scoring does."""
+def ui_centre(scorer, root, keys: list[str], progress=None) -> tuple[float, ...]:
+    """The unrecognisable-identity centre of a model: the unit mean of the embeddings of the one view of `scorer`
+    (a session whose --perturb is the recipe's `centre_view`, e.g. `lowres:size=10`: the faces shrunk to 10 x 10
+    pixels) of the images `root/key` (the dev images: `dev_sample`), realigned first as scoring does."""
     from pathlib import Path
 
     from fiqa_trt.engine.inputs import Item
     from fiqa_trt.quality.signals import unit_centre
-    from fiqa_trt.engine.scorer import Scorer
 
-    scorer = Scorer(runner, [view], seed=seed, batch_size=batch_size, threads=threads, aligner=aligner)
-    views = [b.embeddings[:, 1] for b in scorer.embed([Item(str(Path(root) / k), k) for k in keys])
+    views = [b.embeddings[:, 1] for b in scorer.embed([Item(str(Path(root) / k), k) for k in keys], progress)
              if b.embeddings is not None]
     if not views:
         raise FiqaError(f"none of the {len(keys)} dev images could be embedded: no centre")
@@ -351,7 +348,7 @@ class Calibration:
 def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, threads: int | None = None,
                     pair_file: str | None = None, progress=None, bootstrap: int = BOOTSTRAP, bootstrap_seed: int = 0,
                     cap: int = 20, nonmated: int | None = None, realign: str | None = None,
-                    named: bool = False) -> Calibration:
+                    named: bool = False, phase=None) -> Calibration:
     """Fit `recipe` for the model of `runner` on the identity folders under `root` (pairs: `pair_file`, else the
     all-mated protocol with at most `cap` images per identity and `nonmated` non-mated pairs; None: 2,000,000 or
     every possible pair where fewer exist). Every image is put on the model's template as the recipe says
@@ -359,11 +356,13 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
     (a ui signal) from dev-half images; one embedding pass over every image with the recipe's views; the weights
     fitted on the dev half under the degradation check; the test half reported; the 0-100 calibration (p1, p99 of
     the fitted quality over every image). `named`: also the 0-100 calibrations of the named recipes `seed` (crops
-    as they are) and `stability` (realigned as it says), each from a pass of its own."""
+    as they are) and `stability` (realigned as it says), each from a pass of its own. `phase(name, total)`: each
+    step as it starts (the passes with their image counts); `progress(n)`: images embedded in the current pass."""
+    phase = phase or (lambda name, total=None: None)
     from fiqa_trt.engine.inputs import Item
     from fiqa_trt.engine.recipes import calibrated_name
-    from fiqa_trt.engine.scorer import Scorer
-    from fiqa_trt.engine.template import realigner_for
+    from fiqa_trt.engine.session import open_session
+    from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.evaluation.protocols import all_mated_pairs, identities as identity_folders, read_pairs
     from fiqa_trt.quality.recipe import SEED, STABILITY
 
@@ -384,29 +383,42 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
                         f"{missing[0]})")
     _, _, cut = halves(pairs, seed)
     items = [Item(str(root / k), k) for k in keys]
-    aligners: dict = {}
+    base = ScoringSettings(seed=seed, batch_size=batch_size, threads=threads)
+    placed: dict = {}  # (realign mode, each crop by its own points) -> (settings with the check's result, report)
 
-    def aligner_for(r):
-        mode = (realign or r.realign, r.realign_each)
-        if mode not in aligners:
-            aligners[mode] = realigner_for(items, runner.config.input_size, mode[0], seed, mode[1])
-        return aligners[mode][0]
+    def session_for(r, mode=None, **changes):
+        """A session on `runner` scoring with recipe `r` (or `changes`), the images put on the template as `mode`
+        says (default: `realign`, else the recipe's own); the template check runs once per mode."""
+        mode = mode or (realign or r.realign, r.realign_each)
+        if mode not in placed:
+            # the check needs no recipe (a recipe still to be fitted may lack its centre): its views suffice
+            checked = open_session(base.with_(perturb=tuple(r.perturb), realign=mode[0], realign_each=mode[1]),
+                                   items, runner=runner)
+            placed[mode] = (checked.settings, checked.template_report)
+        return open_session(placed[mode][0].with_(**({"recipe": r, "perturb": ()} | changes)), runner=runner)
 
-    aligner = aligner_for(recipe)
+    mode = (realign or recipe.realign, recipe.realign_each)
+    phase("checking the template", None)
+    session_for(recipe, mode, recipe=None, perturb=tuple(recipe.perturb))
     centre_note = None
     if recipe.reads_centre:
         sample = dev_sample(keys, cut, seed)
-        recipe = replace(recipe, centre=ui_centre(runner, root, sample, recipe.centre_view, aligner, seed,
-                                                  batch_size, threads))
+        centre_view = session_for(recipe, recipe=None, perturb=(recipe.centre_view,)).scorer
+        phase(f"the centre: {recipe.centre_view} views of dev images", len(sample))
+        recipe = replace(recipe, centre=ui_centre(centre_view, root, sample, progress))
         centre_note = f"{recipe.centre_view} views of {len(sample)} dev images"
-    scorer = Scorer(runner, recipe=recipe, seed=seed, batch_size=batch_size, threads=threads, aligner=aligner)
+    scorer = session_for(recipe, mode).scorer
+    aligner = scorer.aligner
+    phase("embedding", len(keys))
     main = engine_pass(scorer, recipe, root, keys, progress, REFERENCE_SIGNALS)
     failed = sorted(set(main.errors) & set(pairs.keys))
     if failed:
         raise FiqaError(f"{len(failed)} images of the protocol could not be embedded (e.g. {failed[0]}: "
                         f"{main.errors[failed[0]]}); remove them")
     keys = main.keys
+    phase("the degradation check", None)
     check = degradation_signals(scorer, recipe, root, dev_sample(keys, cut, seed, degradations.SAMPLE), aligner, seed)
+    phase("fitting the weights and the intervals", None)
     own = [n for n, _ in recipe.signals]
     name = f"recipe:{calibrated_name(recipe.name)}"
     result = fit({n: main.signals[n] for n in own}, main.originals, keys, pairs, seed, bootstrap, bootstrap_seed,
@@ -415,7 +427,7 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
     agreed = degradations.agreement(fuse(check["clean"], result.weights),
                                     {k: fuse(v, result.weights) for k, v in check.items() if k != "clean"})
     report = {"images": len(keys), "protocol": source, "split": cut.describe(), "split_seed": seed,
-              "template_check": aligners[(realign or recipe.realign, recipe.realign_each)][1], "centre": centre_note,
+              "template_check": placed[mode][1], "centre": centre_note,
               "dev": result.half("dev"), "test": result.half("test"), "weights": result.weights,
               "degradation_check": {"faces": int(len(check["clean"][own[0]])), "floor": round(degradations.FLOOR, 4),
                                     "agreement": {k: round(v, 3) for k, v in agreed.items()},
@@ -431,9 +443,9 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
                                                      "references")})
     passes, calibrations = {"recipe": main}, {}
     for other in (SEED, STABILITY) if named else ():
-        scorer = Scorer(runner, recipe=other, seed=seed, batch_size=batch_size, threads=threads,
-                        aligner=aligner_for(other) if other.realign != "off" else None)
-        passes[other.name] = engine_pass(scorer, other, root, keys, extra=REFERENCE_SIGNALS)
+        scorer = session_for(other, None if other.realign != "off" else ("off", False)).scorer
+        phase(f"the 0-100 calibration of recipe {other.name}", len(keys))
+        passes[other.name] = engine_pass(scorer, other, root, keys, progress, extra=REFERENCE_SIGNALS)
         calibrations[other.name] = scale.fit_calibration(passes[other.name].quality)
     return Calibration(fitted, report, result, passes, calibrations)
 

@@ -12,8 +12,8 @@ Every pair has a similarity (higher = more alike), a label (mated or not) and a 
 - Discarding (ISO/IEC 29794-1:2024, and the reference code of its editors, github.com/dasec/
   quality-assessment-evaluation): the FNMR EDC is a curve over the MATED comparisons. They are ranked by pair
   quality and discarded from the lowest; the discard fraction is the fraction of mated comparisons discarded
-  (`discard="mated"`, the default). `discard="all"` is the earlier convention of this project (all pairs, mated
-  and non-mated, ranked and counted); with a fixed threshold it changes only the x axis. Pairs of equal quality
+  (`discard="mated"`, the default). `discard="all"` ranks and counts every pair instead, mated and
+  non-mated; with a fixed threshold it changes only the x axis. Pairs of equal quality
   are discarded together, so the curve has one step per distinct quality, at the fraction actually discarded.
   FNMR(f) at any fraction f is the value after discarding the largest run of whole tie groups whose fraction does
   not exceed f (a right-continuous step function). With no mated pair left, FNMR is 0.

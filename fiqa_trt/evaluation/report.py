@@ -7,7 +7,7 @@ FNMR at 0% discard and the pAUCs, raw and normalised, and the area of the theore
 (`pauc30_norm_lo`, `pauc30_norm_hi`) and, in `differences`, the interval of the difference between two methods on
 the same resamples; and every curve sampled on a grid of discard fractions, the theoretical-best one included
 (method name `theoretical best`), for the plots. The discard fraction counts the mated comparisons (ISO/IEC
-29794-1; `discard="all"` for the earlier axis). Rows of mode `recomputed` come from the compatibility mode
+29794-1; `discard="all"` counts every pair). Rows of mode `recomputed` come from the compatibility mode
 (threshold re-derived at every step) and say so in every table.
 
 API: `evaluate(pairs, similarity, methods, fmrs=(1e-3, 1e-4), limits=(0.3,), rule="min", bootstrap=200,

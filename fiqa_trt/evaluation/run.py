@@ -267,7 +267,8 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
     embedded = sweep.embed_specs(runner, pair_set.root, pair_set.keys, specs, scoring.views, scoring.agg, scoring.seed,
                                  scoring.batch_size, scoring.threads,
                                  progress=(lambda n: progress(n, len(pair_set.keys))) if progress else None,
-                                 recipes=[recipe] if recipe is not None else [], aligner=aligner)
+                                 recipes=[recipe] if recipe is not None else [],
+                                 placement=session.settings.with_(realign_each=session.resolution.realign_each))
     elapsed = time.perf_counter() - started
     phase("evaluating (EDC, intervals, files" + (", pictures)" if plots_on else ")"), None)
 

@@ -24,7 +24,8 @@ import numpy as np
 from fiqa_trt.engine.inputs import Item
 from fiqa_trt.engine.perturbations import DEFAULT_SPEC, KINDS, parse_spec
 from fiqa_trt.engine.runners.base import Runner
-from fiqa_trt.engine.scorer import Scorer
+from fiqa_trt.engine.session import open_session
+from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.evaluation.protocols import Pairs
 from fiqa_trt.evaluation.report import Method, evaluate, random_method
@@ -66,12 +67,13 @@ def method_names(spec_labels: list[str]) -> list[str]:
 def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[str] | None = None, views: int = 1,
                 agg: str = "mean", seed: int = 0, batch_size: int = 32, threads: int | None = None,
                 progress: Callable[[int], None] | None = None, recipes: list | None = None,
-                aligner=None) -> SweepResult:
+                placement: ScoringSettings | None = None) -> SweepResult:
     """Embed `root/key` for every key once, with the views of all `specs`, and score each spec separately.
 
     `recipes` (quality.Recipe): each becomes a method `recipe:<name>`, its views added to the same pass (a
-    view spec already in `specs` is shared). `aligner` (e.g. engine.template.Realigner) is applied to every image
-    before the views, the originals (verification embeddings) included."""
+    view spec already in `specs` is shared). `placement`: the settings of a session whose template check already
+    ran (`engine.session`; its realignment matrix and realign_each): every image is put on the template as they
+    say before the views, the originals (verification embeddings) included."""
     recipes = list(recipes or [])
     for recipe in recipes:
         recipe.check_runnable()
@@ -81,8 +83,9 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
         for spec in recipe.perturb:
             if parse_spec(spec).label() not in {parse_spec(x).label() for x in specs}:
                 specs.append(spec)
-    scorer = Scorer(runner, specs, views=views, agg=agg, seed=seed, batch_size=batch_size, threads=threads,
-                    aligner=aligner)
+    settings = (placement or ScoringSettings()).with_(perturb=tuple(specs), views=views, agg=agg, seed=seed,
+                                                      batch_size=batch_size, threads=threads, recipe=None)
+    scorer = open_session(settings, runner=runner).scorer
     labels = [s.label() for s in scorer.specs]
     all_labels, labels = labels, labels[:own]
     if len(set(labels)) != len(labels):

@@ -151,8 +151,11 @@ def default_output(source: Path, arch: str, fp16: bool) -> Path:
 
 def export_checkpoint(checkpoint: str | Path, arch: str | zoo.Arch = "auto", out: str | Path | None = None,
                       fp16: bool = False, fp16_io: bool = False, aux: bool = False, opset: int = DEFAULT_OPSET,
-                      check: bool = True, samples: int = 4, name: str | None = None) -> ExportResult:
-    """Export a PyTorch checkpoint (or an ONNX file, see `import_onnx`) to ONNX with fiqa-trt metadata."""
+                      check: bool = True, samples: int = 4, name: str | None = None,
+                      preprocessing: dict | None = None, recipe: dict | None = None) -> ExportResult:
+    """Export a PyTorch checkpoint (or an ONNX file, see `import_onnx`) to ONNX with fiqa-trt metadata.
+    `preprocessing` (color, mean, std, input_size): stated values that replace the architecture's; `recipe`: a
+    quality recipe (`Recipe.to_dict`) written with them, the model's default wherever the file goes."""
     started = time.perf_counter()
     source = Path(checkpoint)
     if source.suffix.lower() == ".onnx":
@@ -160,7 +163,8 @@ def export_checkpoint(checkpoint: str | Path, arch: str | zoo.Arch = "auto", out
             raise FiqaError(f"{source.name} is an ONNX file: it is taken as it is (--arch auto), not rebuilt as {arch}")
         if aux:
             raise FiqaError(f"{source.name} is an ONNX file: its outputs are kept as they are (no --aux)")
-        return import_onnx(source, out, fp16=fp16, fp16_io=fp16_io, check=check, samples=samples, name=name)
+        return import_onnx(source, out, fp16=fp16, fp16_io=fp16_io, check=check, samples=samples, name=name,
+                           preprocessing=preprocessing, recipe=recipe)
     if opset < MIN_OPSET or opset > 20:
         raise FiqaError(f"--opset {opset}: the exporter writes opsets {MIN_OPSET} to 20")
     if fp16_io and not fp16:
@@ -175,7 +179,7 @@ def export_checkpoint(checkpoint: str | Path, arch: str | zoo.Arch = "auto", out
                             "quality score)")
         names = list(a.fam.outputs)
     wrapper = _Outputs.make(net, tuple(range(len(names))))
-    config = a.model_config()
+    config = stated(a.model_config(), preprocessing)
     x = random_inputs(config, max(samples, 2))
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -190,6 +194,8 @@ def export_checkpoint(checkpoint: str | Path, arch: str | zoo.Arch = "auto", out
             "precision": "fp16" if fp16 else "fp32", "io_dtype": "float16" if fp16_io else "float32",
             "checkpoint": source.name, "checkpoint_sha256": sha256_of(source), "opset": opset,
             "exporter": f"fiqa-trt {__version__}, torch {torch.__version__.split('+')[0]} (TorchScript exporter)"}
+    if recipe:
+        meta["recipe"] = recipe
     graph.write_metadata(model, meta)
     model.producer_name, model.producer_version = "fiqa-trt", __version__
     model.doc_string = f"{a.fam.title}: {a.name} from {source.name}"
@@ -262,28 +268,60 @@ def _save(model: onnx.ModelProto | bytes, out: str | Path, source: Path) -> Path
 # ---------------------------------------------------------------------------------------------------- ONNX import
 
 
+def stated(config: dict, preprocessing: dict | None) -> dict:
+    """`config` with the stated preprocessing values (color, mean, std, input_size; None: not stated) put in,
+    checked as a ModelConfig checks them; one value of mean or std stands for every channel (three are written)."""
+    from fiqa_trt.weights.model_config import ModelConfig
+
+    given = {k: v for k, v in (preprocessing or {}).items() if v is not None}
+    merged = {**config, **given}
+    if isinstance(merged.get("color"), str):
+        merged["color"] = merged["color"].upper()
+    checked = ModelConfig.from_dict({**merged, "input_size": merged.get("input_size") or (1, 1)}, "stated")
+    return {**merged, "color": checked.color, "mean": checked.mean, "std": checked.std}
+
+
 def import_onnx(path: str | Path, out: str | Path | None = None, fp16: bool = False, fp16_io: bool = False,
-                check: bool = True, samples: int = 4, name: str | None = None) -> ExportResult:
+                check: bool = True, samples: int = 4, name: str | None = None, preprocessing: dict | None = None,
+                recipe: dict | None = None) -> ExportResult:
+    """An ONNX FR model as it is, re-labelled: a dynamic batch and fiqa-trt metadata. Its preprocessing, in order:
+    `preprocessing` (stated values, per field), the file's own fiqa-trt metadata, the model registry (a known file,
+    whose default recipe comes along too), the ArcFace convention (mean 0 and std 1 where the graph normalises its
+    input itself). `recipe`: a quality recipe (`Recipe.to_dict`) to write instead of the one found."""
+    from fiqa_trt.weights import registry
+
     started = time.perf_counter()
     path = Path(path)
     fr = graph.load_fr_graph(path)
-    if not fr.fixed_size:
-        raise FiqaError(f"{path.name}: the input size is not fixed in the graph ({fr.hw})")
     original, layout, hw, out_dims = fr.model, fr.layout, fr.hw, fr.output_dims
+    digest = sha256_of(path)
+    own, known = graph.read_metadata(original), registry.lookup(digest)
     self_normalising = graph.graph_normalises_input(original)
     mean, std = (0.0, 1.0) if self_normalising else (127.5, 127.5)
-    model, rewritten = graph.make_batch_dynamic(original)
-    config = dict(input_size=tuple(hw), color="RGB", mean=(mean,) * 3, std=(std,) * 3,
+    config = dict(input_size=tuple(hw) if fr.fixed_size else None, color="RGB", mean=(mean,) * 3, std=(std,) * 3,
                   embedding_size=out_dims[-1] if isinstance(out_dims[-1], int) else 0, normalized_output=False,
                   layout=layout, name=name or path.stem)
+    found = "the ArcFace convention" if not self_normalising else "the graph's own normalisation"
+    if own is not None:
+        config |= {k: v for k, v in own.items() if k in config}
+        recipe, found = recipe or own.get("recipe"), "its fiqa-trt metadata"
+    elif known is not None and known.config:
+        config |= {k: v for k, v in known.config.items() if k in config} | {"name": name or known.name}
+        recipe, found = recipe or (dict(known.recipe) if known.recipe else None), f"the registry ({known.name})"
+    config = stated(config, preprocessing)
+    if config["input_size"] is None:
+        raise FiqaError(f"{path.name}: the input size is not fixed in the graph ({fr.hw}): give --input-size")
+    model, rewritten = graph.make_batch_dynamic(original)
     if fp16_io and not fp16:
         raise FiqaError("--fp16-io needs --fp16")
     if fp16:
         model = fp16_convert.convert_to_fp16(model, keep_io_types=not fp16_io)
     meta = {**config, "arch": zoo.ONNX_ARCH, "family": "onnx", "outputs": [o.name for o in model.graph.output],
             "precision": "fp16" if fp16 else "fp32", "io_dtype": "float16" if fp16_io else "float32",
-            "checkpoint": path.name, "checkpoint_sha256": sha256_of(path),
+            "checkpoint": path.name, "checkpoint_sha256": digest,
             "graph_normalises_input": self_normalising, "exporter": f"fiqa-trt {__version__} (ONNX import)"}
+    if recipe:
+        meta["recipe"] = recipe
     graph.write_metadata(model, meta)
     onnx.checker.check_model(model)
     min_cos = None
@@ -298,6 +336,10 @@ def import_onnx(path: str | Path, out: str | Path | None = None, fp16: bool = Fa
     saved = _save(model, out or default_output(path, zoo.ONNX_ARCH, fp16), path)
     notes = ["the graph normalises its input itself (Sub/Mul first): metadata mean 0, std 1"] if self_normalising \
         else []
+    given = sorted(k for k, v in (preprocessing or {}).items() if v is not None)
+    notes.append(f"preprocessing from {found}" + (f", {', '.join(given)} as stated" if given else ""))
+    if recipe:
+        notes.append(f"recipe '{recipe.get('name')}' written into the metadata")
     if rewritten or graph.fixed_batch_size(original):
         notes.append(f"fixed batch {graph.fixed_batch_size(original)} made dynamic ({rewritten} reshape(s))")
     return ExportResult(saved, zoo.ONNX_ARCH, meta, "fp16" if fp16 else "fp32", min_cos, {}, notes,
