@@ -2,18 +2,19 @@
 
 Requests put their images in a bounded queue (capacity in images, and a budget of decoded pixels over everything
 queued or being scored) and await one future per image. The queue has two lanes by cost: small images (at most
-SMALL_PIXELS, face crops) and large ones (photos). A single worker thread owns the scorer; it serves the two lanes
-in turn, so that a small request waits for at most one batch of large images however many are queued. A lane is
-ready when `max_batch` images are queued there or `max_wait_s` has passed since its oldest image arrived; once one
-is, the worker scores up to `max_batch` images of the lane whose turn it is (small images at once, full or not), a
-batch of large ones holding at most `batch_pixels` decoded pixels (at least one image), and resolves the futures
-on the event loop. A request whose
+SMALL_PIXELS, face crops) and large ones (photos). A single worker thread owns the scorer. A lane is ready when
+`max_batch` images are queued there or `max_wait_s` has passed since its oldest image arrived; once one is, the
+worker scores up to `max_batch` images of the lane whose turn it is, a batch of large ones holding at most
+`batch_pixels` decoded pixels (at least one image), and resolves the futures on the event loop. Small images have
+the turn (taken at once, full or not) except right after a batch of them was taken while photos waited, so a small
+request waits for at most one batch of photos however many are queued, and photos are never starved either. A request whose
 client went away or whose time ran out withdraws its images that are still queued. `drain()` stops the waiting:
 what is queued is scored at once, then the worker ends.
 
-`Retry-After` (a full queue, or a pixel budget spent) is estimated from the recent drain rate: the images scored
-per second of scoring over the last batches (`reset_rate` forgets the warm-up's), plus what the oldest queued image
-still waits for a fuller batch.
+`Retry-After` (a full queue, or a pixel budget spent) is estimated from the recent drain rate of each lane, over its
+last batches (`reset_rate` forgets the warm-up's): small images at the images per second of scoring, large ones at
+the decoded pixels per second (a photo costs what its pixels cost), plus what the oldest queued image still waits
+for a fuller batch.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class Batcher:
         self._pixels = 0  # queued and being scored
         self._lock = threading.Condition()
         self._draining = False
-        self._recent: deque[tuple[int, float]] = deque(maxlen=RATE_BATCHES)  # (images, seconds) per batch
+        self._recent = {lane: deque(maxlen=RATE_BATCHES) for lane in ("small", "large")}  # (images, pixels, s)
         self._thread = threading.Thread(target=self._work, name="fiqa-batcher", daemon=True)
         self._thread.start()
 
@@ -91,22 +92,29 @@ class Batcher:
     def pixels_in_flight(self) -> int:
         return self._pixels
 
-    def rate(self) -> float | None:
-        """Images scored per second of scoring over the recent batches (None before any)."""
-        recent = list(self._recent)  # a copy taken at once: the worker appends meanwhile
-        images, seconds = sum(n for n, _ in recent), sum(t for _, t in recent)
-        return images / seconds if images and seconds > 0 else None
+    def rate(self, lane: str = "small") -> float | None:
+        """Over the lane's recent batches: images scored per second of scoring (small), decoded pixels per second
+        (large; the small lane's until a large batch has been scored); None before any batch."""
+        recent = list(self._recent[lane])  # a copy taken at once: the worker appends meanwhile
+        if not recent and lane == "large":
+            recent = list(self._recent["small"])
+        seconds = sum(r[2] for r in recent)
+        done = sum(r[0 if lane == "small" else 1] for r in recent)
+        return done / seconds if done and seconds > 0 else None
 
     def reset_rate(self) -> None:
         """Forget the batches so far (the warm-up's, which builds the pipeline)."""
-        self._recent.clear()
+        for recent in self._recent.values():
+            recent.clear()
 
     def retry_after_s(self) -> int:
-        """Seconds until the queue has drained, from the recent drain rate (at least 1)."""
-        rate = self.rate()
+        """Seconds until the queue has drained at the recent drain rates (at least 1)."""
         queued = [q[0].enqueued for q in (self._small, self._large) if q]
         fill = max((0.0, *(t + self.max_wait_s - time.monotonic() for t in queued))) if queued else 0.0
-        return max(1, math.ceil(fill + (self.depth / rate if rate else 0.0)))
+        small, large = self.rate("small"), self.rate("large")
+        drain = (len(self._small) / small if small else 0.0) + (
+            sum(j.cost for j in list(self._large)) / large if large else 0.0)
+        return max(1, math.ceil(fill + drain))
 
     def submit(self, items: list[Item]) -> list[Job]:
         """Queue the items of one request (all or none); call from the event loop. QueueFull past the capacity or
@@ -167,9 +175,7 @@ class Batcher:
                                or lane[0].enqueued + self.max_wait_s <= now)
 
     def _take(self) -> list[Job] | None:
-        """The next batch: from a lane that is full or whose oldest image has waited `max_wait_s`; small images go
-        first on their turn (at once, full or not, once anything is ready), so they never wait behind more than one
-        batch of large ones."""
+        """The next batch, once a lane is ready (see the module docstring for whose turn it is)."""
         with self._lock:
             while True:
                 if not self._small and not self._large:
@@ -191,7 +197,7 @@ class Batcher:
                                                            or pixels + lane[0].cost <= self.batch_pixels):
                 pixels += lane[0].cost
                 jobs.append(lane.popleft())
-            self._small_turn = lane is self._large
+            self._small_turn = lane is self._large or not self._large  # large images get the next turn if waiting
             return jobs
 
     def _work(self) -> None:
@@ -214,7 +220,8 @@ class Batcher:
                     job.loop.call_soon_threadsafe(_fail, job.future, exc)
                 continue
             seconds = time.monotonic() - started
-            self._recent.append((len(jobs), seconds))
+            self._recent["small" if jobs[0].cost <= SMALL_PIXELS else "large"].append(
+                (len(jobs), sum(j.cost for j in jobs), seconds))
             for job, result in zip(jobs, results):
                 job.loop.call_soon_threadsafe(_resolve, job.future, result)
             if self.observe is not None:
