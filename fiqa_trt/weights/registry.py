@@ -3,8 +3,9 @@
 One `zoo.ModelRecord` per file: its preprocessing when the file carries no fiqa-trt metadata, the reduced-precision
 ranking checks that `precision="auto"` consults, its default quality recipe and the 0-100 calibrations of the
 named recipes on it. The default recipes are files of this package (`recipes/<record name>.json`, the format
-`fiqa-trt calibrate` stores): written by benchmarks/quality_iso.py from the engine's own pass on the shared LFW
-(centre, weights, calibration and the figures that chose them), never typed in. Keyed by the file's sha256, so a
+`fiqa-trt calibrate` stores): written by `fiqa-trt calibrate --write-package` from the engine's own pass on the
+shared LFW (centre, weights, calibration and the figures that chose them; the file records the command, data,
+commit and date that wrote it), never typed in. Keyed by the file's sha256, so a
 renamed copy is still recognised and a different file never gets a wrong record.
 """
 
@@ -46,7 +47,7 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
         # `fiqa-trt bench` on the first 1,000 shared LFW images, AMD EPYC with AVX-512 BF16, OpenVINO 2026.4
         precision_checks={"openvino:bf16": 0.99705},
         # signals chosen by benchmarks/quality_select.py (inner cross-validation on the dev half of a seeded identity
-        # split); centre, weights and 0-100 calibration from the engine's own pass (benchmarks/quality_iso.py)
+        # split); centre, weights and 0-100 calibration from the engine's own pass (the file says what wrote it)
         recipe=packaged_recipe("faceplugin-mobilefacenet"),
         calibrations=packaged_calibrations("faceplugin-mobilefacenet"),
     ),
@@ -57,7 +58,7 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
                "fiqa-trt (engine.models: the default model; its preprocessing is in the file's metadata)",
         licence="CC0 (dlib's model file)",
         # its norm carries no quality information (npAUC ~0.95); signals chosen by benchmarks/quality_select.py,
-        # weights and calibration from the engine's own pass (benchmarks/quality_iso.py)
+        # weights and calibration from the engine's own pass (the file says what wrote it)
         recipe=packaged_recipe("dlib-resnet-v1-arcface112"),
         calibrations=packaged_calibrations("dlib-resnet-v1-arcface112"),
     ),
