@@ -94,6 +94,9 @@ def test_evaluated_with_the_stated_preprocessing(models, colours, tmp_path):
     with open(tmp_path / "ev" / "qualities.csv", newline="") as f:
         got = {r["path"] if "path" in r else r["key"]: float(r["recipe:norm"]) for r in csv.DictReader(f)}
     assert np.allclose([got[k] for k in expected], list(expected.values()), rtol=0, atol=2e-5)
+    resolution = json.loads((tmp_path / "ev" / "results.json").read_text())["settings"]["resolution"]
+    assert resolution["mean"] == {"value": list(MEAN), "source": "ONNX metadata"}
+    assert resolution["color"] == {"value": "BGR", "source": "ONNX metadata"}
 
 
 def test_calibrated_with_the_stated_preprocessing(models, colours, tmp_path):

@@ -102,6 +102,7 @@ def eval_command(
                             lower_is_better=tuple(lower_better or ()), plots=pictures, plot_max_discard=max_discard)
     with Reporter(err, quiet=quiet) as reporter:
         report = run_eval(settings, out_dir, say=reporter.say, phase=reporter.phase,
+                          detail=reporter.say if output.verbose else None,
                           progress=lambda n, total: reporter.advance(n))
     if quiet:
         return

@@ -185,10 +185,12 @@ def _session(scoring: ScoringSettings, pair_set):
 
 def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], None] | None = None,
              progress: Callable[[int, int], None] | None = None,
-             phase: Callable[[str, int | None], None] | None = None) -> dict:
+             phase: Callable[[str, int | None], None] | None = None,
+             detail: Callable[[str], None] | None = None) -> dict:
     """The whole `fiqa-trt eval` run: pairs, one embedding pass, EDC of every method, files. Returns the report.
     `say`: messages; `phase(name, total)`: each step as it starts (the embedding pass with its image count);
-    `progress(n, total)`: images embedded."""
+    `progress(n, total)`: images embedded; `detail`: the session's resolution, one line per value with its source
+    (-v)."""
     phase = phase or (lambda name, total=None: None)
     from fiqa_trt.evaluation import external as ext
     from fiqa_trt.evaluation import report as rep, sweep
@@ -245,6 +247,8 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
     specs = list(sweep.ALL_KINDS) + list(scoring.perturb) if s.all_kinds else list(scoring.perturb) or None
     phase("opening the model and checking the template", None)
     session = _session(scoring, pair_set)
+    for line in session.resolution.lines() if detail else ():
+        detail(line)
     runner, aligner, template_report = session.runner, session.scorer.aligner, session.template_report
     recipe = session.recipe
     if scoring.recipe is None and session.resolution.sources["recipe"].startswith("no recipe"):
@@ -289,7 +293,7 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
         "edc": {"pair_quality": pair_quality, "discard": s.discard, "bootstrap": s.bootstrap,
                 "bootstrap_seed": s.bootstrap_seed, "norm": s.norm},
         "recipe": recipe.to_dict() if recipe is not None else None, "template_check": template_report,
-        "realigned": aligner is not None}
+        "realigned": aligner is not None, "resolution": session.resolution.to_dict()}
     rep.write_report(report, out)
     rep.write_qualities(out / "qualities.csv", pair_set.keys, methods, embedded.errors)
     if plots_on:
