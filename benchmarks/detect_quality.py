@@ -98,13 +98,13 @@ def empty_frames(count: int) -> list[tuple[str, np.ndarray]]:
 
 def true_transform(points: np.ndarray) -> np.ndarray:
     """Frame -> ArcFace template for a pasted LFW face (its known points, 8 px left of the template)."""
-    from fiqa_trt.engine.template import ARCFACE_112, similarity_transform
+    from fiqa_trt.engine.geometry import ARCFACE_112, similarity_transform
 
     return similarity_transform(points, ARCFACE_112)
 
 
 def alignment_error(estimated: np.ndarray, true: np.ndarray) -> float:
-    from fiqa_trt.engine.template import ARCFACE_112
+    from fiqa_trt.engine.geometry import ARCFACE_112
 
     inverse = np.linalg.inv(np.vstack([true, [0, 0, 1]]))[:2]
     in_frame = ARCFACE_112 @ inverse[:, :2].T + inverse[:, 2]
@@ -120,7 +120,7 @@ class Mtcnn:
         self.name = f"mtcnn, smallest face {min_face:g} px"
 
     def find(self, frame) -> list[dict]:
-        from fiqa_trt.engine.template import ARCFACE_112, similarity_transform
+        from fiqa_trt.engine.geometry import ARCFACE_112, similarity_transform
 
         (found,) = self.detector.detect([frame])
         return [{"box": b, "points": p, "transform": similarity_transform(p, ARCFACE_112)}
@@ -136,7 +136,7 @@ class Hog:
 
     def find(self, frame) -> list[dict]:
         from fiqa_trt.engine.align import DLIB5_IN_ARCFACE112
-        from fiqa_trt.engine.template import similarity_transform
+        from fiqa_trt.engine.geometry import similarity_transform
 
         out = []
         for face in self.aligner.align(np.ascontiguousarray(frame[..., ::-1])):

@@ -628,12 +628,13 @@ def section_dali(args) -> dict:
     _cupy()  # ---- first GPU call
     from fiqa_trt.engine.inputs import Item, check_item
     from fiqa_trt.engine.perturbations import KINDS, mixup_partners, parse_spec, plan_views
-    from fiqa_trt.engine.pipeline import PerturbPipeline
+    from fiqa_trt.engine.pipeline import PerturbPipeline, Sample
     from fiqa_trt.weights.model_config import ModelConfig
 
     config = ModelConfig(input_size=(112, 112))
     n = 1024 if args.quick else len(paths)
-    items = [check_item(Item(str(p), key, index=i)) for i, (p, key) in enumerate(zip(paths[:n], keys[:n]))]
+    items = [Sample.of(check_item(Item(str(p), key, index=i)), config.input_size)
+             for i, (p, key) in enumerate(zip(paths[:n], keys[:n]))]
     batch = args.batch
     rows = []
     for kind in [None, *KINDS]:

@@ -432,9 +432,9 @@ RESULTS: list[Result] = [
                                                              f"{r('ui_alone_test_npauc30/1e-04'):.3f}")])]),
     Result("template_set_dependence.json", QUALITY, "Template check: a score's dependence on the rest of the run",
            "python benchmarks/template_set_dependence.py",
-           "The template check estimates one transform from a sample of the run's own input: half of a set of "
-           "shared LFW crops scored alone against the same crops scored within the whole set, by `fiqa-trt score` with "
-           "the shared MobileFaceNet and its default recipe (other models and recipes can move more or less).",
+           "The template check realigns each crop by itself (`engine.template`): half of a set of shared LFW crops "
+           "scored alone against the same crops scored within the whole set, by `fiqa-trt score` with the shared "
+           "MobileFaceNet and its default recipe.",
            [Facts([("images", "images", None), ("scored alone", "half", None),
                    ("0-100 scores that changed", "scores_changed", None),
                    ("largest change of a 0-100 score", "largest_score_change", None),

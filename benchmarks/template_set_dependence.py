@@ -1,5 +1,5 @@
-"""How much an image's score depends on the other images of the run, through the template check (`--realign auto`
-estimates one transform from a sample of the run's own input): the README's Determinism section.
+"""Whether an image's score depends on the other images of the run, through the template check (`--realign auto`,
+each crop realigned by its own points): docs/guide/realignment.md.
 
     python benchmarks/template_set_dependence.py [--identities 60] [--out benchmarks/results/template_set_dependence.json]
 
@@ -26,7 +26,8 @@ MODEL = SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"
 def score(listing: Path, out: Path) -> tuple[dict[str, dict], str]:
     proc = subprocess.run([sys.executable, "-m", "fiqa_trt.cli", "score", str(listing), "-m", str(MODEL), "-o", str(out)],
                           capture_output=True, text=True, check=True)
-    report = " ".join(proc.stderr.split()).split(" recipe ")[0]
+    text = " ".join(proc.stderr.split())  # what the check did: the run's last line (wrapped by the console)
+    report = text[text.rindex("template check per crop ("):] if "template check per crop (" in text else ""
     with open(out, newline="") as f:
         return {Path(r["path"]).relative_to(LFW).as_posix(): r for r in csv.DictReader(f)}, report
 
@@ -48,7 +49,9 @@ def main() -> None:
         alone, report_half = score(tmp / "half.txt", tmp / "half.csv")
     moved = [abs(int(alone[k]["score"]) - int(everything[k]["score"])) for k in half]
     quality = [abs(float(alone[k]["quality"]) - float(everything[k]["quality"])) for k in half]
-    result = {"benchmark": "benchmarks/template_set_dependence.py", "images": len(keys), "half": len(half),
+    from fiqa_trt.benchmark import provenance
+
+    result = {"benchmark": "benchmarks/template_set_dependence.py", **provenance(), "images": len(keys), "half": len(half),
               "template_check_all": report_all, "template_check_half": report_half,
               "scores_changed": sum(m > 0 for m in moved), "largest_score_change": max(moved),
               "largest_quality_change": round(max(quality), 5)}

@@ -68,11 +68,10 @@ def ray_score(input: str, out_dir: str, settings: ScoringSettings, *, workers: i
     from fiqa_trt.engine import sinks
 
     items = list_items(input)
-    template_report = None
-    if settings.template is None and not settings.aligns:  # once, here: every actor the same
-        from fiqa_trt.engine.session import check_template
+    from fiqa_trt.engine.resolve import resolve
+    from fiqa_trt.engine.session import template_report as report_of
 
-        settings, template_report = check_template(settings, items)
+    template_report = report_of(resolve(settings.with_(device="cpu")))  # each actor realigns each crop by itself
     done = sinks.done_paths(out)  # the mechanism of `score --resume`: items already in the output
     todo = sinks.Done(done).todo(items)
     summary = {"items": len(items), "already_done": len(items) - len(todo), "scored": 0, "failed": 0,

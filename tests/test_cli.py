@@ -62,7 +62,7 @@ def test_messy_folder_scores_what_it_can_and_records_the_rest(messy_folder, rand
     for k, r in rows.items():
         assert (r["quality"] == "") == (k in errors)
         if k not in errors:
-            assert -1 <= float(r["quality"]) <= 1 and r["quality"] == r["cos_affine"]
+            assert -1 <= float(r["quality"]) <= 1 and r["quality"] == r["cos_flip_rot0.5_scale1.01"]
     assert proc.stderr.count("not 112x112") == 1  # a one-time warning for the resized image
     assert "failed" in proc.stderr
 
@@ -74,7 +74,7 @@ def test_output_formats_agree(face_like, random_model, tmp_path):
     fiqa("score", folder, "-m", random_model, "-o", tmp_path / "s.jsonl", *spec)
     fiqa("score", folder, "-m", random_model, "-o", tmp_path / "s.parquet", *spec)
     rows = read_csv(tmp_path / "s.csv")
-    assert list(rows[0]) == ["path", "quality", "score", "cos_gaussian0", "cos_gaussian1", "cos_border", "error"]
+    assert list(rows[0]) == ["path", "quality", "score", "cos_gaussian5_0", "cos_gaussian5_1", "cos_border4", "error"]
     assert all(r["score"] == "" for r in rows)  # a plain --perturb stability score has no 0-100 calibration
     lines = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     import pyarrow.parquet as pq
@@ -83,10 +83,10 @@ def test_output_formats_agree(face_like, random_model, tmp_path):
     for r, j, p in zip(rows, lines, table):
         assert r["path"] == j["path"] == p["path"]
         assert float(r["quality"]) == pytest.approx(j["quality"], abs=1e-6) == pytest.approx(p["quality"], abs=1e-6)
-        mean = np.mean([j["cos_gaussian0"], j["cos_gaussian1"], j["cos_border"]])
+        mean = np.mean([j["cos_gaussian5_0"], j["cos_gaussian5_1"], j["cos_border4"]])
         assert j["quality"] == pytest.approx(mean, abs=1e-6)
     meta = json.loads(pq.read_schema(tmp_path / "s.parquet").metadata[b"fiqa_trt"])
-    assert meta["views"] == ["gaussian0", "gaussian1", "border"] and meta["seed"] == 0
+    assert meta["views"] == ["gaussian5_0", "gaussian5_1", "border4"] and meta["seed"] == 0
 
 
 def test_single_image_and_list_file_inputs(face_like, random_model, tmp_path):

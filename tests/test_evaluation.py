@@ -391,8 +391,8 @@ def test_sweep_embeds_each_image_once_for_all_specs(random_model, identity_folde
     result = sweep.embed_specs(runner, identity_folders, keys, ["affine", "border", "gaussian"], views=2,
                                batch_size=4)
     assert runner.samples == len(keys) * (1 + 1 + 1 + 2)  # one original + every view, once
-    assert list(result.qualities) == ["affine", "border", "gaussian"] and result.views["gaussian"] == ["gaussian0",
-                                                                                                       "gaussian1"]
+    assert list(result.qualities) == ["affine", "border", "gaussian"] and result.views["gaussian"] == ["gaussian8_0",
+                                                                                                       "gaussian8_1"]
     assert result.originals.shape == (len(keys), runner.config.embedding_size) and not result.errors
     alone = [r.quality for r in Scorer(runner, ["affine"]).score([Item(str(identity_folders / k), k) for k in keys])]
     np.testing.assert_allclose(result.qualities["affine"], alone, rtol=1e-5)  # first spec: same keyed draws

@@ -8,18 +8,20 @@ import pytest
 from fiqa_trt.engine.inputs import Item, check_item
 from fiqa_trt.weights.model_config import ModelConfig
 from fiqa_trt.engine.perturbations import parse_spec, plan_views
-from fiqa_trt.engine.pipeline import PerturbPipeline, mixup_partner
+from fiqa_trt.engine.pipeline import PerturbPipeline, Sample, mixup_partner
 from tests.conftest import write_image
 
 RAW = ModelConfig(input_size=(112, 112))
 
 
-def items_of(tmp_path, arrays, fmt="png") -> list[Item]:
+def items_of(tmp_path, arrays, fmt="png") -> list[Sample]:
+    """The pipeline's samples of image files written from `arrays` (read and checked as the producer does)."""
     out = []
     for i, a in enumerate(arrays):
         path = write_image(tmp_path / f"im{i}.{fmt}", a)
-        out.append(check_item(Item(str(path), path.name)))
-        assert out[-1].error is None
+        item = check_item(Item(str(path), path.name))
+        assert item.error is None
+        out.append(Sample.of(item, RAW.input_size))
     return out
 
 
@@ -195,6 +197,67 @@ def test_same_seed_same_views_other_seed_other_views(tmp_path, pictures):
     np.testing.assert_array_equal(run(items[1:], spec, 3, seed=1)[0], a[1])
 
 
+def test_pixels_in_memory_give_what_their_png_gives(tmp_path, pictures):
+    """Decoded RGB pixels fed as they are: the same views as the same image encoded losslessly, in either colour
+    order and at another size."""
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(pictures["smooth"]).resize((150, 200)))
+    arrays = [pictures["noisy"], big]
+    encoded = items_of(tmp_path, arrays)
+    pixels = [Sample(s.key, a, a.shape[:2], s.resize) for s, a in zip(encoded, arrays)]
+    views = plan_views([parse_spec("affine:rot=-5:5"), parse_spec("occlusion")], 2)
+    for color in ("RGB", "BGR"):
+        pipe = PerturbPipeline(views, ModelConfig((112, 112), color), batch_size=2)
+        np.testing.assert_array_equal(pipe.run(pixels), pipe.run(encoded))
+
+
+SPECS_OF_EVERY_KIND = ["affine", "affine:rot=-4:4,scale=0.9:1.1,flip=0.5", "occlusion", "border", "lowres",
+                       "selfmixup", "gaussian:sigma=5", "elastic:alpha=40,sigma=4"]
+
+
+def test_the_identity_placement_changes_nothing(tmp_path, pictures):
+    """A placed graph given no placement (the identity: crops already on the template) gives the unplaced graph's
+    pixels exactly, for every kind of view."""
+    samples = items_of(tmp_path, [pictures["noisy"], pictures["smooth"]])
+    views = plan_views([parse_spec(s) for s in SPECS_OF_EVERY_KIND], 1)
+    plain = PerturbPipeline(views, RAW, batch_size=2).run(samples)
+    placed = PerturbPipeline(views, RAW, batch_size=2, placed=True).run(samples)
+    np.testing.assert_array_equal(placed, plain)
+
+
+def test_placement_warps_as_opencv_and_affine_views_warp_once(tmp_path, pictures):
+    """The original is warped by its placement as OpenCV's warpAffine does with BORDER_REPLICATE (rounding aside);
+    an affine view is one warp by its matrix composed with the placement; other views perturb the placed original."""
+    import cv2
+
+    from fiqa_trt.engine import geometry
+
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:112, 0:112]
+    smooth = np.stack([xx * 2, yy * 2, 128 + 60 * np.sin(xx / 9.0) * np.cos(yy / 7.0)], -1).astype(np.uint8)
+    placements = [np.float64([[1, 0, 8], [0, 1, 0]]), cv2.getRotationMatrix2D((50, 60), 7, 1.08)]
+    placements[1][:, 2] += rng.uniform(-5, 5, 2)
+    samples = [Sample(f"im{i}", smooth, (112, 112), False, m) for i, m in enumerate(placements)]
+    views = plan_views([parse_spec("affine:rot=0,scale=1,flip=1"), parse_spec("affine:rot=10,scale=0.9,flip=0"),
+                        parse_spec("border:thickness=8")], 1)
+    out = PerturbPipeline(views, RAW, batch_size=2, placed=True).run(samples).astype(np.int16)
+
+    def cv_warp(forward):
+        return cv2.warpAffine(smooth, forward, (112, 112), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE).astype(np.int16)
+
+    view_forward = {1: np.float64([[-1, 0, 111], [0, 1, 0]]),  # the flip, pixel centres at integers
+                    2: cv2.getRotationMatrix2D((55.5, 55.5), 10, 0.9)}
+    for i, placement in enumerate(placements):
+        assert np.abs(out[i, 0] - cv_warp(placement)).max() <= 1
+        for v, forward in view_forward.items():
+            assert np.abs(out[i, v] - cv_warp(geometry.compose(forward, placement))).max() <= 1
+        framed = out[i, 0].copy()
+        framed[:8], framed[-8:], framed[:, :8], framed[:, -8:] = 0, 0, 0, 0
+        np.testing.assert_array_equal(out[i, 3], framed)
+
+
 # ---- the GPU graph, checked without a GPU: DALI traces it (argument names, where each input lives) and every
 # operator it places is one DALI registers for that device (the check reads DALI's traced graph, an internal API)
 
@@ -227,6 +290,20 @@ def test_gpu_graph_of_every_kind_is_placed_on_gpu_operators():
     assert ("decoders__Image", "mixed") in placed and ("experimental__Remap", "gpu") in placed
     assert not any(name == "PythonFunction" for name, _ in placed)  # no CPU fallback inside the GPU graph
     assert {name for name, device in placed if device == "cpu"} <= {"ExternalSource", "_ArithmeticGenericOp"}
+
+
+def test_gpu_graphs_of_placed_pixels_are_placed_on_gpu_operators():
+    """The realigned / aligned graphs (a placement warp) of both input forms trace on GPU operators only."""
+    config = ModelConfig(input_size=(112, 112), color="BGR")
+    views = plan_views([parse_spec("affine"), parse_spec("lowres"), parse_spec("mixup")], 1)
+    pipe = PerturbPipeline(views, config, device="gpu", device_id=0, placed=True, build=False)
+    for form in ("encoded", "pixels"):
+        traced = pipe.graph(form)
+        assert _misplaced_ops(traced) == []
+        placed = _placed(traced)
+        assert ("WarpAffine", "gpu") in placed
+        assert {name for name, device in placed if device == "cpu"} <= {"ExternalSource", "_ArithmeticGenericOp"}
+    assert ("ColorSpaceConversion", "gpu") in _placed(pipe.graph("pixels"))
 
 
 def test_misplaced_operators_are_found():
@@ -367,7 +444,7 @@ def _gpu_reason() -> str | None:
 @pytest.mark.skipif(_gpu_reason() is not None, reason=f"needs a CUDA device: {_gpu_reason()}")
 def test_gpu_decodes_lfw_jpegs_as_the_cpu_does(lfw_files):
     """On 4:2:0 JPEGs (LFW), nvJPEG with fancy upsampling gives the CPU decoder's pixels (IDCT rounding aside)."""
-    items = [check_item(Item(str(p), p.name)) for p in lfw_files[:64]]
+    items = [Sample.of(check_item(Item(str(p), p.name)), RAW.input_size) for p in lfw_files[:64]]
     views = plan_views([parse_spec("affine:rot=0,scale=1,flip=1")], 1)
     cpu = PerturbPipeline(views, RAW, batch_size=64).run(items)
     gpu = PerturbPipeline(views, RAW, batch_size=64, device="gpu", device_id=0).run(items).get()

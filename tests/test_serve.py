@@ -294,13 +294,13 @@ def test_model_and_readiness(service, model_args):
         import hashlib
 
         assert info["sha256"] == hashlib.sha256(Path(model_args[1]).read_bytes()).hexdigest()
-    from fiqa_trt.engine.perturbations import parse_spec
+    from fiqa_trt.engine.perturbations import parse_spec, plan_views
     from fiqa_trt.engine.resolve import resolve
     from fiqa_trt.engine.settings import ScoringSettings
 
     recipe = resolve(ScoringSettings(model=str(model_args[1]) if model_args else None)).recipe
     assert info["perturb"] == [parse_spec(spec).label() for spec in recipe.perturb]  # the model's default recipe
-    assert info["views"] and all(v.startswith("affine") for v in info["views"])
+    assert info["views"] == [v.label for v in plan_views([parse_spec(spec) for spec in recipe.perturb], 1)]
     assert info["batching"] == {"max_batch": 16, "max_wait_ms": 30.0, "queue": 1024}
     assert info["limits"]["max_images"] == 8 and info["limits"]["max_upload_bytes"] == 1024 * 1024
     assert info["config"]["input_size"] == [112, 112]

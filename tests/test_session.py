@@ -50,7 +50,8 @@ def test_the_session_runs_what_the_resolution_says(real_model):
     values = session.resolution.values()
     assert values["mean"] == [100.0, 110.0, 120.0] and values["input_size"] == [112, 112]
     assert session.scorer.recipe is session.resolution.recipe
-    assert session.template_report.startswith("template check: no input files")
+    assert session.template_report.startswith("template check per crop (auto")  # the recipe's, for every crop
+    assert type(session.scorer.aligner).__name__ == "Realigner"
 
 
 def test_auto_precision_is_chosen_from_the_ranking_check_records(random_model, tmp_path, monkeypatch):

@@ -176,7 +176,7 @@ def test_sigterm_during_a_long_batch_ends_the_run_within_seconds(random_model, t
     err = "".join(lines) + proc.stderr.read()
     assert code == 143 and "Traceback" not in err, err
     assert "interrupted" in err and out.read_text().splitlines() == [",".join(
-        ["path", "quality", "score", "cos_affine", "det_score", "box_left", "box_top", "box_right", "box_bottom",
+        ["path", "quality", "score", "cos_flip_rot0.5_scale1.01", "det_score", "box_left", "box_top", "box_right", "box_bottom",
          "error"])]  # nothing was done: the header, renamed onto OUT (no earlier result to keep)
 
 

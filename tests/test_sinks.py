@@ -92,19 +92,22 @@ def test_resume_refuses_a_file_with_other_columns(tmp_path):
         sinks.Sink(str(out), LABELS, resume=True)
 
 
-def test_two_specs_of_one_kind_get_labels_that_name_their_spec(tmp_path):
+def test_view_labels_say_what_each_view_is(tmp_path):
     specs = [parse_spec("affine:rot=1,flip=0"), parse_spec("affine:rot=-1,flip=0"), parse_spec("gaussian:sigma=4"),
              parse_spec("border"), parse_spec("gaussian:sigma=9")]
     labels = [v.label for v in plan_views(specs, 2)]
-    assert labels == ["affine_p1", "affine_p2", "gaussian0_p3", "gaussian1_p3", "border", "gaussian0_p5",
-                      "gaussian1_p5"]
+    assert labels == ["rot1_scale1.01", "rot-1_scale1.01", "gaussian4_0", "gaussian4_1", "border8", "gaussian9_0",
+                      "gaussian9_1"]
+    twice = [v.label for v in plan_views([parse_spec("affine:rot=6,flip=0,scale=1"), parse_spec("lowres"),
+                                          parse_spec("affine:flip=0,rot=6,scale=1")], 1)]
+    assert twice == ["rot6_p1", "lowres10", "rot6_p3"]  # the same view asked for twice: still two columns
     out = tmp_path / "s.parquet"
     sink = sinks.Sink(str(out), labels[:2])
     sink.write([Result("a", 0.5, np.array([0.4, 0.6], np.float32))])
     sink.close()
     import pyarrow.parquet as pq
 
-    assert pq.read_table(out).to_pylist()[0]["cos_affine_p2"] == pytest.approx(0.6)
+    assert pq.read_table(out).to_pylist()[0]["cos_rot-1_scale1.01"] == pytest.approx(0.6)
 
 
 @pytest.mark.parametrize("target, fragment", [

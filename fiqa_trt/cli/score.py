@@ -81,24 +81,24 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
         with reporter:
             reporter.phase("listing the inputs")
             items = list_items(inputs, exclude=side_files(out), max_bytes=int(max_file_mb * 1024 * 1024))
-            reporter.phase("opening the model and checking the template")
-            session = open_session(settings, items, resolution=resolution)
+            reporter.phase("opening the model")
+            session = open_session(settings, resolution=resolution)
     except KeyboardInterrupt:
         raise typer.Exit(interrupts.exit_code) from None
     settings, scorer, runner = session.settings, session.scorer, session.runner
     template_report = session.template_report
     cfg = runner.config
-    sink = Sink(out, scorer.view_labels, resume=resume, lock=lock, faces=scorer.aligner is not None and settings.template is None,
+    sink = Sink(out, scorer.view_labels, resume=resume, lock=lock, faces=settings.aligns,
                 metadata={
         "model": settings.model or cfg.name, "config": cfg.to_dict(), "perturb": [s.label() for s in scorer.specs],
         "views": scorer.view_labels, "view_specs": {v.label: v.spec.label() for v in scorer.views},
         "agg": scorer.agg, "seed": settings.seed, "batch_size": settings.batch_size,
-        "recipe": scorer.recipe.to_dict() if scorer.recipe else None, "template": settings.template,
+        "recipe": scorer.recipe.to_dict() if scorer.recipe else None,
         "resolution": session.resolution.to_dict(), "cwd": os.getcwd()})
     if verbose:
         for line in session.resolution.lines():
             err.print(escape(line))
-    if not quiet or settings.template is not None:
+    if not quiet:
         err.print(escape(template_report))
     if not quiet:
         err.print(escape(session.describe_recipe()))
@@ -143,6 +143,8 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
     elapsed = time.perf_counter() - started
     if not quiet:
         _summary(scored, failures, qualities, elapsed, scorer.resized, str(where) if where else None)
+        if hasattr(scorer.aligner, "counts"):  # a realigner: what the template check did to the crops
+            err.print(escape(scorer.aligner.describe()))
     if scorer.not_crops:
         logging.getLogger("fiqa_trt").warning(
             "%d scored image(s) not at the model's input size show no face where the ArcFace template puts one: "

@@ -1,7 +1,11 @@
-"""The producer side of a scoring run: items -> checked, (aligned,) decoded and perturbed batches.
+"""The producer side of a scoring run: items -> checked, placed, decoded and perturbed batches.
 
-`BatchProducer.batches` reads and checks each batch of items, aligns photos when an aligner is given, picks the
-mixup partners, and runs the DALI pipeline (built once per producer and reused by every run). When DALI fails on a
+`BatchProducer.batches` reads and checks each batch of items (files, encoded images held in memory, or RGB pixels
+held in memory), places each on the model's template when the producer has an aligner, picks the mixup partners,
+and runs the DALI pipeline (built once per producer and reused by every run). Placement is a matrix per image,
+applied inside the pipeline's graph (`engine.pipeline`): a `template.Realigner` measures each crop's own on the
+host (O-Net on the decoded crop), a face aligner (`align.FaceAligner`) finds the faces of a photo the host decoded
+and hands the pipeline the photo's pixels with each face's matrix; nothing is re-encoded. When DALI fails on a
 batch it re-runs the batch item by item, so that only the bad items get an error. Each `Batch` carries what it
 measured (seconds per stage, items resized), so nothing is shared between the producer thread and the consumer
 but the queue. `produce_in_thread` runs `batches` in a worker thread that stays at most two batches ahead.
@@ -18,15 +22,19 @@ from typing import Iterator
 
 import numpy as np
 
-from fiqa_trt.engine.align import looks_like_face_crop
+from fiqa_trt.engine import geometry
+from fiqa_trt.engine.align import CROP_SIZE, looks_like_face_crop
 from fiqa_trt.engine.inputs import Item, check_encoded, check_item
 from fiqa_trt.engine.perturbations import View
-from fiqa_trt.engine.pipeline import PerturbPipeline, mixup_partners
+from fiqa_trt.engine.pipeline import PerturbPipeline, Sample, mixup_partners
+from fiqa_trt.engine.template import Realigner
 from fiqa_trt.errors import FiqaError
 from fiqa_trt.weights.model_config import ModelConfig
 
 log = logging.getLogger("fiqa_trt")
-PRODUCER_STAGES = ("io", "align", "decode_perturb")  # io: reading files and headers
+PRODUCER_STAGES = ("io", "align", "decode_perturb")  # io: reading files and headers; align: placing on the template
+SOURCES = ("files", "encoded", "pixels")  # what an item's `data` holds: nothing yet (read from `path`), bytes, pixels
+UNDECODABLE = "cannot decode image (corrupt or truncated file)"
 
 
 @dataclass
@@ -38,141 +46,189 @@ class Batch:
     seconds: dict = field(default_factory=lambda: dict.fromkeys(PRODUCER_STAGES, 0.0))
 
 
-def png(crop: np.ndarray) -> np.ndarray:
-    """An RGB uint8 crop encoded as PNG bytes, the form the pipeline decodes."""
-    import cv2
-
-    return cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))[1].reshape(-1)
-
-
 def dali_message(exc: Exception) -> str:
     """The one-line error row for an item DALI could not decode or perturb."""
     text = str(exc)
     if "decoders" in text:
-        return "cannot decode image (corrupt or truncated file)"
+        return UNDECODABLE
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "Critical error" not in ln]
     return "perturbation pipeline failed: " + (lines[-1] if lines else type(exc).__name__)[:200]
 
 
+def host_rgb(item: Item) -> np.ndarray | None:
+    """The RGB pixels of a checked item (decoded here when it holds an encoded file; None when it cannot be)."""
+    import cv2
+
+    if np.ndim(item.data) == 3:
+        return np.asarray(item.data)
+    bgr = cv2.imdecode(item.data, cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 class BatchProducer:
-    """Turns items into `Batch`es for one model config and one list of views (see the module docstring)."""
+    """Turns items into `Batch`es for one model config and one list of views (see the module docstring).
+
+    `aligner`: None, an `engine.align.FaceAligner` (photos: each face found and aligned) or an
+    `engine.template.Realigner` (face crops: each put back on the model's template by its own points)."""
 
     def __init__(self, views: list[View], config: ModelConfig, *, seed: int, batch_size: int, threads: int,
                  device, aligner=None, concatenate=np.concatenate):
         self.views, self.config, self.seed, self.batch_size = views, config, seed, batch_size
         self.threads, self.device, self.aligner, self._concatenate = threads, device, aligner, concatenate
+        self.size = tuple(config.input_size)
         self._pipe: PerturbPipeline | None = None
         self._warned_resize = False
 
     def pipeline(self) -> PerturbPipeline:
-        """The DALI pipeline, built on first use (in the calling thread's device scope) and reused."""
+        """The DALI pipeline, made on first use (each input form's graph is built in the calling thread's device
+        scope when first run) and reused."""
         if self._pipe is None:
             cuda = self.device.is_cuda
             self._pipe = PerturbPipeline(self.views, self.config, seed=self.seed, batch_size=self.batch_size,
                                          num_threads=self.threads, device="gpu" if cuda else "cpu",
-                                         device_id=self.device.index if cuda else None)
+                                         device_id=self.device.index if cuda else None,
+                                         placed=self.aligner is not None)
         return self._pipe
 
-    def align(self, items: list[Item]) -> list[Item]:
-        """Replace each photo by its aligned face(s), encoded as PNG for the pipeline; no face -> an error row."""
+    def place(self, items: list[Item]) -> tuple[list[Item], list[Sample]]:
+        """Checked items -> (the items, expanded to one per face when photos are aligned; a Sample per item without
+        an error, in order). Items that cannot be decoded or hold no face get their error here."""
+        if self.aligner is None:
+            return items, [Sample.of(it, self.size) for it in items if it.error is None]
+        if isinstance(self.aligner, Realigner):
+            return self._realigned(items)
+        return self._faces(items)
+
+    def _realigned(self, items: list[Item]) -> tuple[list[Item], list[Sample]]:
         import cv2
 
-        out = []
+        h, w = self.size
+        crops, ok = [], []
+        for it in items:
+            if it.error is not None:
+                continue
+            rgb = host_rgb(it)
+            if rgb is None:
+                it.error = UNDECODABLE
+                continue
+            if rgb.shape[:2] != (h, w):  # the crop is placed after the pipeline's resize to the model's size
+                rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            crops.append(rgb)
+            ok.append(it)
+        matrices = self.aligner.matrices(np.stack(crops)) if crops else []
+        return items, [Sample.of(it, self.size, m) for it, m in zip(ok, matrices)]
+
+    def _faces(self, items: list[Item]) -> tuple[list[Item], list[Sample]]:
+        """Each photo's face(s): the photo's pixels with the matrix that aligns each face to the model's input
+        (an aligner with `locate`: faces with their matrices), or the face crops the aligner warped itself."""
+        to_model = geometry.resize_matrix((CROP_SIZE, CROP_SIZE), self.size)
+        locate = getattr(self.aligner, "locate", None) or self.aligner.align
+        out, samples = [], []
         for it in items:
             if it.error is not None:
                 out.append(it)
                 continue
-            photo = cv2.imdecode(it.data, cv2.IMREAD_COLOR)
-            if photo is None:
-                out.append(replace(it, data=None, error="cannot decode image (corrupt or truncated file)"))
+            rgb = host_rgb(it)
+            if rgb is None:
+                out.append(replace(it, data=None, error=UNDECODABLE))
                 continue
-            faces = self.aligner.align(cv2.cvtColor(photo, cv2.COLOR_BGR2RGB))
+            faces = locate(rgb)
             if not faces:
                 out.append(replace(it, data=None, error="no face found"))
             for j, face in enumerate(faces):
                 suffix = f"#face{j}" if self.aligner.all_faces else ""
-                out.append(replace(it, path=it.path + suffix, key=it.key + suffix, data=png(face.crop),
-                                   size=face.crop.shape[:2], det_score=face.score, box=face.box))
-        return out
+                pixels = rgb if face.crop is None else np.ascontiguousarray(face.crop)
+                face_item = replace(it, path=it.path + suffix, key=it.key + suffix, data=pixels,
+                                    size=pixels.shape[:2], det_score=face.score, box=face.box)
+                out.append(face_item)
+                samples.append(Sample(face_item.key, pixels, pixels.shape[:2], False, geometry.compose(
+                    to_model, face.matrix)) if face.crop is None else Sample.of(face_item, self.size))
+        return out, samples
 
-    def partners(self, items: list[Item], all_items: list[Item]) -> dict[int, list[Item]] | None:
-        """Per mixup view, the partner item of each item (drawn over `all_items`; unreadable ones skipped)."""
+    def partners(self, items: list[Item], all_items: list[Item]) -> dict[int, list[Sample]] | None:
+        """Per mixup view, the partner of each item without an error (drawn over `all_items`, read from their
+        files; unreadable ones skipped), placed as the items are."""
         mix = [v for v in self.views if v.spec.kind.needs_partner]
         if not mix:
             return None
         keys = [it.key for it in all_items]
-        partners: dict[int, list[Item]] = {}
+        owns = [it.index for it in items if it.error is None]
+        partners: dict[int, list[Sample]] = {}
         for view in mix:
             chosen = []
-            owns = [it.index for it in items]
             for own, index in zip(owns, mixup_partners(owns, keys, view, self.seed).tolist()):  # one draw per batch
                 for _ in range(len(all_items)):  # a partner that cannot be read is replaced by the next item
                     candidate = check_item(Item(all_items[index].path, all_items[index].key, index=index))
-                    if self.aligner is not None and candidate.error is None:
-                        candidate = self.align([candidate])[0]  # the partner's largest face
-                    if candidate.error is None and index != own:
+                    placed = self.place([candidate]) if candidate.error is None else ([], [])
+                    if placed[1] and index != own:
                         break
                     index = (index + 1) % len(all_items)
                 else:
                     raise FiqaError("mixup needs a second readable image, and none of the inputs is one")
-                chosen.append(candidate)
+                chosen.append(placed[1][0])  # the partner's largest face, when photos are aligned
             partners[view.index] = chosen
         return partners
 
-    def run_pipeline(self, items: list[Item], partners) -> object | None:
-        """Run the good items; if the batch fails, find the failing items one by one and run the rest."""
+    def run_pipeline(self, items: list[Item], samples: list[Sample], partners) -> object | None:
+        """Run the samples of the items without error; if the batch fails, find the failing ones one by one and
+        run the rest."""
         pipe = self.pipeline()
-        good = [i for i, it in enumerate(items) if it.error is None]
-        if not good:
+        good = [it for it in items if it.error is None]
+        if not samples:
             return None
         pick = lambda idx: {k: [v[i] for i in idx] for k, v in partners.items()} if partners else None  # noqa
         try:
-            return pipe.run([items[i] for i in good], pick(good))
+            return pipe.run(samples, pick(range(len(samples))))
         except Exception as exc:  # DALI reports one error for the whole batch
             first = exc
         outs = []
-        for i in good:
+        for i, (it, sample) in enumerate(zip(good, samples)):
             try:
-                outs.append(pipe.run([items[i]], pick([i])))
+                outs.append(pipe.run([sample], pick([i])))
             except Exception as exc:
-                items[i].error = dali_message(exc)
+                it.error = dali_message(exc)
         if not outs:
             log.debug("batch failed: %s", first)
             return None
         return self._concatenate(outs)
 
-    def _count_resized(self, items: list[Item]) -> int:
-        h, w = self.config.input_size
-        resized = [it for it in items if it.error is None and it.size != (h, w)]
+    def _count_resized(self, items: list[Item], samples: list[Sample]) -> int:
+        """Items resized to the model's input size (warned about once); crops given as such (no face aligner) that
+        look like photos are marked `photo_like`."""
+        h, w = self.size
+        resized = [it for it, sample in zip([it for it in items if it.error is None], samples) if sample.resize]
         if resized and not self._warned_resize:
             it = resized[0]
             log.warning("%s is %dx%d, not %dx%d: images are resized to the model's input size (scores assume "
                         "aligned face crops)", it.path, it.size[1], it.size[0], w, h)
             self._warned_resize = True
-        for it in resized if self.aligner is None else []:  # a full photo given as if it were a face crop?
+        crops = self.aligner is None or isinstance(self.aligner, Realigner)
+        for it in resized if crops else []:  # a full photo given as if it were a face crop?
             it.photo_like = not looks_like_face_crop(it.data, (h, w))
         return len(resized)
 
     def batches(self, all_items: list[Item], population: list[Item] | None = None,
-                stop: threading.Event | None = None, feed_stream=None, in_memory: bool = False) -> Iterator[Batch]:
+                stop: threading.Event | None = None, feed_stream=None, source: str = "files") -> Iterator[Batch]:
         """One Batch per `batch_size` items, in input order. `population`: the whole input list when `all_items` is
         a shard of it (mixup partners are drawn from it). GPU: each batch's `ready` event is on `feed_stream`.
-        `in_memory`: each item's `data` already holds its encoded file (an upload), checked instead of read."""
+        `source` (`SOURCES`): `files` reads each item's file; `encoded`: each item's `data` already holds its
+        encoded file (an upload), checked instead of read; `pixels`: its `data` holds RGB pixels (H, W, 3) uint8."""
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}")
         for start in range(0, len(all_items), self.batch_size):
             if stop is not None and stop.is_set():
                 return
             t0 = time.perf_counter()
             seconds = dict.fromkeys(PRODUCER_STAGES, 0.0)
             chunk = all_items[start : start + self.batch_size]
-            items = [_check(it, it.index if it.index >= 0 else i, in_memory) for i, it in enumerate(chunk, start)]
-            if self.aligner is not None:
-                t_align = time.perf_counter()
-                items = self.align(items)
-                seconds["align"] = time.perf_counter() - t_align
-            resized = self._count_resized(items)
+            items = [_check(it, it.index if it.index >= 0 else i, source) for i, it in enumerate(chunk, start)]
+            t_align = time.perf_counter()
+            items, samples = self.place(items)
+            seconds["align"] = time.perf_counter() - t_align
+            resized = self._count_resized(items, samples)
             partners = self.partners(items, population or all_items)
             t1 = time.perf_counter()
-            tensor = self.run_pipeline(items, partners)
+            tensor = self.run_pipeline(items, samples, partners)
             seconds["io"] = t1 - t0 - seconds["align"]
             seconds["decode_perturb"] = time.perf_counter() - t1
             for it in items:
@@ -181,10 +237,12 @@ class BatchProducer:
             yield Batch(items, tensor, ready, resized, seconds)
 
 
-def _check(item: Item, index: int, in_memory: bool) -> Item:
+def _check(item: Item, index: int, source: str) -> Item:
     """A fresh copy of `item` at `index`, read and checked (in memory: its `data` checked)."""
     fresh = replace(item, data=None, size=None, error=None, det_score=None, box=None, index=index)
-    if in_memory:
+    if source == "pixels":
+        return replace(fresh, data=item.data, size=tuple(np.shape(item.data)[:2]))
+    if source == "encoded":
         return check_encoded(fresh, bytes(item.data) if item.data is not None else b"")
     return check_item(fresh)
 

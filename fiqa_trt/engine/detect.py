@@ -20,7 +20,7 @@ and the aligner built on it; `make_aligner` gives it or dlib's (engine.align) by
   batch at once (the frame index keeps frames apart), written against `xp` = NumPy or CuPy. Resizing and warping
   go through `ops`: OpenCV on NumPy frames, and array code (area-weight matrices, bilinear gathers) for CuPy
   frames, which also runs on NumPy (the tests compare it with OpenCV's).
-- Alignment: each face's 5 points are put on the model's ArcFace template (engine.template.model_template) by the
+- Alignment: each face's 5 points are put on the model's ArcFace template (engine.geometry.template) by the
   least-squares similarity transform, as the template check does.
 """
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from fiqa_trt.engine.align import Face
-from fiqa_trt.engine.template import model_template, similarity_transform
+from fiqa_trt.engine.geometry import similarity_transform, template as model_template
 from fiqa_trt.errors import FiqaError
 
 log = logging.getLogger("fiqa_trt")

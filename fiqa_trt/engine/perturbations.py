@@ -152,6 +152,8 @@ class Kind:
     random: bool  # True when each view is random even with every parameter fixed (noise, positions, partners)
     inputs: tuple[str, ...] = ()  # names of the per-image arrays `arrays` returns (the graph's external sources)
     needs_partner: bool = False  # True when each view blends in another input image (fed by the pipeline)
+    warps: bool = False  # True when the view is one affine warp (input "matrix"): the pipeline composes the image's
+    # placement on the template into it, so the placed view is one interpolation of the unplaced image
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -164,9 +166,22 @@ class Kind:
         """The per-image inputs of one view for a batch: name -> (N, ...) array (or a list of N arrays)."""
         raise NotImplementedError
 
+    def short_name(self, spec: "Spec") -> str:
+        """What a view of this spec is, for column labels: the kind and its parameter's value (`lowres10`,
+        `gaussian8`), or each parameter named when the kind has several (`elastic_alpha50_sigma5`)."""
+        if len(self.params) == 1:
+            return f"{self.name}{_short(spec.values[self.params[0].name])}"
+        return "_".join([self.name] + [f"{p.name}{_short(spec.values[p.name])}" for p in self.params])
+
     def operator(self, g: Graph, image, src: dict):
-        """The view's DALI node from the decoded image and the external sources named by `inputs`."""
+        """The view's DALI node from the image and the external sources named by `inputs`: the original as placed on
+        the template, or for a warping kind the image before placement (its matrix then holds the placement)."""
         raise NotImplementedError
+
+
+def _short(value: float | tuple[float, float]) -> str:
+    """A parameter value in a column label: `0.5`, `-1`, a range `-3to3`."""
+    return f"{value[0]:g}to{value[1]:g}" if isinstance(value, tuple) else f"{value:g}"
 
 
 def _affine_matrix(rot: float, scale: float, tx: float, ty: float, flip: float, h: int, w: int) -> np.ndarray:
@@ -183,6 +198,16 @@ def _affine_matrix(rot: float, scale: float, tx: float, ty: float, flip: float, 
 
 class Affine(Kind):
     FLIP = 16  # counter of the flip coin
+
+    def short_name(self, spec):
+        """The transform's parts that are not the identity: `flip`, `rot6`, `scale0.95`, `flip_tx-1` (a flip
+        drawn with probability p: `flip0.5`); `affine` for the identity."""
+        v = spec.values
+        flip = v["flip"]
+        parts = [] if flip == 0 else ["flip" if flip == 1 else f"flip{_short(flip)}"]
+        parts += [f"{k}{_short(v[k])}" for k, identity in (("rot", 0), ("scale", 1), ("tx", 0), ("ty", 0))
+                  if v[k] != identity]
+        return "_".join(parts) or self.name
 
     def arrays(self, spec, draws, h, w):
         v, n = draw_values(spec, draws), len(draws)
@@ -204,7 +229,7 @@ class Affine(Kind):
         return {"matrix": m.astype(np.float32)}
 
     def operator(self, g, image, src):
-        return g.fn.warp_affine(image, matrix=src["matrix"], interp_type=g.types.INTERP_LINEAR)
+        return g.fn.warp_affine(image, matrix=src["matrix"], size=(g.h, g.w), interp_type=g.types.INTERP_LINEAR)
 
 
 class Gaussian(Kind):
@@ -428,7 +453,7 @@ KINDS: dict[str, Kind] = {
                 Param("ty", 0.0, -1000, 1000, "vertical translation in pixels"),
                 Param("flip", 1.0, 0, 1, "probability of a horizontal flip (1: always, 0: never)"),
             ),
-            random=False, inputs=("matrix",),
+            random=False, inputs=("matrix",), warps=True,
         ),
         Gaussian(
             "gaussian",
@@ -593,13 +618,15 @@ class View:
     index: int
     spec: Spec
     repeat: int
-    spec_number: int | None = None  # 1-based position of its spec among the specs, set when specs share a kind
+    spec_number: int | None = None  # 1-based position of its spec among the specs, set when specs share a name
 
     @property
     def label(self) -> str:
-        """A unique column label: the kind, the repeat for a random spec, and `_p<n>` (the n-th --perturb) when
-        several specs share the kind (`affine_p1`, `affine_p2`, `gaussian0_p3`)."""
-        label = f"{self.spec.kind.name}{self.repeat}" if not self.spec.deterministic else self.spec.kind.name
+        """A column label that says what the view is, unique within a plan: the spec's short name
+        (`Kind.short_name`: `flip`, `rot6`, `lowres10`), `_<repeat>` for each view of a random spec
+        (`gaussian8_0`), and `_p<n>` (the n-th spec) when several specs have the same short name."""
+        label = self.spec.kind.short_name(self.spec)
+        label = label if self.spec.deterministic else f"{label}_{self.repeat}"
         return label if self.spec_number is None else f"{label}_p{self.spec_number}"
 
     def arrays(self, words: np.ndarray, h: int, w: int) -> dict[str, np.ndarray | list]:
@@ -612,10 +639,10 @@ def plan_views(specs: list[Spec], views: int) -> list[View]:
         raise FiqaError("--views must be at least 1")
     if not specs:
         specs = [parse_spec(DEFAULT_SPEC)]
-    kinds = [spec.kind.name for spec in specs]
+    names = [spec.kind.short_name(spec) for spec in specs]
     plan: list[View] = []
     for number, spec in enumerate(specs, 1):
-        shared = kinds.count(spec.kind.name) > 1
+        shared = names.count(names[number - 1]) > 1
         for r in range(1 if spec.deterministic else views):
             plan.append(View(len(plan), spec, r, number if shared else None))
     return plan

@@ -299,6 +299,6 @@ def _realign(settings: ScoringSettings, recipe, inputs: str) -> tuple[str, bool,
     else:
         mode, source = "off", "a --perturb stability score is not realigned (--realign auto realigns)"
     if inputs == CROPS and mode != "off":
-        return "off", each, (f"{source} says {mode}, but crops scored one at a time are scored as sent: the "
-                             "template check needs a set of input files"), each_source
+        return "off", each, (f"{source} says {mode}, but crops scored one at a time (serve, gate) are scored as "
+                             "sent"), each_source
     return mode, each, source, each_source

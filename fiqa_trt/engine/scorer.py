@@ -5,8 +5,12 @@ quality(I) = aggregate_k cos(E(I), E(P_k(I))). Per batch of N images the produce
 N originals and their N*K views, embedded together in one runner call (the original embedding is computed once and
 shared by all K views). Decoding and perturbing batch i+1 runs in a worker thread while batch i is in the model.
 Per-item failures (unreadable, not an image, undecodable) become error rows; the other items are still scored.
-`Scorer.embed` yields the raw (n, 1+K, D) embeddings per batch, for callers that need them (evaluation: the
-originals give the verification similarities); `Scorer.score` is `embed` followed by the quality kernel.
+
+One batch loop (`Scorer._run`) serves every entry point; they differ only in what the items hold and what they
+return: `score` / `embed` read files (Results, or the raw (n, 1+K, D) embeddings per batch for callers that need
+them: evaluation's originals give the verification similarities), `score_encoded` takes encoded images held in
+memory (uploads), `score_crops` / `embed_crops` take RGB pixels (crops a detector aligned), handed to the pipeline
+as they are. `score`/`embed` produce in a worker thread; the in-memory entry points in the calling thread.
 
 The device follows the runner's: with a CUDA runner the pipeline decodes and perturbs on the GPU, its output
 reaches the runner as a CuPy array (DLPack, ordered on the scorer's CUDA stream), the quality kernel runs on the
@@ -26,7 +30,7 @@ import numpy as np
 
 from fiqa_trt import kernels
 from fiqa_trt.quality import Pass, Recipe, scale
-from fiqa_trt.engine.batching import PRODUCER_STAGES, Batch, BatchProducer, png, produce_in_thread
+from fiqa_trt.engine.batching import PRODUCER_STAGES, Batch, BatchProducer, produce_in_thread
 from fiqa_trt.engine.budget import check_batch
 from fiqa_trt.engine.device import Device, array_module, parse_device
 from fiqa_trt.engine.inputs import Item
@@ -66,16 +70,18 @@ class Scorer:
 
     def __init__(self, runner: Runner, perturb: list[str] | None = None, views: int = 1, agg: str = "mean",
                  seed: int = 0, batch_size: int = 32, threads: int | None = None, aligner=None, recipe=None,
-                 unified_scale: scale.Scale | None = None):
+                 unified_scale: scale.Scale | None = None, recipe_source: str | None = None):
         """`recipe` (quality.Recipe): its views and fusion replace `perturb`, `views`' specs and `agg`; without one
         the quality is the seed's stability score of `perturb`. `unified_scale`: the 0-100 scale of the qualities
-        (default: the recipe's calibration, if any)."""
+        (default: the recipe's calibration, if any); `recipe_source`: where the recipe came from (a line for
+        reports). `aligner`: an `engine.align.FaceAligner` (photos) or an `engine.template.Realigner` (crops put back
+        on the template), applied to every item and mixup partner inside the pipeline."""
         if agg not in kernels.AGGREGATIONS:
             raise FiqaError(f"unknown aggregation '{agg}'; use one of: {', '.join(kernels.AGGREGATIONS)}")
         if recipe is not None:
             perturb, agg = list(recipe.perturb), recipe.agg
             recipe.check_runnable()  # a ui signal needs a centre (its size is checked on the embeddings)
-        self.recipe = recipe
+        self.recipe, self.recipe_source = recipe, recipe_source
         # what `_quality` evaluates: the recipe, or the plain stability score of the given views
         self.method = recipe if recipe is not None else Recipe("perturb", tuple(perturb or [DEFAULT_SPEC]),
                                                                "stability", agg, realign="off")
@@ -83,14 +89,14 @@ class Scorer:
         if batch_size < 1:
             raise FiqaError("--batch-size must be at least 1")
         self.runner, self.agg, self.seed, self.batch_size = runner, agg, seed, batch_size
-        self.aligner = aligner  # engine.align.FaceAligner: detect and align photos before scoring
+        self.aligner = aligner
         self.threads = threads or os.cpu_count() or 1
         self.specs = [parse_spec(s) for s in (perturb or [DEFAULT_SPEC])]
         self.views: list[View] = plan_views(self.specs, views)
         check_batch(batch_size, len(self.views), runner.config.input_size)  # absurd sizes refused before any work
-        self.resized = 0  # items that were not at the model's input size, over the last `score` / `embed` call
+        self.resized = 0  # items that were not at the model's input size, over the last call
         self.not_crops = 0  # of those, scored without an aligner with no face where the template puts one
-        self.timings = dict.fromkeys(STAGES, 0.0)  # seconds per stage, summed over the last `score` / `embed` call
+        self.timings = dict.fromkeys(STAGES, 0.0)  # seconds per stage, summed over the last call
         kind, index = parse_device(getattr(runner, "device", "cpu"))
         self.device = Device("cuda", index or 0) if kind == "cuda" else Device()
         self.xp = array_module(self.device)
@@ -158,23 +164,24 @@ class Scorer:
         """The 0-100 unified score of qualities on the scorer's `scale` (NaN where there is none or no quality)."""
         return scale.unified(quality, self.scale)
 
-    def embed(self, items: list[Item], progress: Callable[[int], None] | None = None,
-              population: list[Item] | None = None) -> Iterator[Embedded]:
-        """Yield one `Embedded` per batch, in input order: originals and views embedded in one runner call.
+    # ---- the batch loop and its entry points
 
-        `population`: the whole input list when `items` is a shard of it (items keep their `index` in it), so that
-        mixup partners are drawn exactly as in a single run over everything. Embeddings are NumPy arrays."""
-        with closing(self._embedded(items, progress, population)) as batches:
-            for batch in batches:
-                yield batch if batch.embeddings is None else Embedded(batch.items, self._host(batch.embeddings))
-
-    def _embedded(self, items: list[Item], progress: Callable[[int], None] | None,
-                  population: list[Item] | None) -> Iterator[Embedded]:
-        """`embed`, with the embeddings left where the runner put them (CuPy on the GPU path)."""
+    def _run(self, items: list[Item], source: str = "files", population: list[Item] | None = None,
+             progress: Callable[[int], None] | None = None, threaded: bool = True) -> Iterator[Embedded]:
+        """The one batch loop: `Embedded` per batch, in input order, the embeddings left where the runner put them
+        (CuPy on the GPU path). `source`: what the items hold (`batching.SOURCES`); `threaded`: produce in a worker
+        thread at most two batches ahead (else in the calling thread, on the consumer's stream). The stage times,
+        resized and not-crop counts are those of this call."""
+        if source != "files" and any(v.spec.kind.needs_partner for v in self.views):
+            raise FiqaError("mixup perturbations need input files (the partner is another input image); score "
+                            "in-memory images without mixup")
         self.timings, self.resized, self.not_crops = dict.fromkeys(STAGES, 0.0), 0, 0
-        produced = self.producer.batches(items, population, feed_stream=self._feed_stream)
+        feed = self._feed_stream if threaded else None
+        produced = self.producer.batches(items, population, feed_stream=feed, source=source)
         # the pipeline's output is ordered on the feed stream (GPU); the worker builds the pipeline on first use
-        with closing(produce_in_thread(produced, self._on_device(self._feed_stream))) as batches:
+        batches = (produce_in_thread(produced, self._on_device(self._feed_stream)) if threaded
+                   else _produced_in_scope(produced, self._on_device))
+        with closing(batches):
             for batch in batches:
                 self._account(batch)
                 emb = None
@@ -193,74 +200,69 @@ class Scorer:
         for stage, seconds in batch.seconds.items():
             self.timings[stage] += seconds
 
+    def embed(self, items: list[Item], progress: Callable[[int], None] | None = None,
+              population: list[Item] | None = None) -> Iterator[Embedded]:
+        """Yield one `Embedded` per batch of files, in input order: originals and views embedded in one runner call.
+
+        `population`: the whole input list when `items` is a shard of it (items keep their `index` in it), so that
+        mixup partners are drawn exactly as in a single run over everything. Embeddings are NumPy arrays."""
+        with closing(self._run(items, population=population, progress=progress)) as batches:
+            for batch in batches:
+                yield batch if batch.embeddings is None else Embedded(batch.items, self._host(batch.embeddings))
+
     def score(self, items: list[Item], progress: Callable[[int], None] | None = None,
               population: list[Item] | None = None) -> Iterator[Result]:
-        """Yield one Result per item, in input order (`population`: see `embed`)."""
-        with closing(self._embedded(items, progress, population)) as batches:
+        """Yield one Result per file item, in input order (`population`: see `embed`)."""
+        with closing(self._run(items, population=population, progress=progress)) as batches:
             for batch in batches:
                 yield from self._score_batch(batch)
-
-    def score_crops(self, crops: list[np.ndarray], keys: list[str] | None = None) -> np.ndarray:
-        """Qualities of in-memory aligned face crops ((H, W, 3) uint8, RGB), through the same perturbation pipeline
-        and runner as `score`: (N,) float32, NaN where the model returned a zero or non-finite embedding.
-
-        `keys` seed the per-image view draws (default: the position in `crops`). Mixup needs a population of files
-        and is refused here. The pipeline is built once per Scorer and reused."""
-        out = []
-        for emb in self._crop_batches(crops, keys):
-            cos, q = self._quality(emb)
-            q = np.array(q)  # float32 for a stability score, float64 for a weighted one
-            q[np.isnan(cos).any(axis=1)] = np.nan
-            out.append(q)
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-    def embed_crops(self, crops: list[np.ndarray], keys: list[str] | None = None) -> np.ndarray:
-        """The raw embeddings (N, 1+K, D) float32 of in-memory aligned crops and their views (as `score_crops`
-        computes them), on the host: for callers that read other signals off them (`evaluation.calibrate`)."""
-        parts = [self._host(emb).astype(np.float32) for emb in self._crop_batches(crops, keys)]
-        return np.concatenate(parts) if parts else np.zeros((0, 1 + len(self.views), 0), np.float32)
-
-    def _crop_batches(self, crops: list[np.ndarray], keys: list[str] | None):
-        """(n, 1+K, D) embeddings of batches of in-memory crops (where the runner puts them)."""
-        if any(v.spec.kind.needs_partner for v in self.views):
-            raise FiqaError("mixup perturbations need input files; score in-memory crops without mixup")
-        if not crops:
-            return
-        keys = list(keys) if keys is not None else [str(i) for i in range(len(crops))]
-        if len(keys) != len(crops):
-            raise FiqaError("score_crops: give one key per crop")
-        with self._on_device():
-            pipe = self.producer.pipeline()
-        items = []
-        for i, (crop, key) in enumerate(zip(crops, keys)):
-            crop = np.asarray(crop)
-            if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
-                raise FiqaError(f"score_crops: crop {i} must be (H, W, 3) uint8, got {crop.shape} {crop.dtype}")
-            items.append(Item(key, key, data=png(crop), size=crop.shape[:2], index=i))
-        for start in range(0, len(items), self.batch_size):
-            with self._on_device():
-                tensor = pipe.run(items[start : start + self.batch_size])
-            yield self._embed_views(tensor)
 
     def score_encoded(self, items: list[Item]) -> list[Result]:
         """Score images held in memory: each item's `data` is an encoded image file (bytes or a uint8 array) and its
         `key` seeds the view draws, as a file's path relative to INPUT does in `score`: the same file under the same
         key gets the same scores. One Result per item (per face with `all_faces`), in order; what cannot be read,
-        decoded or aligned is an error row, as in `score`. Runs in the calling thread, through the same producer
-        (checks, alignment, the reused DALI pipeline), runner and kernel as `score`. Mixup needs a population of
+        decoded or aligned is an error row, as in `score`. Runs in the calling thread. Mixup needs a population of
         files and is refused here."""
-        if any(v.spec.kind.needs_partner for v in self.views):
-            raise FiqaError("mixup perturbations need input files; score in-memory images without mixup")
-        results: list[Result] = []
-        with closing(self.producer.batches(items, in_memory=True)) as batches:
-            while True:
-                with self._on_device():  # the pipeline's output is ordered on the consumer's stream
-                    batch = next(batches, None)
-                if batch is None:
-                    return results
-                self.resized += batch.resized
-                emb = self._embed_views(batch.tensor) if batch.tensor is not None else None
-                results.extend(self._score_batch(Embedded(batch.items, emb)))
+        return [r for batch in self._run(items, "encoded", threaded=False) for r in self._score_batch(batch)]
+
+    def score_crops(self, crops: list[np.ndarray], keys: list[str] | None = None) -> np.ndarray:
+        """Qualities of in-memory face crops ((H, W, 3) uint8, RGB), through the same pipeline (the pixels as they
+        are, no encoding), runner and recipe as `score`: (N,) float32 (float64 for a fused recipe), NaN where the
+        model returned a zero or non-finite embedding.
+
+        `keys` seed the per-image view draws (default: the position in `crops`). A Scorer with a realigner puts
+        each crop back on the template as `score` does. Mixup needs a population of files and is refused here."""
+        dtype = np.float32 if self.method.fusion == "stability" else np.float64  # as the recipe evaluates
+        out = []
+        for batch in self._run(self._crop_items(crops, keys), "pixels", threaded=False):
+            q = np.full(len(batch.items), np.nan, dtype)
+            if batch.embeddings is not None:
+                cos, fused = self._quality(batch.embeddings)
+                q[[i for i, it in enumerate(batch.items) if it.error is None]] = np.where(
+                    np.isnan(cos).any(axis=1), np.nan, fused)
+            out.append(q)
+        return np.concatenate(out) if out else np.zeros(0, dtype)
+
+    def embed_crops(self, crops: list[np.ndarray], keys: list[str] | None = None) -> np.ndarray:
+        """The raw embeddings (N, 1+K, D) float32 of in-memory crops and their views (as `score_crops` computes
+        them), on the host: for callers that read other signals off them (`evaluation.calibrate`)."""
+        parts = [self._host(b.embeddings).astype(np.float32)
+                 for b in self._run(self._crop_items(crops, keys), "pixels", threaded=False)]
+        return np.concatenate(parts) if parts else np.zeros((0, 1 + len(self.views), 0), np.float32)
+
+    @staticmethod
+    def _crop_items(crops: list[np.ndarray], keys: list[str] | None) -> list[Item]:
+        """Items holding checked in-memory crops (FiqaError for a crop that is not (H, W, 3) uint8)."""
+        keys = list(keys) if keys is not None else [str(i) for i in range(len(crops))]
+        if len(keys) != len(crops):
+            raise FiqaError("score_crops: give one key per crop")
+        items = []
+        for i, (crop, key) in enumerate(zip(crops, keys)):
+            crop = np.asarray(crop)
+            if crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3 or min(crop.shape[:2]) < 1:
+                raise FiqaError(f"score_crops: crop {i} must be (H, W, 3) uint8, got {crop.shape} {crop.dtype}")
+            items.append(Item(key, key, data=np.ascontiguousarray(crop), index=i))
+        return items
 
     def _score_batch(self, batch: Embedded) -> Iterator[Result]:
         nan = np.full(len(self.views), np.nan, np.float32)
@@ -281,3 +283,15 @@ class Scorer:
             else:
                 self.not_crops += it.photo_like
                 yield Result(it.path, float(q[j]), cos[j], None, it.det_score, it.box, float(scores[j]))
+
+
+def _produced_in_scope(batches: Iterator[Batch], scope) -> Iterator[Batch]:
+    """Each batch of `batches` produced inside a fresh `scope()` (the consumer's CUDA device and stream: the
+    pipeline's output is then ordered on the stream the runner reads it on)."""
+    with closing(batches):
+        while True:
+            with scope():
+                batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch

@@ -41,9 +41,8 @@ class ScoringSettings:
     detector: str = "hog"
     min_face_score: float | None = None  # with align: weaker detections are not faces (None: the detector's default)
     recipe: object = None  # a recipe name, a recipe JSON file or an engine.recipes.Recipe (None: the model's own)
-    realign: str | None = None  # the template check: auto, on, off (None: the recipe's own setting)
-    realign_each: bool | None = None  # realign each crop by its own points (None: the recipe's own setting)
-    template: tuple | None = None  # the 2x3 realignment matrix the check found (set by `engine.session`)
+    realign: str | None = None  # the template check of each crop: auto, on, off (None: the recipe's own setting)
+    realign_each: bool | None = None  # realign every crop by its own points, as `on` (None: the recipe's own setting)
     extra: dict = field(default_factory=dict, compare=False)  # options a caller passes through untouched
 
     def __post_init__(self):

@@ -359,7 +359,6 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
     as they are) and `stability` (realigned as it says), each from a pass of its own. `phase(name, total)`: each
     step as it starts (the passes with their image counts); `progress(n)`: images embedded in the current pass."""
     phase = phase or (lambda name, total=None: None)
-    from fiqa_trt.engine.inputs import Item
     from fiqa_trt.engine.recipes import calibrated_name
     from fiqa_trt.engine.session import open_session
     from fiqa_trt.engine.settings import ScoringSettings
@@ -382,24 +381,16 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
         raise FiqaError(f"{len(missing)} images of the pairs are not in the identity folders under {root} (e.g. "
                         f"{missing[0]})")
     _, _, cut = halves(pairs, seed)
-    items = [Item(str(root / k), k) for k in keys]
     base = ScoringSettings(seed=seed, batch_size=batch_size, threads=threads)
-    placed: dict = {}  # (realign mode, each crop by its own points) -> (settings with the check's result, report)
 
     def session_for(r, mode=None, **changes):
-        """A session on `runner` scoring with recipe `r` (or `changes`), the images put on the template as `mode`
-        says (default: `realign`, else the recipe's own); the template check runs once per mode."""
+        """A session on `runner` scoring with recipe `r` (or `changes`), each image put on the template as `mode`
+        says (default: `realign`, else the recipe's own; the template check is made per crop)."""
         mode = mode or (realign or r.realign, r.realign_each)
-        if mode not in placed:
-            # the check needs no recipe (a recipe still to be fitted may lack its centre): its views suffice
-            checked = open_session(base.with_(perturb=tuple(r.perturb), realign=mode[0], realign_each=mode[1]),
-                                   items, runner=runner)
-            placed[mode] = (checked.settings, checked.template_report)
-        return open_session(placed[mode][0].with_(**({"recipe": r, "perturb": ()} | changes)), runner=runner)
+        return open_session(base.with_(**({"recipe": r, "perturb": (), "realign": mode[0], "realign_each": mode[1]}
+                                          | changes)), runner=runner)
 
     mode = (realign or recipe.realign, recipe.realign_each)
-    phase("checking the template", None)
-    session_for(recipe, mode, recipe=None, perturb=tuple(recipe.perturb))
     centre_note = None
     if recipe.reads_centre:
         sample = dev_sample(keys, cut, seed)
@@ -407,8 +398,8 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
         phase(f"the centre: {recipe.centre_view} views of dev images", len(sample))
         recipe = replace(recipe, centre=ui_centre(centre_view, root, sample, progress))
         centre_note = f"{recipe.centre_view} views of {len(sample)} dev images"
-    scorer = session_for(recipe, mode).scorer
-    aligner = scorer.aligner
+    session = session_for(recipe, mode)
+    scorer, aligner = session.scorer, session.scorer.aligner
     phase("embedding", len(keys))
     main = engine_pass(scorer, recipe, root, keys, progress, REFERENCE_SIGNALS)
     failed = sorted(set(main.errors) & set(pairs.keys))
@@ -427,7 +418,8 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
     agreed = degradations.agreement(fuse(check["clean"], result.weights),
                                     {k: fuse(v, result.weights) for k, v in check.items() if k != "clean"})
     report = {"images": len(keys), "protocol": source, "split": cut.describe(), "split_seed": seed,
-              "template_check": placed[mode][1], "centre": centre_note,
+              "template_check": "; ".join([session.template_report] + ([aligner.describe()] if hasattr(
+                  aligner, "counts") else [])), "centre": centre_note,
               "dev": result.half("dev"), "test": result.half("test"), "weights": result.weights,
               "degradation_check": {"faces": int(len(check["clean"][own[0]])), "floor": round(degradations.FLOOR, 4),
                                     "agreement": {k: round(v, 3) for k, v in agreed.items()},

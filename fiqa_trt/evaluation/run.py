@@ -175,12 +175,10 @@ def _session(scoring: ScoringSettings, pair_set):
     """The session of the run (`engine.session.open_session`): the quality recipe evaluated with the specs
     (--recipe, or the model's own), the runner, and the template realigner every embedding of the run goes through,
     verification included (`scoring.realign`, default: the recipe's setting, as for `score`)."""
-    from fiqa_trt.engine.inputs import Item
     from fiqa_trt.engine.session import open_session
 
-    items = [Item(str(pair_set.root / k), k) for k in pair_set.keys]
     # --views and --agg shape the specs' methods; the recipe's method has its own views
-    return open_session(scoring.with_(perturb=(), views=1, agg="mean"), items)
+    return open_session(scoring.with_(perturb=(), views=1, agg="mean"))
 
 
 def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], None] | None = None,
@@ -245,7 +243,7 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
         scores.append(rep.Method(name, "external", f"{path}" + (" (negated: lower is better)" if negate else ""),
                                  -values if negate else values))
     specs = list(sweep.ALL_KINDS) + list(scoring.perturb) if s.all_kinds else list(scoring.perturb) or None
-    phase("opening the model and checking the template", None)
+    phase("opening the model", None)
     session = _session(scoring, pair_set)
     for line in session.resolution.lines() if detail else ():
         detail(line)

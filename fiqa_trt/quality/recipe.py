@@ -9,8 +9,8 @@ A recipe names
 - `fusion`: `stability` (the seed's score: `kernels.quality`, the mean, min or median of every view's cosine with
   its original, `agg`; no signals) or `weighted_log`: quality = sum_i w_i * s_i over the signals (each already a
   log, so a weighted log-product);
-- `realign`: the template-alignment step (`engine.template`): `auto`, `on` or `off`; `realign_each`: each crop by
-  its own five points instead of one median transform for all;
+- `realign`: the per-crop template check (`engine.template`): `auto`, `on` or `off`; `realign_each`: every crop by
+  its own five points (`auto` acts as `on`);
 - `calibration`: the raw quality's 1st and 99th percentile on the data it was calibrated on, the ends of the 0-100
   score (`quality.scale`), and `figures`: what chose the recipe (pairs, split, pAUCs).
 
@@ -67,7 +67,7 @@ class Recipe:
     agg: str = "mean"
     signals: tuple[tuple[str, float], ...] = ()  # (signal, weight) for weighted_log
     realign: str = "auto"  # auto | on | off
-    realign_each: bool = False  # realign each crop by its own points (else one median transform for all)
+    realign_each: bool = False  # realign every crop by its own points, also those on a known template (as `on`)
     calibration: tuple[float, float] | None = None  # raw quality at the 1st and 99th percentile (-> 0 and 100)
     figures: dict = field(default_factory=dict, compare=False, hash=False)
     centre: tuple[float, ...] | None = None  # unit unrecognisable-identity centre, for the ui signals
