@@ -15,7 +15,7 @@ where the CPU has it):
 - `as_shipped`: each version's own `--realign auto` (before: one median transform estimated from a sample of the
   run's own crops; after: each crop's own template check). The same figures: what the per-crop check changes.
 - Host seconds per realigned crop: the scorer's `align` stage (before: decode, warp, PNG; after: decode, O-Net,
-  matrix) over the crops, and the before version's template check of the sample (once per run) apart.
+  matrix) over the crops, and the time the before version took to make its realigner (its sample's check) apart.
 - `fiqa-trt score` throughput: the whole command on `--throughput-images` crops (a list file), before and after in
   turn, `--rounds` times each: wall seconds and the images/s the command prints for its scoring loop.
 Timings need a quiet machine.

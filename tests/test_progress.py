@@ -93,5 +93,5 @@ def test_calibrate_with_its_output_redirected_reports_progress(random_model, ide
     code, text = run_redirected(tmp_path, "calibrate", random_model, identity_folders, "--recipe",
                                 "lognorm-ui-flip", "--no-store", "--bootstrap", "0", "--batch-size", "4")
     assert code == 0, text
-    check_progress(text, ["opening the model", "checking the template", "the centre: lowres", "embedding: 0/32",
+    check_progress(text, ["opening the model", "the centre: lowres", "embedding: 0/32",
                           "embedding: 32/32 done", "the degradation check", "fitting the weights"])
