@@ -79,13 +79,16 @@ def shipped_aligner(items, size):
 
 
 def measure(keys: list[str], out: Path) -> None:
-    from fiqa_trt.engine import recipes
     from fiqa_trt.engine.inputs import Item
     from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.engine.scorer import Scorer
 
     items = [Item(str(LFW / k), k) for k in keys]
-    recipe, _ = recipes.resolve(None, MODEL)
+    try:
+        from fiqa_trt.engine.resolve import resolve_recipe
+    except ImportError:  # an older revision
+        from fiqa_trt.engine.recipes import resolve as resolve_recipe
+    recipe, _ = resolve_recipe(None, MODEL)
     arrays, report = {}, {}
     for backend, precision in PRECISIONS:
         runner = load_runner(str(MODEL), backend, precision)

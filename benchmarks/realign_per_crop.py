@@ -63,7 +63,7 @@ def run_median_realigner(items, size):
 def engine_pass(runner, recipe, items, aligner):
     """(originals (N, D), fused quality (N,), seconds) of the default recipe with its packaged weights."""
     from fiqa_trt.engine.scorer import Scorer
-    from fiqa_trt.evaluation.calibrate import fuse, pass_signals
+    from fiqa_trt.quality import Pass
 
     scorer = Scorer(runner, recipe=recipe, aligner=aligner, batch_size=32)
     originals, quality, start = [], [], time.perf_counter()
@@ -71,16 +71,16 @@ def engine_pass(runner, recipe, items, aligner):
         if batch.embeddings is None or any(it.error for it in batch.items):
             raise SystemExit(f"an LFW crop failed: {next(it for it in batch.items if it.error)}")
         originals.append(batch.embeddings[:, 0].astype(np.float32))
-        quality.append(fuse(pass_signals(recipe, batch.embeddings, scorer.view_specs), dict(recipe.signals)))
+        quality.append(recipe.evaluate(Pass(batch.embeddings, scorer.view_specs)).quality)
     return np.concatenate(originals), np.concatenate(quality), time.perf_counter() - start
 
 
 def main() -> None:
     from fiqa_trt.benchmark import provenance
-    from fiqa_trt.engine import recipes
     from fiqa_trt.engine.inputs import Item
     from fiqa_trt.engine.models import default_model_path
     from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.engine.resolve import resolve_recipe
     from fiqa_trt.engine.template import realigner_for
     from fiqa_trt.evaluation import bootstrap, edc, protocols, split, sweep
 
@@ -101,7 +101,7 @@ def main() -> None:
     for model in args.models.split(","):
         path = MODELS[model] or default_model_path()
         runner = load_runner(str(path), "onnxruntime", "fp32")
-        recipe, source = recipes.resolve(None, path)
+        recipe, source = resolve_recipe(None, path)
         size = runner.config.input_size
         out = {"recipe": recipe.name, "recipe_source": source, "variants": {}}
         paucs = {}

@@ -84,14 +84,14 @@ def test_each_crop_is_put_on_the_template_by_itself(lfw_files):
 def test_a_crop_scores_the_same_in_any_set(lfw_files, real_model):
     """The default recipe realigns: a crop's quality and 0-100 score are the same scored with the whole set, with
     random subsets of it in any order and batch size, and alone."""
-    from fiqa_trt.engine import recipes
     from fiqa_trt.engine.inputs import Item
+    from fiqa_trt.engine.resolve import resolve_recipe
     from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.engine.scorer import Scorer
     from fiqa_trt.engine.template import realigner_for
 
     runner = load_runner(str(real_model), "onnxruntime", "fp32", threads=2)
-    recipe, _ = recipes.resolve(None, real_model)
+    recipe, _ = resolve_recipe(None, real_model)
     files = lfw_files[7::613]
     items = [Item(str(f), f"{f.parent.name}/{f.name}") for f in files]
 
