@@ -34,9 +34,9 @@ def test_a_pass_computes_once_and_selects_specs():
     with pytest.raises(ValueError):
         Pass(emb, [0, 1])
     observed = np.arange(5 * 4 * 2, dtype=np.float32).reshape(5, 4, 2)  # reduced activations of the same forwards
-    np.testing.assert_array_equal(Pass(emb, [0, 1, 0], observed).select([1]).observed, observed[:, [0, 2]])
+    np.testing.assert_array_equal(Pass(emb, [0, 1, 0], observed, ("a", "b")).select([1]).observed, observed[:, [0, 2]])
     with pytest.raises(ValueError):
-        Pass(emb, [0, 1, 0], observed[:, :2])
+        Pass(emb, [0, 1, 0], observed[:, :2], ("a", "b"))
 
 
 def test_each_signal_reads_what_it_says():

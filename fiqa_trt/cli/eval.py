@@ -57,6 +57,11 @@ def eval_command(
                                    "default strength (plus any --perturb)."),
     norm: bool = typer.Option(False, "--norm", help="Also evaluate the L2 norm of the model's raw embedding (no "
                               "extra forward pass) as a quality."),
+    method: Optional[list[str]] = typer.Option(None, "--method", help="Another recipe evaluated as a method in "
+                                               "the same pass, by name or JSON file, repeatable: e.g. froq (FROQ, "
+                                               "its layers packaged for the model or fitted by fiqa-trt calibrate "
+                                               "--recipe froq), fast (the model's one-forward recipe), seed; each "
+                                               "is method recipe:NAME."),
     pair_quality: str = typer.Option("min", "--pair-quality", help="Pair quality from its two images: min, max, "
                                      "mean."),
     discard: str = typer.Option("mated", "--discard", help="What the discard fraction counts: mated (the mated "
@@ -95,7 +100,8 @@ def eval_command(
                             generator=generator, max_images_per_identity=max_images,
                             max_mated_per_identity=max_mated, impostors=impostors, pair_limit=pair_limit,
                             half=half, split_seed=split_seed, cross_quality=cross_quality,
-                            cross_quality_kinds=tuple(cross_quality_kinds or ()), norm=norm, discard=discard, bootstrap=bootstrap,
+                            cross_quality_kinds=tuple(cross_quality_kinds or ()), norm=norm,
+                            methods=tuple(method or ()), discard=discard, bootstrap=bootstrap,
                             bootstrap_seed=bootstrap_seed, compare=tuple(compare or ()),
                             all_kinds=all_kinds, pair_quality=pair_quality, fmrs=tuple(fmr or ()),
                             pauc_limits=tuple(pauc_limit or ()), compat=compat, external=tuple(external or ()),

@@ -40,7 +40,10 @@ def _load(name_or_file: str) -> tuple[Recipe, str, str | None, str | None]:
 
     record = record_of_recipe(name_or_file)
     if record is not None:
-        return Recipe.from_dict(record.recipe, "model registry"), "named recipe", record.sha256, record.name
+        from fiqa_trt.weights.registry import packaged_names
+
+        return (Recipe.from_dict(packaged_names(record)[name_or_file], "model registry"), "named recipe",
+                record.sha256, record.name)
     path = Path(name_or_file)
     if path.suffix.lower() == ".json" or path.is_file():
         document = _read_file(path)
@@ -53,7 +56,9 @@ def known_names() -> list[str]:
     """Every recipe name `load` knows: the named recipes and the models' packaged defaults."""
     from fiqa_trt.weights.registry import KNOWN_MODELS
 
-    return list(RECIPES) + [m.recipe["name"] for m in KNOWN_MODELS if m.recipe]
+    from fiqa_trt.weights.registry import packaged_names
+
+    return list(RECIPES) + [name for m in KNOWN_MODELS for name in packaged_names(m)]
 
 
 def _read_file(path: Path) -> dict:

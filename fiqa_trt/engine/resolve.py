@@ -199,12 +199,17 @@ def default_recipe(sha256: str | None, metadata_recipe: dict | None = None):
     return STABILITY, "no recipe known for this model: stability only (fiqa-trt calibrate fits one)"
 
 
+ROLES = ("fast", "froq")  # named recipes packaged per model beside its default (`weights.registry.variant_for`)
+
+
 def resolve_recipe(option: str | None, model_path: str | Path | None, sha256: str | None = None,
                    metadata: dict | None = None):
     """The recipe a command runs (`--recipe NAME|FILE`, or the model's default) and where it came from. A named
     recipe without a calibration takes the model's recorded 0-100 calibration for that name, if any. A named recipe
-    that needs a centre (`lognorm-ui-flip`) is the model's calibrated one when `fiqa-trt calibrate` fitted it for
-    this model. A recipe file fitted for another model file is used as asked, with a warning. `sha256` and
+    that needs a centre or layers of the model (`lognorm-ui-flip`, `froq`) is the one packaged for the model in that
+    role, else the model's calibrated one when `fiqa-trt calibrate` fitted it for this model; `fast` (one forward
+    per image) is the one packaged for the model. A recipe file fitted for another model file is used as asked,
+    with a warning. `sha256` and
     `metadata` (the file's fiqa-trt ONNX metadata): what the caller already read of the model file."""
     from fiqa_trt.engine.recipes import RECIPES, _load, cache_file, calibrated_name, load
 
@@ -218,15 +223,34 @@ def resolve_recipe(option: str | None, model_path: str | Path | None, sha256: st
         if metadata is None and path is not None:
             metadata = _metadata(str(path))
         recipe, source = default_recipe(sha, (metadata or {}).get("recipe"))
+    elif option in ROLES and option not in RECIPES:
+        from fiqa_trt.engine.recipes import Recipe
+        from fiqa_trt.weights.registry import variant_for
+
+        packaged = variant_for(sha, option) if sha is not None else None
+        if packaged is None:
+            raise FiqaError(f"no '{option}' recipe is packaged for {path.name if path else 'this model'}: fit one "
+                            "with fiqa-trt calibrate MODEL IMAGES --recipe FILE (a recipe without views that names "
+                            "the model's layers: fiqa-trt weights layers MODEL)")
+        recipe, source = Recipe.from_dict(packaged, "model registry"), f"model registry ('{option}' of this model)"
     else:
         recipe, source, fitted_for, model_name = _load(option)
-        if option in RECIPES and recipe.uses_centre and recipe.centre is None and sha is not None:
+        needs_model = (recipe.uses_centre and recipe.centre is None) or (recipe.uses_layers and not recipe.layers)
+        if option in RECIPES and needs_model and sha is not None:
+            from fiqa_trt.engine.recipes import Recipe
+            from fiqa_trt.weights.registry import variant_for
+
             stored = cache_file(sha)
             fitted = load(str(stored)) if stored.is_file() else None
-            if fitted is None or fitted.name != calibrated_name(option):
-                raise FiqaError(f"recipe '{option}' needs this model's centre and weights: fiqa-trt calibrate "
+            packaged = variant_for(sha, option)
+            if packaged is not None:
+                recipe, source = Recipe.from_dict(packaged, "model registry"), \
+                    f"model registry ('{option}' of this model)"
+            elif fitted is None or fitted.name != calibrated_name(option):
+                raise FiqaError(f"recipe '{option}' needs this model's centre, layers or weights: fiqa-trt calibrate "
                                 f"{path} IMAGES --recipe {option} fits them (then --recipe {option} uses them)")
-            recipe, source = fitted, f"calibrated ({stored})"
+            else:
+                recipe, source = fitted, f"calibrated ({stored})"
         elif sha is not None and fitted_for and fitted_for != sha:
             log.warning("recipe %s was fitted for %s (sha256 %s...), not for this model file: its weights, "
                         "centre and 0-100 calibration may not fit it", option, model_name or "another model",

@@ -60,6 +60,7 @@ class Embedded:
 
     items: list[Item]
     embeddings: np.ndarray | None  # None when no item of the batch could be decoded
+    observed: np.ndarray | None = None  # (n_ok, 1+K, M): the runner's observer outputs (`Scorer.layers`), if any
 
 
 class Scorer:
@@ -81,6 +82,10 @@ class Scorer:
         if recipe is not None:
             perturb, agg = list(recipe.perturb), recipe.agg
             recipe.check_runnable()  # a ui signal needs a centre (its size is checked on the embeddings)
+            wanted = recipe.observers
+            have = runner.observers.layers if getattr(runner, "observers", None) is not None else ()
+            if wanted is not None and not set(wanted.layers) <= set(have):
+                runner = runner.observing(wanted)  # the same model, its calls also reducing the recipe's layers
         self.recipe, self.recipe_source = recipe, recipe_source
         # what `_quality` evaluates: the recipe, or the plain stability score of the given views
         self.method = recipe if recipe is not None else Recipe("perturb", tuple(perturb or [DEFAULT_SPEC]),
@@ -91,8 +96,11 @@ class Scorer:
         self.runner, self.agg, self.seed, self.batch_size = runner, agg, seed, batch_size
         self.aligner = aligner
         self.threads = threads or os.cpu_count() or 1
-        self.specs = [parse_spec(s) for s in (perturb or [DEFAULT_SPEC])]
-        self.views: list[View] = plan_views(self.specs, views)
+        # a recipe may hold no view (its signals read the originals alone: one forward per image)
+        self.specs = [parse_spec(s) for s in (perturb if recipe is not None else perturb or [DEFAULT_SPEC])]
+        self.views: list[View] = plan_views(self.specs, views) if self.specs else []
+        # the layers whose L2 norms each forward also gives (`onnx_export.observers`), in column order
+        self.layers: tuple[str, ...] = runner.observers.layers if getattr(runner, "observers", None) else ()
         check_batch(batch_size, len(self.views), runner.config.input_size)  # absurd sizes refused before any work
         self.resized = 0  # items that were not at the model's input size, over the last call
         self.not_crops = 0  # of those, scored without an aligner with no face where the template puts one
@@ -144,20 +152,29 @@ class Scorer:
     # ---- consumer side: embed and score ----
 
     def _embed_views(self, tensor):
-        """(n, 1+K, H, W, 3) uint8 images -> (n, 1+K, D): originals and views in one runner call (NumPy or CuPy,
-        as the device's pipeline gives them)."""
+        """(n, 1+K, H, W, 3) uint8 images -> ((n, 1+K, D) embeddings, (n, 1+K, M) observer outputs or None):
+        originals and views in one runner call (NumPy or CuPy, as the device's pipeline gives them)."""
         n, views = tensor.shape[:2]
+        flat = tensor.reshape(n * views, *tensor.shape[2:])
         with self._on_device():
-            emb = self.runner.embed(tensor.reshape(n * views, *tensor.shape[2:])).reshape(n, views, -1)
+            if self.layers:
+                out = self.runner.forward(flat)
+                emb, observed = out.embeddings.reshape(n, views, -1), out.observed.reshape(n, views, -1)
+            else:
+                emb, observed = self.runner.embed(flat).reshape(n, views, -1), None
             if self.device.is_cuda:
                 self._stream.synchronize()  # for the stage timings only: the kernel follows on the same stream
-        return emb
+        return emb, observed
 
-    def _quality(self, emb) -> tuple[np.ndarray, np.ndarray]:
+    def _pass(self, emb, observed=None) -> Pass:
+        """The pass of one batch: embeddings and, where the runner observes layers, their L2 norms."""
+        return Pass(emb, self.view_specs, observed, self.layers if observed is not None else None)
+
+    def _quality(self, emb, observed=None) -> tuple[np.ndarray, np.ndarray]:
         """Per-view cosines (n, K) and qualities (n,) on the host: the recipe (or the plain stability score of the
         views) evaluated on the pass where the embeddings are (`quality.Recipe.evaluate`)."""
         with self._on_device():
-            result = self.method.evaluate(Pass(emb, self.view_specs))
+            result = self.method.evaluate(self._pass(emb, observed))
         return result.cosines, result.quality
 
     def unified(self, quality: np.ndarray) -> np.ndarray:
@@ -189,9 +206,9 @@ class Scorer:
                     t0 = time.perf_counter()
                     if batch.ready is not None:
                         self._stream.wait_event(batch.ready)
-                    emb = self._embed_views(batch.tensor)
+                    emb, observed = self._embed_views(batch.tensor)
                     self.timings["inference"] += time.perf_counter() - t0
-                yield Embedded(batch.items, emb)
+                yield Embedded(batch.items, emb, observed)
                 if progress:  # in input files (one photo may give several faces)
                     progress(len({it.index for it in batch.items}))
 
@@ -208,7 +225,9 @@ class Scorer:
         mixup partners are drawn exactly as in a single run over everything. Embeddings are NumPy arrays."""
         with closing(self._run(items, population=population, progress=progress)) as batches:
             for batch in batches:
-                yield batch if batch.embeddings is None else Embedded(batch.items, self._host(batch.embeddings))
+                yield batch if batch.embeddings is None else Embedded(
+                    batch.items, self._host(batch.embeddings),
+                    None if batch.observed is None else self._host(batch.observed))
 
     def score(self, items: list[Item], progress: Callable[[int], None] | None = None,
               population: list[Item] | None = None) -> Iterator[Result]:
@@ -237,7 +256,7 @@ class Scorer:
         for batch in self._run(self._crop_items(crops, keys), "pixels", threaded=False):
             q = np.full(len(batch.items), np.nan, dtype)
             if batch.embeddings is not None:
-                cos, fused = self._quality(batch.embeddings)
+                cos, fused = self._quality(batch.embeddings, batch.observed)
                 q[[i for i, it in enumerate(batch.items) if it.error is None]] = np.where(
                     np.isnan(cos).any(axis=1), np.nan, fused)
             out.append(q)
@@ -249,6 +268,18 @@ class Scorer:
         parts = [self._host(b.embeddings).astype(np.float32)
                  for b in self._run(self._crop_items(crops, keys), "pixels", threaded=False)]
         return np.concatenate(parts) if parts else np.zeros((0, 1 + len(self.views), 0), np.float32)
+
+    def crop_pass(self, crops: list[np.ndarray], keys: list[str] | None = None) -> Pass:
+        """The pass of in-memory crops (as `score_crops` computes it) on the host: embeddings (N, 1+K, D) and the
+        observer outputs of the same calls, for callers that read signals off it (`evaluation.calibrate`)."""
+        batches = [b for b in self._run(self._crop_items(crops, keys), "pixels", threaded=False)
+                   if b.embeddings is not None]
+        if not batches:
+            return Pass(np.zeros((0, 1 + len(self.views), 0), np.float32), self.view_specs)
+        emb = np.concatenate([self._host(b.embeddings).astype(np.float32) for b in batches])
+        observed = None if batches[0].observed is None else np.concatenate(
+            [self._host(b.observed).astype(np.float32) for b in batches])
+        return self._pass(emb, observed)
 
     @staticmethod
     def _crop_items(crops: list[np.ndarray], keys: list[str] | None) -> list[Item]:
@@ -268,7 +299,7 @@ class Scorer:
         nan = np.full(len(self.views), np.nan, np.float32)
         if batch.embeddings is not None:
             t0 = time.perf_counter()
-            cos, q = self._quality(batch.embeddings)
+            cos, q = self._quality(batch.embeddings, batch.observed)
             scores = self.unified(q)
             self.timings["kernels"] += time.perf_counter() - t0
         ok = iter(range(len(batch.embeddings) if batch.embeddings is not None else 0))

@@ -260,7 +260,7 @@ def ui_centre(scorer, root, keys: list[str], progress=None) -> tuple[float, ...]
 
 def crop_signals(scorer, recipe, crops: list[np.ndarray], keys: list[str]) -> dict[str, np.ndarray]:
     """The recipe's signals (name -> (N,)) of in-memory aligned crops, through `scorer` (built with `recipe`)."""
-    return recipe.read_signals(Pass(scorer.embed_crops(crops, keys), scorer.view_specs))
+    return recipe.read_signals(scorer.crop_pass(crops, keys))
 
 
 def degradation_signals(scorer, recipe, root, keys: list[str], aligner=None, seed: int = 0) -> dict[str, dict]:
@@ -317,7 +317,8 @@ def engine_pass(scorer, recipe, root, keys: list[str], progress=None, extra: tup
         errors |= {it.key: it.error for it in batch.items if it.error is not None}
         ok += [it.key for it in batch.items if it.error is None]
         if batch.embeddings is not None:
-            embedded = Pass(batch.embeddings, scorer.view_specs)
+            embedded = Pass(batch.embeddings, scorer.view_specs, batch.observed,
+                            scorer.layers if batch.observed is not None else None)
             originals.append(batch.embeddings[:, 0].astype(np.float32))
             parts.append(recipe.read_signals(embedded, names))
             quality.append(recipe.evaluate(embedded).quality)

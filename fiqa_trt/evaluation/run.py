@@ -51,6 +51,7 @@ class EvalSettings:
     test_fraction: float = 0.5
     all_kinds: bool = False
     norm: bool = False  # also the raw-embedding norm as a method
+    methods: tuple[str, ...] = ()  # more recipes (names or files) evaluated as methods in the same pass
     pair_quality: str = "min"
     fmrs: tuple[float, ...] = ()
     pauc_limits: tuple[float, ...] = ()
@@ -96,7 +97,7 @@ def _parse_compare(specs) -> list[str] | None:
     return list(specs) or None
 
 
-def _check_compare(compare: list[str] | None, specs: list[str] | None, recipe, norm: bool,
+def _check_compare(compare: list[str] | None, specs: list[str] | None, recipes, norm: bool,
                    external: list[str]) -> None:
     """Refuse, before the embedding pass, a --compare side that names no method of this run."""
     if not compare:
@@ -106,7 +107,7 @@ def _check_compare(compare: list[str] | None, specs: list[str] | None, recipe, n
     from fiqa_trt.evaluation.report import split_compare
 
     names = sweep.method_names([parse_spec(x).label() for x in (specs or [DEFAULT_SPEC])])
-    names += ([f"recipe:{recipe.name}"] if recipe is not None else []) + ([sweep.NORM] if norm else [])
+    names += [f"recipe:{r.name}" for r in recipes] + ([sweep.NORM] if norm else [])
     for spec in compare:
         split_compare(spec, set(names + list(external) + ["random"]))
 
@@ -181,6 +182,22 @@ def _session(scoring: ScoringSettings, pair_set):
     return open_session(scoring.with_(perturb=(), views=1, agg="mean"))
 
 
+def _methods(names: tuple[str, ...], session, recipe) -> list:
+    """The recipes of --method, resolved for the run's model (a name packaged or calibrated for it, or a file);
+    FiqaError for one that is the run's recipe already or given twice."""
+    from fiqa_trt.engine.resolve import resolve_recipe
+
+    out = []
+    for name in names:
+        extra, _ = resolve_recipe(name, session.resolution.model)
+        taken = [r.name for r in ([recipe] if recipe is not None else []) + out]
+        if extra.name in taken:
+            raise FiqaError(f"--method {name}: recipe '{extra.name}' is evaluated already")
+        extra.check_runnable()
+        out.append(extra)
+    return out
+
+
 def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], None] | None = None,
              progress: Callable[[int, int], None] | None = None,
              phase: Callable[[str, int | None], None] | None = None,
@@ -253,7 +270,9 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
         recipe = None  # the fallback is the seed's view again: nothing to add to the specs' methods
     out.mkdir(parents=True, exist_ok=True)
 
-    _check_compare(compare, specs, recipe, s.norm, [m.name for m in scores])
+    extra = _methods(s.methods, session, recipe)
+    recipes = ([recipe] if recipe is not None else []) + extra
+    _check_compare(compare, specs, recipes, s.norm, [m.name for m in scores])
     plots_on = s.plots
     if plots_on and importlib.util.find_spec("matplotlib") is None:
         plots_on = False
@@ -262,14 +281,14 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
     if say:
         say(f"{pair_set.describe()}; model {runner.config.name} on {runner.name}")
         say(template_report)
-        if recipe is not None:
-            say(f"{recipe.describe()}: evaluated as method recipe:{recipe.name}")
+        for r in recipes:
+            say(f"{r.describe()}: evaluated as method recipe:{r.name}")
     phase("embedding", len(pair_set.keys))
     started = time.perf_counter()
     embedded = sweep.embed_specs(runner, pair_set.root, pair_set.keys, specs, scoring.views, scoring.agg, scoring.seed,
                                  scoring.batch_size, scoring.threads,
                                  progress=(lambda n: progress(n, len(pair_set.keys))) if progress else None,
-                                 recipes=[recipe] if recipe is not None else [],
+                                 recipes=recipes,
                                  placement=session.settings.with_(realign_each=session.resolution.realign_each))
     elapsed = time.perf_counter() - started
     phase("evaluating (EDC, intervals, files" + (", pictures)" if plots_on else ")"), None)
@@ -290,7 +309,8 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
                      "test_fraction": s.test_fraction, "cross_quality": cross},
         "edc": {"pair_quality": pair_quality, "discard": s.discard, "bootstrap": s.bootstrap,
                 "bootstrap_seed": s.bootstrap_seed, "norm": s.norm},
-        "recipe": recipe.to_dict() if recipe is not None else None, "template_check": template_report,
+        "recipe": recipe.to_dict() if recipe is not None else None,
+        "methods": [r.to_dict() for r in extra], "template_check": template_report,
         "realigned": aligner is not None, "resolution": session.resolution.to_dict()}
     rep.write_report(report, out)
     rep.write_qualities(out / "qualities.csv", pair_set.keys, methods, embedded.errors)

@@ -83,6 +83,11 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
         for spec in recipe.perturb:
             if parse_spec(spec).label() not in {parse_spec(x).label() for x in specs}:
                 specs.append(spec)
+    layers = tuple(dict.fromkeys(x for r in recipes if r.observers is not None for x in r.layers))
+    if layers:  # the recipes' observer signals: every forward of the pass also gives those layers' L2 norms
+        from fiqa_trt.onnx_export.observers import Observers
+
+        runner = runner.observing(Observers(layers))
     settings = (placement or ScoringSettings()).with_(perturb=tuple(specs), views=views, agg=agg, seed=seed,
                                                       batch_size=batch_size, threads=threads, recipe=None)
     scorer = open_session(settings, runner=runner).scorer
@@ -111,7 +116,8 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
             if it.error is not None:
                 errors[it.key] = it.error
         if batch.embeddings is not None:
-            embedded = Pass(batch.embeddings, scorer.view_specs)
+            embedded = Pass(batch.embeddings, scorer.view_specs, batch.observed,
+                            scorer.layers if batch.observed is not None else None)
             if originals is None:
                 originals = np.full((n, embedded.dim), np.nan, np.float32)
             rows = row + np.array(ok, dtype=np.int64)

@@ -30,17 +30,22 @@ def array_module(array):
 class Pass:
     """One embedding pass: `embeddings` (N, 1 + K, D), originals first, and `view_specs[k]`, the index of the
     perturbation spec view k comes from; `observed` (N, 1 + K, M), where the runner was asked for them, the reduced
-    intermediate activations of the same call (`Runner.forward`'s observer outputs), for signals that read them.
+    intermediate activations of the same call (`Runner.forward`'s observer outputs), for signals that read them,
+    and `layers`, the layer whose L2 norm each of the M columns is (`onnx_export.observers`, reduction `l2`).
+    A pass may hold no view (K = 0): the originals alone, for recipes that read nothing but them.
     Everything derived is computed on the embeddings' device and cached."""
 
-    def __init__(self, embeddings, view_specs: Sequence[int], observed=None):
+    def __init__(self, embeddings, view_specs: Sequence[int], observed=None, layers: Sequence[str] | None = None):
         if embeddings.ndim != 3 or embeddings.shape[1] != 1 + len(view_specs):
             raise ValueError(f"a pass of {len(view_specs)} view(s) needs (N, {1 + len(view_specs)}, D) embeddings, "
                              f"got shape {tuple(embeddings.shape)}")
         if observed is not None and tuple(observed.shape[:2]) != tuple(embeddings.shape[:2]):
             raise ValueError(f"observer outputs of shape {tuple(observed.shape)} do not match the pass's "
                              f"{tuple(embeddings.shape[:2])} forwards")
+        if observed is not None and (layers is None or len(layers) != observed.shape[2]):
+            raise ValueError("observer outputs need the name of the layer of each column")
         self.embeddings, self.observed = embeddings, observed
+        self.layers = tuple(layers) if observed is not None else ()
         self.view_specs = tuple(int(i) for i in view_specs)
         self.xp = array_module(embeddings)
         self._cache: dict = {}
@@ -73,12 +78,28 @@ class Pass:
     def kernel(self, agg: str = "mean"):
         """(cosines (N, K), quality (N,)), float32: `kernels.quality` of this pass, each view against its original,
         aggregated by `agg` (the stability score)."""
+        if not self.view_specs:  # no view: no cosine, no stability score
+            n = len(self)
+            return self._cached(("kernel", agg), lambda: (self.xp.zeros((n, 0), self.xp.float32),
+                                                          self.xp.full(n, self.xp.nan, self.xp.float32)))
         return self._cached(("kernel", agg), lambda: kernels.quality(self.embeddings, agg))
 
     def view_cosines(self):
         """(N, K) float32 cosine of each view's embedding with its original's (whichever aggregation computed it)."""
         done = [v for k, v in self._cache.items() if isinstance(k, tuple) and k[0] == "kernel"]
         return done[0][0] if done else self.kernel()[0]
+
+    def layer_norms(self, layers: Sequence[str]):
+        """(N, 1 + K, len(layers)) float32 L2 norms of those layers' activations in every forward (observer outputs
+        of the runner call that embedded the pass)."""
+        missing = [x for x in layers if x not in self.layers]
+        if missing:
+            from fiqa_trt.errors import FiqaError
+
+            raise FiqaError(f"the pass holds no observer output of layer {missing[0]!r} (observed: "
+                            f"{', '.join(self.layers) or 'none'})")
+        cols = [self.layers.index(x) for x in layers]
+        return self.observed[:, :, cols].astype(self.xp.float32)
 
     def columns(self, spec: int) -> list[int]:
         """The view columns (0-based, into the K views) that come from spec `spec`."""
@@ -89,7 +110,8 @@ class Pass:
         of this one (its views in their order here). For one method of a pass that embeds several (a sweep)."""
         cols = [0] + [1 + k for i in specs for k in self.columns(i)]
         renumber = [new for new, i in enumerate(specs) for _ in self.columns(i)]
-        return Pass(self.embeddings[:, cols], renumber, None if self.observed is None else self.observed[:, cols])
+        return Pass(self.embeddings[:, cols], renumber, None if self.observed is None else self.observed[:, cols],
+                    self.layers)
 
     def host(self, array) -> np.ndarray:
         """`array` as a NumPy array (a copy from the device for CuPy)."""

@@ -3,7 +3,11 @@
 A recipe names
 - `perturb`: the perturbation specs of the views (`engine.perturbations`), all embedded in the one runner call that
   also embeds the original, once;
-- `signals`: (name, weight) pairs of `quality.signals` (lognorm, lognorm:all, ui, ui:all, cos:<i>);
+- `signals`: (name, weight) pairs of `quality.signals` (lognorm, lognorm:all, ui, ui:all, cos:<i>, obs:<i>,
+  obs-all:<i>, froq);
+- `layers`: for the observer signals, the model's layers (tensor names of its ONNX graph) whose activations'
+  L2 norms the runner returns with the embeddings (`onnx_export.observers`); a recipe may then hold no view at all
+  (one forward per image);
 - `centre`: for the ui signals, the model's unrecognisable-identity centre (`quality.signals.unit_centre` of the
   embeddings of dev faces shrunk to a few pixels, the `centre_view`; computed by `fiqa-trt calibrate`);
 - `fusion`: `stability` (the seed's score: `kernels.quality`, the mean, min or median of every view's cosine with
@@ -72,6 +76,7 @@ class Recipe:
     figures: dict = field(default_factory=dict, compare=False, hash=False)
     centre: tuple[float, ...] | None = None  # unit unrecognisable-identity centre, for the ui signals
     centre_view: str = "lowres:size=10"  # the view of dev faces whose embeddings give the centre (calibrate)
+    layers: tuple[str, ...] = ()  # the model's layers (tensor names) whose L2 norms the observer signals read
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSIONS:
@@ -82,9 +87,14 @@ class Recipe:
             raise FiqaError(f"recipe '{self.name}': realign must be auto, on or off, not '{self.realign}'")
         if isinstance(self.perturb, str) or not all(isinstance(p, str) for p in self.perturb):
             raise FiqaError(f"recipe '{self.name}': perturb must be a list of perturbation specs (strings)")
-        if not self.perturb:
-            raise FiqaError(f"recipe '{self.name}' has no perturbation view")
+        if not self.perturb and self.fusion == "stability":
+            raise FiqaError(f"recipe '{self.name}' has no perturbation view: a stability score needs one")
         object.__setattr__(self, "perturb", tuple(self.perturb))
+        if isinstance(self.layers, str) or not all(isinstance(x, str) and x for x in self.layers) \
+                or len(set(self.layers)) != len(self.layers):
+            raise FiqaError(f"recipe '{self.name}': layers must be a list of distinct layer names (fiqa-trt weights "
+                            "layers MODEL lists them)")
+        object.__setattr__(self, "layers", tuple(self.layers))
         try:
             signals = tuple((str(s), float(w)) for s, w in self.signals)
         except (TypeError, ValueError):
@@ -128,9 +138,33 @@ class Recipe:
         """A ui signal, weighted or not: a fit of this recipe needs the centre (it may weigh the signal again)."""
         return any(sig.signal_class(n).reads_centre for n, _ in self.signals)
 
+    @property
+    def uses_layers(self) -> bool:
+        """An observer signal with a weight: scoring needs the recipe's layers observed."""
+        return any(w != 0 and sig.signal_class(n).reads_layers for n, w in self.signals)
+
+    @property
+    def observers(self):
+        """The observer outputs a pass of this recipe needs (`onnx_export.observers.Observers`: the L2 norm of each
+        of its layers), or None when it reads none."""
+        if not self.layers or not any(sig.signal_class(n).reads_layers for n, _ in self.signals):
+            return None
+        from fiqa_trt.onnx_export.observers import Observers
+
+        return Observers(self.layers, ("l2",))
+
+    @property
+    def forwards(self) -> int:
+        """Forward passes per image: the original and one per view (a random spec gives one view per --views)."""
+        return 1 + len(self.perturb)
+
     def check_runnable(self, embedding_size: int | None = None) -> None:
         """Raise FiqaError when this recipe cannot score embeddings of this size: a ui signal needs a centre (a
         named recipe with ui has none until `fiqa-trt calibrate` computes it for a model) of the same size."""
+        if self.uses_layers and not self.layers:
+            raise FiqaError(f"recipe '{self.name}' reads observer signals but names no layer: fiqa-trt calibrate "
+                            f"MODEL IMAGES --recipe {self.name} chooses the model's layers and stores the recipe "
+                            "with them")
         if not self.uses_centre:
             return
         if self.centre is None:
@@ -163,7 +197,9 @@ class Recipe:
             words = {n: self.signal(n).describe() for n, _ in self.signals}
             what = " + ".join(f"{w:g} x {words[n]}" if w != 1 else words[n] for n, w in self.signals if w != 0)
         each = " (each crop by its own points)" if self.realign_each and self.realign != "off" else ""
-        return f"recipe '{self.name}': {what}; views {', '.join(self.perturb)}; realign {self.realign}{each}"
+        layers = f"; layers {', '.join(self.layers)}" if self.layers else ""
+        return (f"recipe '{self.name}': {what}; views {', '.join(self.perturb) or 'none (1 forward)'}{layers}; "
+                f"realign {self.realign}{each}")
 
     # ---- files ----
 
@@ -173,6 +209,9 @@ class Recipe:
         data["signals"] = [list(s) for s in self.signals]
         data["calibration"] = list(self.calibration) if self.calibration else None
         data["centre"] = list(self.centre) if self.centre is not None else None
+        data["layers"] = list(self.layers)
+        if not self.layers:  # recipe files without observer signals stay as they were
+            del data["layers"]
         return data
 
     @classmethod
@@ -191,6 +230,9 @@ class Recipe:
                 data["calibration"] = tuple(data["calibration"])
             if data.get("centre") is not None:
                 data["centre"] = tuple(data["centre"])
+            if not isinstance(data.get("layers", []), (list, tuple)):
+                raise FiqaError(f"{where}: layers must be a list of layer names")
+            data["layers"] = tuple(data.get("layers", ()))
             return cls(**data)
         except (TypeError, ValueError) as exc:
             raise FiqaError(f"{where}: invalid recipe ({exc})") from None
@@ -205,11 +247,15 @@ SEED = Recipe("seed", (SEED_SPEC,), "stability", "mean", (), "off")
 STABILITY = Recipe("stability", (SEED_SPEC,), "stability", "mean", (), "auto")
 # Log-norm and flip consistency on the template-aligned crop (weights fitted per model by `fiqa-trt calibrate`)
 NORM_FLIP = Recipe("norm-flip", (FLIP_SPEC,), "weighted_log", "mean", (("lognorm", 1.0), ("cos:0", 1.0)), "auto")
-# The raw embedding's log-norm alone (one forward pass for the quality; a view is still embedded for the pipeline)
-NORM = Recipe("norm", (FLIP_SPEC,), "weighted_log", "mean", (("lognorm", 1.0),), "auto")
+# The raw embedding's log-norm alone (one forward pass per image: no view)
+NORM = Recipe("norm", (), "weighted_log", "mean", (("lognorm", 1.0),), "auto")
 # What `fiqa-trt calibrate` fits for a model without a recipe: the log-norm and the distance to the centre, each over
 # the crop and its mirror, and the mirror's cosine (2 forwards; the fit weighs what the model's embeddings carry)
 LOGNORM_UI_FLIP = Recipe("lognorm-ui-flip", (FLIP_SPEC,), "weighted_log", "mean",
                          (("lognorm:all", 1.0), ("ui:all", 1.0), ("cos:0", 1.0)), "auto")
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (SEED, STABILITY, NORM_FLIP, NORM, LOGNORM_UI_FLIP)}
+# FROQ (Babnik et al., IJCB 2025): the log mean L2 norm of a few intermediate layers of the model, one forward; the
+# layers are chosen per model by `fiqa-trt calibrate --recipe froq` (evaluation.froq: pseudo-labels, greedy selection)
+FROQ = Recipe("froq", (), "weighted_log", "mean", (("froq", 1.0),), "auto")
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (SEED, STABILITY, NORM_FLIP, NORM, LOGNORM_UI_FLIP, FROQ)}

@@ -9,10 +9,15 @@ that a recipe's weighted sum of signals is a weighted log-product:
   `centre` (where faces shrunk to a few pixels end up; Chai et al., CVPR 2023), clipped to [1e-6, 2]; `ui:all`: the
   same for the mean cosine over every forward;
 - `cos:<i>`: the log of the cosine of the original's embedding with the view(s) of the recipe's i-th perturbation
-  spec (their mean when the spec is random), clipped to [1e-6, 1].
+  spec (their mean when the spec is random), clipped to [1e-6, 1];
+- observer signals, read off the reduced intermediate activations the runner returns with the embeddings
+  (`onnx_export.observers`; the recipe's `layers` name the model's layers): `obs:<i>`, the log of the L2 norm of the
+  activation of the recipe's i-th layer for the original; `obs-all:<i>`, its mean over every forward; `froq`, the
+  log of the mean L2 norm of all the recipe's layers for the original (FROQ's quality, Babnik et al., IJCB 2025).
 
 Adding a signal is one class here: subclass `Signal`, set `name` (the exact name, or the prefix of `name:<i>` with
-`indexed = True`), `words` (for messages) and `reads_centre` when it needs the recipe's centre; implement
+`indexed = True`), `words` (for messages), `reads_centre` when it needs the recipe's centre and `reads_layers` when
+it reads observer outputs; implement
 `read(self, p)` with what the Pass computes (`p.norms()`, `p.centre_cosines(c)`, `p.view_cosines()`, or
 `p.embeddings` and `p.observed` themselves, with `p.xp` as the array module so it runs where the embeddings are);
 decorate it with `@register`. Recipes then validate, describe, evaluate and calibrate it by name, everywhere.
@@ -47,6 +52,7 @@ class Signal:
     words: ClassVar[str]
     indexed: ClassVar[bool] = False  # the name is `name:<i>`, i the index of one of the recipe's specs
     reads_centre: ClassVar[bool] = False
+    reads_layers: ClassVar[bool] = False  # reads observer outputs of the recipe's `layers`
 
     def __init__(self, name: str, recipe):
         self.label, self.recipe = name, recipe
@@ -147,6 +153,51 @@ class ViewCosine(Signal):
             raise FiqaError(f"recipe '{self.recipe.name}' reads spec {self.index}, which gives no view here")
         cos = p.view_cosines().astype(p.xp.float64)
         return _log(p.xp, p.xp.clip(cos[:, cols].mean(axis=1), COS_FLOOR, 1.0))
+
+
+class _Layers(Signal):
+    """Observer signals: the L2 norms of the recipe's layers, reduced in the graph and returned by the runner call
+    that embedded the pass (`Pass.layer_norms`)."""
+
+    reads_layers = True
+
+    def __init__(self, name: str, recipe):
+        self.label, self.recipe = name, recipe
+        self.index = int(name.split(":", 1)[1]) if self.indexed else None
+        layers = getattr(recipe, "layers", ())
+        if self.indexed and layers and not self.index < len(layers):
+            raise FiqaError(f"recipe '{recipe.name}': signal '{name}' names layer {self.index}, but the recipe has "
+                            f"{len(layers)} layer(s)")
+
+    def norms(self, p: Pass, layers):
+        if not self.recipe.layers or (self.indexed and self.index >= len(self.recipe.layers)):
+            raise FiqaError(f"recipe '{self.recipe.name}' reads {self.label} but names no layer for it: fiqa-trt "
+                            f"calibrate MODEL IMAGES --recipe {self.recipe.name} chooses the model's layers")
+        return p.layer_norms(layers).astype(p.xp.float64)
+
+
+@register
+class LayerNorm(_Layers):
+    name, words, indexed = "obs", "log ‖layer <i>‖", True
+
+    def read(self, p: Pass):
+        return _log(p.xp, self.norms(p, [self.recipe.layers[self.index]])[:, 0, 0])
+
+
+@register
+class LayerNormAll(_Layers):
+    name, words, indexed = "obs-all", "mean log ‖layer <i>‖", True
+
+    def read(self, p: Pass):
+        return _log(p.xp, self.norms(p, [self.recipe.layers[self.index]])[:, :, 0]).mean(axis=1)
+
+
+@register
+class Froq(_Layers):
+    name, words = "froq", "log mean ‖layer‖ of the recipe's layers (FROQ)"
+
+    def read(self, p: Pass):
+        return _log(p.xp, self.norms(p, list(self.recipe.layers))[:, 0, :].mean(axis=1))
 
 
 def unit_centre(vectors: np.ndarray) -> tuple[float, ...]:

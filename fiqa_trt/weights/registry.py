@@ -29,6 +29,11 @@ def packaged_recipe(name: str) -> dict:
     return _packaged(name)["recipe"]
 
 
+def packaged_variants(name: str) -> dict[str, dict]:
+    """Role (`fast`, `froq`: a named recipe fitted per model) -> the recipe fields packaged for the record `name`."""
+    return dict(_packaged(name).get("variants", {}))
+
+
 def packaged_calibrations(name: str) -> dict[str, tuple[float, float]]:
     """The 0-100 ends (raw quality at the 1st and 99th percentile) of the named recipes on the record `name`'s
     model, each measured on its own alignment path (`seed`: crops as they are; `stability`: template-aligned)."""
@@ -50,6 +55,7 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
         # split); centre, weights and 0-100 calibration from the engine's own pass (the file says what wrote it)
         recipe=packaged_recipe("faceplugin-mobilefacenet"),
         calibrations=packaged_calibrations("faceplugin-mobilefacenet"),
+        variants=packaged_variants("faceplugin-mobilefacenet"),
     ),
     ModelRecord(
         name="dlib-resnet-v1-arcface112", arch=ONNX_ARCH, files=(),
@@ -61,6 +67,7 @@ KNOWN_MODELS: tuple[ModelRecord, ...] = (
         # weights and calibration from the engine's own pass (the file says what wrote it)
         recipe=packaged_recipe("dlib-resnet-v1-arcface112"),
         calibrations=packaged_calibrations("dlib-resnet-v1-arcface112"),
+        variants=packaged_variants("dlib-resnet-v1-arcface112"),
     ),
 )
 
@@ -85,8 +92,22 @@ def recipe_for(sha256: str) -> dict | None:
 
 
 def record_of_recipe(name: str) -> ModelRecord | None:
-    """The record whose packaged default recipe is called `name` (e.g. `mobilefacenet-default`), or None."""
-    return next((m for m in KNOWN_MODELS if m.recipe and m.recipe.get("name") == name), None)
+    """The record whose packaged default recipe (or one of its variants) is called `name` (e.g.
+    `mobilefacenet-default`, `mobilefacenet-fast`), or None."""
+    return next((m for m in KNOWN_MODELS if name in packaged_names(m)), None)
+
+
+def packaged_names(record: ModelRecord) -> dict[str, dict]:
+    """Recipe name -> fields of every recipe packaged for `record`: its default and its variants."""
+    recipes = ([record.recipe] if record.recipe else []) + list(record.variants.values())
+    return {r["name"]: r for r in recipes}
+
+
+def variant_for(sha256: str, role: str) -> dict | None:
+    """The recipe fields packaged for this file in the role `role` (`fast`, `froq`), or None."""
+    record = lookup(sha256)
+    found = record.variants.get(role) if record is not None else None
+    return dict(found) if found else None
 
 
 def calibration_for(sha256: str, recipe_name: str) -> tuple[float, float] | None:

@@ -180,6 +180,9 @@ class ModelRecord:
     # recipe name -> (raw quality at the 1st, at the 99th percentile) on the shared LFW crops put back on the
     # ArcFace template: the ends of the 0-100 score of `score` and `gate` for that recipe on this model
     calibrations: dict = field(default_factory=dict, hash=False)
+    # role (`fast`, `froq`) -> recipe fields: the model's recipes for the named recipes fitted per model (the
+    # one-forward recipe, FROQ's layers), packaged beside the default
+    variants: dict = field(default_factory=dict, hash=False)
 
     @property
     def directory(self) -> str:

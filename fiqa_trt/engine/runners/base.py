@@ -54,7 +54,10 @@ class Runner:
         (`onnx_export.observers.Observers`; None: a runner without observers); this one when it observes those."""
         if observers == self.observers:
             return self
-        return self._observing(observers)
+        opened = self.__dict__.setdefault("_observing_runners", {})  # one runner per set of observers, reused
+        if observers not in opened:
+            opened[observers] = self._observing(observers)
+        return opened[observers]
 
     def _observing(self, observers) -> "Runner":
         raise FiqaError(f"the {self.name} runner cannot observe intermediate layers: observer signals need an ONNX "
