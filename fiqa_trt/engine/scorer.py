@@ -201,7 +201,7 @@ class Scorer:
         with closing(batches):
             for batch in batches:
                 self._account(batch)
-                emb = None
+                emb = observed = None
                 if batch.tensor is not None:
                     t0 = time.perf_counter()
                     if batch.ready is not None:
