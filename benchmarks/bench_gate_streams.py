@@ -126,7 +126,7 @@ def main() -> None:
     from benchmarks.harness.scenes import camera_clip
     from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine.detect import make_aligner
-    from fiqa_trt.engine.session import CROPS, open_session
+    from fiqa_trt.engine.session import open_session
     from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.gate.gate import MIN_FACE, default_detector
 
@@ -144,7 +144,7 @@ def main() -> None:
     model = SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"
     if not files or not model.is_file():
         sys.exit("the shared LFW crops and MobileFaceNet are not there (../shared)")
-    session = open_session(ScoringSettings(model=str(model)), inputs=CROPS)  # as `fiqa-trt gate` opens it
+    session = open_session(ScoringSettings(model=str(model)))  # as `fiqa-trt gate` opens it
     scorer, calibration = session.scorer, session.resolution.calibration
     size = tuple(scorer.runner.config.input_size)
     detectors = {"mtcnn": lambda: default_detector(MIN_FACE, size=size),

@@ -183,11 +183,11 @@ def main() -> None:
     load_start = os.getloadavg()
     files = sorted(Path(args.data).glob("*/*.jpg"))[: args.images]
     images = [(p.name, p.read_bytes()) for p in files]
-    from fiqa_trt.engine.session import CROPS, open_session
+    from fiqa_trt.engine.session import open_session
     from fiqa_trt.engine.settings import ScoringSettings
 
     print(f"baseline: Scorer.score over {len(files)} images in this process", flush=True)
-    scorer = open_session(ScoringSettings(model=args.model, batch_size=args.score_batch), inputs=CROPS).scorer
+    scorer = open_session(ScoringSettings(model=args.model, batch_size=args.score_batch)).scorer
     base = baseline(scorer, files, args.score_batch)
     print({k: v for k, v in base.items() if k != "qualities"}, flush=True)
 

@@ -44,7 +44,7 @@ class _ScoreActor:
 
         self.scorer = open_session(settings).scorer
         self.population = [Item(p, k, index=i) for i, (p, k) in enumerate(ray.get(population_ref))]
-        self.columns = sinks.columns(self.scorer.view_labels, faces=self.scorer.aligner is not None)
+        self.columns = sinks.columns(self.scorer.view_labels, faces=self.scorer.aligns_photos)
 
     def __call__(self, batch):
         from fiqa_trt.engine import sinks

@@ -204,10 +204,10 @@ def _match(expected: list[dict], end: dict) -> dict:
 @pytest.fixture(scope="module")
 def recipe_scorer(real_model):
     """The shared model with its default recipe, as `fiqa-trt gate` opens it (crops scored frame by frame)."""
-    from fiqa_trt.engine.session import CROPS, open_session
+    from fiqa_trt.engine.session import open_session
     from fiqa_trt.engine.settings import ScoringSettings
 
-    return open_session(ScoringSettings(model=str(real_model), backend="onnxruntime", threads=2), inputs=CROPS).scorer
+    return open_session(ScoringSettings(model=str(real_model), backend="onnxruntime", threads=2)).scorer
 
 
 def test_gate_rejects_degraded_tracks_and_accepts_clean_ones(gate_video, recipe_scorer, tmp_path):
@@ -357,10 +357,10 @@ def test_default_model_gate_scale_sees_pixelation(lfw_files, tmp_path, monkeypat
     pixelated face at 100."""
     pytest.importorskip("dlib")
     from fiqa_trt.engine.align import FaceAligner
-    from fiqa_trt.engine.session import CROPS, open_session
+    from fiqa_trt.engine.session import open_session
     from fiqa_trt.engine.settings import ScoringSettings
 
-    scorer = open_session(ScoringSettings(backend="onnxruntime", precision="fp32", threads=2), inputs=CROPS).scorer
+    scorer = open_session(ScoringSettings(backend="onnxruntime", precision="fp32", threads=2)).scorer
     assert scorer.recipe.name == "dlib-default" and scorer.recipe.calibration is not None
     aligner = FaceAligner(all_faces=False)
     clean, pixelated = [], []

@@ -24,7 +24,7 @@ def three_ways(folder: Path, model: Path, tmp_path: Path) -> tuple[dict, dict, d
     """{file name: quality} from `score`, from `serve` and from the gate's scorer, with the default recipe."""
     import cv2
 
-    from fiqa_trt.engine.session import CROPS, open_session
+    from fiqa_trt.engine.session import open_session
     from fiqa_trt.engine.settings import ScoringSettings
     from tests.test_serve import Server
 
@@ -45,7 +45,7 @@ def three_ways(folder: Path, model: Path, tmp_path: Path) -> tuple[dict, dict, d
     finally:
         server.stop()
 
-    gate = open_session(ScoringSettings(model=str(model)), inputs=CROPS).scorer  # as `fiqa-trt gate` opens it
+    gate = open_session(ScoringSettings(model=str(model))).scorer  # as `fiqa-trt gate` opens it
     crops = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in files]
     gated = dict(zip([p.name for p in files], map(float, gate.score_crops(crops, [p.name for p in files]))))
     return scored, served, gated
@@ -68,8 +68,6 @@ def test_crops_on_the_template_score_alike(tmp_path):
     agree(*three_ways(ROOT / "examples" / "faces", model, tmp_path))
 
 
-@pytest.mark.xfail(strict=True, reason="serve and gate score crops one at a time: they realign once realignment "
-                   "is a function of the crop alone (engine.resolve: CROPS)")
 def test_crops_off_the_template_score_alike(lfw, real_model, tmp_path):
     """Shared LFW crops sit about 8 px off the template: the default recipe realigns them, each as itself, in all
     three."""

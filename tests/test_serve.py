@@ -146,7 +146,7 @@ def service(tmp_path_factory, model_args):
 
 def test_concurrent_clients_get_the_scores_of_score(service, images, model_args, tmp_path):
     ref_file = tmp_path / "ref.jsonl"
-    done = run_cli("score", images[0].parent, *model_args, "--realign", "off", "--out", ref_file, "-q")
+    done = run_cli("score", images[0].parent, *model_args, "--out", ref_file, "-q")
     assert done.returncode == 0, done.stderr
     reference = {Path(row["path"]).name: row for row in map(json.loads, ref_file.read_text().splitlines())}
     before = service.metrics()
@@ -307,7 +307,7 @@ def test_model_and_readiness(service, model_args):
     resolution = info["resolution"]  # each value the session runs, with where it came from
     assert resolution["recipe"] == {"value": recipe.name, "source": resolution["recipe"]["source"]}
     assert resolution["input_size"]["value"] == [112, 112] and resolution["precision"]["source"]
-    assert "one at a time" in resolution["realign"]["source"] or resolution["realign"]["value"] != "off"
+    assert resolution["realign"] == {"value": recipe.realign, "source": f"recipe '{recipe.name}'"}  # as `score`
 
 
 def test_a_multipart_part_without_a_filename_is_scored_under_its_sha256(service, images):

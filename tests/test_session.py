@@ -33,8 +33,6 @@ def test_resolution_names_the_source_of_each_value(real_model):
     assert (given.precision, given.sources["precision"]) == ("fp32", "option --precision")
     assert (given.backend, given.sources["backend"]) == ("onnxruntime", "option --backend")
     assert (given.realign, given.sources["realign"]) == ("off", "option --realign")
-    crops = resolve(ScoringSettings(model=str(real_model)), inputs="crops")  # serve, gate: crops one at a time
-    assert crops.realign == "off" and "one at a time" in crops.sources["realign"]
     aligned = resolve(ScoringSettings(model=str(real_model), align=True))
     assert aligned.realign == "off" and "face aligner" in aligned.sources["realign"]
 

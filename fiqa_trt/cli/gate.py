@@ -19,7 +19,7 @@ from fiqa_trt.engine.settings import ScoringSettings
 from fiqa_trt.gate.gate import MIN_FACE
 
 
-@args.command(args.MODEL, args.RUNTIME.without("batch_size"), args.VIEWS, args.OUTPUT)
+@args.command(args.MODEL, args.RUNTIME.without("batch_size"), args.VIEWS, args.REALIGN, args.OUTPUT)
 def gate(
     sources: list[str] = typer.Argument(..., help="One or more webcam indices (0), RTSP/HTTP URLs, video files or "
                                         "folders of frames, gated together in one process."),
@@ -121,11 +121,11 @@ def gate(
 def _run(sources, settings, output, scale, threshold, detector, min_face, upsample, events, best_dir, video_out,
          batch_frames, min_iou, max_missed, drop, queue_size, network) -> dict:
     """Open the session, the detector and the gate, and gate the sources: the summary."""
-    from fiqa_trt.engine.session import CROPS, open_session
+    from fiqa_trt.engine.session import open_session
     from fiqa_trt.gate.gate import Gate
 
-    # the detector's faces are crops scored frame by frame: the resolver decides their realignment
-    session = open_session(settings, inputs=CROPS)
+    # the detector's faces are realigned as `score` realigns a crop (each by itself), as the resolver decides
+    session = open_session(settings)
     scorer = session.scorer
     if output.verbose:
         for line in session.resolution.lines():

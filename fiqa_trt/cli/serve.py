@@ -14,7 +14,7 @@ from fiqa_trt.errors import FiqaError, MissingDependency
 
 
 @args.command(args.MODEL, args.RUNTIME.without("batch_size"), args.VIEWS,
-              args.ALIGNMENT.without("all_faces", "realign"), args.OUTPUT.without("quiet"))
+              args.ALIGNMENT.without("all_faces"), args.OUTPUT.without("quiet"))
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (anything but localhost wants --api-key-file)."),
     port: int = typer.Option(8000, help="TCP port."),
@@ -46,7 +46,7 @@ def serve(
     except ImportError as exc:
         raise MissingDependency(exc.name or "fastapi", "serve") from None
     from fiqa_trt.engine.perturbations import parse_spec
-    from fiqa_trt.engine.session import CROPS, open_session
+    from fiqa_trt.engine.session import open_session
 
     if not 1 <= port <= 65535:
         raise FiqaError(f"--port {port}: give a TCP port from 1 to 65535")
@@ -64,7 +64,7 @@ def serve(
     if key is None and not is_local(host):
         err.print(f"[yellow]warning:[/] serving on {host} without --api-key-file: anyone who reaches this port "
                   "can use the service")
-    session = open_session(settings, inputs=CROPS)  # uploads are crops scored one request at a time
+    session = open_session(settings)
     scorer, runner = session.scorer, session.runner
     if verbose:
         for line in session.resolution.lines():

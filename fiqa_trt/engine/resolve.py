@@ -12,7 +12,7 @@ calibration, the device, backend and precision, the realignment, and where the m
 - precision: `--precision`, else on the CPU a reduced precision whose ranking check passed (`engine.precision`),
   else fp32; on a GPU fp16;
 - realignment: none for photos the face aligner aligns; else `--realign`, else the recipe's setting (`--perturb`:
-  off); crops scored one at a time (serve, gate) are scored as sent.
+  off); each crop is checked and realigned by itself, so `score`, `serve` and the gate realign a crop alike.
 
 Every command prints the resolution with `-v`; `serve` returns it from /v1/model and `score` writes it into the
 Parquet metadata (`Resolution.to_dict`).
@@ -30,7 +30,6 @@ from fiqa_trt.errors import FiqaError
 log = logging.getLogger("fiqa_trt")
 PREPROCESSING = ("color", "mean", "std", "input_size")
 OPTION = {"color": "--color", "mean": "--mean", "std": "--std", "input_size": "--input-size"}
-FILES, CROPS = "files", "crops"  # what a session scores: input files (a set: a template check), or crops one by one
 
 
 @dataclass(frozen=True)
@@ -83,17 +82,16 @@ class Resolution:
         return out
 
 
-def resolve(settings: ScoringSettings, inputs: str = FILES, runner=None) -> Resolution:
-    """What a session with `settings` runs, each value with its source (see the module docstring). `inputs`:
-    FILES (a set of input files: the template check may realign them) or CROPS (in-memory crops scored one request
-    or frame at a time). `runner`: one already open, whose model, device, backend, precision and preprocessing are
-    taken as they are. FiqaError for a mistake, before any model is loaded."""
+def resolve(settings: ScoringSettings, runner=None) -> Resolution:
+    """What a session with `settings` runs, each value with its source (see the module docstring). `runner`: one
+    already open, whose model, device, backend, precision and preprocessing are taken as they are. FiqaError for a
+    mistake, before any model is loaded."""
     from fiqa_trt.engine.models import model_or_default
     from fiqa_trt.files import is_checkpoint, sha256_of
 
     settings.check()
     if runner is not None:
-        return _of_runner(settings, inputs, runner)
+        return _of_runner(settings, runner)
     model = model_or_default(settings.model)
     if not Path(model).is_file():
         raise FiqaError(f"model file not found: {model}")
@@ -106,11 +104,11 @@ def resolve(settings: ScoringSettings, inputs: str = FILES, runner=None) -> Reso
     sources["calibration"] = _calibration_source(recipe, sources["recipe"], sha)
     device, backend, precision, run_sources = _runtime(settings, model, sha)
     sources |= run_sources
-    realign, each, sources["realign"], sources["realign_each"] = _realign(settings, recipe, inputs)
+    realign, each, sources["realign"], sources["realign_each"] = _realign(settings, recipe)
     return Resolution(model, sha, recipe, device, backend, precision, realign, each, sources)
 
 
-def _of_runner(settings: ScoringSettings, inputs: str, runner) -> Resolution:
+def _of_runner(settings: ScoringSettings, runner) -> Resolution:
     """The resolution of a session on a runner already open (its model file where it has one)."""
     path = getattr(getattr(runner, "model", None), "path", None) or settings.model
     model = str(path) if path is not None else f"the {runner.name} runner given"
@@ -121,7 +119,7 @@ def _of_runner(settings: ScoringSettings, inputs: str, runner) -> Resolution:
     sources |= {k: f"the runner's config ({runner.config.source})" for k in PREPROCESSING}
     recipe, sources["recipe"] = _recipe(settings, model_file, sha, _metadata(model_file) if model_file else None)
     sources["calibration"] = _calibration_source(recipe, sources["recipe"], sha)
-    realign, each, sources["realign"], sources["realign_each"] = _realign(settings, recipe, inputs)
+    realign, each, sources["realign"], sources["realign_each"] = _realign(settings, recipe)
     return Resolution(model, sha, recipe, str(getattr(runner, "device", "cpu")), runner.name,
                       getattr(runner, "precision", "fp32"), realign, each, sources)
 
@@ -307,8 +305,9 @@ def _runtime(settings: ScoringSettings, model: str, sha: str) -> tuple[str, str,
     return str(target), backend, precision, sources
 
 
-def _realign(settings: ScoringSettings, recipe, inputs: str) -> tuple[str, bool, str, str]:
-    """(mode, each, their sources): the one place the realignment of a session is decided."""
+def _realign(settings: ScoringSettings, recipe) -> tuple[str, bool, str, str]:
+    """(mode, each, their sources): the one place the realignment of a session is decided. A crop is checked and
+    realigned by itself (`engine.template`), so files, uploads and the gate's crops are realigned alike."""
     each = settings.realign_each if settings.realign_each is not None else bool(recipe is not None
                                                                                  and recipe.realign_each)
     each_source = "given by the caller" if settings.realign_each is not None else (
@@ -322,7 +321,4 @@ def _realign(settings: ScoringSettings, recipe, inputs: str) -> tuple[str, bool,
         mode, source = recipe.realign, f"recipe '{recipe.name}'"
     else:
         mode, source = "off", "a --perturb stability score is not realigned (--realign auto realigns)"
-    if inputs == CROPS and mode != "off":
-        return "off", each, (f"{source} says {mode}, but crops scored one at a time (serve, gate) are scored as "
-                             "sent"), each_source
     return mode, each, source, each_source

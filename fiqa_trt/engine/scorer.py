@@ -127,6 +127,14 @@ class Scorer:
         return [next(i for i, s in enumerate(self.specs) if s is v.spec) for v in self.views]
 
     @property
+    def aligns_photos(self) -> bool:
+        """Photos are detected and aligned first (rows carry the face's box and detector score); a realigner, which
+        puts crops back on the template, is not a face detector."""
+        from fiqa_trt.engine.template import Realigner
+
+        return self.aligner is not None and not isinstance(self.aligner, Realigner)
+
+    @property
     def view_labels(self) -> list[str]:
         return [v.label for v in self.views]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fiqa_trt.engine.resolve import CROPS, FILES, Resolution, resolve
+from fiqa_trt.engine.resolve import Resolution, resolve
 from fiqa_trt.engine.settings import ScoringSettings
 
 
@@ -41,14 +41,13 @@ def open_runner(resolution: Resolution, settings: ScoringSettings):
                        threads=settings.threads, device=resolution.device, **settings.overrides)
 
 
-def open_session(settings: ScoringSettings, runner=None, inputs: str = FILES,
-                 resolution: Resolution | None = None) -> Session:
+def open_session(settings: ScoringSettings, runner=None, resolution: Resolution | None = None) -> Session:
     """A session for `settings`: resolved, its runner opened (`runner`: one already open, reused as it is: its
-    model, device, backend, precision and preprocessing) and its Scorer built. `inputs`: FILES or CROPS (see
-    `engine.resolve.resolve`). `resolution`: one `resolve` already gave for these settings."""
+    model, device, backend, precision and preprocessing) and its Scorer built. `resolution`: one `resolve` already gave for
+    these settings."""
     from fiqa_trt.engine.scorer import Scorer
 
-    resolution = resolution or resolve(settings, inputs, runner=runner)
+    resolution = resolution or resolve(settings, runner=runner)
     if runner is None:
         runner = open_runner(resolution, settings)
     resolution = resolution.opened(runner)
@@ -77,4 +76,4 @@ def template_report(resolution: Resolution) -> str:
     return f"{describe_mode('on' if resolution.realign_each else resolution.realign)} ({source})"
 
 
-__all__ = ["CROPS", "FILES", "Session", "open_runner", "open_session", "template_report"]
+__all__ = ["Session", "open_runner", "open_session", "template_report"]

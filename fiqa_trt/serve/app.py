@@ -62,7 +62,7 @@ class QualityService:
         self.scorer, self.settings, self.limits = scorer, settings, settings.limits
         self.batcher: Batcher | None = None
         self.metrics = Metrics(depth=lambda: self.batcher.depth if self.batcher else 0)
-        self.columns = sinks.columns(scorer.view_labels, faces=scorer.aligner is not None)  # as `score` writes
+        self.columns = sinks.columns(scorer.view_labels, faces=scorer.aligns_photos)  # as `score` writes
         self.ready = False
         self.not_ready_reason = "warming up"
 
@@ -116,7 +116,7 @@ class QualityService:
                 "config": runner.config.to_dict(), "backend": runner.name,
                 "precision": getattr(runner, "precision", "fp32"), "device": str(sc.device),
                 "perturb": [spec.label() for spec in sc.specs], "views": sc.view_labels, "agg": sc.agg,
-                "seed": sc.seed, "align": sc.aligner is not None,
+                "seed": sc.seed, "align": sc.aligns_photos,
                 "batching": {"max_batch": self.settings.max_batch, "max_wait_ms": self.settings.max_wait_ms,
                              "queue": self.settings.queue},
                 "limits": self.limits.to_dict()}
@@ -125,7 +125,7 @@ class QualityService:
         """The fields of a `score` row (sinks.row: whatever columns `score` writes, a 0-100 score among them once
         sinks has one), with the face's detector score and box when photos are aligned."""
         out = sinks.row(result, self.columns)  # aligned: det_score and box_left/top/right/bottom, as in `score`
-        if self.scorer.aligner is not None:
+        if self.scorer.aligns_photos:
             out["box"] = list(result.box) if result.box is not None else None
         return out
 
