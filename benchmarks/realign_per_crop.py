@@ -7,8 +7,8 @@ score depends on.
 Protocol (as `fiqa-trt eval --half dev` and the recipe selection): the crops of identities with two or more images,
 all mated pairs (at most 20 images per identity), 2,000,000 random non-mated pairs (seed 0), identity split seed 0,
 the dev half only. Each model's default recipe with its packaged weights scores every dev crop through the engine
-(`engine.scorer.Scorer`, ONNX Runtime fp32), verification on the same realigned crops (as `eval --realign` does),
-under four realignments:
+(`engine.scorer.Scorer`, OpenVINO fp32, else ONNX Runtime fp32), verification on the same realigned crops (as
+`eval --realign` does), under four realignments:
 - `off`: the crops as they are;
 - `run_median`: one transform for every crop, the element-wise median of the own transforms of a seeded sample of
   256 crops of the run (the scale and rotation kept a similarity): a crop's transform depends on the run;
@@ -79,7 +79,7 @@ def main() -> None:
     from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine.inputs import Item
     from fiqa_trt.engine.models import default_model_path
-    from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.engine.runners import available_backends, load_runner
     from fiqa_trt.engine.resolve import resolve_recipe
     from fiqa_trt.engine.template import realigner_for
     from fiqa_trt.evaluation import bootstrap, edc, protocols, split, sweep
@@ -100,7 +100,7 @@ def main() -> None:
               "images": len(items), "models": {}}
     for model in args.models.split(","):
         path = MODELS[model] or default_model_path()
-        runner = load_runner(str(path), "onnxruntime", "fp32")
+        runner = load_runner(str(path), "openvino" if "openvino" in available_backends() else "onnxruntime", "fp32")
         recipe, source = resolve_recipe(None, path)
         size = runner.config.input_size
         out = {"recipe": recipe.name, "recipe_source": source, "variants": {}}

@@ -14,11 +14,11 @@
   skimage's astronaut photo scores 0.12; 1% of the shared LFW faces, padded by half a crop, score below 0.22 and
   2 of 300 below 0.2). The CNN detector's confidence is on another scale: its default keeps dlib's own threshold.
 
-`geometry.DLIB5_IN_ARCFACE112` was measured (benchmarks/align_template.py) by running the same detector and predictor on 200
-shared LFW 112x112 crops and averaging the points, then shifting them by +8 px in x: those crops follow the
-96x112 template of the MTCNN/SphereFace convention in a 112-wide canvas (the measured eye midpoint is at x = 47.5,
-the 96x112 template's at 47.9), and the ArcFace 112x112 template is that template moved 8 px right (eye midpoint
-55.9). Uses dlib (the `align` extra) at run time.
+`geometry.DLIB5_IN_ARCFACE112` was measured (benchmarks/align_template.py) by running the same detector and
+predictor on 200 shared LFW 112x112 crops and averaging the points, then shifting them by +8 px in x: those crops
+follow the 96x112 template of the MTCNN/SphereFace convention in a 112-wide canvas (the measured eye midpoint is at
+x = 47.5, the 96x112 template's at 47.9), and the ArcFace 112x112 template is that template moved 8 px right (eye
+midpoint 55.9). Uses dlib (the `align` extra) at run time.
 """
 
 from __future__ import annotations
