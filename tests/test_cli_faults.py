@@ -260,7 +260,7 @@ def test_ray_keeps_its_start_up_noise_off_the_terminal_and_skips_done_paths(tmp_
 @pytest.mark.parametrize("args, fragment", [
     (["--recipe", "stability", "--agg", "min"], "--agg min aggregates the view cosines of a --perturb"),
     (["--recipe", "seed", "--views", "3"], "recipe 'seed' has its own views"),
-    (["--recipe", "lognorm-ui-flip"], "needs this model's centre and weights"),
+    (["--recipe", "lognorm-ui-flip"], "needs this model's centre, layers or weights"),
     (["--recipe", "sead"], "unknown recipe 'sead'"),
 ])
 def test_options_a_recipe_would_ignore_are_refused(face_like, random_model, args, fragment):
