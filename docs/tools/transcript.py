@@ -214,7 +214,7 @@ def render_page(record: dict) -> str:
         out += [f"## {n}. {step.title}", "", step.about, ""]
         for cmd in data["commands"]:
             took = f" ({cmd['seconds']} s)" if cmd.get("seconds") is not None else " (in the background)"
-            out += [f"```console\n$ {cmd['command']}\n" + "\n".join(_shown(cmd)) + "\n```", "",
+            out += ["```console\n" + "\n".join([f"$ {cmd['command']}", *_shown(cmd)]) + "\n```", "",
                     f"<small>exit code {cmd['rc'] if cmd.get('rc') is not None else '-'}{took}</small>", ""]
     return "\n".join(out).rstrip() + "\n"
 
@@ -285,23 +285,56 @@ def check_commands(record: dict) -> list[str]:
 
 
 def check_first_quick_start(record: dict) -> list[str]:
-    """`fiqa-trt score examples/faces` here gives the recorded rows (same paths, quality within 1e-4, score within
-    1: other CPUs round the last float bits differently); other columns are not compared."""
+    """`fiqa-trt score examples/faces` here gives the recorded output: the same columns (named as the code names
+    them today), the same rows, every number within rounding (quality and cosines within 1e-4, score within 1:
+    other CPUs round the last float bits differently). The serve quick start's recorded answer has the fields and
+    the quality of today's row for the same image."""
     recorded = next(s for s in record["steps"] if s["key"] == "score")["commands"][0]["stdout"]
     start = next(i for i, line in enumerate(recorded) if line.startswith("path,quality"))
+    header = recorded[start].split(",")
     old = list(csv.DictReader(io.StringIO("\n".join(recorded[start:]))))
     done = subprocess.run([sys.executable, "-c", "from fiqa_trt.cli.app import main; main()", "score",
                            "examples/faces"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         return [f"fiqa-trt score examples/faces failed ({done.returncode}): {done.stderr[-2000:]}"]
-    new = list(csv.DictReader(io.StringIO(done.stdout)))
-    if [r["path"] for r in new] != [r["path"] for r in old] or not {"quality", "score"} <= set(new[0] if new else ()):
-        return ["fiqa-trt score examples/faces: other rows than the transcript's, or no quality and score columns"]
+    reader = csv.DictReader(io.StringIO(done.stdout))
+    new = list(reader)
+    if reader.fieldnames != header:
+        return [f"fiqa-trt score examples/faces writes the columns {','.join(reader.fieldnames or [])}, the "
+                f"transcript shows {','.join(header)}"]
+    if [r["path"] for r in new] != [r["path"] for r in old]:
+        return ["fiqa-trt score examples/faces: other rows than the transcript's"]
     problems = []
     for a, b in zip(old, new):
-        if abs(float(a["quality"]) - float(b["quality"])) > 1e-4 or abs(int(a["score"]) - int(b["score"])) > 1:
-            problems.append(f"{a['path']}: quality {b['quality']} score {b['score']}, the transcript says "
-                            f"{a['quality']} / {a['score']}")
+        for col in header:
+            if col in ("path", "error"):
+                same = a[col] == b[col]
+            elif col == "score":
+                same = abs(int(a[col]) - int(b[col])) <= 1
+            else:
+                same = abs(float(a[col]) - float(b[col])) <= 1e-4
+            if not same:
+                problems.append(f"{a['path']}: {col} {b[col]!r}, the transcript says {a[col]!r}")
+    return problems + _check_served(record, header, new)
+
+
+def _check_served(record: dict, header: list[str], rows: list[dict]) -> list[str]:
+    """The serve quick start's recorded answer: a `score` row's fields, and today's quality of that image."""
+    step = next((s for s in record["steps"] if s["key"] == "serve"), None)
+    if step is None:
+        return ["first-hour.json has no serve step"]
+    try:
+        answer = json.loads(step["commands"][-1]["stdout"][-1])
+        served = answer["images"][0]
+    except (IndexError, KeyError, TypeError, ValueError):
+        return ["the serve quick start's recorded answer is not a /v1/quality answer"]
+    problems = []
+    if list(served) != header:
+        problems.append(f"the serve quick start's recorded row has the fields {', '.join(served)}, a score row "
+                        f"today has {', '.join(header)}")
+    mine = next((r for r in rows if Path(r["path"]).name == served.get("path")), None)
+    if mine is None or served.get("quality") is None or abs(float(mine["quality"]) - served["quality"]) > 1e-4:
+        problems.append(f"the serve quick start's recorded quality of {served.get('path')} is not today's")
     return problems
 
 
