@@ -76,3 +76,29 @@ def test_crops_off_the_template_score_alike(lfw, real_model, tmp_path):
     for p in sorted(LFW.glob("*/*.jpg"))[::700][:16]:
         (folder / p.name).write_bytes(p.read_bytes())
     agree(*three_ways(folder, real_model, tmp_path))
+
+
+def test_eval_embeds_crops_off_the_template_as_score_does(lfw, real_model, tmp_path):
+    """eval's one embedding pass realigns the crops as `score` does (verification embeddings included): its
+    quality of the model's default recipe is score's for every crop of identity folders off the template."""
+    import csv
+
+    root = tmp_path / "ids"
+    for person in [d for d in sorted(LFW.iterdir()) if len(list(d.glob("*.jpg"))) >= 3][:4]:
+        (root / person.name).mkdir(parents=True)
+        for p in sorted(person.glob("*.jpg"))[:3]:
+            (root / person.name / p.name).write_bytes(p.read_bytes())
+    runtime = ["--backend", "onnxruntime", "--precision", "fp32"]
+    done = run_cli("score", root, "--model", real_model, *runtime, "--out", tmp_path / "score.csv", "-q")
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "score.csv", newline="") as f:
+        scored = {str(Path(r["path"]).relative_to(root)): float(r["quality"]) for r in csv.DictReader(f)}
+    done = run_cli("eval", root, "--generate", "--model", real_model, *runtime, "--bootstrap", "0", "--no-plots",
+                   "-q", "-o", tmp_path / "eval")
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "eval" / "qualities.csv", newline="") as f:
+        evaluated = {r["path"]: float(r["recipe:mobilefacenet-default"]) for r in csv.DictReader(f)}
+    assert sorted(evaluated) == sorted(scored) and len(scored) == 12
+    names = sorted(scored)
+    assert np.allclose([evaluated[n] for n in names], [scored[n] for n in names], rtol=0, atol=1e-5), \
+        max(abs(evaluated[n] - scored[n]) for n in names)

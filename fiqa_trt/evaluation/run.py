@@ -289,7 +289,8 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
                                  scoring.batch_size, scoring.threads,
                                  progress=(lambda n: progress(n, len(pair_set.keys))) if progress else None,
                                  recipes=recipes,
-                                 placement=session.settings.with_(realign_each=session.resolution.realign_each))
+                                 placement=session.settings.with_(realign=session.resolution.realign,
+                                                                  realign_each=session.resolution.realign_each))
     elapsed = time.perf_counter() - started
     phase("evaluating (EDC, intervals, files" + (", pictures)" if plots_on else ")"), None)
 

@@ -72,8 +72,9 @@ def embed_specs(runner: Runner, root: str | Path, keys: list[str], specs: list[s
 
     `recipes` (quality.Recipe): each becomes a method `recipe:<name>`, its views added to the same pass (a
     view spec already in `specs` is shared). `placement`: the settings of a session whose template check already
-    ran (`engine.session`; its realignment matrix and realign_each): every image is put on the template as they
-    say before the views, the originals (verification embeddings) included."""
+    ran (`engine.session`; its resolved realign and realign_each, given explicitly: with the specs' views and no
+    recipe the resolver would turn the template check off): every image is put on the template as they say before
+    the views, the originals (verification embeddings) included."""
     recipes = list(recipes or [])
     for recipe in recipes:
         recipe.check_runnable()
