@@ -231,6 +231,25 @@ def test_gate_output_and_threshold_mistakes(tmp_path, args, code, fragment):
         assert fragment in one_line_error(proc)
 
 
+def test_gate_scale_raw_with_the_default_model_uses_its_own_scale(tmp_path):
+    """`gate --scale raw` with the default model: the default threshold is the raw quality that scores 50 on the
+    model's calibration (near -0.05), not a value of another scale; a raw threshold above everything the
+    calibration covers (0.95, the stability score's range) is refused in one line, not applied silently."""
+    pytest.importorskip("dlib")
+    _default_model_available()
+    from fiqa_trt.weights.registry import packaged_recipe
+
+    low, high = packaged_recipe("dlib-resnet-v1-arcface112")["calibration"]
+    frames = tmp_path / "frames"
+    shutil.copytree(PHOTOS, frames)
+    proc = fiqa("gate", frames, "-q", "--scale", "raw", "--events", tmp_path / "e.jsonl")
+    assert proc.returncode == 0, proc.stderr
+    summary = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()][-1]
+    assert summary["scale"] == "raw" and summary["threshold"] == pytest.approx((low + high) / 2, abs=1e-4)
+    proc = fiqa("gate", frames, "--scale", "raw", "--threshold", "0.95", "--events", tmp_path / "f.jsonl")
+    assert proc.returncode == 2 and "--threshold 0.95 is far outside the raw scale" in one_line_error(proc)
+
+
 def test_gate_on_an_unreadable_video_exits_1(tmp_path, random_model):
     pytest.importorskip("dlib")
     junk = tmp_path / "clip.avi"

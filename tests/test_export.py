@@ -452,6 +452,34 @@ def test_exported_model_scores_through_the_cli_without_preprocessing_flags(tmp_p
     assert len(rows) == 4 and all(r.split(",")[-1] == "" for r in rows[1:])
 
 
+def test_export_of_a_model_the_registry_knows_carries_its_preprocessing_and_recipe(real_model, tmp_path):
+    """The shared MobileFaceNet is known to the registry by its sha256 ((x - 127) / 128, recipe
+    mobilefacenet-default): its exported copy, which the registry no longer knows, states both in its metadata and
+    scores as the original does (not with the ArcFace normalisation)."""
+    import csv
+
+    record = registry.lookup(hashlib.sha256(real_model.read_bytes()).hexdigest())
+    assert record is not None and record.name == "faceplugin-mobilefacenet"
+    out = tmp_path / "copy.onnx"
+    proc = _cli("export", real_model, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "preprocessing from the registry (faceplugin-mobilefacenet)" in " ".join(proc.stderr.split())
+    meta = graph.read_metadata(onnx.load(str(out)))
+    assert (meta["color"], meta["mean"], meta["std"]) == ("RGB", [127.0] * 3, [128.0] * 3)
+    assert meta["recipe"]["name"] == "mobilefacenet-default" == record.recipe["name"]
+    faces = Path(__file__).resolve().parents[1] / "examples" / "faces"
+    scores = {}
+    for name, model in (("original", real_model), ("copy", out)):
+        scored = _cli("score", faces, "-m", model, "--backend", "onnxruntime", "--precision", "fp32", "-q",
+                      "-o", tmp_path / f"{name}.csv")
+        assert scored.returncode == 0, scored.stderr
+        with open(tmp_path / f"{name}.csv", newline="") as f:
+            scores[name] = [(r["path"], float(r["quality"]), int(r["score"])) for r in csv.DictReader(f)]
+    assert len(scores["copy"]) == 6
+    for (pa, qa, sa), (pb, qb, sb) in zip(scores["original"], scores["copy"]):
+        assert pa == pb and abs(qa - qb) < 1e-5 and sa == sb, (pa, qa, qb)
+
+
 def test_cli_reports_a_checkpoint_problem_without_traceback(tmp_path):
     arch, net, path = make_checkpoint(tmp_path, "adaface_ir101", True)
     proc = _cli("export", path, "--arch", "transface_vit_s", "--out", tmp_path / "x.onnx")
