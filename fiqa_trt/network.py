@@ -5,7 +5,8 @@ makes are those a command is given an address for (`weights fetch` downloads, `-
 - OpenVINO's Python package sends usage telemetry to Google Analytics (from a forked process) when `openvino` is
   imported, and writes a client id under ~/intel, unless the `openvino_telemetry` module cannot be imported, when it
   uses its own no-op stub (openvino.tools.ovc.telemetry_stub). `no_telemetry` makes that import fail in this
-  process and its children, before anything imports openvino; the user's own opt-in state (the consent file that
+  process (and in those forked from it; any other process that imports fiqa_trt does it too, Ray's workers
+  included), before anything imports openvino; the user's own opt-in state (the consent file that
   OpenVINO's `opt_in_out --opt_out` writes) is neither read nor changed.
 - ONNX Runtime's official Linux builds (1.29 and later) send usage telemetry to Microsoft (1DS: process, session
   and model events) and keep a device id and an event cache under ~/.cache/Microsoft, unless ORT_DISABLE_TELEMETRY=1

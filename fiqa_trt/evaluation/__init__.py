@@ -15,7 +15,9 @@ identity split, bootstrap intervals, score files, sweeps, pictures, and the whol
 - `plots`: EDC curves (with the theoretical best), quality histograms, annotated face grids (PNG and SVG).
 - `run`: one `fiqa-trt eval` run from an `EvalSettings` (the CLI command is fiqa_trt/cli/eval.py).
 - `calibrate`: a recipe fitted for one model (its centre and weights on the dev half, reported on the test half);
-  `degradations`: synthetic degradations of aligned crops and how often a quality ranks them below the face.
+  `degradations`: synthetic and realistic degradations of aligned crops, and how often a quality ranks them below
+  the face; `crossquality`: the cross-quality protocol (a seeded share of the images degraded); `froq`: FROQ, as a
+  method to compare with.
 
 For code that fits or checks a quality on a dev half and reports the test half (e.g. recipe calibration):
 

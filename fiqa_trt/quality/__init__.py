@@ -6,7 +6,8 @@ like OFIQ's measures: one object per signal, one object per pass, one recipe tha
 - `passes.Pass`: one embedding pass, (N, 1 + K, D) raw embeddings of the originals and their views on the device
   they were computed on, the view-to-spec map, and what signals read off it (norms, centre cosines, the kernel's
   cosines), computed there once.
-- `signals`: one class per signal (`lognorm`, `lognorm:all`, `ui`, `ui:all`, `cos:<i>`), registered by name,
+- `signals`: one class per signal (`lognorm`, `lognorm:all`, `ui`, `ui:all`, `cos:<i>`, and the observer signals
+  `obs:<i>`, `obs-all:<i>`, `froq`, read off the layers the pass carries), registered by name,
   `read(pass) -> (N,)`. To add a signal: one `@register`ed subclass of `signals.Signal` (see that module); nothing
   else changes.
 - `recipe.Recipe`: the views, signals, weights, centre and calibration of a quality method, validated;
