@@ -308,6 +308,30 @@ def test_threshold_and_scale():
     assert calibrated.score_of(0.777) == 78 and isinstance(calibrated.score_of(0.777), int)
 
 
+@pytest.mark.parametrize("args, fragment", [
+    (["--threshold", "150"], "--threshold 150 is outside the calibrated scale [0, 100]"),
+    (["--scale", "raw", "--threshold", "50"], "--threshold 50 is far outside the raw scale"),
+    (["--batch-frames", "0"], "--batch-frames must be at least 1"),
+    (["--min-iou", "0"], "--min-iou in (0, 1]"),
+])
+def test_gate_options_are_checked_before_the_model_loads(real_model, tmp_path, monkeypatch, args, fragment):
+    """The threshold needs only the model's calibration (read from its file), the tracking options nothing: each
+    mistake is refused before the runner opens."""
+    from typer.testing import CliRunner
+
+    import fiqa_trt.engine.session as session
+    from fiqa_trt.cli.app import app
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(session, "open_runner", no_model)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    result = CliRunner().invoke(app, ["gate", str(frames), "--model", str(real_model), "-q", *args])
+    assert isinstance(result.exception, FiqaError) and fragment in str(result.exception), result.exception
+
+
 def test_streams_are_gated_together_each_with_its_tracks_and_summary(tmp_path):
     from fiqa_trt.gate.gate import public_name
 

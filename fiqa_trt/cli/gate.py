@@ -68,7 +68,7 @@ def gate(
     from fiqa_trt.cli.console import Interrupts
     from fiqa_trt.engine.detect import DETECTORS
     from fiqa_trt.errors import FiqaError
-    from fiqa_trt.gate.gate import check_video_out
+    from fiqa_trt.gate.gate import check_tracking, check_video_out
     from fiqa_trt.gate.network import StreamUnavailable
     from fiqa_trt.gate.streams import kind_of
 
@@ -79,6 +79,7 @@ def gate(
         raise FiqaError(f"unknown face detector '{detector}'; use one of: {', '.join(DETECTORS)}")
     if scale not in ("auto", "raw", "calibrated"):
         raise FiqaError(f"unknown score scale '{scale}'; use auto, raw or calibrated")
+    check_tracking(batch_frames, min_iou, max_missed)
     quiet = output.quiet
     settings = settings.check()
     check_video_out(video_out)
@@ -121,20 +122,23 @@ def gate(
 def _run(sources, settings, output, scale, threshold, detector, min_face, upsample, events, best_dir, video_out,
          batch_frames, min_iou, max_missed, drop, queue_size, network) -> dict:
     """Open the session, the detector and the gate, and gate the sources: the summary."""
+    from fiqa_trt.engine.resolve import resolve
     from fiqa_trt.engine.session import open_session
-    from fiqa_trt.gate.gate import Gate
+    from fiqa_trt.gate.gate import Gate, gate_threshold
 
+    resolution = resolve(settings)  # the model's calibration, read before the model loads
+    calibration = resolution.calibration
+    if scale == "auto":
+        scale = "calibrated" if calibration is not None else "raw"
+    gate_threshold(scale, calibration, threshold, warn=False)  # a threshold off its scale: refused here
     # the detector's faces are realigned as `score` realigns a crop (each by itself), as the resolver decides
-    session = open_session(settings)
+    session = open_session(settings, resolution=resolution)
     scorer = session.scorer
     if output.verbose:
         for line in session.resolution.lines():
             err.print(escape(line))
-    calibration = session.resolution.calibration
     if not output.quiet and scorer.recipe is not None:
         err.print(escape(session.describe_recipe()))
-    if scale == "auto":
-        scale = "calibrated" if calibration is not None else "raw"
     aligner = _detector(detector, scorer, min_face, upsample, settings.backend)
     gate_ = Gate(scorer, aligner, threshold=threshold, scale=scale, calibration=calibration, events=events,
                  best_dir=best_dir, video_out=video_out, batch_frames=batch_frames, min_iou=min_iou,

@@ -178,6 +178,52 @@ def check_video_out(path: str | Path | None) -> None:
                         f"({exc.strerror or exc})") from None
 
 
+def check_tracking(batch_frames: int, min_iou: float, max_missed: int) -> None:
+    """FiqaError (one line) for batching and tracking settings that cannot work."""
+    if batch_frames < 1:
+        raise FiqaError("--batch-frames must be at least 1")
+    if max_missed < 0 or not 0 < min_iou <= 1:
+        raise FiqaError("--max-missed must be >= 0 and --min-iou in (0, 1]")
+
+
+def gate_threshold(scale: str, calibration: tuple[float, float] | None, threshold: float | None,
+                   warn: bool = True) -> float:
+    """The threshold to use on this scale (see the module docstring), checked: FiqaError (one line) for a scale
+    without a calibration, or a threshold outside its scale; a raw threshold outside the calibration's range is
+    warned about (`warn`). Needs the calibration only, so a command checks it before the model loads."""
+    if scale not in SCALES:
+        raise FiqaError(f"unknown score scale '{scale}'; use raw or calibrated")
+    if scale == "calibrated" and calibration is None:
+        raise FiqaError("no calibration is known for this model and recipe: use --scale raw with a --threshold "
+                        "on the recipe's raw quality")
+    if calibration is not None and not calibration[1] > calibration[0]:
+        raise FiqaError("a calibration needs p1 < p99")
+    cal = calibration
+    if scale == "calibrated":
+        threshold = 50 if threshold is None else threshold
+        if not 0 <= threshold <= 100:
+            raise FiqaError(f"--threshold {threshold:g} is outside the calibrated scale [0, 100] (a threshold on "
+                            "the recipe's raw quality needs --scale raw)")
+        return threshold
+    if threshold is None:
+        if cal is None:
+            raise FiqaError("no 0-100 calibration is known for this model and recipe to take a default "
+                            "threshold from: give --threshold on the recipe's raw quality (--scale raw)")
+        return round(Scale.calibrated(*cal).quality_at(50), 6)  # the raw quality that scores 50
+    if not np.isfinite(threshold):
+        raise FiqaError("--threshold must be a finite number")
+    if cal is not None and not cal[0] - RAW_MARGIN * (cal[1] - cal[0]) <= threshold <= \
+            cal[1] + RAW_MARGIN * (cal[1] - cal[0]):
+        raise FiqaError(f"--threshold {threshold:g} is far outside the raw scale of this recipe (its clean faces "
+                        f"span {cal[0]:.4g} to {cal[1]:.4g}, 1st to 99th percentile): a 0-100 threshold needs "
+                        "--scale calibrated")
+    if warn and cal is not None and not cal[0] <= threshold <= cal[1]:
+        log.warning("--threshold %g on the raw scale is outside this recipe's calibration range [%.4g, %.4g] "
+                    "(1st to 99th percentile of clean faces): it %s nearly every face", threshold, cal[0],
+                    cal[1], "rejects" if threshold > cal[1] else "accepts")
+    return threshold
+
+
 class Gate:
     """Quality gate over one stream of frames or several; see the module docstring. `run(sources)` opens and reads
     sources; `process(streams)` takes FrameReaders or iterables of `streams.Frame`. Both return the summary (also
@@ -188,19 +234,9 @@ class Gate:
                  on_event: Callable[[dict], None] | None = None, best_dir: str | Path | None = None,
                  video_out: str | Path | None = None, batch_frames: int = 4, min_iou: float = 0.3,
                  max_missed: int = 5):
-        if scale not in SCALES:
-            raise FiqaError(f"unknown score scale '{scale}'; use raw or calibrated")
-        if scale == "calibrated" and calibration is None:
-            raise FiqaError("no calibration is known for this model and recipe: use --scale raw with a --threshold "
-                            "on the recipe's raw quality")
-        if calibration is not None and not calibration[1] > calibration[0]:
-            raise FiqaError("a calibration needs p1 < p99")
-        if batch_frames < 1:
-            raise FiqaError("--batch-frames must be at least 1")
-        if max_missed < 0 or not 0 < min_iou <= 1:
-            raise FiqaError("--max-missed must be >= 0 and --min-iou in (0, 1]")
+        check_tracking(batch_frames, min_iou, max_missed)
         self.scorer, self.scale, self.calibration = scorer, scale, calibration
-        self.threshold = self._threshold(threshold)
+        self.threshold = gate_threshold(scale, calibration, threshold)
         if detector is None:
             config = getattr(getattr(scorer, "runner", None), "config", None)
             detector = default_detector(size=tuple(config.input_size) if config is not None else (112, 112),
@@ -216,33 +252,6 @@ class Gate:
                 raise FiqaError(f"cannot create --best-dir {self.best_dir}: {exc.strerror or exc}") from None
         self.video_out = Path(video_out) if video_out is not None else None
         check_video_out(self.video_out)
-
-    def _threshold(self, threshold: float | None) -> float:
-        """The threshold to use on this scale (see the module docstring), checked."""
-        cal = self.calibration
-        if self.scale == "calibrated":
-            threshold = 50 if threshold is None else threshold
-            if not 0 <= threshold <= 100:
-                raise FiqaError(f"--threshold {threshold:g} is outside the calibrated scale [0, 100] (a threshold on "
-                                "the recipe's raw quality needs --scale raw)")
-            return threshold
-        if threshold is None:
-            if cal is None:
-                raise FiqaError("no 0-100 calibration is known for this model and recipe to take a default "
-                                "threshold from: give --threshold on the recipe's raw quality (--scale raw)")
-            return round(Scale.calibrated(*cal).quality_at(50), 6)  # the raw quality that scores 50
-        if not np.isfinite(threshold):
-            raise FiqaError("--threshold must be a finite number")
-        if cal is not None and not cal[0] - RAW_MARGIN * (cal[1] - cal[0]) <= threshold <= \
-                cal[1] + RAW_MARGIN * (cal[1] - cal[0]):
-            raise FiqaError(f"--threshold {threshold:g} is far outside the raw scale of this recipe (its clean faces "
-                            f"span {cal[0]:.4g} to {cal[1]:.4g}, 1st to 99th percentile): a 0-100 threshold needs "
-                            "--scale calibrated")
-        if cal is not None and not cal[0] <= threshold <= cal[1]:
-            log.warning("--threshold %g on the raw scale is outside this recipe's calibration range [%.4g, %.4g] "
-                        "(1st to 99th percentile of clean faces): it %s nearly every face", threshold, cal[0],
-                        cal[1], "rejects" if threshold > cal[1] else "accepts")
-        return threshold
 
     # ---- scores and decisions ----
 
