@@ -67,6 +67,21 @@ def test_messy_folder_scores_what_it_can_and_records_the_rest(messy_folder, rand
     assert "failed" in proc.stderr
 
 
+def test_a_model_without_a_calibration_gets_the_generic_scale(face_like, random_model, tmp_path):
+    """The stability recipe of a model nothing is known about has no calibration: its 0-100 score is the generic
+    scale of the stability score, with a warning saying how to fit the model's own."""
+    import numpy as np
+
+    proc = fiqa("score", face_like[0].parent, "-m", random_model, "-o", tmp_path / "s.csv")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stderr.split())
+    assert "the score is the generic scale of the stability score" in text and "fiqa-trt calibrate" in text
+    rows = [r for r in read_csv(tmp_path / "s.csv") if not r["error"]]
+    quality = np.array([float(r["quality"]) for r in rows])
+    want = np.round(np.clip(50 * (-np.log10(1 - quality) - 1), 0, 100))
+    assert rows and [int(r["score"]) for r in rows] == want.astype(int).tolist()
+
+
 def test_output_formats_agree(face_like, random_model, tmp_path):
     folder = face_like[0].parent
     spec = ["--perturb", "gaussian:sigma=5", "--views", "2", "--perturb", "border:thickness=4"]

@@ -103,8 +103,11 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
     if not quiet:
         err.print(escape(session.describe_recipe()))
     if scorer.recipe is not None and scorer.recipe.calibration is None:
-        err.print("[yellow]warning:[/] this recipe has no 0-100 calibration for this model: the score column stays "
-                  "empty (fiqa-trt calibrate fits one)")
+        from fiqa_trt.quality.scale import GENERIC_WARNING
+
+        err.print("[yellow]warning:[/] " + escape(GENERIC_WARNING if scorer.scale is not None else
+                                                  "this recipe has no 0-100 calibration for this model: the score "
+                                                  "column stays empty (fiqa-trt calibrate fits one)"))
     todo = sink.todo(items)
     already = len(items) - len(todo)
     if not quiet:

@@ -267,6 +267,8 @@ def _calibration_source(recipe, recipe_source: str, sha: str) -> str:
 
     if recipe is None:
         return "none: a --perturb stability score has no 0-100 calibration"
+    if recipe.calibration is None and recipe.fusion == "stability":
+        return "none for this model: the generic scale of the stability score (fiqa-trt calibrate fits its own)"
     if recipe.calibration is None:
         return "none for this recipe and model (fiqa-trt calibrate fits one; the score column stays empty)"
     if calibration_for(sha, recipe.name) == tuple(recipe.calibration):

@@ -74,7 +74,7 @@ class Scorer:
                  unified_scale: scale.Scale | None = None, recipe_source: str | None = None):
         """`recipe` (quality.Recipe): its views and fusion replace `perturb`, `views`' specs and `agg`; without one
         the quality is the seed's stability score of `perturb`. `unified_scale`: the 0-100 scale of the qualities
-        (default: the recipe's calibration, if any); `recipe_source`: where the recipe came from (a line for
+        (default: the recipe's calibration, else for a stability recipe the generic scale); `recipe_source`: where the recipe came from (a line for
         reports). `aligner`: an `engine.align.FaceAligner` (photos) or an `engine.template.Realigner` (crops put back
         on the template), applied to every item and mixup partner inside the pipeline."""
         if agg not in kernels.AGGREGATIONS:
@@ -90,7 +90,8 @@ class Scorer:
         # what `_quality` evaluates: the recipe, or the plain stability score of the given views
         self.method = recipe if recipe is not None else Recipe("perturb", tuple(perturb or [DEFAULT_SPEC]),
                                                                "stability", agg, realign="off")
-        self.scale = unified_scale if unified_scale is not None else scale.for_recipe(recipe)
+        # a stability recipe without a calibration gets the generic scale (a plain --perturb score none)
+        self.scale = unified_scale if unified_scale is not None else scale.for_recipe(recipe, generic=True)
         if batch_size < 1:
             raise FiqaError("--batch-size must be at least 1")
         self.runner, self.agg, self.seed, self.batch_size = runner, agg, seed, batch_size
