@@ -132,3 +132,19 @@ def test_the_summary_leads_with_the_0_100_score(real_model, tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = proc.stderr[proc.stderr.index("scored"):]
     assert summary.index("score (0-100) mean / median") < summary.index("raw quality mean / median"), summary
+
+
+def test_viz_shows_the_0_100_score_of_a_score_file(tmp_path):
+    """A `fiqa-trt score` file with a 0-100 score is drawn by that score; one whose score column is empty (a plain
+    --perturb score) by its raw quality; error rows are left out."""
+    from fiqa_trt.cli.eval import _score_file
+
+    scored = tmp_path / "s.csv"
+    scored.write_text("path,quality,score,cos_flip,error\na.png,-0.051,51,0.99,\nb.png,-0.060,13,0.98,\n"
+                      "c.png,,,,not an image\n")
+    assert _score_file(scored)[0] == ["a.png", "b.png"]
+    assert _score_file(scored)[1].tolist() == [51.0, 13.0] and _score_file(scored)[2] == "score"
+    plain = tmp_path / "p.csv"
+    plain.write_text("path,quality,score,cos_flip,error\na.png,0.97,,0.97,\nb.png,0.95,,0.95,\n")
+    names, values, what = _score_file(plain)
+    assert what == "quality" and values.tolist() == [0.97, 0.95]
