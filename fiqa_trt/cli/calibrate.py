@@ -20,9 +20,15 @@ FEW_ERRORS = 20  # fewer false non-matches than this on the dev half: the fit is
 
 @args.command(args.MODEL_ARGUMENT, args.RUNTIME, args.REALIGN, args.OUTPUT.without("quiet"))
 def calibrate(
-    images: str = typer.Argument(..., help="Identity folders: IMAGES/<identity>/<image>."),
+    images: str = typer.Argument(..., help="Identity folders IMAGES/<identity>/<image> (a fit on verification "
+                                 "pairs), or a folder of face images without identity folders (a fit on "
+                                 "pseudo-labels)."),
     pairs: Optional[str] = typer.Option(None, "--pairs", help="A pair file over IMAGES (default: the generated "
                                         "all-mated protocol)."),
+    labels: Optional[bool] = typer.Option(None, "--labels/--no-labels", help="Fit on identity labels (identity "
+                                          "folders or --pairs) or without (pseudo-labels of the images themselves; no "
+                                          "file or folder name is read). Default: with labels where IMAGES holds "
+                                          "identity folders, without where it holds images only."),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="The recipe whose weights are fitted, by name "
                                          "or JSON file (default: the model's own, else lognorm-ui-flip)."),
     seed: int = typer.Option(0, help="Seed of the identity split, the pair generator and the views (as eval's "
@@ -40,12 +46,14 @@ def calibrate(
     settings: ScoringSettings = None,
     output: args.Output = None,
 ) -> None:
-    """Fit a recipe's weights on the dev half of a seeded identity split, report the held-out half, store it."""
+    """Fit a recipe's weights on the dev half of a seeded identity split and report the held-out half, or without
+    labels on pseudo-labels of the images; store it."""
     from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine import recipes
     from fiqa_trt.engine.resolve import resolve, resolve_recipe
     from fiqa_trt.engine.session import open_runner
     from fiqa_trt.evaluation.calibrate import calibrate_model, package_document
+    from fiqa_trt.evaluation.labelfree import calibrate_unlabelled
     from fiqa_trt.evaluation.protocols import identities
     from fiqa_trt.files import sha256_of
     from fiqa_trt.weights import registry
@@ -85,13 +93,37 @@ def calibrate(
     if output.verbose:
         for line in resolution.lines():
             err.print(escape(line))
-    identities(images)  # a folder without identity folders is refused before the model loads
+    if labels is None:
+        labels = pairs is not None or _has_identity_folders(images)
+    if labels:
+        identities(images)  # a folder without identity folders is refused before the model loads
+    elif pairs or write_package:
+        raise FiqaError(f"--no-labels fits on pseudo-labels: {'--pairs' if pairs else '--write-package'} needs the "
+                        "identity labels")
     with Reporter(err) as reporter:
         reporter.phase("opening the model")
         runner = open_runner(resolution, settings)
-        result = calibrate_model(runner, images, base, seed, settings.batch_size, settings.threads, pairs,
-                                 reporter.advance, bootstrap, bootstrap_seed, realign=settings.realign,
-                                 named=write_package, phase=reporter.phase)
+        if not labels:
+            done = calibrate_unlabelled(runner, images, base, seed, settings.batch_size, settings.threads,
+                                        reporter.advance, settings.realign, reporter.phase)
+        else:
+            result = calibrate_model(runner, images, base, seed, settings.batch_size, settings.threads, pairs,
+                                     reporter.advance, bootstrap, bootstrap_seed, realign=settings.realign,
+                                     named=write_package, phase=reporter.phase)
+    if not labels:
+        fitted, report = done.recipe, done.report
+        lab = report["labels"]
+        err.print(f"no identity labels: pseudo-labels of {lab['sample']} sampled images (the mean rank of "
+                  + ", ".join(f"{n} (Spearman {c:.3f})" for n, c in lab["component_correlation"].items()) + ")")
+        err.print(f"centre: {report['centre']}")
+        err.print(f"weights (fitted to the pseudo-labels, Spearman {lab['fitted_correlation']:.3f}): "
+                  + ", ".join(f"{k} {v:g}" for k, v in report["weights"].items()))
+        _report_degradations(report)
+        err.print(f"0-100 calibration over the {lab['sample']} sampled images: p1 {fitted.calibration[0]:.5f} -> 0, "
+                  f"p99 {fitted.calibration[1]:.5f} -> 100")
+        _finish(model, sha, record, fitted, {"model": str(model), "sha256": sha, "report": report,
+                                             "recipe": fitted.to_dict()}, out, store)
+        return
     fitted, report = result.recipe, result.report
     err.print(report["template_check"])
     if report["centre"]:
@@ -108,13 +140,7 @@ def calibrate(
         err.print(f"[yellow]warning:[/] the dev half has only {', '.join(f'{n} at FMR {k}' for k, n in few.items())} "
                   f"false non-matches: the weights rest on them and the figures are noisy; calibrate on more "
                   f"identities (or --no-store)")
-    agreed = report["degradation_check"]["agreement"]
-    err.print(f"degradation check ({report['degradation_check']['faces']} dev faces; the share whose quality drops): "
-              + ", ".join(f"{k} {v:.0%}" for k, v in agreed.items()))
-    if not report["degradation_check"]["meets_floor"]:
-        err.print(f"[yellow]warning:[/] the fitted recipe keeps a degraded face below the face for fewer than "
-                  f"{report['degradation_check']['floor']:.0%} of the dev faces under some kind: its signals cannot "
-                  "rank those degradations for this model (a recipe with the ui signals may; or --no-store)")
+    _report_degradations(report)
     for name, ref in report["references"].items():
         err.print(f"  vs {name} alone (test): " + ", ".join(
             f"FMR {k}: {v:.3f}" + (", difference 90% [{:+.4f}, {:+.4f}]".format(*ref["difference_90"][k])
@@ -122,9 +148,7 @@ def calibrate(
     err.print(f"0-100 calibration: p1 {fitted.calibration[0]:.5f} -> 0, p99 {fitted.calibration[1]:.5f} -> 100")
     document = {"model": str(model), "sha256": sha, "template_check": report["template_check"],
                 "report": report, "recipe": fitted.to_dict()}
-    if out:
-        _write(Path(out), recipes.recipe_json(document))
-        err.print(f"written {out}")
+    _finish(model, sha, record, fitted, document, out, store)  # store is off with --write-package
     if write_package:
         target = registry.RECIPE_DIR / f"{record.name}.json"
         _write(target, recipes.recipe_json(package_document(
@@ -132,6 +156,34 @@ def calibrate(
             record.recipe["name"] if record.recipe else f"{record.name}-default")))
         err.print(f"written the packaged default recipe of {record.name}: {target} (named calibrations: "
                   + ", ".join(f"{k} {v[0]:.5f} -> {v[1]:.5f}" for k, v in result.calibrations.items()) + ")")
+
+
+def _has_identity_folders(images: str) -> bool:
+    from fiqa_trt.evaluation.protocols import identities
+
+    try:
+        return bool(identities(images))
+    except FiqaError:
+        return False
+
+
+def _report_degradations(report: dict) -> None:
+    agreed = report["degradation_check"]["agreement"]
+    err.print(f"degradation check ({report['degradation_check']['faces']} faces; the share whose quality drops): "
+              + ", ".join(f"{k} {v:.0%}" for k, v in agreed.items()))
+    if not report["degradation_check"]["meets_floor"]:
+        err.print(f"[yellow]warning:[/] the fitted recipe keeps a degraded face below the face for fewer than "
+                  f"{report['degradation_check']['floor']:.0%} of the faces under some kind: its signals cannot "
+                  "rank those degradations for this model (a recipe with the ui signals may; or --no-store)")
+
+
+def _finish(model, sha: str, record, fitted, document: dict, out: str | None, store: bool) -> None:
+    """Write the report and recipe to `out`, store the fitted recipe as the model's default (`store`)."""
+    from fiqa_trt.engine import recipes
+
+    if out:
+        _write(Path(out), recipes.recipe_json(document))
+        err.print(f"written {out}")
     if store:
         path = recipes.save_calibrated(sha, fitted)
         err.print(f"stored as this model's default recipe: {path}")

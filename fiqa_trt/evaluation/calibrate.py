@@ -79,28 +79,36 @@ def soft_agreement(clean: np.ndarray, degraded: np.ndarray) -> float:
 
 def search(signals: dict[str, np.ndarray], proto: Protocol, grid=GRID, rounds: int = 3,
            degraded: dict[str, dict[str, np.ndarray]] | None = None, floor: float | None = None) -> dict[str, float]:
-    """Coordinate descent over `grid` for every weight but the first (fixed at 1), on one protocol. The grid applies
-    to the signals divided by their standard deviation over the protocol's images (so that a log-cosine, whose
-    spread is a few hundredths, and a log-norm weigh alike); the weights returned apply to the raw signals.
+    """The weights of `signals` that minimise the mean normalised pAUC of one protocol (`objective`): `descend`
+    over the protocol's own images. Raises FiqaError when no target FMR has a false non-match to discard."""
+    if not any(errors.any() for errors in proto.errors.values()):
+        raise FiqaError("the dev half has no false non-match at any target FMR: there is nothing for a quality to "
+                        "discard, so no weight can be fitted (more identities, or harder images)")
+    used = np.unique(np.concatenate([proto.ma, proto.mb]))  # the protocol's own images only
+    return descend(signals, lambda quality: objective(proto, quality), used, grid, rounds, degraded, floor)
+
+
+def descend(signals: dict[str, np.ndarray], cost_of, rows: np.ndarray | None = None, grid=GRID, rounds: int = 3,
+            degraded: dict[str, dict[str, np.ndarray]] | None = None, floor: float | None = None) -> dict[str, float]:
+    """Coordinate descent over `grid` for every weight but the first (fixed at 1), minimising `cost_of(fused
+    quality)` (over every image of `signals`; `rows`, the images it reads, None for all). The grid applies to the
+    signals divided by their standard deviation over `rows` (so that a log-cosine, whose spread is a few hundredths,
+    and a log-norm weigh alike); the weights returned apply to the raw signals.
 
     `degraded` (`"clean"` and each degradation kind -> signal -> values over the same faces, e.g. dev faces and their
     `evaluation.degradations` copies) with `floor`: the fused quality must drop for at least `floor` of the faces
     under every kind. A fit below it pays 10 x its shortfall, plus 10 x the shortfall of a smooth share
-    (`soft_agreement`, which still moves where a grid step moves no face across), on top of its mean normalised
-    pAUC, and the descent goes on for up to 10 rounds while it is below; a fit at or above the floor is judged by its
-    pAUC alone. The floor may still be out of reach of the signals (then the result misses it: callers check with
-    `degradations.agreement`). Raises FiqaError when no target FMR has a false non-match to discard."""
+    (`soft_agreement`, which still moves where a grid step moves no face across), on top of its cost, and the
+    descent goes on for up to 10 rounds while it is below; a fit at or above the floor is judged by its cost alone.
+    The floor may still be out of reach of the signals (then the result misses it: callers check with
+    `degradations.agreement`)."""
     names = list(signals)
-    if not any(errors.any() for errors in proto.errors.values()):
-        raise FiqaError("the dev half has no false non-match at any target FMR: there is nothing for a quality to "
-                        "discard, so no weight can be fitted (more identities, or harder images)")
     if (degraded is None) != (floor is None):
         raise ValueError("give both degraded and floor, or neither")
     if degraded is not None and ("clean" not in degraded or len(degraded) < 2):
         raise ValueError("degraded needs 'clean' and at least one degradation kind")
     signals = {n: np.asarray(v, np.float64) for n, v in signals.items()}  # (float32 sums move with alignment)
-    used = np.unique(np.concatenate([proto.ma, proto.mb]))  # the protocol's own images only
-    spread = {n: float(np.std(signals[n][used])) or 1.0 for n in names}
+    spread = {n: float(np.std(signals[n] if rows is None else signals[n][rows])) or 1.0 for n in names}
     z = {n: signals[n] / spread[n] for n in names}
     checked = degraded is not None
     zd = {kind: {n: np.asarray(v[n], np.float64) / spread[n] for n in names} for kind, v in degraded.items()} \
@@ -113,7 +121,7 @@ def search(signals: dict[str, np.ndarray], proto: Protocol, grid=GRID, rounds: i
         return max(0.0, floor - min(drops))
 
     def cost(weights: dict[str, float]) -> float:
-        value = objective(proto, fuse(z, weights))
+        value = cost_of(fuse(z, weights))
         if checked:  # the count decides feasibility; below the floor the soft share steers where the count is flat
             missing = shortfall(weights, False)
             if missing > 0:
@@ -263,12 +271,9 @@ def crop_signals(scorer, recipe, crops: list[np.ndarray], keys: list[str]) -> di
     return recipe.read_signals(scorer.crop_pass(crops, keys))
 
 
-def degradation_signals(scorer, recipe, root, keys: list[str], aligner=None, seed: int = 0) -> dict[str, dict]:
-    """`"clean"` and each `evaluation.degradations` kind -> the recipe's signals of the images `root/key` (dev
-    faces: `dev_sample(..., count=degradations.SAMPLE)`) put on the template (`aligner`) and then degraded: what
-    `search(degraded=..., floor=...)` checks its weights against."""
-    from pathlib import Path
-
+def aligned_crops(scorer, root, keys: list[str], aligner=None) -> tuple[list[np.ndarray], list[str]]:
+    """The images `root/key` that can be read, put on the template (`aligner`, else resized to the model's input):
+    (RGB crops, their keys)."""
     import cv2
 
     size = scorer.runner.config.input_size
@@ -281,6 +286,14 @@ def degradation_signals(scorer, recipe, root, keys: list[str], aligner=None, see
         crops.append(aligner.warp(rgb) if aligner is not None and hasattr(aligner, "warp")
                      else cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA))
         names.append(key)
+    return crops, names
+
+
+def degradation_signals(scorer, recipe, root, keys: list[str], aligner=None, seed: int = 0) -> dict[str, dict]:
+    """`"clean"` and each `evaluation.degradations` kind -> the recipe's signals of the images `root/key` (dev
+    faces: `dev_sample(..., count=degradations.SAMPLE)`) put on the template (`aligner`) and then degraded: what
+    `search(degraded=..., floor=...)` checks its weights against."""
+    crops, names = aligned_crops(scorer, root, keys, aligner)
     if not crops:
         raise FiqaError("none of the dev images for the degradation check could be read")
     out = {"clean": crop_signals(scorer, recipe, crops, names)}
@@ -346,6 +359,15 @@ class Calibration:
     calibrations: dict[str, tuple[float, float]]  # of the named recipes (named=True)
 
 
+def fit_session(runner, base, recipe, mode: tuple[str, bool], **changes):
+    """A session on `runner` (settings `base`) scoring with `recipe` (or `changes`), each image put on the template
+    as `mode` (realign, realign_each) says (the template check is made per crop)."""
+    from fiqa_trt.engine.session import open_session
+
+    return open_session(base.with_(**({"recipe": recipe, "perturb": (), "realign": mode[0], "realign_each": mode[1]}
+                                      | changes)), runner=runner)
+
+
 def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, threads: int | None = None,
                     pair_file: str | None = None, progress=None, bootstrap: int = BOOTSTRAP, bootstrap_seed: int = 0,
                     cap: int = 20, nonmated: int | None = None, realign: str | None = None,
@@ -361,7 +383,6 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
     step as it starts (the passes with their image counts); `progress(n)`: images embedded in the current pass."""
     phase = phase or (lambda name, total=None: None)
     from fiqa_trt.engine.recipes import calibrated_name
-    from fiqa_trt.engine.session import open_session
     from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.evaluation.protocols import all_mated_pairs, identities as identity_folders, read_pairs
     from fiqa_trt.quality.recipe import SEED, STABILITY
@@ -384,12 +405,9 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
     _, _, cut = halves(pairs, seed)
     base = ScoringSettings(seed=seed, batch_size=batch_size, threads=threads)
 
-    def session_for(r, mode=None, **changes):
-        """A session on `runner` scoring with recipe `r` (or `changes`), each image put on the template as `mode`
-        says (default: `realign`, else the recipe's own; the template check is made per crop)."""
+    def session_for(r, mode=None, **changes):  # the mode of `r`, whatever recipe `changes` name
         mode = mode or (realign or r.realign, r.realign_each)
-        return open_session(base.with_(**({"recipe": r, "perturb": (), "realign": mode[0], "realign_each": mode[1]}
-                                          | changes)), runner=runner)
+        return fit_session(runner, base, changes.pop("recipe", r), mode, **changes)
 
     mode = (realign or recipe.realign, recipe.realign_each)
     centre_note = None

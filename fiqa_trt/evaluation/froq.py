@@ -56,16 +56,15 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.einsum("...d,...d->...", a, b) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def pseudo_labels(runner, crops: np.ndarray, batch: int = 4) -> np.ndarray:
-    """(N,) pseudo-quality labels of aligned crops (N, H, W, 3) uint8 in the model's colour order: the mean of the
-    mirror cosine and the mean occluded-copy cosine (see the module docstring). `batch` crops per runner call (each
-    with its 1 + 1 + 64 copies)."""
+def perturbed_embeddings(runner, crops: np.ndarray, batch: int = 4):
+    """Per batch of `batch` aligned crops (N, H, W, 3) uint8 in the model's colour order, the (n, 2 + cells, D)
+    float64 embeddings of each crop, its mirror and its copies with one grid square blacked out, from one runner
+    call: what the pseudo-labels read."""
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.dtype != np.uint8:
         raise FiqaError("pseudo_labels takes uint8 crops (N, H, W, 3)")
     h, w = crops.shape[1:3]
     cells = occlusion_cells(h, w)
-    out = []
     for start in range(0, len(crops), batch):
         part = crops[start : start + batch]
         copies = [part, part[:, :, ::-1]]
@@ -75,10 +74,22 @@ def pseudo_labels(runner, crops: np.ndarray, batch: int = 4) -> np.ndarray:
             copies.append(occluded)
         stack = np.ascontiguousarray(np.stack(copies, axis=1))  # (n, 2 + cells, H, W, 3)
         n, k = stack.shape[:2]
-        emb = np.asarray(runner.embed(stack.reshape(n * k, h, w, 3)), np.float64).reshape(n, k, -1)
-        flip = _cos(emb[:, 0], emb[:, 1])
-        occlusion = _cos(emb[:, :1], emb[:, 2:]).mean(axis=1)
-        out.append((flip + occlusion) / 2.0)
+        yield np.asarray(runner.embed(stack.reshape(n * k, h, w, 3)), np.float64).reshape(n, k, -1)
+
+
+def label_of(embeddings: np.ndarray) -> np.ndarray:
+    """(n,) the pseudo-label of `perturbed_embeddings`' (n, 2 + cells, D) embeddings: the mean of the mirror cosine
+    and the mean occluded-copy cosine."""
+    flip = _cos(embeddings[:, 0], embeddings[:, 1])
+    occlusion = _cos(embeddings[:, :1], embeddings[:, 2:]).mean(axis=1)
+    return (flip + occlusion) / 2.0
+
+
+def pseudo_labels(runner, crops: np.ndarray, batch: int = 4) -> np.ndarray:
+    """(N,) pseudo-quality labels of aligned crops (N, H, W, 3) uint8 in the model's colour order: the mean of the
+    mirror cosine and the mean occluded-copy cosine (see the module docstring). `batch` crops per runner call (each
+    with its 1 + 1 + 64 copies)."""
+    out = [label_of(emb) for emb in perturbed_embeddings(runner, crops, batch)]
     return np.concatenate(out) if out else np.zeros(0)
 
 
