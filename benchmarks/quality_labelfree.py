@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
 LFW = SHARED / "data" / "lfw112"
 TARGET = 0.03
 
@@ -44,10 +47,8 @@ def subset(root: Path, count: int | None, seed: int = 0) -> Path:
 
 
 def main() -> None:
+    from benchmarks.harness.models import packaged
     from fiqa_trt.benchmark import provenance
-    from fiqa_trt.engine.models import default_model_path
-    from fiqa_trt.engine.resolve import resolve_recipe
-    from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.evaluation import calibrate, labelfree
     from fiqa_trt.evaluation.protocols import identity_of
@@ -66,13 +67,8 @@ def main() -> None:
               "data": f"shared LFW crops: {'all identity folders' if not args.identities else f'a seeded subset of {args.identities} identity folders (seed 0)'}",
               "target": f"label-free within {TARGET} normalised pAUC@0.3 of labelled on the test half",
               "bootstrap": {"resamples": args.bootstrap, "seed": 0}, "models": {}}
-    paths = {"mobilefacenet": SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"}
     for model in args.models.split(","):
-        path = paths.get(model) or default_model_path()
-        recipe, source = resolve_recipe(None, path)
-        if source != "model registry":
-            raise SystemExit(f"{model}: the default recipe comes from {source}, not the model registry: move it away")
-        runner = load_runner(str(path), "openvino", "auto")
+        path, recipe, source, runner = packaged(model)
         print(f"{model}: {recipe.describe()} ({source})", flush=True)
         labelled = calibrate.calibrate_model(runner, data, recipe, seed=0, bootstrap=0)
         fit, main = labelled.fit, labelled.passes["recipe"]

@@ -46,7 +46,7 @@ def test_realistic_kinds_grow_with_their_strength():
 
 def test_check_kinds_at_fixed_strengths_are_clearly_worse():
     crop = _crop()
-    out = {k: degradations.degrade(crop, k, "astronaut", 0) for k in degradations.NEW_KINDS}
+    out = {k: degradations.degrade(crop, k, "astronaut", 0) for k in degradations.CAPTURE_KINDS}
     assert np.mean(out["bright"] == 255) > 0.2 and out["bright"].mean() > 1.5 * crop.mean()  # burnt out
     assert out["dark"].mean() < 0.3 * crop.mean()
     for kind in ("motion", "lowjpeg"):

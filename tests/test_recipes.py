@@ -14,6 +14,7 @@ from fiqa_trt.engine import recipes
 from fiqa_trt.engine.recipes import Recipe
 from fiqa_trt.engine.resolve import resolve_recipe
 from fiqa_trt.errors import FiqaError
+from fiqa_trt.evaluation import degradations
 
 cv2 = pytest.importorskip("cv2")
 SEED_SCORES = Path(__file__).parent / "data" / "seed_scores_mobilefacenet.csv"
@@ -121,7 +122,9 @@ def test_packaged_default_recipes_belong_to_their_records():
         dims = {"faceplugin-mobilefacenet": 512, "dlib-resnet-v1-arcface112": 128}[record.name]
         assert recipe.uses_centre and len(recipe.centre) == dims
         check = recipe.figures["degradation_check"]["agreement"]
-        assert set(check) == set(degradations.KINDS) and min(check.values()) >= round(degradations.FLOOR, 3)
+        # the check the recipe was fitted under: at least the base kinds, each at the floor
+        assert set(degradations.BASE_KINDS) <= set(check) <= set(degradations.KINDS)
+        assert min(check.values()) >= round(degradations.FLOOR, 3)
         assert set(doc["calibrations"]) == {"seed", "stability"}
         assert recipes.load(recipe.name) == recipe  # by its name too
 
@@ -158,7 +161,7 @@ def test_calibrate_stores_a_recipe_and_reports_what_eval_reports(lfw, real_model
     recipe, source = resolve_recipe(None, real_model)
     assert source.startswith("calibrated") and recipe.calibration is not None and len(recipe.centre) == 512
     assert dict(recipe.signals) == doc["report"]["weights"] and recipe.name == "lognorm-ui-flip-calibrated"
-    assert set(doc["report"]["degradation_check"]["agreement"]) == {"blur2", "blur4", "down18", "noise25", "eyes"}
+    assert set(doc["report"]["degradation_check"]["agreement"]) == set(degradations.KINDS)
     # the named recipe now runs the fitted one; the shipped default stays reachable by its name
     assert resolve_recipe("lognorm-ui-flip", real_model)[0] == recipe
     assert resolve_recipe("mobilefacenet-default", real_model)[0].name == "mobilefacenet-default"
@@ -200,8 +203,9 @@ def test_degradations_do_what_they_say():
 
 
 def test_the_shipped_mobilefacenet_recipe_ranks_degraded_crops_lower(lfw_files, real_model):
-    """Through the engine: every kind of degradation lowers the default recipe's quality of real crops (put on the
-    template first) for nearly all of them (measured on 400 dev faces: 100% under each kind)."""
+    """Through the engine: every base kind of degradation lowers the default recipe's quality of real crops (put on
+    the template first) for nearly all of them (measured on 400 dev faces: 100% under each kind; the capture kinds
+    are measured in benchmarks/results/degradation_check.json)."""
     from fiqa_trt.engine.scorer import Scorer
     from fiqa_trt.engine.template import realigner_for
     from fiqa_trt.evaluation import degradations
@@ -214,7 +218,7 @@ def test_the_shipped_mobilefacenet_recipe_ranks_degraded_crops_lower(lfw_files, 
     clean = scorer.score_crops(crops)
     worse = degradations.agreement(clean, {k: scorer.score_crops([degradations.degrade(c, k, str(i))
                                                                   for i, c in enumerate(crops)])
-                                           for k in degradations.KINDS})
+                                           for k in degradations.BASE_KINDS})
     assert min(worse.values()) >= 0.9, worse
     # the ui signal alone points the same way: a 10-px face is nearer the centre than the face
     ui = Recipe("ui", recipe.perturb, "weighted_log", signals=(("ui", 1.0),), centre=recipe.centre)

@@ -16,10 +16,11 @@ image; the numbers are for 112 x 112):
 - `downjpeg`: down to 56-16 px, JPEG at quality 60-15 at that size, and back up (a small face from a compressed
   stream).
 
-Check kinds (`KINDS`, `CHECK`): fixed settings a person calls clearly worse, applied to a crop on the model's
-template: `blur2`, `blur4` (Gaussian sigma 2 and 4 px), `down18` (18 x 18 px), `noise25` (sigma 25), `eyes` (a black
-band over both eyes, rows 40-67, columns 20-91 of the ArcFace template) and `NEW_KINDS`: `bright` (x2.5,
-clipped), `dark` (gamma 2.5, gain 0.4), `motion` (11 px), `jpeg` (quality 8), `lowjpeg` (24 px at JPEG quality 20).
+Check kinds (`KINDS`): fixed settings a person calls clearly worse, applied to a crop on the model's template:
+`BASE_KINDS`: `blur2`, `blur4` (Gaussian sigma 2 and 4 px), `down18` (18 x 18 px), `noise25` (sigma 25), `eyes` (a
+black band over both eyes, rows 40-67, columns 20-91 of the ArcFace template); `CAPTURE_KINDS` (`CHECK`: realistic
+kinds at fixed strengths): `bright` (x2.5, clipped), `dark` (gamma 2.5, gain 0.4), `motion` (11 px), `jpeg`
+(quality 8), `lowjpeg` (24 px at JPEG quality 20).
 `agreement(clean, degraded)` is, per kind, the fraction of faces whose quality drops. `evaluation.calibrate.search`
 takes a floor on its minimum over the kinds as a constraint of the weight fit (`fiqa-trt calibrate`,
 benchmarks/quality_select.py and quality_iso.py use the same check).
@@ -31,8 +32,9 @@ import hashlib
 
 import numpy as np
 
-KINDS = ("blur2", "blur4", "down18", "noise25", "eyes")
-NEW_KINDS = ("bright", "dark", "motion", "jpeg", "lowjpeg")  # check kinds at fixed realistic strengths
+BASE_KINDS = ("blur2", "blur4", "down18", "noise25", "eyes")
+CAPTURE_KINDS = ("bright", "dark", "motion", "jpeg", "lowjpeg")  # realistic kinds at fixed strengths (`CHECK`)
+KINDS = BASE_KINDS + CAPTURE_KINDS  # the degradation check
 FLOOR = 2 / 3  # the least agreement the shipped recipes must reach on every kind (a clear majority of faces)
 SAMPLE = 400  # dev faces the check degrades
 REALISTIC = ("blur", "motion", "noise", "bright", "dark", "jpeg", "down", "downjpeg")
@@ -142,7 +144,7 @@ def degrade(crop: np.ndarray, kind: str, key: str = "", seed: int = 0) -> np.nda
     if kind in CHECK:
         realistic, params = CHECK[kind]
         return apply(crop, realistic, params, key, seed)
-    raise ValueError(f"unknown degradation '{kind}'; use one of: {', '.join(KINDS + NEW_KINDS)}")
+    raise ValueError(f"unknown degradation '{kind}'; use one of: {', '.join(KINDS)}")
 
 
 def agreement(clean: np.ndarray, degraded: dict[str, np.ndarray]) -> dict[str, float]:
