@@ -1,6 +1,6 @@
 """The documentation: results pages and generated blocks in step with the results JSON, the mkdocs site building
-strictly (broken links, missing pages and anchors fail), and the README's shape that .ci/first_run and .ci/run rely
-on."""
+strictly (broken links, missing pages and anchors fail), the README's shape that .ci/first_run and .ci/run rely
+on, the first-hour transcript against what the code gives, and the robustness page's limits against the code's."""
 
 from __future__ import annotations
 
@@ -79,3 +79,37 @@ def test_first_hour_transcript_still_holds():
     accepted by today's command line, and the first quick start gives the recorded scores here."""
     done = _run([ROOT / "docs/tools/transcript.py", "check"], cwd=ROOT)
     assert done.returncode == 0, done.stderr[-4000:]
+
+
+def _defaults(command: str) -> dict[str, object]:
+    """{--option: default} of a command, read from the typer app."""
+    import typer
+
+    from fiqa_trt.cli.app import app
+
+    group = typer.main.get_command(app)
+    return {opt: p.default for p in group.commands[command].params for opt in getattr(p, "opts", [])}
+
+
+def test_the_robustness_page_states_the_limits_the_code_has():
+    """Every default the robustness page gives next to an option is that option's default, and the numbers of its
+    signal and memory paragraphs are the code's."""
+    from fiqa_trt.cli.console import Interrupts
+    from fiqa_trt.engine import batching, budget
+    from fiqa_trt.serve import batcher
+
+    text = (ROOT / "docs/guide/robustness.md").read_text()
+    stated = re.findall(r"`(--[a-z-]+)` \((?:default )?([\d,.]+)(?: s| MiB)?\)", text)
+    assert len(stated) >= 9, stated
+    serve, score = _defaults("serve"), _defaults("score")
+    for option, value in stated:
+        default = serve.get(option, score.get(option))
+        assert default is not None and float(default) == float(value.replace(",", "")), (option, value, default)
+    assert f"given {batching.STOP_WAIT_S:g} seconds to leave it" in text
+    assert f"{Interrupts.GRACE_S:g} seconds after the signal" in text
+    assert budget.SHARE == 0.5 and "at most half of the memory" in text
+    assert f"an estimated {budget.SAMPLE_COPIES} copies" in text
+    import inspect
+
+    cap = inspect.signature(batcher.Batcher).parameters["batch_pixels"].default
+    assert cap == 16 * 2**20 and "at most 16 × 2^20 decoded pixels" in text
