@@ -8,8 +8,10 @@ blocks (never by hand).
                                              # docs/tools/first-hour.json, then renders
     python docs/tools/transcript.py render   # docs/first-hour.md and the README blocks from first-hour.json
     python docs/tools/transcript.py check    # what CI runs (seconds): the pages in step with first-hour.json, every
-                                             # quick-start command accepted by the current command line, and the
-                                             # first quick start re-run here and compared with its recorded output
+                                             # quick-start command accepted by the current command line, the
+                                             # first quick start re-run here and compared with its recorded output,
+                                             # and the second run on a small copy of ../shared's LFW: the same
+                                             # columns and methods in its summary
 
 The set-up command is read from the README's `## Set up` block, as .ci/first_run reads it; .ci/first_run proves on a
 fresh copy that it works. The other quick starts need ../shared (the shared LFW and MobileFaceNet) or a server
@@ -205,7 +207,9 @@ def render_page(record: dict) -> str:
            "quick starts run as written in a fresh clone, with an empty cache and no virtual environment on the "
            "PATH; for the first step there is no `../shared` beside the clone. Standard output and standard error "
            "are shown together; progress bars and pip's per-package lines are left out. CI re-runs the first quick "
-           "start and checks every command against the current command line (`transcript.py check`).", "",
+           "start and compares its output, runs the second on a small copy of the shared LFW and compares the "
+           "columns and methods of its summary, and checks every command against the current command line "
+           "(`transcript.py check`).", "",
            f"- Commit of the clone: `{record['commit']}`", f"- Date: {record['date']}", f"- Machine: {record['machine']}", ""]
     for n, step in enumerate(steps(), 1):
         data = by_key.get(step.key)
@@ -338,9 +342,57 @@ def _check_served(record: dict, header: list[str], rows: list[dict]) -> list[str
     return problems
 
 
+def _table(lines: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(the header's column names, the methods of the rows, what each --compare line compares) of eval's summary."""
+    header = next(([c.strip() for c in line.split("┃")[1:-1]] for line in lines if line.startswith("┃")), [])
+    methods = [line.split("│")[1].strip() for line in lines if line.startswith("│")]
+    compared = [line.split(":", 1)[0] + ":" + line.split(":", 2)[1] for line in lines
+                if " at FMR " in line and " - " in line.split(" at FMR ")[0]]
+    return header, methods, compared
+
+
+def check_eval_quick_start(record: dict, images: int = 260) -> list[str]:
+    """The second quick start run as written, on a small copy of the shared LFW (its first folders with at least two
+    images, about `images` images: enough for the quick start's 20,000 non-mated pairs) beside a scratch folder: its summary table has the recorded columns and methods and its
+    --compare line compares what the recorded one does (the figures differ: other data). Nothing to check without
+    ../shared."""
+    shared = ROOT.parent / "shared"
+    lfw = shared / "data" / "lfw112"
+    if not lfw.is_dir():
+        return []
+    step = next(s for s in record["steps"] if s["key"] == "eval")["commands"][0]
+    want = _table(step["stdout"] + step["stderr"])
+    with tempfile.TemporaryDirectory(prefix="fiqa-first-hour-eval-") as tmp:
+        small = Path(tmp) / "shared" / "data" / "lfw112"
+        small.mkdir(parents=True)
+        for folder in sorted(p for p in lfw.iterdir() if p.is_dir()):
+            count = len(list(folder.iterdir()))
+            if count >= 2:
+                (small / folder.name).symlink_to(folder)
+                images -= min(count, 20)  # the protocol keeps at most 20 images per identity
+                if images <= 0:
+                    break
+        (Path(tmp) / "shared" / "models").symlink_to(shared / "models")
+        work = Path(tmp) / "work"
+        work.mkdir()
+        words = shlex.split(EVAL)
+        done = subprocess.run([sys.executable, "-c", "from fiqa_trt.cli.app import main; main()", *words[1:]],
+                              cwd=work, capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, COLUMNS="100", NO_COLOR="1", PYTHONPATH=str(ROOT)))
+    if done.returncode != 0:
+        return [f"the eval quick start failed on a small copy of the shared LFW ({done.returncode}): "
+                f"{done.stderr[-2000:]}"]
+    got = _table(clean(done.stdout) + clean(done.stderr))
+    problems = []
+    for what, a, b in zip(("columns", "methods", "--compare lines"), want, got):
+        if a != b:
+            problems.append(f"the eval quick start's summary has the {what} {b}, the transcript shows {a}")
+    return problems
+
+
 def check() -> int:
     record = json.loads(RECORD.read_text())
-    problems = check_commands(record) + check_first_quick_start(record)
+    problems = check_commands(record) + check_first_quick_start(record) + check_eval_quick_start(record)
     if render(check=True):
         problems.append("docs/first-hour.md or the README's quick-start blocks are out of date with first-hour.json")
     for p in problems:
