@@ -287,6 +287,15 @@ def eval_differences(limit: float = 0.3, caption: str = "") -> Table:
                           Col("excludes 0", "excludes_zero")])
 
 
+def labelfree_columns(fmr: str) -> list[Col]:
+    """Labelled, label-free and their difference at one FMR key of quality_labelfree.json's test half."""
+    label = fmr.replace("e-0", "e-")
+    return [Col(f"{m}, FMR {label}", lambda r, m=m: ci(r(f"test/npauc30/{m}/{fmr}"), r(f"test/npauc30_90/{m}/{fmr}", None)))
+            for m in ("labelled", "label-free")] + [
+        Col(f"label-free minus labelled (90%), FMR {label}", lambda r: f"{r(f'test/label_free_minus_labelled/{fmr}'):+.3f} ("
+            + interval(r(f"test/label_free_minus_labelled_90/{fmr}", None)) + ")")]
+
+
 def quality_iso_table(model: str, path: str, caption: str) -> Table:
     base = f"models/{model}/verification/{path}"
     return Table(rows=f"{base}/test_npauc30", caption=caption, columns=[
@@ -464,6 +473,23 @@ RESULTS: list[Result] = [
                 Col("1e-4 minus run median (90%)", lambda r: interval(r("minus_run_median_90/1e-04", None))),
                 Col("FNMR at FMR 1e-3, no discard", "dev_fnmr_at_0_discard/1e-03", "{:.4f}"),
                 Col("quality p1 / p99", lambda r: f"{r('quality_p1_p99/0'):.4f} / {r('quality_p1_p99/1'):.4f}")])]),
+    Result("degradation_check.json", QUALITY, "Degradation check of the default recipes, every kind",
+           "python benchmarks/degradation_check.py",
+           "Each model's packaged default recipe through the engine on the 400 seeded dev-half faces of the check "
+           "`fiqa-trt calibrate` constrains its fit with (shared LFW, identity split seed 0, each face put on the "
+           "model's template), degraded by every kind of the check: the base kinds (blur sigma 2 and 4 px, 18 px, "
+           "noise sigma 25, eyes covered) and the capture kinds (over-exposure x2.5 clipped, under-exposure gamma 2.5 "
+           "gain 0.4, motion blur 11 px, JPEG quality 8, 24 px at JPEG quality 20). The share of faces whose "
+           "degraded copy the recipe (and each of its signals alone) scores below the face, against a floor of "
+           "90%.",
+           [Table(rows="models/mobilefacenet/agreement", caption="Shared MobileFaceNet, default recipe:", columns=[
+                Col("degraded copy", "@key"), Col("fused quality", "fused", "{:.1%}"),
+                Col("lognorm:all", "lognorm:all", "{:.1%}"), Col("ui:all", "ui:all", "{:.1%}")]),
+            Table(rows="models/dlib/agreement", caption="Default dlib model, default recipe:", columns=[
+                Col("degraded copy", "@key"), Col("fused quality", "fused", "{:.1%}"),
+                Col("cos:0", "cos:0", "{:.1%}"), Col("cos:2", "cos:2", "{:.1%}"), Col("ui:all", "ui:all", "{:.1%}")]),
+            Facts([("MobileFaceNet kinds below the floor", "models/mobilefacenet/below_floor", None),
+                   ("dlib kinds below the floor", "models/dlib/below_floor", None)])]),
     Result("eval_iso_lfw_mobilefacenet/summary.json", QUALITY, "The seed recipe against the norm, all-mated protocol",
            "python benchmarks/eval_iso.py",
            "The seed's default view (affine) against the embedding norm on the crops as they are (no template "
