@@ -104,6 +104,35 @@ def test_sigterm_while_the_gate_loads_its_model_exits_143(tmp_path):
         assert proc.returncode == code and "Traceback" not in seen + rest, (proc.returncode, seen + rest)
 
 
+def test_a_signal_while_the_gate_builds_its_first_dali_pipeline_exits_130_or_143(tmp_path):
+    """Ctrl-C or SIGTERM halfway through DALI's lazy import (its operator registration, which the first pipeline
+    build triggers; tests/dali_pause holds it there): the gate ends with 130/143 and no traceback, although the
+    frames already detected then meet a half-imported DALI."""
+    pytest.importorskip("nvidia.dali")
+    frames = tmp_path / "frames"  # frames enough for more than one batch
+    frames.mkdir()
+    for i in range(12):
+        (frames / f"f{i:02d}.jpg").write_bytes((PHOTOS / "astronaut.jpg").read_bytes())
+    hook = ROOT / "tests" / "dali_pause"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])}
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        proc = subprocess.Popen([sys.executable, "-m", "fiqa_trt.cli", "gate", str(frames), "--events",
+                                 str(tmp_path / f"e{code}.jsonl"), "-q"], stderr=subprocess.PIPE, text=True,
+                                env=env, cwd=tmp_path)
+        seen = ""
+        while "pausing DALI's operator registration" not in seen:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert "pausing DALI's operator registration" in seen, (proc.wait(), seen + proc.stderr.read())
+        started = time.monotonic()
+        proc.send_signal(sig)
+        rest = proc.communicate(timeout=120)[1]
+        assert (proc.returncode, "Traceback" in seen + rest) == (code, False), seen + rest
+        assert time.monotonic() - started < 30 and "did not end within" not in rest, rest
+
+
 def test_viz_finds_the_images_of_a_score_file_written_elsewhere(tmp_path, random_model):
     pytest.importorskip("matplotlib")
     import shutil

@@ -180,6 +180,43 @@ def test_sigterm_during_a_long_batch_ends_the_run_within_seconds(random_model, t
          "error"])]  # nothing was done: the header, renamed onto OUT (no earlier result to keep)
 
 
+def test_a_signal_ends_the_run_when_the_main_thread_is_stuck_in_native_code(random_model, tmp_path):
+    """Once the first rows are written, a model call in the main thread never returns to Python (tests/stuck_call:
+    signals blocked there, as in native code that does not return): SIGTERM still ends the process, with 143,
+    10 s after the signal, naming what is kept; --resume then completes the run from the partial file."""
+    out = tmp_path / "s.csv"
+    partial = Path(str(out) + ".partial")
+    hook = Path(__file__).resolve().parent / "stuck_call"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(Path(__file__).resolve().parents[1])]),
+           "FIQA_STUCK_AFTER": str(partial)}
+    command = [sys.executable, "-m", "fiqa_trt.cli", "score", str(EXAMPLES), "-m", str(random_model), "--backend",
+               "onnxruntime", "-b", "2", "-o", str(out), "-q"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    seen = ""
+    while "a model call is stuck" not in seen:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    assert "a model call is stuck" in seen, (proc.wait(), seen + proc.stderr.read())
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=60)  # the stuck call alone sleeps ten minutes
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("still running 60 s after SIGTERM")
+    ended = time.monotonic() - signalled
+    rest = proc.stderr.read()
+    assert code == 143 and "Traceback" not in seen + rest, seen + rest
+    assert 9 < ended < 40 and "did not end within 10 s of the signal" in rest, (ended, rest)
+    kept = rows(partial)
+    assert len(kept) >= 2 and not out.exists()
+    resumed = subprocess.run(command[:-1] + ["--resume", "-q"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(rows(out)) == 6 and all(rows(out)[p] == r for p, r in kept.items())
+
+
 def test_absurd_batch_sizes_and_view_counts_are_refused_before_any_work(random_model):
     from tests.cli_runner import run_cli
 

@@ -107,13 +107,15 @@ class Interrupts:
 
     The end is bounded: a watchdog thread learns of the signal at once (the signal module's wakeup file descriptor,
     written even while the main thread is inside native code that does not return to Python), and ends the process
-    with `exit_code` when the run has not ended `GRACE_S` seconds after the signal; the rows written by then are in
-    the partial file, which --resume continues from. A run that ended after a signal but leaves a worker thread
-    inside native code (a producer in the middle of a batch) exits at once instead of waiting for it at exit."""
+    with `exit_code` when the run has not ended `GRACE_S` seconds after the signal, saying what is `kept` (for
+    `score`: the rows written by then are in the partial file, which --resume continues from). A run that ended
+    after a signal but leaves a worker thread inside native code (a producer in the middle of a batch) exits at once
+    instead of waiting for it at exit."""
 
     GRACE_S = 10.0
 
-    def __init__(self):
+    def __init__(self, kept: str = "the rows written so far are kept in the partial file (--resume continues)"):
+        self.kept = kept
         self.received: int | None = None
         self._shielded = 0
         self._pending = False
@@ -168,8 +170,8 @@ class Interrupts:
         finally:
             os.close(read_end)
         try:
-            sys.stderr.write(f"interrupted: the run did not end within {self.GRACE_S:g} s of the signal; the rows "
-                             "written so far are kept in the partial file (--resume continues)\n")
+            sys.stderr.write(f"interrupted: the run did not end within {self.GRACE_S:g} s of the signal; "
+                             f"{self.kept}\n")
             sys.stderr.flush()
         finally:
             os._exit(128 + byte[0])

@@ -85,7 +85,7 @@ def gate(
     check_video_out(video_out)
     # SIGTERM ends the run as Ctrl-C does from here on (tracks, summary, exit 143), also while the model loads;
     # whatever an interrupted import or pipeline build leaves behind ends the run the same way
-    with Interrupts() as interrupts:
+    with Interrupts(kept="the events written so far are kept") as interrupts:
         try:
             summary = _run(sources, settings, output, scale, threshold, detector, min_face, upsample, events,
                            best_dir, video_out, batch_frames, min_iou, max_missed, drop, queue_size,
