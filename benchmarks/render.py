@@ -665,6 +665,31 @@ RESULTS: list[Result] = [
                    ("soak: sent", "soak/sent", None), ("soak: answers", "soak/statuses", None),
                    ("soak: server memory (MiB), start -> end",
                     lambda r: f"{r('soak/rss_mib_start')} -> {r('soak/rss_mib_end')}", None)])]),
+    Result("serve_hostile_cpu.json", SERVE, "Hostile loads within the limits", "python benchmarks/serve_hostile.py",
+           "A server with its default limits on 127.0.0.1 (the shared MobileFaceNet, else the default model): "
+           "large images just under `--max-pixels` posted by many clients at once with a 112x112 crop behind them; "
+           "a request that finds the queue full and the Retry-After it is given against the time the held request "
+           "took; connections that send half a request header and nothing more, with one normal request meanwhile; "
+           "then SIGTERM.",
+           [Facts([("server memory when ready (MiB)", "server_mib_ready", None),
+                   ("large images: clients, pixels each", lambda r: f"{r('large_images/clients')}, "
+                    f"{fmt(r('large_images/pixels_each'))}", None),
+                   ("large images: answers", "large_images/statuses", None),
+                   ("large images: slowest answer (s)", "large_images/slowest_large_s", None),
+                   ("crop behind them: status, latency (s)", lambda r: f"{r('large_images/crop_status')}, "
+                    f"{r('large_images/crop_latency_s')}", None),
+                   ("server memory at its peak (MiB)", "large_images/server_mib_peak", None),
+                   ("queue full: status, Retry-After (s)", lambda r: f"{r('retry_after/status')}, "
+                    f"{r('retry_after/retry_after_s')}", None),
+                   ("the held request: status, seconds", lambda r: f"{r('retry_after/held_status')}, "
+                    f"{r('retry_after/held_request_s')}", None),
+                   ("slow connections", "slow_clients/connections", None),
+                   ("normal request meanwhile: status, latency (s)", lambda r: f"{r('slow_clients/normal_status')}, "
+                    f"{r('slow_clients/normal_latency_s')}", None),
+                   ("every slow connection closed after (s)", "slow_clients/all_closed_after_s", None),
+                   ("exit code after SIGTERM", "exit_code", None),
+                   ("load average before / after", lambda r: fmt(r("load_average_before", None)) + " / "
+                    + fmt(r("load_average_after", None)), None)])]),
     Result("dlib_lfw_accuracy.json", MODELS, "The default model (dlib ResNet converted to ONNX)",
            "python benchmarks/dlib_lfw_accuracy.py",
            "LFW verification of the converted default model on the shared pair list (best single threshold over "

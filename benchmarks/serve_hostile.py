@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -78,7 +79,8 @@ def main() -> None:
     crop = png(rng.integers(0, 255, (112, 112, 3), np.uint8))
     yy, xx = np.mgrid[0:6600, 0:6000]
     large = png(np.stack([xx % 256, yy % 256, (xx // 7 + yy // 5) % 256], -1).astype(np.uint8))
-    result: dict = {"provenance": provenance(), "server_mib_ready": memory_mib(server.pid)["VmRSS"]}
+    result: dict = {"benchmark": "benchmarks/serve_hostile.py", **provenance(),
+                    "load_average_before": [round(x, 2) for x in os.getloadavg()], "server_mib_ready": memory_mib(server.pid)["VmRSS"]}
 
     def post(files, timeout=180):
         t0 = time.monotonic()
@@ -124,6 +126,7 @@ def main() -> None:
                               "all_closed_after_s": round(time.monotonic() - opened, 2)}
     server.send_signal(15)
     result["exit_code"] = server.wait(120)
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
