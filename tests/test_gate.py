@@ -308,6 +308,37 @@ def test_threshold_and_scale():
     assert calibrated.score_of(0.777) == 78 and isinstance(calibrated.score_of(0.777), int)
 
 
+def test_the_generic_scale_for_a_model_without_a_calibration():
+    """A stability recipe without a calibration: the gate's 0-100 score is the generic scale of the stability score,
+    as `score` writes it (mean view cosine 0.99 scores 50)."""
+    from fiqa_trt.quality.scale import Scale
+
+    scorer, detector = _FixedScorer([]), _OneFaceDetector()
+    gate = Gate(scorer, detector, scale="calibrated", calibration=Scale.generic())
+    assert gate.threshold == 50 and gate.score_of(0.99) == 50 and gate.score_of(0.9) == 0
+    assert gate.score_of(0.999) == 100 and gate.decide(0.995) == "accept" and gate.decide(0.98) == "reject"
+    assert Gate(scorer, detector, scale="raw", calibration=Scale.generic()).threshold == pytest.approx(0.99)
+
+
+def test_gate_command_scores_a_model_without_a_calibration_on_the_generic_scale(random_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from fiqa_trt.cli.app import app
+    from fiqa_trt.cli.console import err
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(frames / f"{i}.png"), np.full((120, 160, 3), 90, np.uint8))
+    with err.capture() as shown:
+        result = CliRunner().invoke(app, ["gate", str(frames), "--model", str(random_model), "--events",
+                                          str(tmp_path / "e.jsonl")])
+    assert result.exit_code == 0, (result.output, result.exception)
+    summary = json.loads((tmp_path / "e.jsonl").read_text().splitlines()[-1])
+    assert summary["scale"] == "calibrated" and summary["threshold"] == 50
+    assert "the score is the generic scale of the stability score" in " ".join(shown.get().split())
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--threshold", "150"], "--threshold 150 is outside the calibrated scale [0, 100]"),
     (["--scale", "raw", "--threshold", "50"], "--threshold 50 is far outside the raw scale"),

@@ -28,7 +28,7 @@ def gate(
                                               "needed where the recipe has no calibration)."),
     scale: str = typer.Option("auto", help="calibrated (the 0-100 score of the recipe, as `score` writes it), raw "
                               "(the recipe's raw quality), or auto: calibrated when the recipe has a calibration "
-                              "for this model, else raw."),
+                              "for this model (or is a stability recipe: the generic scale), else raw."),
     events: str = typer.Option("-", "--events", "-o", help="JSON-lines events: a file, or - for standard "
                                "output."),
     best_dir: Optional[str] = typer.Option(None, "--best-dir", help="Save each track's best-shot crop here."),
@@ -126,8 +126,14 @@ def _run(sources, settings, output, scale, threshold, detector, min_face, upsamp
     from fiqa_trt.engine.session import open_session
     from fiqa_trt.gate.gate import Gate, gate_threshold
 
+    from fiqa_trt.quality.scale import GENERIC_WARNING, for_recipe
+
     resolution = resolve(settings)  # the model's calibration, read before the model loads
     calibration = resolution.calibration
+    if calibration is None:  # a stability recipe without one: the generic scale of the stability score
+        calibration = for_recipe(resolution.recipe, generic=True)
+        if calibration is not None and scale != "raw":
+            err.print(f"[yellow]warning:[/] {escape(GENERIC_WARNING)}")
     if scale == "auto":
         scale = "calibrated" if calibration is not None else "raw"
     gate_threshold(scale, calibration, threshold, warn=False)  # a threshold off its scale: refused here

@@ -18,7 +18,8 @@ MIN_FACE px.
 Score and decision: `quality` is the recipe's raw quality. `score` is what the threshold applies to: the raw quality
 (scale `raw`) or the 0-100 unified score (scale `calibrated`), the `score` column of `fiqa-trt score`: an integer,
 the recipe's calibration mapping its 1st percentile to 0 and its 99th to 100 on the shared LFW crops put back on
-the ArcFace template (`Recipe.calibration`), which is how the gate aligns every face. Default threshold: 50 on the
+the ArcFace template (`Recipe.calibration`), which is how the gate aligns every face; for a stability recipe without
+a calibration the generic scale of the stability score (`quality.scale`). Default threshold: 50 on the
 calibrated scale; on the raw scale the raw quality that scores 50 where the recipe has a calibration, else it must
 be given (the raw scale is the recipe's own: about -0.05 for the default model's, 1.2 for the MobileFaceNet's). A
 raw threshold outside the calibration's [p1, p99] is warned about (it accepts or rejects nearly every face), one
@@ -80,9 +81,17 @@ def calibration_for(recipe) -> tuple[float, float] | None:
     return None if recipe is None else recipe.calibration
 
 
-def calibrate(quality: float, calibration: tuple[float, float]) -> int:
+def calibrate(quality: float, calibration: "tuple[float, float] | Scale") -> int:
     """The 0-100 unified score of one quality on the calibration's scale (`quality.scale`), as `score` writes it."""
-    return int(Scale.calibrated(*calibration)(quality))
+    return int(unified(calibration)(quality))
+
+
+def unified(calibration: "tuple[float, float] | Scale | None") -> Scale | None:
+    """The 0-100 scale of a calibration: (p1, p99), or a `quality.scale.Scale` (the generic scale of a stability
+    recipe without a calibration); None for none."""
+    if calibration is None or isinstance(calibration, Scale):
+        return calibration
+    return Scale.calibrated(*calibration)
 
 
 def default_detector(min_face: float = MIN_FACE, backend: str = "auto", device: str = "cpu",
@@ -186,7 +195,7 @@ def check_tracking(batch_frames: int, min_iou: float, max_missed: int) -> None:
         raise FiqaError("--max-missed must be >= 0 and --min-iou in (0, 1]")
 
 
-def gate_threshold(scale: str, calibration: tuple[float, float] | None, threshold: float | None,
+def gate_threshold(scale: str, calibration: "tuple[float, float] | Scale | None", threshold: float | None,
                    warn: bool = True) -> float:
     """The threshold to use on this scale (see the module docstring), checked: FiqaError (one line) for a scale
     without a calibration, or a threshold outside its scale; a raw threshold outside the calibration's range is
@@ -196,9 +205,12 @@ def gate_threshold(scale: str, calibration: tuple[float, float] | None, threshol
     if scale == "calibrated" and calibration is None:
         raise FiqaError("no calibration is known for this model and recipe: use --scale raw with a --threshold "
                         "on the recipe's raw quality")
-    if calibration is not None and not calibration[1] > calibration[0]:
+    unit = unified(calibration)
+    if unit is not None and not unit.high > unit.low:
         raise FiqaError("a calibration needs p1 < p99")
-    cal = calibration
+    cal = (unit.low, unit.high) if unit is not None else None  # the raw qualities that score 0 and 100
+    span = "its generic 0-100 scale spans {:.4g} to {:.4g}" if unit is not None and unit.kind == "generic" else \
+        "its clean faces span {:.4g} to {:.4g}, 1st to 99th percentile"
     if scale == "calibrated":
         threshold = 50 if threshold is None else threshold
         if not 0 <= threshold <= 100:
@@ -209,18 +221,16 @@ def gate_threshold(scale: str, calibration: tuple[float, float] | None, threshol
         if cal is None:
             raise FiqaError("no 0-100 calibration is known for this model and recipe to take a default "
                             "threshold from: give --threshold on the recipe's raw quality (--scale raw)")
-        return round(Scale.calibrated(*cal).quality_at(50), 6)  # the raw quality that scores 50
+        return round(unit.quality_at(50), 6)  # the raw quality that scores 50
     if not np.isfinite(threshold):
         raise FiqaError("--threshold must be a finite number")
     if cal is not None and not cal[0] - RAW_MARGIN * (cal[1] - cal[0]) <= threshold <= \
             cal[1] + RAW_MARGIN * (cal[1] - cal[0]):
-        raise FiqaError(f"--threshold {threshold:g} is far outside the raw scale of this recipe (its clean faces "
-                        f"span {cal[0]:.4g} to {cal[1]:.4g}, 1st to 99th percentile): a 0-100 threshold needs "
-                        "--scale calibrated")
+        raise FiqaError(f"--threshold {threshold:g} is far outside the raw scale of this recipe ({span.format(*cal)}): "
+                        "a 0-100 threshold needs --scale calibrated")
     if warn and cal is not None and not cal[0] <= threshold <= cal[1]:
-        log.warning("--threshold %g on the raw scale is outside this recipe's calibration range [%.4g, %.4g] "
-                    "(1st to 99th percentile of clean faces): it %s nearly every face", threshold, cal[0],
-                    cal[1], "rejects" if threshold > cal[1] else "accepts")
+        log.warning("--threshold %g on the raw scale is outside this recipe's range (%s): it %s nearly every face",
+                    threshold, span.format(*cal), "rejects" if threshold > cal[1] else "accepts")
     return threshold
 
 
