@@ -120,6 +120,7 @@ def test_views_and_agg_with_the_model_recipe_are_refused_in_one_line(random_mode
     (["score", "{in}", "--mean", "nan"], "--mean nan"),
     (["score", "{in}", "--std", "0"], "--std 0"),
     (["score", "{in}", "--views", "0"], "--views 0"),
+    (["score", "{in}", "--perturb", "affine", "--views", "3"], "every --perturb spec here is fixed"),
     (["score", "{in}", "--detector", "cnn"], "add --align"),
     (["score", "{in}", "--workers", "3"], "add --ray"),
     (["score", "{in}", "--ray-address", "auto"], "add --ray"),

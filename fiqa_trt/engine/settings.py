@@ -97,8 +97,11 @@ class ScoringSettings:
         if self.perturb:
             from fiqa_trt.engine.perturbations import parse_spec
 
-            for spec in self.perturb:
-                parse_spec(spec)
+            specs = [parse_spec(spec) for spec in self.perturb]
+            if self.views > 1 and all(spec.deterministic for spec in specs):
+                raise FiqaError(f"--views {self.views} draws views of random specs, but every --perturb spec here is "
+                                "fixed (one view each): give a range (e.g. affine:rot=-6:6) or a random kind, or "
+                                "leave out --views")
         if self.realign is not None and self.realign not in REALIGN_MODES:
             raise FiqaError(f"unknown --realign '{self.realign}'; use one of: {', '.join(REALIGN_MODES)}")
         from fiqa_trt.engine.detect import DETECTORS
