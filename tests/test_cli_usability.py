@@ -41,9 +41,19 @@ def one_line_error(proc) -> str:
                                                                   "add --ray"),
     (["score", FACES, "--cpus-per-worker", "2"], "--cpus-per-worker sets up Ray actors: add --ray"),
     (["serve", "--port", "70000"], "--port 70000: give a TCP port from 1 to 65535"),
-    (["serve", "--max-upload-mb", "-1"], "--max-upload-mb -1"),
+    (["serve", "--max-upload-mb", "-1"], "--max-upload-mb -1: give a number above 0"),
+    (["serve", "--timeout", "nan"], "--timeout nan: give a finite number above 0"),
+    (["serve", "--max-wait-ms", "nan"], "--max-wait-ms nan: give a finite number of at least 0"),
     (["bench", "--data", FACES, "--ranking-images", "0"], "--ranking-images 0: the ranking check"),
     (["gate", PHOTOS, "--video-out", "/proc/fiqa/v.avi"], "cannot write --video-out /proc/fiqa/v.avi"),
+    (["gate", PHOTOS, "--video-out", "/sys/v.avi"], "cannot write --video-out /sys/v.avi: the folder /sys takes no "
+                                                    "file"),  # a folder that exists and is read-only, even for root
+    (["gate", PHOTOS, "--threshold", "nan"], "--threshold nan: give a finite number"),
+    (["gate", PHOTOS, "--detector", "hog", "--upsample", "-1"], "--upsample -1: give a number of at least 0"),
+    (["gate", PHOTOS, "--queue-size", "0"], "--queue-size 0: give a number of at least 1"),
+    (["gate", PHOTOS, "--min-face", "nan"], "--min-face nan: give a finite number of at least 12"),
+    (["gate", PHOTOS, "--open-timeout", "0"], "--open-timeout 0: give a number above 0"),
+    (["gate", PHOTOS, "--max-reconnects", "-1"], "--max-reconnects -1: give a number of at least 0"),
 ])
 def test_mistakes_are_one_line_before_the_model_loads(tmp_path, args, fragment):
     proc = fiqa(*[str(a).format(tmp=tmp_path) for a in args], "--model", tmp_path / "missing.onnx")

@@ -552,7 +552,7 @@ def test_sigterm_scores_what_is_queued_and_exits_0(slow_batches, generated):
     (["--host", "0.0.0.0", "--model", "/nonexistent/model.onnx"], "model file not found"),
     (["--api-key-file", "/nonexistent/key"], "cannot read the API key file /nonexistent/key"),
     (["--perturb", "mixup"], "mixup draws its partner from a list of input files"),
-    (["--queue", "2", "--max-batch", "4"], "need --max-batch >= 1, --queue >= --max-batch"),
+    (["--queue", "2", "--max-batch", "4"], "--queue 2: give at least --max-batch (4)"),
 ])
 def test_serve_refuses_bad_options_with_one_line(args, message):
     proc = run_cli("serve", "--port", free_port(), *args)

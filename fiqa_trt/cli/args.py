@@ -15,6 +15,7 @@ A default lives in `engine.settings.ScoringSettings` alone; a command that runs 
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from dataclasses import dataclass, fields
 from typing import Annotated, Callable, Optional
@@ -22,6 +23,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from fiqa_trt.engine.settings import ScoringSettings
+from fiqa_trt.errors import FiqaError
 
 DEFAULTS = {f.name: f.default for f in fields(ScoringSettings) if not callable(f.default_factory)}
 
@@ -48,6 +50,16 @@ def size(text: str) -> tuple[int, int]:
     if len(values) != 2:
         raise typer.BadParameter(f"{text!r}: give HEIGHTxWIDTH, e.g. 112x112") from None
     return values
+
+
+def check_range(option: str, value: float | None, low: float | None = None, *, above: bool = False) -> None:
+    """FiqaError (one line naming the option and its value) unless `value` is a finite number and at least `low`
+    (above it with `above`); None (an option left out) passes. Checked before anything is loaded."""
+    if value is None or (math.isfinite(value) and (low is None or (value > low if above else value >= low))):
+        return
+    number = "a number" if math.isfinite(value) else "a finite number"
+    need = number if low is None else f"{number} above {low:g}" if above else f"{number} of at least {low:g}"
+    raise FiqaError(f"{option} {value:g}: give {need}")
 
 
 @dataclass(frozen=True)

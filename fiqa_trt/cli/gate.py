@@ -66,7 +66,7 @@ def gate(
     whose first connection failed: refused, or no stream within the open timeout) or no frame could be read from
     any, 2 a usage mistake, 130 Ctrl-C, 143 SIGTERM."""
     from fiqa_trt.cli.console import Interrupts
-    from fiqa_trt.engine.detect import DETECTORS
+    from fiqa_trt.engine.detect import CELL, DETECTORS
     from fiqa_trt.errors import FiqaError
     from fiqa_trt.gate.gate import check_tracking, check_video_out
     from fiqa_trt.gate.network import StreamUnavailable
@@ -82,6 +82,13 @@ def gate(
     check_tracking(batch_frames, min_iou, max_missed)
     quiet = output.quiet
     settings = settings.check()
+    for option, value, low, above in (("--queue-size", queue_size, 1, False), ("--upsample", upsample, 0, False),
+                                      ("--min-face", min_face if detector == "mtcnn" else None, CELL, False),
+                                      ("--open-timeout", open_timeout, 0, True),
+                                      ("--read-timeout", read_timeout, 0, True),
+                                      ("--max-reconnects", max_reconnects, 0, False)):
+        args.check_range(option, value, low, above=above)
+    args.check_range("--threshold", threshold)
     check_video_out(video_out)
     # SIGTERM ends the run as Ctrl-C does from here on (tracks, summary, exit 143), also while the model loads;
     # whatever an interrupted import or pipeline build leaves behind ends the run the same way

@@ -50,13 +50,15 @@ def serve(
 
     if not 1 <= port <= 65535:
         raise FiqaError(f"--port {port}: give a TCP port from 1 to 65535")
-    if max_batch < 1 or queue < max_batch or max_images < 1 or max_wait_ms < 0 or timeout <= 0:
-        raise FiqaError("need --max-batch >= 1, --queue >= --max-batch, --max-images >= 1, --max-wait-ms >= 0 "
-                        "and --timeout > 0")
-    if not max_upload_mb > 0 or not max_pixels > 0:
-        raise FiqaError(f"--max-upload-mb {max_upload_mb:g} and --max-pixels {max_pixels}: give positive limits")
-    if min(max_pixels, max_request_pixels, max_inflight_pixels) < 1 or not read_timeout > 0:
-        raise FiqaError("need --max-pixels, --max-request-pixels and --max-inflight-pixels >= 1 and --read-timeout > 0")
+    for option, value, low, above in (
+            ("--max-batch", max_batch, 1, False), ("--max-images", max_images, 1, False),
+            ("--max-wait-ms", max_wait_ms, 0, False), ("--timeout", timeout, 0, True),
+            ("--max-upload-mb", max_upload_mb, 0, True), ("--max-pixels", max_pixels, 1, False),
+            ("--max-request-pixels", max_request_pixels, 1, False),
+            ("--max-inflight-pixels", max_inflight_pixels, 1, False), ("--read-timeout", read_timeout, 0, True)):
+        args.check_range(option, value, low, above=above)
+    if queue < max_batch:
+        raise FiqaError(f"--queue {queue}: give at least --max-batch ({max_batch}), the images one batch takes")
     settings = settings.with_(batch_size=max_batch).check()  # the pipeline's batch: the largest the batcher forms
     if any(parse_spec(spec).kind.name == "mixup" for spec in settings.perturb):
         raise FiqaError("mixup draws its partner from a list of input files; serve scores uploads without it")
