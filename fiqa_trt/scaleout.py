@@ -61,12 +61,25 @@ def ray_score(input: str, out_dir: str, settings: ScoringSettings, *, workers: i
     and write Parquet files into `out_dir`. Returns a summary dict."""
     if workers < 1:
         raise FiqaError("--workers must be at least 1")
-    ray = _ray()
     out = Path(out_dir)
     if out.suffix and out.exists() and not out.is_dir():
         raise FiqaError(f"{out} exists and is not a folder: Ray writes a folder of Parquet files")
     from fiqa_trt.engine import sinks
 
+    if not out.parent.is_dir():
+        raise FiqaError(f"the output folder {out.parent} does not exist")
+    lock = sinks.OutputLock(out)  # one writer per output, as for `score --out FILE`: a second run is refused here
+    try:
+        return _ray_score(input, out, settings, workers, address, cpus_per_worker)
+    finally:
+        lock.release()
+
+
+def _ray_score(input: str, out: Path, settings: ScoringSettings, workers: int, address: str | None,
+               cpus_per_worker: int) -> dict:
+    from fiqa_trt.engine import sinks
+
+    ray = _ray()
     items = list_items(input)
     from fiqa_trt.engine.resolve import resolve
     from fiqa_trt.engine.session import template_report as report_of

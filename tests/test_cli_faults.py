@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -274,6 +275,23 @@ def test_ray_keeps_its_start_up_noise_off_the_terminal_and_skips_done_paths(tmp_
         assert noise not in first.stderr, first.stderr
     again = process("score", FACES, "-m", random_model, "--ray", "--workers", "1", "-o", out)
     assert again.returncode == 0 and "already done 6" in " ".join(again.stderr.split()), again.stderr
+    assert not Path(str(out) + ".lock").exists()  # each run released its lock
+
+
+def test_a_second_ray_writer_is_refused_in_one_line_before_ray_starts(tmp_path, random_model):
+    pytest.importorskip("ray")
+    from fiqa_trt.engine.sinks import OutputLock
+
+    out = tmp_path / "ray-out"
+    held = OutputLock(out)  # a run writing that folder: this process
+    try:
+        second = process("score", FACES, "-m", random_model, "--ray", "--workers", "1", "-o", out)
+    finally:
+        held.release()
+    assert second.returncode == 2 and one_line_error(second) == (
+        f"error: {out} is being written by another run (process {os.getpid()}): wait for it to end, or give "
+        "another --out"), second.stderr
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("args, fragment", [
