@@ -42,6 +42,11 @@ def test_plain_lines_say_done_total_rate_and_eta():
     assert re.search(r"scoring: 4/10 \(40%\), [\d.]+ img/s, ETA ", text), text
     assert "scoring: 10/10 done in" in text
     assert all(line.startswith("[") for line in text.splitlines())
+    stopped = io.StringIO()  # a run interrupted half-way does not say done
+    with Reporter(Console(file=stopped, force_terminal=False), period=0.05) as reporter:
+        reporter.phase("scoring", total=6)
+        reporter.advance(2)
+    assert "scoring: stopped at 2/6 after" in stopped.getvalue() and "done" not in stopped.getvalue()
     quiet = io.StringIO()
     with Reporter(Console(file=quiet, force_terminal=False), quiet=True, period=0.05) as reporter:
         reporter.phase("x", 2)

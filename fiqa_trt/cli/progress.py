@@ -169,4 +169,6 @@ class Reporter:
                 self._bar.update(self._task, total=max(done, 1), completed=max(done, 1))
             self._task = None
         elif total is not None:
-            self._line(f"{name}: {done}/{total} done in {_duration(time.monotonic() - started)}")
+            took = _duration(time.monotonic() - started)
+            self._line(f"{name}: {done}/{total} done in {took}" if done >= total
+                       else f"{name}: stopped at {done}/{total} after {took}")
