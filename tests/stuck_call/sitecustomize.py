@@ -1,7 +1,7 @@
 """Imported at start-up by a Python process that has this folder on PYTHONPATH: once the file $FIQA_STUCK_AFTER
 holds a header and a row, the main thread's next call to ONNX Runtime's `InferenceSession.run` never returns to
-Python, as a call stuck in native code does: it writes the line "a model call is stuck" to standard error, blocks
-SIGINT and SIGTERM in that thread (another thread takes them, so nothing interrupts the call) and sleeps ten
+Python, as a call stuck in native code does: it blocks SIGINT and SIGTERM in that thread (another thread takes
+them, so nothing interrupts the call), writes the line "a model call is stuck" to standard error and sleeps ten
 minutes. A test can then show that a signal still ends the process, and what it kept."""
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def _rows_written() -> bool:
 
 
 def _stick() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # before the line a test waits for
     sys.stderr.write(MARK + "\n")
     sys.stderr.flush()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     time.sleep(600)
 
 
