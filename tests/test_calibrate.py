@@ -158,3 +158,12 @@ def test_a_package_document_records_what_wrote_it():
                                "split_seed": 0, "template_check": report["template_check"]}
     assert written["model_file"] == "fr.onnx" and "commit" in written
     assert doc["recipe"]["name"] == "some-default" and doc["calibrations"] == {"seed": [0.9, 0.99]}
+
+
+def test_calibrate_refuses_a_negative_bootstrap_seed_before_reading_the_model(tmp_path):
+    from tests.cli_runner import run_cli
+
+    garbage = tmp_path / "garbage.onnx"  # reading it as a model would fail with another message
+    garbage.write_bytes(b"not a model")
+    proc = run_cli("calibrate", garbage, tmp_path, "--bootstrap-seed", "-1")
+    assert proc.returncode == 2 and "--bootstrap-seed -1: give a seed of at least 0" in " ".join(proc.stderr.split())

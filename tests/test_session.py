@@ -127,6 +127,7 @@ def test_views_and_agg_with_the_model_recipe_are_refused_in_one_line(random_mode
     (["score", "{in}", "--cpus-per-worker", "2"], "add --ray"),
     (["score", "{in}", "--realign", "maybe"], "unknown --realign"),
     (["eval", "{in}", "--generate", "--batch-size", "0"], "--batch-size 0"),
+    (["eval", "{in}", "--generate", "--bootstrap-seed", "-1"], "--bootstrap-seed -1: give a seed of at least 0"),
     (["gate", "{in}", "--scale", "foo"], "unknown score scale 'foo'"),
     (["serve", "--port", "70000"], "--port 70000"),
     (["serve", "--max-upload-mb", "-1"], "--max-upload-mb -1"),

@@ -69,6 +69,8 @@ def calibrate(
         raise FiqaError(f"the output folder {Path(out).parent} does not exist")
     if bootstrap < 0 or bootstrap == 1:
         raise FiqaError("--bootstrap: 0 (no intervals) or at least 2 resamples")
+    if bootstrap_seed < 0:
+        raise FiqaError(f"--bootstrap-seed {bootstrap_seed}: give a seed of at least 0")
     sha = sha256_of(Path(model))
     record = registry.lookup(sha)
     if write_package:

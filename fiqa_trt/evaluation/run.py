@@ -234,6 +234,8 @@ def run_eval(settings: EvalSettings, out_dir: str | Path, say: Callable[[str], N
         raise FiqaError(f"unknown --discard '{s.discard}'; use one of: {', '.join(DISCARD_POOLS)}")
     if s.bootstrap < 0 or s.bootstrap == 1:
         raise FiqaError("--bootstrap: 0 (no intervals) or at least 2 resamples")
+    if s.bootstrap_seed < 0:
+        raise FiqaError(f"--bootstrap-seed {s.bootstrap_seed}: give a seed of at least 0")
     if s.bootstrap and s.discard != "mated":
         raise FiqaError("--bootstrap intervals are computed over the mated comparisons: use --discard mated "
                         "(or --bootstrap 0)")
