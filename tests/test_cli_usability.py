@@ -40,6 +40,9 @@ def one_line_error(proc) -> str:
     (["score", FACES, "--workers", "3", "--ray-address", "auto"], "--workers, --ray-address set up Ray actors: "
                                                                   "add --ray"),
     (["score", FACES, "--cpus-per-worker", "2"], "--cpus-per-worker sets up Ray actors: add --ray"),
+    (["score", FACES, "--ray", "--cpus-per-worker", "0", "-o", "{tmp}/r"], "--cpus-per-worker 0: give a number of "
+                                                                           "at least 1"),  # not Ray's tracebacks
+    (["score", FACES, "--ray", "--workers", "0", "-o", "{tmp}/r"], "--workers 0: give a number of at least 1"),
     (["serve", "--port", "70000"], "--port 70000: give a TCP port from 1 to 65535"),
     (["serve", "--max-upload-mb", "-1"], "--max-upload-mb -1: give a number above 0"),
     (["serve", "--timeout", "nan"], "--timeout nan: give a finite number above 0"),

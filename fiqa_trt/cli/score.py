@@ -65,6 +65,8 @@ def _score(inputs, out, resume, ray, ray_address, workers, cpus_per_worker, quie
         raise FiqaError(f"{', '.join(given)} set{'s' if len(given) == 1 else ''} up Ray actors: add --ray")
     workers, cpus_per_worker = workers if workers is not None else 2, cpus_per_worker if cpus_per_worker is not None else 1
     if ray:
+        args.check_range("--workers", workers, 1)
+        args.check_range("--cpus-per-worker", cpus_per_worker, 1)  # the threads of each actor's scorer
         resolve(settings.with_(device="cpu"))  # a mistake in --recipe / --perturb / --agg: before Ray starts (the
         # actors resolve their own device)
         _score_with_ray(inputs, out, settings, workers, ray_address, cpus_per_worker, quiet)
