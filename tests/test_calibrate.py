@@ -118,6 +118,25 @@ def test_the_weight_search_honours_the_degradation_floor():
     assert agreed(free) < degradations.FLOOR <= agreed(held)
 
 
+def test_a_kind_no_signal_can_rank_does_not_move_the_weights():
+    """Under a kind that every signal alone ranks above the face (out of reach), the search fits as without it; a
+    kind within reach of one signal still constrains it."""
+    rng = np.random.default_rng(1)
+    n = 400
+    ma, mb = np.arange(0, n, 2), np.arange(1, n, 2)
+    truth = rng.normal(size=n)
+    errors = np.minimum(truth[ma], truth[mb]) < -0.8
+    proto = Protocol(ma, mb, {1e-3: errors, 1e-4: errors})
+    signals = {"b": truth + 1.5 * rng.normal(size=n), "a": truth + 0.3 * rng.normal(size=n)}
+    faces = rng.normal(size=50)
+    dark = {"clean": {"a": faces, "b": faces}, "dark": {"a": faces + 1.0, "b": faces + 0.5 + rng.normal(size=50)}}
+    assert calibrate.reachable(dark, degradations.FLOOR) == []
+    assert search(signals, proto, degraded=dark, floor=degradations.FLOOR) == search(signals, proto)
+    both = {**dark, "blur": {"a": faces + 1.0, "b": faces - 3.0}}
+    assert calibrate.reachable(both, degradations.FLOOR) == ["blur"]
+    assert search(signals, proto, degraded=both, floor=degradations.FLOOR) != search(signals, proto)
+
+
 def test_the_weight_search_refuses_a_half_with_nothing_to_discard():
     none = np.zeros(10, bool)
     proto = Protocol(np.arange(0, 20, 2), np.arange(1, 20, 2), {1e-3: none, 1e-4: none})

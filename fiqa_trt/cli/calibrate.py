@@ -32,7 +32,7 @@ def calibrate(
     recipe: Optional[str] = typer.Option(None, "--recipe", help="The recipe whose weights are fitted, by name "
                                          "or JSON file (default: the model's own, else lognorm-ui-flip)."),
     seed: int = typer.Option(0, help="Seed of the identity split, the pair generator and the views (as eval's "
-                             "--split-seed and --seed)."),
+                             "--split-seed and --seed); without labels, of the sample."),
     bootstrap: int = typer.Option(200, help="Bootstrap resamples of the test identities for the 90% intervals (as "
                                   "eval's --bootstrap)."),
     bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed of the bootstrap resamples (as eval's)."),
@@ -174,9 +174,12 @@ def _report_degradations(report: dict) -> None:
     err.print(f"degradation check ({report['degradation_check']['faces']} faces; the share whose quality drops): "
               + ", ".join(f"{k} {v:.0%}" for k, v in agreed.items()))
     if not report["degradation_check"]["meets_floor"]:
+        beyond = report["degradation_check"]["out_of_reach"]
         err.print(f"[yellow]warning:[/] the fitted recipe keeps a degraded face below the face for fewer than "
                   f"{report['degradation_check']['floor']:.0%} of the faces under some kind: its signals cannot "
-                  "rank those degradations for this model (a recipe with the ui signals may; or --no-store)")
+                  "rank those degradations for this model (a recipe with the ui signals may; or --no-store)"
+                  + (f"; no signal alone reaches the floor under {', '.join(beyond)}, so the fit left "
+                     f"{'it' if len(beyond) == 1 else 'them'} out" if beyond else ""))
 
 
 def _finish(model, sha: str, record, fitted, document: dict, out: str | None, store: bool) -> None:

@@ -88,6 +88,20 @@ def search(signals: dict[str, np.ndarray], proto: Protocol, grid=GRID, rounds: i
     return descend(signals, lambda quality: objective(proto, quality), used, grid, rounds, degraded, floor)
 
 
+def reachable(degraded: dict[str, dict[str, np.ndarray]], floor: float) -> list[str]:
+    """The degradation kinds of `degraded` (as `descend` takes it) for which at least one signal alone ranks the
+    degraded copy below the face for `floor` of the faces."""
+    clean = degraded["clean"]
+    return [k for k, v in degraded.items() if k != "clean"
+            and max(degradations.agreement(clean[n], {k: v[n]})[k] for n in clean) >= floor]
+
+
+def out_of_reach(degraded: dict[str, dict[str, np.ndarray]], floor: float) -> list[str]:
+    """The degradation kinds no signal alone ranks below the face for `floor` of the faces (not fitted against)."""
+    within = reachable(degraded, floor)
+    return [k for k in degraded if k != "clean" and k not in within]
+
+
 def descend(signals: dict[str, np.ndarray], cost_of, rows: np.ndarray | None = None, grid=GRID, rounds: int = 3,
             degraded: dict[str, dict[str, np.ndarray]] | None = None, floor: float | None = None) -> dict[str, float]:
     """Coordinate descent over `grid` for every weight but the first (fixed at 1), minimising `cost_of(fused
@@ -97,11 +111,12 @@ def descend(signals: dict[str, np.ndarray], cost_of, rows: np.ndarray | None = N
 
     `degraded` (`"clean"` and each degradation kind -> signal -> values over the same faces, e.g. dev faces and their
     `evaluation.degradations` copies) with `floor`: the fused quality must drop for at least `floor` of the faces
-    under every kind. A fit below it pays 10 x its shortfall, plus 10 x the shortfall of a smooth share
-    (`soft_agreement`, which still moves where a grid step moves no face across), on top of its cost, and the
-    descent goes on for up to 10 rounds while it is below; a fit at or above the floor is judged by its cost alone.
-    The floor may still be out of reach of the signals (then the result misses it: callers check with
-    `degradations.agreement`)."""
+    under every kind within reach (`reachable`: a kind for which some signal alone reaches the floor; one that no
+    signal can rank would only pull the weights away from the cost without meeting the floor). A fit below it pays
+    10 x its shortfall, plus 10 x the shortfall of a smooth share (`soft_agreement`, which still moves where a grid
+    step moves no face across), on top of its cost, and the descent goes on for up to 10 rounds while it is below; a
+    fit at or above the floor is judged by its cost alone. The floor may still be out of reach of the weighted
+    signals (then the result misses it: callers check with `degradations.agreement`)."""
     names = list(signals)
     if (degraded is None) != (floor is None):
         raise ValueError("give both degraded and floor, or neither")
@@ -113,6 +128,9 @@ def descend(signals: dict[str, np.ndarray], cost_of, rows: np.ndarray | None = N
     checked = degraded is not None
     zd = {kind: {n: np.asarray(v[n], np.float64) / spread[n] for n in names} for kind, v in degraded.items()} \
         if checked else {}
+    if checked:
+        zd = {k: v for k, v in zd.items() if k == "clean" or k in reachable(degraded, floor)}
+        checked = len(zd) > 1
 
     def shortfall(weights: dict[str, float], soft: bool) -> float:
         clean = fuse(zd["clean"], weights)
@@ -443,6 +461,7 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
               "degradation_check": {"faces": int(len(check["clean"][own[0]])), "floor": round(degradations.FLOOR, 4),
                                     "agreement": {k: round(v, 3) for k, v in agreed.items()},
                                     "meets_floor": bool(min(agreed.values()) >= degradations.FLOOR),
+                                    "out_of_reach": out_of_reach(check, degradations.FLOOR),
                                     "agreement_of_each_signal": {n: {k: round(v, 3) for k, v in degradations.agreement(
                                         check["clean"][n], {k: c[n] for k, c in check.items() if k != "clean"})
                                         .items()} for n in own}},

@@ -192,7 +192,8 @@ def calibrate_unlabelled(runner, root, recipe, seed: int = 0, batch_size: int = 
         "weights": weights,
         "degradation_check": {"faces": int(len(check["clean"][own[0]])), "floor": round(degradations.FLOOR, 4),
                               "agreement": {k: round(v, 3) for k, v in agreed.items()},
-                              "meets_floor": bool(min(agreed.values()) >= degradations.FLOOR)}}
+                              "meets_floor": bool(min(agreed.values()) >= degradations.FLOOR),
+                              "out_of_reach": calibrate.out_of_reach(check, degradations.FLOOR)}}
     fitted = replace(recipe.with_weights(weights), name=calibrated_name(recipe.name),
                      calibration=scale.fit_calibration(fused),
                      figures={"labels": "none: pseudo-labels (stability, norm, centre) of "
