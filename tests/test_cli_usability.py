@@ -71,6 +71,13 @@ def test_rows_to_a_full_standard_output_are_one_line_and_exit_1(random_model):
     assert proc.returncode == 1 and "cannot write standard output: No space left on device" in one_line_error(proc)
 
 
+@pytest.mark.parametrize("args", [["weights", "list"], ["perturbations"], ["--help"], ["--version"]])
+def test_listings_to_a_full_standard_output_are_one_line_and_exit_1(args):
+    with open("/dev/full", "w") as full:
+        proc = fiqa(*args, stdout=full)
+    assert proc.returncode == 1 and "cannot write standard output: No space left on device" in one_line_error(proc)
+
+
 def test_images_decoded_with_warnings_print_no_raw_warning(tmp_path, random_model):
     """libjpeg's 'Corrupt JPEG data' for a JPEG with stray bytes before a marker: a row, and no raw line on standard
     error (-v shows it)."""

@@ -22,7 +22,7 @@ def _version(value: bool) -> None:
     if value:
         from fiqa_trt import __version__
 
-        print(f"fiqa-trt {__version__}")
+        typer.echo(f"fiqa-trt {__version__}")
         raise typer.Exit()
 
 
@@ -54,7 +54,36 @@ def main(argv: list[str] | None = None) -> None:
     except FiqaError as exc:  # exit 2 for a usage mistake, 1 where the error says nothing could be done
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise SystemExit(exc.exit_code)
+    except OSError as exc:  # standard output on a full disk (a listing, the help): one line, exit 1
+        if not _written_to_standard_output(exc):
+            raise
+        err.print(f"[red]error:[/] cannot write standard output: {escape(exc.strerror or str(exc))}")
+        raise SystemExit(1) from None
 
 
-if __name__ == "__main__":
-    main()
+def _written_to_standard_output(exc: OSError) -> bool:
+    """Whether `exc` was raised by a write to standard output (the innermost frame writes to it, itself or through
+    a console, or standard output cannot be flushed); if so, standard output is pointed at /dev/null so that the
+    flush at exit does not fail again."""
+    import os
+    import sys
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    streams = [s for s in (sys.stdout, sys.__stdout__) if s is not None]
+    streams += [getattr(s, "buffer", None) for s in streams]
+    local = tb.tb_frame.f_locals.values() if tb is not None else ()
+    if not any(v is s or getattr(v, "file", None) is s for v in local for s in streams if s is not None):
+        try:  # a write from native code or a builtin (print): what it left in the buffer cannot be written either
+            sys.stdout.flush()
+            return False
+        except (OSError, ValueError, AttributeError):
+            pass
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno())
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):
+        pass
+    return True

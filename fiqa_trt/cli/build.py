@@ -40,7 +40,7 @@ def build(
                              device_id=index or 0, precision=precision)
     err.print(f"engine {path} ({key['precision']}, TensorRT {key['tensorrt']}, {key['gpu']}, "
                        f"sm {key['compute_capability']}, batch {parsed.min}..{parsed.max})")
-    print(path)
+    typer.echo(path)
 
 
 def register(app: typer.Typer) -> None:
