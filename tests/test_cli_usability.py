@@ -71,6 +71,13 @@ def test_rows_to_a_full_standard_output_are_one_line_and_exit_1(random_model):
     assert proc.returncode == 1 and "cannot write standard output: No space left on device" in one_line_error(proc)
 
 
+def test_gate_events_to_a_full_standard_output_are_one_line_and_exit_1(random_model):
+    with open("/dev/full", "w") as full:
+        proc = fiqa("gate", PHOTOS, "-m", random_model, "--scale", "raw", "--threshold", "0.9", "-q", stdout=full)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot write the events to standard output: No space left on device" in one_line_error(proc)
+
+
 @pytest.mark.parametrize("args", [["weights", "list"], ["perturbations"], ["--help"], ["--version"]])
 def test_listings_to_a_full_standard_output_are_one_line_and_exit_1(args):
     with open("/dev/full", "w") as full:

@@ -59,7 +59,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from fiqa_trt.engine.align import Face
-from fiqa_trt.errors import FiqaError
+from fiqa_trt.errors import FiqaError, NothingDone
 from fiqa_trt.gate.streams import Frame, FrameReader, IterableSource, SourceStats, kind_of, open_source
 from fiqa_trt.gate.tracking import IouTracker
 from fiqa_trt.quality.scale import Scale
@@ -131,6 +131,7 @@ class JsonlWriter:
     """Events as JSON lines to a file path, a text stream, or standard output ('-'); flushed line by line."""
 
     def __init__(self, target: str | Path | TextIO = "-"):
+        self._name = "standard output" if target == "-" else str(getattr(target, "name", target))
         if target == "-":
             self._file, self._own = sys.stdout, False
         elif isinstance(target, (str, Path)):
@@ -148,8 +149,8 @@ class JsonlWriter:
         try:
             self._file.write(json.dumps(event) + "\n")
             self._file.flush()
-        except OSError as exc:
-            raise FiqaError(f"cannot write the events: {exc.strerror or exc}") from None
+        except OSError as exc:  # a full disk while the gate runs: exit 1, not a usage mistake
+            raise NothingDone(f"cannot write the events to {self._name}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         if self._own:
