@@ -63,8 +63,8 @@ def gate(
     Ctrl-C and SIGTERM) with per-stream counts.
 
     Exit codes: 0 done (also when a stream ended after giving up reconnecting), 1 no source could be opened (a URL
-    whose first connection failed: refused, or no stream within the open timeout) or no frame could be read from
-    any, 2 a usage mistake, 130 Ctrl-C, 143 SIGTERM."""
+    whose first connection failed: refused, or no stream within the open timeout), no frame could be read from any,
+    or the events could not be written (a full disk), 2 a usage mistake, 130 Ctrl-C, 143 SIGTERM."""
     from fiqa_trt.cli.console import Interrupts
     from fiqa_trt.engine.detect import CELL, DETECTORS
     from fiqa_trt.errors import FiqaError
