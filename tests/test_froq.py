@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,18 @@ def test_selection_refuses_what_it_cannot_use():
         froq.select(np.ones((5, 2)), np.arange(5.0), ["a", "b"])
     with pytest.raises(FiqaError, match="one name per column"):
         froq.select(np.ones((5, 2)), np.arange(5.0), ["a"])
+
+
+def test_the_layers_are_chosen_on_a_runner_from_every_observable_layer(real_model, lfw_files):
+    import cv2
+
+    from fiqa_trt.engine.runners import load_runner
+
+    runner = load_runner(str(real_model), "onnxruntime", "fp32")
+    crops = np.stack([cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in lfw_files[::1500][:6]])
+    names = [layer.name for layer in runner.layers()]
+    sel = froq.choose_layers(runner, crops)
+    assert sel.faces == 6 and sel.layers and set(sel.layers) <= set(names) and set(sel.utilities) == set(names)
+    norms = froq.layer_norms(runner, crops, names, batch=4)
+    assert norms.shape == (6, len(names)) and np.all(norms > 0)
+    assert sel == dataclasses.replace(froq.select(norms, froq.pseudo_labels(runner, crops), names), faces=6)

@@ -90,6 +90,24 @@ def test_calibrate_without_identity_folders_fits_on_pseudo_labels(lfw, real_mode
     assert "Traceback" not in refused.stderr
 
 
+def test_calibrate_chooses_froqs_layers_and_froq_then_runs_them(lfw, real_model, tmp_path, monkeypatch):
+    from fiqa_trt.engine.resolve import resolve_recipe
+    from tests.cli_runner import run_cli
+
+    monkeypatch.setenv("FIQA_TRT_CACHE", str(tmp_path / "cache"))
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in _faces(lfw, 6):
+        (flat / k.split("/")[1]).symlink_to(lfw / k)
+    result = run_cli("calibrate", str(real_model), str(flat), "--recipe", "froq", "--backend", "onnxruntime",
+                     "--precision", "fp32", "--realign", "off")
+    assert result.returncode == 0, result.stderr
+    assert "FROQ's layers (chosen on 6 faces" in result.stderr
+    recipe, source = resolve_recipe("froq", real_model)
+    assert source.startswith("calibrated") and recipe.name == "froq-calibrated" and recipe.layers
+    assert dict(recipe.signals) == {"froq": 1.0} and recipe.perturb == ()
+
+
 def test_an_empty_folder_is_refused(tmp_path):
     with pytest.raises(FiqaError, match="holds no image files"):
         labelfree.image_files(tmp_path)

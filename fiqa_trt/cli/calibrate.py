@@ -118,6 +118,7 @@ def calibrate(
         err.print(f"no identity labels: pseudo-labels of {lab['sample']} sampled images (the mean rank of "
                   + ", ".join(f"{n} (Spearman {c:.3f})" for n, c in lab["component_correlation"].items()) + ")")
         err.print(f"centre: {report['centre']}")
+        _report_layers(report)
         err.print(f"weights (fitted to the pseudo-labels, Spearman {lab['fitted_correlation']:.3f}): "
                   + ", ".join(f"{k} {v:g}" for k, v in report["weights"].items()))
         _report_degradations(report)
@@ -130,6 +131,7 @@ def calibrate(
     err.print(report["template_check"])
     if report["centre"]:
         err.print(f"centre: {report['centre']}")
+    _report_layers(report)
     err.print(f"weights (fitted on the dev half, {report['dev']['identities']} identities): "
               + ", ".join(f"{k} {v:g}" for k, v in report["weights"].items()))
     for half in ("dev", "test"):
@@ -167,6 +169,13 @@ def _has_identity_folders(images: str) -> bool:
         return bool(identities(images))
     except FiqaError:
         return False
+
+
+def _report_layers(report: dict) -> None:
+    if report.get("layers"):
+        chosen = report["layers"]
+        err.print(f"FROQ's layers (chosen on {chosen['faces']} faces; Spearman of their mean norm with the "
+                  f"pseudo-labels {chosen['correlation']:.3f}): {', '.join(chosen['layers'])}")
 
 
 def _report_degradations(report: dict) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fiqa_trt.errors import FiqaError
-from fiqa_trt.evaluation import degradations, edc
+from fiqa_trt.evaluation import degradations, edc, froq
 from fiqa_trt.evaluation.protocols import Pairs
 from fiqa_trt.quality import Pass, fuse  # the recipes' weighted sum: the fit weighs signals as scoring fuses them
 from fiqa_trt.quality import scale
@@ -377,6 +377,20 @@ class Calibration:
     calibrations: dict[str, tuple[float, float]]  # of the named recipes (named=True)
 
 
+def with_froq_layers(runner, scorer, recipe, root, keys: list[str], progress=None, phase=None):
+    """(`recipe`, None), or where it reads observer signals but names no layer (`froq`), (`recipe` with FROQ's
+    layers chosen on the faces `root/key`, put on the template by `scorer`'s aligner, the `froq.Selection`)."""
+    if not (recipe.uses_layers and not recipe.layers):
+        return recipe, None
+    crops, _ = aligned_crops(scorer, root, keys, scorer.aligner)
+    if len(crops) < 3:
+        raise FiqaError("fewer than 3 faces could be read to choose FROQ's layers")
+    if phase is not None:
+        phase(f"FROQ's layers: pseudo-labels and every layer's norm of {len(crops)} faces", len(crops))
+    selection = froq.choose_layers(runner, np.stack(crops), progress)
+    return replace(recipe, layers=tuple(selection.layers)), selection
+
+
 def fit_session(runner, base, recipe, mode: tuple[str, bool], **changes):
     """A session on `runner` (settings `base`) scoring with `recipe` (or `changes`), each image put on the template
     as `mode` (realign, realign_each) says (the template check is made per crop)."""
@@ -435,6 +449,9 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
         phase(f"the centre: {recipe.centre_view} views of dev images", len(sample))
         recipe = replace(recipe, centre=ui_centre(centre_view, root, sample, progress))
         centre_note = f"{recipe.centre_view} views of {len(sample)} dev images"
+    plain = session_for(recipe, recipe=None, perturb=(recipe.centre_view,)).scorer
+    recipe, layers = with_froq_layers(runner, plain, recipe, root, dev_sample(keys, cut, seed, froq.SAMPLE), progress,
+                                      phase)
     session = session_for(recipe, mode)
     scorer, aligner = session.scorer, session.scorer.aligner
     phase("embedding", len(keys))
@@ -466,6 +483,7 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
                                         check["clean"][n], {k: c[n] for k, c in check.items() if k != "clean"})
                                         .items()} for n in own}},
               "references": result.reference_figures(),
+              "layers": None if layers is None else layers.to_dict(),
               "bootstrap": {"resamples": bootstrap, "seed": bootstrap_seed}}
     fitted = replace(recipe.with_weights(result.weights), name=calibrated_name(recipe.name),
                      calibration=scale.fit_calibration(result.quality),

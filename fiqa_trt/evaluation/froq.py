@@ -15,11 +15,15 @@ unlabelled calibration set.
    at a time, the layer whose addition gives the highest correlation of the set's mean norm with the labels, until
    all are in; the set kept is the prefix at which that correlation was highest.
 4. Quality (`quality`): the mean of the selected layers' L2 norms (raw, as the method aggregates them).
+
+`choose_layers(runner, crops)` runs 1-3 on a runner: the calibration crops' pseudo-labels, every observable layer's
+L2 norm of the same crops (one observing runner, `onnx_export.observers`), the selection; `fiqa-trt calibrate
+--recipe froq` (`evaluation.calibrate`, `evaluation.labelfree`) calls it on its sampled faces.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -28,6 +32,7 @@ from fiqa_trt.errors import FiqaError
 
 CELL = 14  # occlusion square side in pixels at 112 x 112 (the method's mpx)
 TOP = 10  # layers considered by the greedy selection
+SAMPLE = 1000  # calibration faces `fiqa-trt calibrate --recipe froq` chooses the layers on
 
 
 @dataclass
@@ -36,9 +41,10 @@ class Selection:
     correlation: float  # Spearman of their mean norm with the pseudo-labels, on the calibration set
     steps: list[tuple[str, float]] = field(default_factory=list)  # every greedy step: (layer added, correlation)
     utilities: dict[str, float] = field(default_factory=dict)  # each layer's own correlation
+    faces: int = 0  # the calibration set's size
 
     def to_dict(self) -> dict:
-        return {"layers": self.layers, "correlation": round(self.correlation, 6),
+        return {"layers": self.layers, "faces": self.faces, "correlation": round(self.correlation, 6),
                 "steps": [[n, round(c, 6)] for n, c in self.steps],
                 "utilities": {n: round(u, 6) for n, u in self.utilities.items()}}
 
@@ -91,6 +97,31 @@ def pseudo_labels(runner, crops: np.ndarray, batch: int = 4) -> np.ndarray:
     with its 1 + 1 + 64 copies)."""
     out = [label_of(emb) for emb in perturbed_embeddings(runner, crops, batch)]
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def layer_norms(runner, crops: np.ndarray, names: list[str], batch: int = 32) -> np.ndarray:
+    """(N, L) float64 L2 norms of the layers `names` for aligned crops (N, H, W, 3) uint8, from a runner on the same
+    model that observes them."""
+    from fiqa_trt.onnx_export.observers import Observers
+
+    observing = runner.observing(Observers(tuple(names), ("l2",)))
+    parts = []
+    for start in range(0, len(crops), batch):
+        observed = observing.forward(np.ascontiguousarray(crops[start : start + batch])).observed
+        parts.append(np.asarray(observed if isinstance(observed, np.ndarray) else observed.get(), np.float64))
+    return np.concatenate(parts)
+
+
+def choose_layers(runner, crops: np.ndarray, progress=None) -> Selection:
+    """FROQ's layers for the model of `runner` from aligned calibration crops (N, H, W, 3) uint8 in its colour order
+    (a few hundred, no label): pseudo-labels, every observable layer's norm, the greedy selection."""
+    names = [layer.name for layer in runner.layers()]
+    if not names:
+        raise FiqaError("the model has no observable layer")
+    labels = pseudo_labels(runner, crops)
+    if progress is not None:
+        progress(len(crops))
+    return replace(select(layer_norms(runner, crops, names), labels, names), faces=len(crops))
 
 
 def utilities(norms: np.ndarray, labels: np.ndarray) -> np.ndarray:

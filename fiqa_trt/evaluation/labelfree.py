@@ -158,6 +158,7 @@ def calibrate_unlabelled(runner, root, recipe, seed: int = 0, batch_size: int = 
         centre = calibrate.ui_centre(centre_scorer, folder, chosen, progress)
         if recipe.reads_centre:
             recipe = replace(recipe, centre=centre)
+        recipe, layers = calibrate.with_froq_layers(runner, centre_scorer, recipe, folder, chosen, progress, phase)
         session = calibrate.fit_session(runner, base, recipe, mode)
         scorer, aligner = session.scorer, session.scorer.aligner
         phase("embedding", len(chosen))
@@ -189,6 +190,7 @@ def calibrate_unlabelled(runner, root, recipe, seed: int = 0, batch_size: int = 
         "component_correlation": {n: round(spearman(v, labels), 4) for n, v in parts.items()},
         "fitted_correlation": round(spearman(fused[rows], labels), 4)},
         "centre": f"{recipe.centre_view} views of {len(chosen)} sampled images",
+        "layers": None if layers is None else layers.to_dict(),
         "weights": weights,
         "degradation_check": {"faces": int(len(check["clean"][own[0]])), "floor": round(degradations.FLOOR, 4),
                               "agreement": {k: round(v, 3) for k, v in agreed.items()},
