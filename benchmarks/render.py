@@ -296,6 +296,17 @@ def labelfree_columns(fmr: str) -> list[Col]:
             + interval(r(f"test/label_free_minus_labelled_90/{fmr}", None)) + ")")]
 
 
+def froq_table(model: str, caption: str) -> Table:
+    base = f"models/{model}/test"
+    return Table(rows=f"{base}/npauc30", caption=caption, columns=[
+        Col("method", "@key"),
+        *[Col(f"FMR {f.replace('e-0', 'e-')}", lambda r, f=f: ci(r(f), r.top(f"{base}/npauc30_90/{r.key}/{f}", None)))
+          for f in ("1e-03", "1e-04")],
+        *[Col(f"default minus this (90%), FMR {f.replace('e-0', 'e-')}",
+              lambda r, f=f: interval(r.top(f"{base}/default_minus_90/{r.key}/{f}", None))) for f in ("1e-03", "1e-04")],
+    ])
+
+
 def quality_iso_table(model: str, path: str, caption: str) -> Table:
     base = f"models/{model}/verification/{path}"
     return Table(rows=f"{base}/test_npauc30", caption=caption, columns=[
@@ -490,6 +501,42 @@ RESULTS: list[Result] = [
                 Col("cos:0", "cos:0", "{:.1%}"), Col("cos:2", "cos:2", "{:.1%}"), Col("ui:all", "ui:all", "{:.1%}")]),
             Facts([("MobileFaceNet kinds below the floor", "models/mobilefacenet/below_floor", None),
                    ("dlib kinds below the floor", "models/dlib/below_floor", None)])]),
+    Result("quality_labelfree.json", QUALITY, "Calibration without labels",
+           "python benchmarks/quality_labelfree.py",
+           "Each model's registry recipe fitted twice on the shared LFW crops: with labels (`fiqa-trt calibrate` on the "
+           "identity folders: the dev half of the all-mated protocol, identity split seed 0) and without "
+           "(`fiqa-trt calibrate` on one flat folder of every crop outside the test half's identities, under "
+           "numbered names: pseudo-labels of a seeded sample), both scored on the test half's crops. Normalised "
+           "pAUC@0.3 (lower is better) with 90% bootstrap intervals over test identities; the target is label-free "
+           "at most 0.03 above labelled.",
+           [Facts([("data", "data", None), ("target", "target", None)]),
+            Table(rows="models", caption="Test half, label-free against labelled:", columns=[
+                Col("model", "@key"), Col("recipe", "recipe"),
+                *labelfree_columns("1e-03"), *labelfree_columns("1e-04"),
+                Col("within 0.03", "within_target")]),
+            Table(rows="models", caption="The fits (weights on the raw signals; the degradation check's share of "
+                  "faces whose degraded copy scores lower):", columns=[
+                Col("model", "@key"), Col("labelled weights", "labelled/weights"),
+                Col("label-free weights", "label_free/weights"),
+                Col("pseudo-labels", lambda r: f"{r('label_free/labels/sample')} sampled crops; Spearman with the "
+                    "label: " + fmt(r("label_free/labels/component_correlation")) + "; fitted quality "
+                    + fmt(r("label_free/labels/fitted_correlation"))),
+                Col("label-free degradation check", "label_free/degradation_check")])]),
+    Result("quality_froq.json", QUALITY, "FROQ against the default recipes",
+           "python benchmarks/quality_froq.py",
+           "FROQ re-implemented, its layers chosen per model by `fiqa-trt calibrate --recipe froq` on 1,000 seeded "
+           "dev-half faces of the shared LFW (no label: pseudo-labels from the mirror and 64 occluded copies, every "
+           "observable layer's L2 norm, the greedy selection), one forward per image; each model's shipped default "
+           "recipe as packaged; the log-norm of the same forwards. Test half of the all-mated protocol (identity "
+           "split seed 0), crops put on the template as the recipes say; normalised pAUC@0.3 (lower is better) "
+           "with 90% bootstrap intervals over test identities, and of the default minus each other method.",
+           [froq_table("mobilefacenet", "Shared MobileFaceNet:"), froq_table("dlib", "Default dlib model:"),
+            Facts([("MobileFaceNet: FROQ's layers", "models/mobilefacenet/froq_layers/layers", None),
+                   ("MobileFaceNet: forwards per image, default / FROQ",
+                    lambda r: f"{r('models/mobilefacenet/default_forwards')} / {r('models/mobilefacenet/froq_forwards')}", None),
+                   ("dlib: FROQ's layers", "models/dlib/froq_layers/layers", None),
+                   ("dlib: forwards per image, default / FROQ",
+                    lambda r: f"{r('models/dlib/default_forwards')} / {r('models/dlib/froq_forwards')}", None)])]),
     Result("eval_iso_lfw_mobilefacenet/summary.json", QUALITY, "The seed recipe against the norm, all-mated protocol",
            "python benchmarks/eval_iso.py",
            "The seed's default view (affine) against the embedding norm on the crops as they are (no template "
