@@ -29,11 +29,12 @@ LFW = ROOT.parent / "shared" / "data" / "lfw112"
 
 
 def main() -> None:
+    from benchmarks.harness.figures import npauc_figures
     from benchmarks.harness.models import packaged
     from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.evaluation import calibrate
-    from fiqa_trt.evaluation.report import Method, evaluate, fmr_key
+    from fiqa_trt.evaluation.report import Method, evaluate
     from fiqa_trt.evaluation.sweep import pair_similarities
     from fiqa_trt.files import sha256_of
     from fiqa_trt.quality import RECIPES
@@ -66,17 +67,10 @@ def main() -> None:
                           compare=[("default", "froq"), ("default", "norm")] if args.bootstrap else [])
         out = {"sha256": sha256_of(path), "default_recipe": recipe.name, "default_forwards": recipe.forwards,
                "froq_layers": done.report["layers"], "froq_forwards": 1,
-               "test": {"pairs": test.describe(), "npauc30": {}, "npauc30_90": {}, "default_minus_90": {}}}
-        for r in result["results"]:
-            key = fmr_key(r["target_fmr"])
-            out["test"]["npauc30"].setdefault(r["method"], {})[key] = round(r["pauc30_norm"], 4)
-            if "pauc30_norm_lo" in r:
-                out["test"]["npauc30_90"].setdefault(r["method"], {})[key] = [round(r["pauc30_norm_lo"], 4),
-                                                                             round(r["pauc30_norm_hi"], 4)]
-        for d in result["differences"]:
-            if "lo" in d:
-                out["test"]["default_minus_90"].setdefault(d["b"], {})[fmr_key(d["target_fmr"])] = [
-                    round(d["lo"], 4), round(d["hi"], 4)]
+               "test": {"pairs": test.describe()}}
+        figures = npauc_figures(result)
+        out["test"] |= {"npauc30": figures["npauc30"], "npauc30_90": figures["npauc30_90"],
+                        "default_minus_90": figures["minus_90"]}
         report["models"][model] = out
         print(model, json.dumps(out["test"]["npauc30"]), json.dumps(out["test"]["default_minus_90"]), flush=True)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

@@ -47,12 +47,13 @@ def subset(root: Path, count: int | None, seed: int = 0) -> Path:
 
 
 def main() -> None:
+    from benchmarks.harness.figures import npauc_figures
     from benchmarks.harness.models import packaged
     from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine.settings import ScoringSettings
     from fiqa_trt.evaluation import calibrate, labelfree
     from fiqa_trt.evaluation.protocols import identity_of
-    from fiqa_trt.evaluation.report import Method, evaluate, fmr_key
+    from fiqa_trt.evaluation.report import Method, evaluate
     from fiqa_trt.evaluation.sweep import pair_similarities
     from fiqa_trt.files import sha256_of
 
@@ -100,18 +101,13 @@ def main() -> None:
                                            f"flattened; pseudo-labels of {free.report['labels']['sample']} sampled",
                               "labels": free.report["labels"],
                               "degradation_check": free.report["degradation_check"]["agreement"]},
-               "test": {"pairs": fit.test_pairs.describe(), "npauc30": {}, "npauc30_90": {}}}
-        for r in result["results"]:
-            key = fmr_key(r["target_fmr"])
-            out["test"]["npauc30"].setdefault(r["method"], {})[key] = round(r["pauc30_norm"], 4)
-            if "pauc30_norm_lo" in r:
-                out["test"]["npauc30_90"].setdefault(r["method"], {})[key] = [round(r["pauc30_norm_lo"], 4),
-                                                                             round(r["pauc30_norm_hi"], 4)]
+               "test": {"pairs": fit.test_pairs.describe()}}
+        figures = npauc_figures(result)
+        out["test"] |= {"npauc30": figures["npauc30"], "npauc30_90": figures["npauc30_90"]}
         gap = {k: round(out["test"]["npauc30"]["label-free"][k] - out["test"]["npauc30"]["labelled"][k], 4)
                for k in out["test"]["npauc30"]["labelled"]}
         out["test"]["label_free_minus_labelled"] = gap
-        out["test"]["label_free_minus_labelled_90"] = {fmr_key(d["target_fmr"]): [round(d["lo"], 4), round(d["hi"], 4)]
-                                                      for d in result["differences"] if "lo" in d}
+        out["test"]["label_free_minus_labelled_90"] = figures["minus_90"].get("labelled", {})
         out["within_target"] = bool(all(g <= TARGET for g in gap.values()))  # lower is better: not worse by more
         report["models"][model] = out
         print(model, json.dumps(out["test"]), flush=True)

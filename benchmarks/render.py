@@ -296,27 +296,35 @@ def labelfree_columns(fmr: str) -> list[Col]:
             + interval(r(f"test/label_free_minus_labelled_90/{fmr}", None)) + ")")]
 
 
+def methods_table(values: str, intervals: str, minus: str, caption: str) -> Table:
+    """One row per method of `values` (method -> FMR key -> npAUC): its value and 90% interval (`intervals`), and the
+    90% interval of the default minus it (`minus`), at FMR 1e-3 and 1e-4."""
+    fmrs = ("1e-03", "1e-04")
+    return Table(rows=values, caption=caption, columns=[
+        Col("method", "@key"),
+        *[Col(f"FMR {f.replace('e-0', 'e-')}", lambda r, f=f: ci(r(f), r.top(f"{intervals}/{r.key}/{f}", None)))
+          for f in fmrs],
+        *[Col(f"default minus this (90%), FMR {f.replace('e-0', 'e-')}",
+              lambda r, f=f: interval(r.top(f"{minus}/{r.key}/{f}", None))) for f in fmrs],
+    ])
+
+
+def kind_table(model: str, caption: str, signals: tuple[str, ...]) -> Table:
+    """degradation_check.json: per kind, the share of faces the fused quality and each signal rank lower."""
+    return Table(rows=f"models/{model}/agreement", caption=caption, columns=[
+        Col("degraded copy", "@key"), Col("fused quality", "fused", "{:.1%}"),
+        *[Col(n, n, "{:.1%}") for n in signals]])
+
+
 def froq_table(model: str, caption: str) -> Table:
     base = f"models/{model}/test"
-    return Table(rows=f"{base}/npauc30", caption=caption, columns=[
-        Col("method", "@key"),
-        *[Col(f"FMR {f.replace('e-0', 'e-')}", lambda r, f=f: ci(r(f), r.top(f"{base}/npauc30_90/{r.key}/{f}", None)))
-          for f in ("1e-03", "1e-04")],
-        *[Col(f"default minus this (90%), FMR {f.replace('e-0', 'e-')}",
-              lambda r, f=f: interval(r.top(f"{base}/default_minus_90/{r.key}/{f}", None))) for f in ("1e-03", "1e-04")],
-    ])
+    return methods_table(f"{base}/npauc30", f"{base}/npauc30_90", f"{base}/default_minus_90", caption)
 
 
 def quality_iso_table(model: str, path: str, caption: str) -> Table:
     base = f"models/{model}/verification/{path}"
-    return Table(rows=f"{base}/test_npauc30", caption=caption, columns=[
-        Col("method", "@key"),
-        Col("FMR 1e-3", lambda r: ci(r("1e-03"), r.top(f"{base}/test_npauc30_90/{r.key}/1e-03", None))),
-        Col("FMR 1e-4", lambda r: ci(r("1e-04"), r.top(f"{base}/test_npauc30_90/{r.key}/1e-04", None))),
-        Col("default minus this (90%), FMR 1e-3", lambda r: interval(
-            r.top(f"{base}/difference_default_minus_90/{r.key}/1e-03", None))),
-        Col("default minus this (90%), FMR 1e-4", lambda r: interval(r.top(f"{base}/difference_default_minus_90/{r.key}/1e-04", None))),
-    ])
+    return methods_table(f"{base}/test_npauc30", f"{base}/test_npauc30_90", f"{base}/difference_default_minus_90",
+                         caption)
 
 
 # --------------------------------------------------------------------------------------------------- the specs
@@ -493,12 +501,8 @@ RESULTS: list[Result] = [
            "gain 0.4, motion blur 11 px, JPEG quality 8, 24 px at JPEG quality 20). The share of faces whose "
            "degraded copy the recipe (and each of its signals alone) scores below the face, against a floor of "
            "90%.",
-           [Table(rows="models/mobilefacenet/agreement", caption="Shared MobileFaceNet, default recipe:", columns=[
-                Col("degraded copy", "@key"), Col("fused quality", "fused", "{:.1%}"),
-                Col("lognorm:all", "lognorm:all", "{:.1%}"), Col("ui:all", "ui:all", "{:.1%}")]),
-            Table(rows="models/dlib/agreement", caption="Default dlib model, default recipe:", columns=[
-                Col("degraded copy", "@key"), Col("fused quality", "fused", "{:.1%}"),
-                Col("cos:0", "cos:0", "{:.1%}"), Col("cos:2", "cos:2", "{:.1%}"), Col("ui:all", "ui:all", "{:.1%}")]),
+           [kind_table("mobilefacenet", "Shared MobileFaceNet, default recipe:", ("lognorm:all", "ui:all")),
+            kind_table("dlib", "Default dlib model, default recipe:", ("cos:0", "cos:2", "ui:all")),
             Facts([("MobileFaceNet kinds below the floor", "models/mobilefacenet/below_floor", None),
                    ("dlib kinds below the floor", "models/dlib/below_floor", None)])]),
     Result("quality_labelfree.json", QUALITY, "Calibration without labels",

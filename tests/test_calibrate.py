@@ -96,15 +96,21 @@ def test_the_fit_reports_what_the_evaluation_stack_computes():
     assert set(result.reference_figures()) == {"good", "weak", "noise", "norm"}
 
 
-def test_the_weight_search_honours_the_degradation_floor():
-    """Signal `a` predicts the false non-matches better, but rises when faces are degraded; `b` is weaker but falls:
-    unconstrained the search keeps `a` alone; with the floor it weighs `b` in until the degraded copies drop."""
-    rng = np.random.default_rng(0)
-    n = 400
+def _pairs_of(seed: int, n: int = 400):
+    """(rng, protocol, truth): n images in mated pairs (0, 1), (2, 3)...; a pair is a false non-match where the worse
+    of its two images' true qualities is below -0.8."""
+    rng = np.random.default_rng(seed)
     ma, mb = np.arange(0, n, 2), np.arange(1, n, 2)
     truth = rng.normal(size=n)
     errors = np.minimum(truth[ma], truth[mb]) < -0.8
-    proto = Protocol(ma, mb, {1e-3: errors, 1e-4: errors})
+    return rng, Protocol(ma, mb, {1e-3: errors, 1e-4: errors}), truth
+
+
+def test_the_weight_search_honours_the_degradation_floor():
+    """Signal `a` predicts the false non-matches better, but rises when faces are degraded; `b` is weaker but falls:
+    unconstrained the search keeps `a` alone; with the floor it weighs `b` in until the degraded copies drop."""
+    rng, proto, truth = _pairs_of(0)
+    n = len(truth)
     signals = {"a": truth + 0.3 * rng.normal(size=n), "b": truth + 1.5 * rng.normal(size=n)}
     faces = rng.normal(size=50)
     check = {"clean": {"a": faces, "b": faces}, "blur": {"a": faces + 1.0, "b": faces - 3.0}}
@@ -121,12 +127,8 @@ def test_the_weight_search_honours_the_degradation_floor():
 def test_a_kind_no_signal_can_rank_does_not_move_the_weights():
     """Under a kind that every signal alone ranks above the face (out of reach), the search fits as without it; a
     kind within reach of one signal still constrains it."""
-    rng = np.random.default_rng(1)
-    n = 400
-    ma, mb = np.arange(0, n, 2), np.arange(1, n, 2)
-    truth = rng.normal(size=n)
-    errors = np.minimum(truth[ma], truth[mb]) < -0.8
-    proto = Protocol(ma, mb, {1e-3: errors, 1e-4: errors})
+    rng, proto, truth = _pairs_of(1)
+    n = len(truth)
     signals = {"b": truth + 1.5 * rng.normal(size=n), "a": truth + 0.3 * rng.normal(size=n)}
     faces = rng.normal(size=50)
     dark = {"clean": {"a": faces, "b": faces}, "dark": {"a": faces + 1.0, "b": faces + 0.5 + rng.normal(size=50)}}
