@@ -93,7 +93,7 @@ def main() -> None:
         if model == "dlib":
             sample = calibrate.dev_sample(keys, cut, seed=0, count=degradations.SAMPLE)
             views = {k: {v: qr.degraded_embedded(model, path, sample, k, v, Path(args.cache), "bf16")
-                         .astype(np.float64) for v in ("", *PREVIOUS_DLIB)} for k in ("clean", *degradations.KINDS)}
+                         .astype(np.float64) for v in ("", *PREVIOUS_DLIB)} for k in ("clean", *degradations.BASE_KINDS)}
 
             def previous(e):
                 return sum(w * np.log(np.clip(np.einsum("ij,ij->i", unit(e[""]), unit(e[v])), 1e-6, 1))
