@@ -133,26 +133,19 @@ def test_sigterm_while_the_gate_loads_its_model_exits_143(tmp_path):
 
 def test_a_signal_while_the_gate_builds_its_first_dali_pipeline_exits_130_or_143(tmp_path):
     """Ctrl-C or SIGTERM halfway through DALI's lazy import (its operator registration, which the first pipeline
-    build triggers; tests/dali_pause holds it there): the gate ends with 130/143 and no traceback, although the
-    frames already detected then meet a half-imported DALI."""
+    build triggers; tests/hooks/dali_pause.py holds it there): the gate ends with 130/143 and no traceback,
+    although the frames already detected then meet a half-imported DALI."""
     pytest.importorskip("nvidia.dali")
     frames = tmp_path / "frames"  # frames enough for more than one batch
     frames.mkdir()
     for i in range(12):
         (frames / f"f{i:02d}.jpg").write_bytes((PHOTOS / "astronaut.jpg").read_bytes())
-    hook = ROOT / "tests" / "dali_pause"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])}
+    from tests.hooks import hooked
+    from tests.hooks.dali_pause import MARK
+
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-        proc = subprocess.Popen([sys.executable, "-m", "fiqa_trt.cli", "gate", str(frames), "--events",
-                                 str(tmp_path / f"e{code}.jsonl"), "-q"], stderr=subprocess.PIPE, text=True,
-                                env=env, cwd=tmp_path)
-        seen = ""
-        while "pausing DALI's operator registration" not in seen:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen += line
-        assert "pausing DALI's operator registration" in seen, (proc.wait(), seen + proc.stderr.read())
+        proc, seen = hooked([sys.executable, "-m", "fiqa_trt.cli", "gate", str(frames), "--events",
+                             str(tmp_path / f"e{code}.jsonl"), "-q"], "dali_pause", MARK, cwd=tmp_path)
         started = time.monotonic()
         proc.send_signal(sig)
         rest = proc.communicate(timeout=120)[1]

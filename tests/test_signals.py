@@ -181,24 +181,18 @@ def test_sigterm_during_a_long_batch_ends_the_run_within_seconds(random_model, t
 
 
 def test_a_signal_ends_the_run_when_the_main_thread_is_stuck_in_native_code(random_model, tmp_path):
-    """Once the first rows are written, a model call in the main thread never returns to Python (tests/stuck_call:
-    signals blocked there, as in native code that does not return): SIGTERM still ends the process, with 143,
-    10 s after the signal, naming what is kept; --resume then completes the run from the partial file."""
+    """Once the first rows are written, a model call in the main thread never returns to Python
+    (tests/hooks/stuck_call.py: signals blocked there, as in native code that does not return): SIGTERM still ends
+    the process, with 143, 10 s after the signal, naming what is kept; --resume then completes the run from the
+    partial file."""
     out = tmp_path / "s.csv"
     partial = Path(str(out) + ".partial")
-    hook = Path(__file__).resolve().parent / "stuck_call"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(Path(__file__).resolve().parents[1])]),
-           "FIQA_STUCK_AFTER": str(partial)}
     command = [sys.executable, "-m", "fiqa_trt.cli", "score", str(EXAMPLES), "-m", str(random_model), "--backend",
                "onnxruntime", "-b", "2", "-o", str(out), "-q"]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
-    seen = ""
-    while "a model call is stuck" not in seen:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen += line
-    assert "a model call is stuck" in seen, (proc.wait(), seen + proc.stderr.read())
+    from tests.hooks import hooked
+    from tests.hooks.stuck_call import MARK
+
+    proc, seen = hooked(command, "stuck_call", MARK, env={"FIQA_STUCK_AFTER": str(partial)})
     signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     try:
