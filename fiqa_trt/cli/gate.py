@@ -132,15 +132,13 @@ def _run(sources, settings, output, scale, threshold, detector, min_face, upsamp
     from fiqa_trt.engine.resolve import resolve
     from fiqa_trt.engine.session import open_session
     from fiqa_trt.gate.gate import Gate, gate_threshold
-
     from fiqa_trt.quality.scale import GENERIC_WARNING, for_recipe
 
     resolution = resolve(settings)  # the model's calibration, read before the model loads
-    calibration = resolution.calibration
-    if calibration is None:  # a stability recipe without one: the generic scale of the stability score
-        calibration = for_recipe(resolution.recipe, generic=True)
-        if calibration is not None and scale != "raw":
-            err.print(f"[yellow]warning:[/] {escape(GENERIC_WARNING)}")
+    # the recipe's 0-100 scale as the Scorer takes it: its calibration, else for a stability recipe the generic scale
+    calibration = for_recipe(resolution.recipe, generic=True)
+    if calibration is not None and calibration.kind == "generic" and scale != "raw":
+        err.print(f"[yellow]warning:[/] {escape(GENERIC_WARNING)}")
     if scale == "auto":
         scale = "calibrated" if calibration is not None else "raw"
     gate_threshold(scale, calibration, threshold, warn=False)  # a threshold off its scale: refused here
