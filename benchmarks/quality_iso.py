@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-LFW = SHARED / "data" / "lfw112"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LFW = ROOT.parent / "shared" / "data" / "lfw112"
 
 
 def figures(pairs, originals, keys, qualities: dict, bootstrap: int) -> dict:
@@ -61,11 +63,8 @@ def figures(pairs, originals, keys, qualities: dict, bootstrap: int) -> dict:
 
 
 def main() -> None:
+    from benchmarks.harness.models import packaged
     from fiqa_trt.benchmark import provenance
-    from fiqa_trt.engine import recipes
-    from fiqa_trt.engine.resolve import resolve_recipe
-    from fiqa_trt.engine.models import default_model_path
-    from fiqa_trt.engine.runners import load_runner
     from fiqa_trt.evaluation import calibrate
     from fiqa_trt.files import sha256_of
 
@@ -76,13 +75,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(LFW), help="identity folders (default: the shared LFW crops)")
     args = ap.parse_args()
     report = {"benchmark": "benchmarks/quality_iso.py", **provenance(), "data": args.data, "models": {}}
-    paths = {"mobilefacenet": SHARED / "models/faceplugin-mobilefacenet/fr_feature.onnx"}
     for model in args.models.split(","):
-        path = paths.get(model) or default_model_path()
-        recipe, source = resolve_recipe(None, path)
-        if source != "model registry":  # a recipe the user calibrated would otherwise be measured instead
-            raise SystemExit(f"{model}: the default recipe comes from {source}, not the model registry: move it away")
-        runner = load_runner(str(path), "openvino", "auto")
+        path, recipe, source, runner = packaged(model)
         print(f"{model}: {recipe.describe()} ({source})", flush=True)
         done = calibrate.calibrate_model(runner, args.data, recipe, seed=0, bootstrap=args.bootstrap, named=True)
         fit, aligned, asis = done.fit, done.passes["recipe"], done.passes["seed"]
