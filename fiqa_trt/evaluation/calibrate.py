@@ -443,13 +443,13 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
 
     mode = (realign or recipe.realign, recipe.realign_each)
     centre_note = None
+    # the recipe's placement with its centre view alone: for the centre and for FROQ's layers
+    plain = session_for(recipe, recipe=None, perturb=(recipe.centre_view,)).scorer
     if recipe.reads_centre:
         sample = dev_sample(keys, cut, seed)
-        centre_view = session_for(recipe, recipe=None, perturb=(recipe.centre_view,)).scorer
         phase(f"the centre: {recipe.centre_view} views of dev images", len(sample))
-        recipe = replace(recipe, centre=ui_centre(centre_view, root, sample, progress))
+        recipe = replace(recipe, centre=ui_centre(plain, root, sample, progress))
         centre_note = f"{recipe.centre_view} views of {len(sample)} dev images"
-    plain = session_for(recipe, recipe=None, perturb=(recipe.centre_view,)).scorer
     recipe, layers = with_froq_layers(runner, plain, recipe, root, dev_sample(keys, cut, seed, froq.SAMPLE), progress,
                                       phase)
     session = session_for(recipe, mode)
