@@ -377,17 +377,19 @@ class Calibration:
     calibrations: dict[str, tuple[float, float]]  # of the named recipes (named=True)
 
 
-def with_froq_layers(runner, scorer, recipe, root, keys: list[str], progress=None, phase=None):
+def with_froq_layers(runner, scorer, recipe, root, keys: list[str], progress=None, phase=None, labelled=None):
     """(`recipe`, None), or where it reads observer signals but names no layer (`froq`), (`recipe` with FROQ's
-    layers chosen on the faces `root/key`, put on the template by `scorer`'s aligner, the `froq.Selection`)."""
+    layers chosen on the faces `root/key`, put on the template by `scorer`'s aligner, the `froq.Selection`).
+    `labelled`: (those faces' crops, their FROQ pseudo-labels) where the caller has computed them already."""
     if not (recipe.uses_layers and not recipe.layers):
         return recipe, None
-    crops, _ = aligned_crops(scorer, root, keys, scorer.aligner)
+    crops, labels = labelled if labelled is not None else (aligned_crops(scorer, root, keys, scorer.aligner)[0], None)
     if len(crops) < 3:
         raise FiqaError("fewer than 3 faces could be read to choose FROQ's layers")
     if phase is not None:
-        phase(f"FROQ's layers: pseudo-labels and every layer's norm of {len(crops)} faces", len(crops))
-    selection = froq.choose_layers(runner, np.stack(crops), progress)
+        phase(f"FROQ's layers: {'' if labels is not None else 'pseudo-labels and '}every layer's norm of "
+              f"{len(crops)} faces", len(crops))
+    selection = froq.choose_layers(runner, np.stack(crops), progress, labels)
     return replace(recipe, layers=tuple(selection.layers)), selection
 
 

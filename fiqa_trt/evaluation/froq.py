@@ -112,13 +112,14 @@ def layer_norms(runner, crops: np.ndarray, names: list[str], batch: int = 32) ->
     return np.concatenate(parts)
 
 
-def choose_layers(runner, crops: np.ndarray, progress=None) -> Selection:
+def choose_layers(runner, crops: np.ndarray, progress=None, labels: np.ndarray | None = None) -> Selection:
     """FROQ's layers for the model of `runner` from aligned calibration crops (N, H, W, 3) uint8 in its colour order
-    (a few hundred, no label): pseudo-labels, every observable layer's norm, the greedy selection."""
+    (a few hundred, no label): pseudo-labels (`labels`, where already computed for these crops), every observable
+    layer's norm, the greedy selection."""
     names = [layer.name for layer in runner.layers()]
     if not names:
         raise FiqaError("the model has no observable layer")
-    labels = pseudo_labels(runner, crops)
+    labels = pseudo_labels(runner, crops) if labels is None else np.asarray(labels, np.float64)
     if progress is not None:
         progress(len(crops))
     return replace(select(layer_norms(runner, crops, names), labels, names), faces=len(crops))

@@ -158,19 +158,22 @@ def calibrate_unlabelled(runner, root, recipe, seed: int = 0, batch_size: int = 
         centre = calibrate.ui_centre(centre_scorer, folder, chosen, progress)
         if recipe.reads_centre:
             recipe = replace(recipe, centre=centre)
-        recipe, layers = calibrate.with_froq_layers(runner, centre_scorer, recipe, folder, chosen, progress, phase)
-        session = calibrate.fit_session(runner, base, recipe, mode)
-        scorer, aligner = session.scorer, session.scorer.aligner
-        phase("embedding", len(chosen))
-        main = calibrate.engine_pass(scorer, recipe, folder, chosen, progress, calibrate.REFERENCE_SIGNALS)
-        crops, names = calibrate.aligned_crops(scorer, folder, main.keys, aligner)
+        # the sample put on the template as the recipe's session puts it (the same realignment mode)
+        crops, names = calibrate.aligned_crops(centre_scorer, folder, chosen, centre_scorer.aligner)
         if len(crops) < 3:
             raise FiqaError("fewer than 3 sampled images could be read: no pseudo-labels")
         phase("pseudo-labels: each sampled face, its mirror and 64 occluded copies", len(crops))
         parts = components(runner, np.stack(crops), centre, progress=progress)
-        finite = np.all([np.isfinite(v) for v in parts.values()], axis=0)
-        names = [n for n, ok in zip(names, finite) if ok]
-        parts = {n: v[finite] for n, v in parts.items()}
+        recipe, layers = calibrate.with_froq_layers(runner, centre_scorer, recipe, folder, chosen, progress, phase,
+                                                    labelled=(crops, parts["stability"]))
+        session = calibrate.fit_session(runner, base, recipe, mode)
+        scorer, aligner = session.scorer, session.scorer.aligner
+        phase("embedding", len(chosen))
+        main = calibrate.engine_pass(scorer, recipe, folder, chosen, progress, calibrate.REFERENCE_SIGNALS)
+        embedded = set(main.keys)  # the faces the engine embedded, with finite pseudo-label signals
+        keep = np.array([n in embedded for n in names], bool) & np.all([np.isfinite(v) for v in parts.values()], axis=0)
+        names = [n for n, ok in zip(names, keep) if ok]
+        parts = {n: v[keep] for n, v in parts.items()}
         labels = combine(parts)
         phase("the degradation check", None)
         check = calibrate.degradation_signals(scorer, recipe, folder, names[: degradations.SAMPLE], aligner, seed)
