@@ -46,6 +46,7 @@ import numpy as np
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 LFW = SHARED / "data" / "lfw112"
 MAX_FORWARDS = 5
+FLOOR = 2 / 3  # the degradation floor this selection ran under (the product's own: `degradations.FLOOR`)
 FMRS = (1e-3, 1e-4)
 SHORT = {"f": "flip", "s": "seed"}  # view names in the ln[...] candidates
 
@@ -183,7 +184,7 @@ def main() -> None:
         centres = centres_of(names, emb, rows)
         values = signal_values(names, emb, centres)
         check = {kind: signal_values(names, e, centres) for kind, e in degraded.items()}
-        weights = calibrate.search({n: values[n][rows] for n in names}, p, degraded=check, floor=degradations.FLOOR)
+        weights = calibrate.search({n: values[n][rows] for n in names}, p, degraded=check, floor=FLOOR)
         agreed = degradations.agreement(fuse(check["clean"], weights),
                                         {k: fuse(v, weights) for k, v in check.items() if k != "clean"})
         return weights, sum(w * values[n] for n, w in weights.items()), agreed
@@ -224,7 +225,7 @@ def main() -> None:
                                    "degradation_agreement_min": round(float(np.min(worst)), 3)}
             print(model, "+".join(combo), cv["+".join(combo)], flush=True)
         allowed = ["+".join(c) for c in candidates if forwards(c) <= MAX_FORWARDS
-                   and cv["+".join(c)]["degradation_agreement_min"] >= round(degradations.FLOOR, 3)]
+                   and cv["+".join(c)]["degradation_agreement_min"] >= round(FLOOR, 3)]
         lowest, chosen = one_se_choice(cv, all_scores, allowed)
         best = chosen.split("+")
         out = {"candidates": cv, "lowest": lowest, "chosen": chosen, "rule": "one standard error of the paired "

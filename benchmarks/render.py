@@ -309,16 +309,60 @@ def methods_table(values: str, intervals: str, minus: str, caption: str) -> Tabl
     ])
 
 
+def below_floor(model: str) -> Callable[[Row], str]:
+    """degradation_check.json: the kinds below the floor on the check's faces; on the other faces."""
+    return lambda r: "; ".join(fmt(r(f"models/{model}/{key}", [])) or "none"
+                               for key in ("below_floor", "below_floor_other_faces"))
+
+
 def kind_table(model: str, caption: str, signals: tuple[str, ...]) -> Table:
     """degradation_check.json: per kind, the share of faces the fused quality and each signal rank lower."""
     return Table(rows=f"models/{model}/agreement", caption=caption, columns=[
         Col("degraded copy", "@key"), Col("fused quality", "fused", "{:.1%}"),
+        Col("fused, 400 other dev faces", lambda r: fmt(r("fused_other_faces", None), "{:.1%}")),
         *[Col(n, n, "{:.1%}") for n in signals]])
 
 
-def froq_table(model: str, caption: str) -> Table:
+FORWARD_METHODS = ("new default", "new fast", "previous default", "froq", "norm", "seed view", "seed")
+
+
+def per_forward_table(model: str, caption: str) -> Table:
+    """quality_forwards.json: per method, forwards per image, quality scores/s and npAUC@0.3 with its interval on
+    the standard and the cross-quality protocol, at FMR 1e-3 and 1e-4."""
+    base = f"models/{model}"
+    fmrs = ("1e-03", "1e-04")
+    return Table(fixed=[(m, f"{base}/test/standard/npauc30/{m}") for m in FORWARD_METHODS], caption=caption, columns=[
+        Col("method", lambda r: f"{r.key} ({r.top(f'{base}/recipes/{r.key}/name')})"),
+        Col("forwards", lambda r: r.top(f"{base}/recipes/{r.key}/forwards")),
+        Col("scores/s", lambda r: fmt(r.top(f"{base}/scores_per_s/{r.key}/scores_per_s"), "{:.0f}")),
+        *[Col(f"standard, FMR {f.replace('e-0', 'e-')}",
+              lambda r, f=f: ci(r(f), r.top(f"{base}/test/standard/npauc30_90/{r.key}/{f}", None))) for f in fmrs],
+        *[Col(f"cross-quality, FMR {f.replace('e-0', 'e-')}",
+              lambda r, f=f: ci(r.top(f"{base}/test/cross/npauc30/{r.key}/{f}"),
+                                r.top(f"{base}/test/cross/npauc30_90/{r.key}/{f}", None))) for f in fmrs]])
+
+
+def per_forward_differences(model: str, caption: str) -> Table:
+    """quality_forwards.json: the 90% intervals of each new recipe minus each other method, on both protocols."""
     base = f"models/{model}/test"
-    return methods_table(f"{base}/npauc30", f"{base}/npauc30_90", f"{base}/default_minus_90", caption)
+    fmrs = ("1e-03", "1e-04")
+    return Table(rows=f"{base}/standard/minus_90", caption=caption, columns=[
+        Col("difference", "@key"),
+        *[Col(f"standard, FMR {f.replace('e-0', 'e-')}", lambda r, f=f: interval(r(f, None))) for f in fmrs],
+        *[Col(f"cross-quality, FMR {f.replace('e-0', 'e-')}",
+              lambda r, f=f: interval(r.top(f"{base}/cross/minus_90/{r.key}/{f}", None))) for f in fmrs]])
+
+
+def candidates_table(model: str, caption: str) -> Table:
+    """quality_forwards.json: each candidate's forwards, inner cross-validated npAUC on the dev half and the
+    degradation check's worst agreement over its inner fits."""
+    base = f"models/{model}"
+    return Table(rows=f"{base}/candidates", caption=caption, columns=[
+        Col("candidate", lambda r: r.key + (" (default)" if r.key == r.top(f"{base}/chosen/default") else "")
+            + (" (fast)" if r.key == r.top(f"{base}/chosen/fast") else "")),
+        Col("forwards", "forwards"), Col("signals", lambda r: ", ".join(r("signals"))),
+        Col("dev inner npAUC@0.3 (mean of FMRs)", lambda r: f"{r('inner_mean_npauc30'):.4f} ± {r('inner_sem'):.4f}"),
+        Col("worst degradation agreement", "degradation_agreement_min", "{:.1%}")])
 
 
 def quality_iso_table(model: str, path: str, caption: str) -> Table:
@@ -416,8 +460,10 @@ RESULTS: list[Result] = [
            "as above; each kind at the registry's setting and, where the original study gave one, at the study's "
            "(`<kind>:study`).",
            [eval_table("pauc30")]),
-    Result("quality_select.json", QUALITY, "How the default recipes were chosen", "python benchmarks/quality_select.py",
-           "On the dev half only: each candidate set of signals (at most 5 forwards) scored by 8 inner identity "
+    Result("quality_select.json", QUALITY, "The previous defaults' selection, without observer signals",
+           "python benchmarks/quality_select.py",
+           "How the previous default recipes (4 forwards each, replaced by those of quality per forward above) were "
+           "chosen, before observer signals and the 90% degradation floor: on the dev half only, each candidate set of signals (at most 5 forwards) scored by 8 inner identity "
            "splits of the dev half (weights and centre fitted on one inner half under the degradation check, npAUC "
            "on the other, both ways). The chosen candidate is the one with the fewest forwards whose inner mean is "
            "within one standard error of the paired difference to the lowest eligible mean. Candidate names: `ln` "
@@ -501,10 +547,12 @@ RESULTS: list[Result] = [
            "gain 0.4, motion blur 11 px, JPEG quality 8, 24 px at JPEG quality 20). The share of faces whose "
            "degraded copy the recipe (and each of its signals alone) scores below the face, against a floor of "
            "90%.",
-           [kind_table("mobilefacenet", "Shared MobileFaceNet, default recipe:", ("lognorm:all", "ui:all")),
-            kind_table("dlib", "Default dlib model, default recipe:", ("cos:0", "cos:2", "ui:all")),
-            Facts([("MobileFaceNet kinds below the floor", "models/mobilefacenet/below_floor", None),
-                   ("dlib kinds below the floor", "models/dlib/below_floor", None)])]),
+           [kind_table("mobilefacenet", "Shared MobileFaceNet, default recipe:",
+                       ("lognorm:all", "ui:all", "cos:0", "obs-all:0")),
+            kind_table("dlib", "Default dlib model, default recipe:",
+                       ("cos:0", "cos:1", "cos:2", "ui:all", "obs-all:0")),
+            Facts([(f"{label} kinds below the floor (the check's faces; other faces)", below_floor(model), None)
+                   for model, label in (("mobilefacenet", "MobileFaceNet"), ("dlib", "dlib"))])]),
     Result("quality_labelfree.json", QUALITY, "Calibration without labels",
            "python benchmarks/quality_labelfree.py",
            "Each model's registry recipe fitted twice on the shared LFW crops: with labels (`fiqa-trt calibrate` on the "
@@ -526,21 +574,37 @@ RESULTS: list[Result] = [
                     "label: " + fmt(r("label_free/labels/component_correlation")) + "; fitted quality "
                     + fmt(r("label_free/labels/fitted_correlation"))),
                 Col("label-free degradation check", "label_free/degradation_check")])]),
-    Result("quality_froq.json", QUALITY, "FROQ against the default recipes",
-           "python benchmarks/quality_froq.py",
-           "FROQ re-implemented, its layers chosen per model by `fiqa-trt calibrate --recipe froq` on 1,000 seeded "
-           "dev-half faces of the shared LFW (no label: pseudo-labels from the mirror and 64 occluded copies, every "
-           "observable layer's L2 norm, the greedy selection), one forward per image; each model's shipped default "
-           "recipe as packaged; the log-norm of the same forwards. Test half of the all-mated protocol (identity "
-           "split seed 0), crops put on the template as the recipes say; normalised pAUC@0.3 (lower is better) "
-           "with 90% bootstrap intervals over test identities, and of the default minus each other method.",
-           [froq_table("mobilefacenet", "Shared MobileFaceNet:"), froq_table("dlib", "Default dlib model:"),
-            Facts([("MobileFaceNet: FROQ's layers", "models/mobilefacenet/froq_layers/layers", None),
-                   ("MobileFaceNet: forwards per image, default / FROQ",
-                    lambda r: f"{r('models/mobilefacenet/default_forwards')} / {r('models/mobilefacenet/froq_forwards')}", None),
-                   ("dlib: FROQ's layers", "models/dlib/froq_layers/layers", None),
-                   ("dlib: forwards per image, default / FROQ",
-                    lambda r: f"{r('models/dlib/default_forwards')} / {r('models/dlib/froq_forwards')}", None)])]),
+    Result("quality_forwards.json", QUALITY, "Quality per forward: the default and fast recipes",
+           "python benchmarks/quality_forwards.py",
+           "Each shipped model's recipes chosen on the dev half of the shared LFW (all-mated protocol, identity split "
+           "seed 0) among candidates at 1, 2 and 4 forwards per image, observer signals included (the check layer, "
+           "whose norm drops under the degradation check's kinds, and FROQ's layers, both chosen without labels on "
+           "dev faces): 8 inner identity splits, both ways; every fit under the degradation check at its floor; the "
+           "default the cheapest within one standard error of the best, the fast recipe the best at one forward. The "
+           "packaged recipes (`fiqa-trt calibrate ... --write-package`) are then measured on the test half, on the "
+           "standard protocol and on the cross-quality protocol (half of the images degraded by a realistic kind "
+           "at a random strength, as `fiqa-trt eval --cross-quality 0.5`), beside the previous default, FROQ (its "
+           "layers chosen as `fiqa-trt calibrate --recipe froq` chooses them), the log-norm, the seed's view (its "
+           "cosine on the template-aligned crop: recipe `stability`) and the seed recipe (crops as they are); "
+           "verification on the template-aligned crops; "
+           "normalised pAUC@0.3 (lower is better) with 90% bootstrap intervals over test identities. Scores/s: "
+           "each method scoring 512 shared LFW crops end to end, one after the other on the same runner and "
+           "machine, in the same run. Every method's signals are read off one pass per protocol that embeds the "
+           "union of the candidates' views and observes the check and FROQ layers at once; on the MobileFaceNet "
+           "(OpenVINO bf16) such a pass differs from a recipe's own pass in the third or fourth digit of an "
+           "embedding (another graph, other fusions).",
+           [per_forward_table("mobilefacenet", "Shared MobileFaceNet:"),
+            per_forward_differences("mobilefacenet", "Shared MobileFaceNet, 90% intervals of the differences "
+                                    "(negative: the new recipe is better):"),
+            per_forward_table("dlib", "Default dlib model:"),
+            per_forward_differences("dlib", "Default dlib model, 90% intervals of the differences:"),
+            candidates_table("mobilefacenet", "Shared MobileFaceNet, the candidates on the dev half:"),
+            candidates_table("dlib", "Default dlib model, the candidates on the dev half:"),
+            Facts([("MobileFaceNet: check layer, FROQ's layers",
+                    lambda r: f"{r('models/mobilefacenet/check_layer')}; {fmt(r('models/mobilefacenet/froq_layers'))}",
+                    None),
+                   ("dlib: check layer, FROQ's layers",
+                    lambda r: f"{r('models/dlib/check_layer')}; {fmt(r('models/dlib/froq_layers'))}", None)])]),
     Result("eval_iso_lfw_mobilefacenet/summary.json", QUALITY, "The seed recipe against the norm, all-mated protocol",
            "python benchmarks/eval_iso.py",
            "The seed's default view (affine) against the embedding norm on the crops as they are (no template "
@@ -766,7 +830,19 @@ RESULTS: list[Result] = [
 # --------------------------------------------------------------------------------------------- recipe formulas
 
 SYMBOL = {"lognorm": "log ‖E(x)‖", "lognorm:all": "mean_f log ‖E(f)‖",
-          "ui": "log(1 - cos(E(x), c))", "ui:all": "log(1 - mean_f cos(E(f), c))"}
+          "ui": "log(1 - cos(E(x), c))", "ui:all": "log(1 - mean_f cos(E(f), c))",
+          "froq": "log mean_l ‖L_l(x)‖"}
+
+
+def signal_symbol(name: str) -> str:
+    """A recipe signal in the formula's notation (L_i: the activation of the recipe's i-th layer)."""
+    if name.startswith("cos:"):
+        return f"log cos(E(x), E(v{name[4:]}))"
+    if name.startswith("obs:"):
+        return f"log ‖L{name[4:]}(x)‖"
+    if name.startswith("obs-all:"):
+        return f"mean_f log ‖L{name[8:]}(f)‖"
+    return SYMBOL.get(name, name)
 
 
 def recipe_formula(data: dict) -> list[str]:
@@ -785,10 +861,7 @@ def recipe_formula(data: dict) -> list[str]:
         for name, weight in recipe.get("signals", []):
             if weight == 0:
                 continue
-            if name.startswith("cos:"):
-                term = f"log cos(E(x), E(v{name[4:]}))"
-            else:
-                term = SYMBOL.get(name, name)
+            term = signal_symbol(name)
             terms.append(term if weight == 1 else f"{weight:.3g} x {term}")
         lines.append("  quality(x) = " + " + ".join(terms))
         unused = [n for n, w in recipe.get("signals", []) if w == 0]
@@ -797,6 +870,9 @@ def recipe_formula(data: dict) -> list[str]:
             for name in unused:
                 if name.startswith("cos:"):
                     lines.append(f"  v{name[4:]} enters only through f (its cosine weighs 0)")
+    for i, layer in enumerate(recipe.get("layers", [])):
+        lines.append(f"  L{i} = layer '{layer}'" + (" (the check layer)" if i == 0 and any(
+            n.startswith("obs") for n, _ in recipe.get("signals", [])) else ""))
     cal = recipe.get("calibration")
     if cal:
         lo, hi = cal
@@ -806,32 +882,37 @@ def recipe_formula(data: dict) -> list[str]:
     return lines
 
 
-def block_formula() -> str:
+def block_formula(variants: bool = False) -> str:
+    """The packaged default recipes' formulas; `variants`: each model's other packaged recipes too."""
     out = ["```"]
     for i, path in enumerate(sorted(RECIPES_DIR.glob("*.json"))):
-        if i:
-            out.append("")
-        out += recipe_formula(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        for j, recipe in enumerate([data["recipe"]] + (list(data.get("variants", {}).values()) if variants else [])):
+            if i or j:
+                out.append("")
+            out += recipe_formula({"model": data["model"], "recipe": recipe})
     out.append("```")
     return "\n".join(out) + "\n"
 
 
 def block_headline() -> str:
-    doc = json.loads((RESULTS_DIR / "quality_iso.json").read_text())
+    doc = json.loads((RESULTS_DIR / "quality_forwards.json").read_text())
     rows = []
     for model, label in (("mobilefacenet", "shared MobileFaceNet"), ("dlib", "default dlib ResNet")):
-        base = f"models/{model}/verification/template-aligned"
-        forwards = dig(doc, f"models/{model}/forwards_per_image")
-        for method, value in dig(doc, f"{base}/test_npauc30").items():
-            if "as-is" in method:
-                continue
-            ivs = dig(doc, f"{base}/test_npauc30_90/{method}")
-            name = f"**{method}** ({forwards} forwards)" if method == "default" else method
-            rows.append(f"| {label} | {name} | {ci(value['1e-03'], ivs['1e-03'])} | {ci(value['1e-04'], ivs['1e-04'])} |")
-    return ("| model | quality | FMR 1e-3 | FMR 1e-4 |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+        base = f"models/{model}"
+        for method in ("new default", "new fast", "froq", "norm", "seed view"):
+            name = {"new default": "**default**", "new fast": "fast", "froq": "FROQ"}.get(method, method)
+            values = [ci(dig(doc, f"{base}/test/{p}/npauc30/{method}/{f}"),
+                         dig(doc, f"{base}/test/{p}/npauc30_90/{method}/{f}", None))
+                      for p in ("standard", "cross") for f in ("1e-03", "1e-04")]
+            rows.append(f"| {label} | {name} | {dig(doc, f'{base}/recipes/{method}/forwards')} | "
+                        f"{dig(doc, f'{base}/scores_per_s/{method}/scores_per_s'):.0f} | " + " | ".join(values) + " |")
+    return ("| model | quality | forwards | scores/s | FMR 1e-3 | FMR 1e-4 | cross-quality, FMR 1e-3 | "
+            "cross-quality, FMR 1e-4 |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
-BLOCKS: dict[str, Callable[[], str]] = {"formula": block_formula, "headline": block_headline}
+BLOCKS: dict[str, Callable[[], str]] = {"formula": block_formula, "headline": block_headline,
+                                        "formulas": lambda: block_formula(variants=True)}
 
 
 # --------------------------------------------------------------------------------------------------- rendering

@@ -179,6 +179,15 @@ def test_a_package_document_records_what_wrote_it():
                                "split_seed": 0, "template_check": report["template_check"]}
     assert written["model_file"] == "fr.onnx" and "commit" in written
     assert doc["recipe"]["name"] == "some-default" and doc["calibrations"] == {"seed": [0.9, 0.99]}
+    # another role: a variant beside the default, which is kept as it was, each with what wrote it
+    fast = calibrate.package_document(done, "/m/fr.onnx", "ab" * 32, "some-model",
+                                      provenance(["fiqa-trt", "calibrate", "M", "I", "--package-role", "fast"]),
+                                      "/data", "some-fast", "fast", doc)
+    assert {k: fast[k] for k in doc} == doc and fast["variants"]["fast"]["name"] == "some-fast"
+    assert fast["variants_written_by"]["fast"]["command"].endswith("--package-role fast")
+    again = calibrate.package_document(done, "/m/fr.onnx", "ab" * 32, "some-model", written, "/data",
+                                       "some-default", "default", fast)
+    assert again["variants"] == fast["variants"] and list(again)[:5] == list(doc)
 
 
 def test_calibrate_refuses_a_negative_bootstrap_seed_before_reading_the_model(tmp_path):
@@ -188,3 +197,15 @@ def test_calibrate_refuses_a_negative_bootstrap_seed_before_reading_the_model(tm
     garbage.write_bytes(b"not a model")
     proc = run_cli("calibrate", garbage, tmp_path, "--bootstrap-seed", "-1")
     assert proc.returncode == 2 and "--bootstrap-seed -1: give a seed of at least 0" in " ".join(proc.stderr.split())
+
+
+def test_a_package_role_is_refused_without_write_package_or_a_recipe(tmp_path):
+    from tests.cli_runner import run_cli
+
+    garbage = tmp_path / "garbage.onnx"  # reading it as a model would fail with another message
+    garbage.write_bytes(b"not a model")
+    for extra, message in ((["--package-role", "fast"], "--package-role goes with --write-package"),
+                           (["--package-role", "turbo"], "--package-role turbo: use default, fast, froq"),
+                           (["--write-package", "--package-role", "fast"], "not in the registry")):
+        proc = run_cli("calibrate", garbage, tmp_path, *extra)
+        assert proc.returncode == 2 and message in " ".join(proc.stderr.split()), proc.stderr

@@ -90,3 +90,52 @@ def test_the_layers_are_chosen_on_a_runner_from_every_observable_layer(real_mode
     norms = froq.layer_norms(runner, crops, names, batch=4)
     assert norms.shape == (6, len(names)) and np.all(norms > 0)
     assert sel == dataclasses.replace(froq.select(norms, froq.pseudo_labels(runner, crops), names), faces=6)
+
+
+def test_the_check_layer_is_the_one_whose_norm_drops_under_every_kind():
+    """Column 1 drops under both kinds for most faces, column 0 under one kind only, column 2 under none: the check
+    layer is column 1, with its agreement per kind."""
+    from fiqa_trt.evaluation import degradations
+
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(5, 10, size=(100, 3))
+    blur = clean * np.array([0.5, 0.8, 1.2]) + np.c_[np.zeros(100), np.where(np.arange(100) < 5, 10.0, 0.0),
+                                                     np.zeros(100)]
+    dark = clean * np.array([1.5, 0.9, 1.1])
+    name, agreed = degradations.check_layer(clean, {"blur": blur, "dark": dark}, ["a", "b", "c"])
+    assert name == "b" and agreed == {"blur": 0.95, "dark": 1.0}
+    with pytest.raises(ValueError):
+        degradations.check_layer(clean, {}, ["a", "b", "c"])
+
+
+def test_a_recipe_reading_layer_signals_gets_the_check_layer_then_froqs(real_model, lfw):
+    """`calibrate.with_layers` on real faces: a recipe reading `froq` gets FROQ's selection; one reading `obs:<i>`
+    gets the check layer first, chosen on the check faces (whose norm, on the real MobileFaceNet, drops under every
+    degradation kind for at least 90% of them), then FROQ's layers."""
+    from fiqa_trt.engine.runners import load_runner
+    from fiqa_trt.engine.settings import ScoringSettings
+    from fiqa_trt.evaluation import calibrate, degradations
+    from fiqa_trt.quality.recipe import FLIP_SPEC, Recipe
+
+    runner = load_runner(str(real_model), "onnxruntime", "fp32")
+    plain = calibrate.fit_session(runner, ScoringSettings(seed=0), None, ("off", False), perturb=(FLIP_SPEC,)).scorer
+    keys = sorted(str(p.relative_to(lfw)) for p in lfw.glob("*/*.jpg"))[::400][:30]
+    froq_only = Recipe("f", (), "weighted_log", signals=(("froq", 1.0),), realign="off")
+    observed = Recipe("o", (FLIP_SPEC,), "weighted_log", signals=(("lognorm:all", 1.0), ("obs-all:0", 1.0)),
+                      realign="off")
+    done, info = calibrate.with_layers(runner, plain, froq_only, lfw, keys[:12])
+    assert done.layers == tuple(info["layers"]) and "check_layer" not in info
+    done2, info2 = calibrate.with_layers(runner, plain, observed, lfw, keys[:12], check_keys=keys)
+    assert info2["layers"] == info["layers"] and info2["check_faces"] == 30
+    assert done2.layers == (info2["check_layer"],)  # obs-all:0 alone: the check layer alone is observed
+    both = Recipe("b", (), "weighted_log", signals=(("obs:1", 1.0), ("obs:0", 1.0)), realign="off")
+    done3, _ = calibrate.with_layers(runner, plain, both, lfw, keys[:12], check_keys=keys)
+    ranked = [n for n, _ in info["steps"] if n != info2["check_layer"]]  # FROQ's greedy order, check layer out
+    assert done3.layers == (info2["check_layer"], ranked[0])
+    mixed = Recipe("m", (), "weighted_log", signals=(("froq", 1.0), ("obs:0", 1.0)), realign="off")
+    with pytest.raises(FiqaError, match="check layer would enter FROQ's mean"):
+        calibrate.with_layers(runner, plain, mixed, lfw, keys[:12], check_keys=keys)
+    assert set(info2["check_agreement"]) == set(degradations.KINDS)
+    assert min(info2["check_agreement"].values()) >= 0.9
+    already = Recipe("o", (), "weighted_log", signals=(("obs:0", 1.0),), realign="off", layers=("644",))
+    assert calibrate.with_layers(runner, plain, already, lfw, keys) == (already, None)

@@ -3,6 +3,7 @@ write the model's packaged default recipe."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -43,6 +44,9 @@ def calibrate(
                                        "packaged default (fiqa_trt/weights/recipes/<model>.json: a model of the "
                                        "registry), with the named recipes' 0-100 calibrations (two more passes) and "
                                        "this command line, the data, the commit and the date; implies --no-store."),
+    package_role: str = typer.Option("default", "--package-role", help="With --write-package: the role the fitted "
+                                     "recipe is packaged in: default, or fast (what --recipe fast scores with) or "
+                                     "froq; the file's other roles are kept."),
     settings: ScoringSettings = None,
     output: args.Output = None,
 ) -> None:
@@ -50,7 +54,7 @@ def calibrate(
     labels on pseudo-labels of the images; store it."""
     from fiqa_trt.benchmark import provenance
     from fiqa_trt.engine import recipes
-    from fiqa_trt.engine.resolve import resolve, resolve_recipe
+    from fiqa_trt.engine.resolve import ROLES, resolve, resolve_recipe
     from fiqa_trt.engine.session import open_runner
     from fiqa_trt.evaluation.calibrate import calibrate_model, package_document
     from fiqa_trt.evaluation.labelfree import calibrate_unlabelled
@@ -73,17 +77,33 @@ def calibrate(
         raise FiqaError(f"--bootstrap-seed {bootstrap_seed}: give a seed of at least 0")
     sha = sha256_of(Path(model))
     record = registry.lookup(sha)
+    if package_role not in ("default", *ROLES):
+        raise FiqaError(f"--package-role {package_role}: use default, {', '.join(ROLES)}")
+    if package_role != "default" and not write_package:
+        raise FiqaError("--package-role goes with --write-package")
     if write_package:
         if record is None:
             raise FiqaError(f"--write-package writes a registry model's packaged recipe; {model} is not in the "
                             "registry (use --out for a recipe file)")
         store = False
+    if recipe is None and write_package and package_role != "default":
+        raise FiqaError(f"--package-role {package_role}: name the recipe to fit for it with --recipe NAME|FILE")
     if recipe is None and write_package and record.recipe:  # the packaged one, whatever the user cache holds
         base, source = recipes.Recipe.from_dict(record.recipe, "model registry"), "model registry"
     elif recipe is None:  # the model's own (stored, packaged or in its metadata): refitted
         base, source = resolve_recipe(None, model)
     else:  # the recipe as named or written: its centre and weights are what is fitted here
         base, source = recipes.load_with_source(recipe)
+    if package_role == "fast" and base.forwards != 1:
+        raise FiqaError(f"--package-role fast: recipe '{base.name}' takes {base.forwards} forwards per image; the fast "
+                        "recipe takes one (a recipe without views, e.g. lognorm-ui-check)")
+    previous = None
+    if write_package:  # the file as it is, whose other roles are kept: read before the fit, not after
+        target = registry.RECIPE_DIR / f"{record.name}.json"
+        try:
+            previous = json.loads(target.read_text()) if target.is_file() else None
+        except ValueError as exc:
+            raise FiqaError(f"{target} is not a recipe file ({exc}); restore it from the repository") from None
     if base.fusion != "weighted_log":
         if recipe is not None:
             raise FiqaError(f"recipe '{base.name}' has no weights to fit; use a weighted_log recipe "
@@ -111,7 +131,7 @@ def calibrate(
         else:
             result = calibrate_model(runner, images, base, seed, settings.batch_size, settings.threads, pairs,
                                      reporter.advance, bootstrap, bootstrap_seed, realign=settings.realign,
-                                     named=write_package, phase=reporter.phase)
+                                     named=write_package and package_role == "default", phase=reporter.phase)
     if not labels:
         fitted, report = done.recipe, done.report
         lab = report["labels"]
@@ -154,12 +174,17 @@ def calibrate(
                 "report": report, "recipe": fitted.to_dict()}
     _finish(model, sha, record, fitted, document, out, store)  # store is off with --write-package
     if write_package:
-        target = registry.RECIPE_DIR / f"{record.name}.json"
+        default_name = record.recipe["name"] if record.recipe else f"{record.name}-default"
+        name = default_name if package_role == "default" else \
+            f"{default_name.removesuffix('-default')}-{package_role}"
         _write(target, recipes.recipe_json(package_document(
-            result, model, sha, record.name, provenance(["fiqa-trt", *ARGUMENTS]), images,
-            record.recipe["name"] if record.recipe else f"{record.name}-default")))
-        err.print(f"written the packaged default recipe of {record.name}: {target} (named calibrations: "
-                  + ", ".join(f"{k} {v[0]:.5f} -> {v[1]:.5f}" for k, v in result.calibrations.items()) + ")")
+            result, model, sha, record.name, provenance(["fiqa-trt", *ARGUMENTS]), images, name, package_role,
+            previous)))
+        if package_role == "default":
+            err.print(f"written the packaged default recipe of {record.name}: {target} (named calibrations: "
+                      + ", ".join(f"{k} {v[0]:.5f} -> {v[1]:.5f}" for k, v in result.calibrations.items()) + ")")
+        else:
+            err.print(f"written the packaged '{package_role}' recipe of {record.name} ({name}): {target}")
 
 
 def _has_identity_folders(images: str) -> bool:
@@ -176,6 +201,10 @@ def _report_layers(report: dict) -> None:
         chosen = report["layers"]
         err.print(f"FROQ's layers (chosen on {chosen['faces']} faces; Spearman of their mean norm with the "
                   f"pseudo-labels {chosen['correlation']:.3f}): {', '.join(chosen['layers'])}")
+        if chosen.get("check_layer"):
+            err.print(f"check layer (obs:0; its norm drops under each degradation for the share of "
+                      f"{chosen['check_faces']} faces): {chosen['check_layer']} ("
+                      + ", ".join(f"{k} {v:.0%}" for k, v in chosen["check_agreement"].items()) + ")")
 
 
 def _report_degradations(report: dict) -> None:

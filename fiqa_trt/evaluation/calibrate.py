@@ -307,6 +307,13 @@ def aligned_crops(scorer, root, keys: list[str], aligner=None) -> tuple[list[np.
     return crops, names
 
 
+def degraded_copies(crops: list[np.ndarray], names: list[str], seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """`"clean"` (the crops as they are) and each `evaluation.degradations` kind -> the crops degraded so (keyed by
+    `names` and `seed` where a kind draws noise)."""
+    return {"clean": list(crops)} | {kind: [degradations.degrade(c, kind, k, seed) for c, k in zip(crops, names)]
+                                     for kind in degradations.KINDS}
+
+
 def degradation_signals(scorer, recipe, root, keys: list[str], aligner=None, seed: int = 0) -> dict[str, dict]:
     """`"clean"` and each `evaluation.degradations` kind -> the recipe's signals of the images `root/key` (dev
     faces: `dev_sample(..., count=degradations.SAMPLE)`) put on the template (`aligner`) and then degraded: what
@@ -314,11 +321,26 @@ def degradation_signals(scorer, recipe, root, keys: list[str], aligner=None, see
     crops, names = aligned_crops(scorer, root, keys, aligner)
     if not crops:
         raise FiqaError("none of the dev images for the degradation check could be read")
-    out = {"clean": crop_signals(scorer, recipe, crops, names)}
-    for kind in degradations.KINDS:
-        degraded = [degradations.degrade(c, kind, k, seed) for c, k in zip(crops, names)]
-        out[kind] = crop_signals(scorer, recipe, degraded, names)
-    return out
+    return {kind: crop_signals(scorer, recipe, copies, names)
+            for kind, copies in degraded_copies(crops, names, seed).items()}
+
+
+def check_layer_of(runner, scorer, root, keys: list[str], seed: int = 0, phase=None) -> dict:
+    """The check layer of the model of `runner` (`degradations.check_layer` over every observable layer) on the faces
+    `root/key` put on the template by `scorer`'s aligner and their copies of every check kind: {"check_layer",
+    "check_faces", "check_agreement" (kind -> the share of faces whose copy lowers its norm)}."""
+    faces, names = aligned_crops(scorer, root, keys, scorer.aligner)
+    if len(faces) < 3:
+        raise FiqaError("fewer than 3 faces could be read to choose the check layer")
+    if phase is not None:
+        phase(f"the check layer: every layer's norm of {len(faces)} faces and their degraded copies", None)
+    every = [layer.name for layer in runner.layers()]
+    norms = {kind: froq.layer_norms(runner, np.stack(copies), every)
+             for kind, copies in degraded_copies(faces, names, seed).items()}
+    clean = norms.pop("clean")
+    layer, agreed = degradations.check_layer(clean, norms, every)
+    return {"check_layer": layer, "check_faces": len(faces), "check_agreement": {k: round(v, 3) for k, v in
+                                                                                 agreed.items()}}
 
 
 @dataclass
@@ -377,10 +399,15 @@ class Calibration:
     calibrations: dict[str, tuple[float, float]]  # of the named recipes (named=True)
 
 
-def with_froq_layers(runner, scorer, recipe, root, keys: list[str], progress=None, phase=None, labelled=None):
-    """(`recipe`, None), or where it reads observer signals but names no layer (`froq`), (`recipe` with FROQ's
-    layers chosen on the faces `root/key`, put on the template by `scorer`'s aligner, the `froq.Selection`).
-    `labelled`: (those faces' crops, their FROQ pseudo-labels) where the caller has computed them already."""
+def with_layers(runner, scorer, recipe, root, keys: list[str], progress=None, phase=None, labelled=None,
+                check_keys: list[str] | None = None, seed: int = 0):
+    """(`recipe`, None), or where it reads observer signals but names no layer, (`recipe` with the layers chosen for
+    it, what chose them: a dict). FROQ's layers (`froq.choose_layers`) are chosen on the faces `root/key`, put on the
+    template by `scorer`'s aligner (`labelled`: those faces' crops and FROQ pseudo-labels, where the caller has
+    computed them already); a recipe that reads `froq` gets them. A recipe that reads `obs:<i>` or `obs-all:<i>`
+    gets the check layer first (`check_layer_of` the faces `check_keys`, seeded by `seed`), then the layers of
+    FROQ's greedy order without it, as many as its signals name: its `obs:0` is the layer whose norm drops under
+    the degradations, `obs:1` FROQ's first layer (its second where the first is the check layer)."""
     if not (recipe.uses_layers and not recipe.layers):
         return recipe, None
     crops, labels = labelled if labelled is not None else (aligned_crops(scorer, root, keys, scorer.aligner)[0], None)
@@ -390,7 +417,20 @@ def with_froq_layers(runner, scorer, recipe, root, keys: list[str], progress=Non
         phase(f"FROQ's layers: {'' if labels is not None else 'pseudo-labels and '}every layer's norm of "
               f"{len(crops)} faces", len(crops))
     selection = froq.choose_layers(runner, np.stack(crops), progress, labels)
-    return replace(recipe, layers=tuple(selection.layers)), selection
+    chosen, info = tuple(selection.layers), selection.to_dict()
+    if recipe.reads_check_layer:
+        info |= check_layer_of(runner, scorer, root, check_keys if check_keys is not None else keys, seed, phase)
+        ranked = [info["check_layer"]] + [n for n, _ in selection.steps if n != info["check_layer"]]
+        named = 1 + max(s.index for s in (recipe.signal(n) for n, _ in recipe.signals)
+                        if s.reads_layers and s.indexed)
+        if any(n == "froq" for n, _ in recipe.signals):
+            raise FiqaError(f"recipe '{recipe.name}' reads froq (the mean of all its layers) and obs signals: the "
+                            "check layer would enter FROQ's mean; use one or the other")
+        if named > len(ranked):
+            raise FiqaError(f"recipe '{recipe.name}' names layer {named - 1}, but the check layer and FROQ's "
+                            f"ranking hold {len(ranked)}")
+        chosen = tuple(ranked[:named])
+    return replace(recipe, layers=chosen), info
 
 
 def fit_session(runner, base, recipe, mode: tuple[str, bool], **changes):
@@ -452,8 +492,8 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
         phase(f"the centre: {recipe.centre_view} views of dev images", len(sample))
         recipe = replace(recipe, centre=ui_centre(plain, root, sample, progress))
         centre_note = f"{recipe.centre_view} views of {len(sample)} dev images"
-    recipe, layers = with_froq_layers(runner, plain, recipe, root, dev_sample(keys, cut, seed, froq.SAMPLE), progress,
-                                      phase)
+    recipe, layers = with_layers(runner, plain, recipe, root, dev_sample(keys, cut, seed, froq.SAMPLE), progress,
+                                 phase, check_keys=dev_sample(keys, cut, seed, degradations.SAMPLE), seed=seed)
     session = session_for(recipe, mode)
     scorer, aligner = session.scorer, session.scorer.aligner
     phase("embedding", len(keys))
@@ -485,7 +525,7 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
                                         check["clean"][n], {k: c[n] for k, c in check.items() if k != "clean"})
                                         .items()} for n in own}},
               "references": result.reference_figures(),
-              "layers": None if layers is None else layers.to_dict(),
+              "layers": layers,
               "bootstrap": {"resamples": bootstrap, "seed": bootstrap_seed}}
     fitted = replace(recipe.with_weights(result.weights), name=calibrated_name(recipe.name),
                      calibration=scale.fit_calibration(result.quality),
@@ -501,15 +541,24 @@ def calibrate_model(runner, root, recipe, seed: int = 0, batch_size: int = 32, t
 
 
 def package_document(calibration: Calibration, model: str, sha256: str, record: str, written_by: dict,
-                     images: str, name: str | None = None) -> dict:
-    """The packaged default-recipe file of a registry model (`weights/recipes/<record>.json`, what the registry
-    serves): the fitted recipe (called `name`, the packaged recipe's name), the named recipes' calibrations, and
-    what wrote it: `written_by` (the command line, commit, date and machine: `fiqa_trt.benchmark.provenance`) with
-    the data (its path as given, image count, protocol, split and seed, template check) and the model file."""
+                     images: str, name: str | None = None, role: str = "default", previous: dict | None = None) -> dict:
+    """The packaged recipe file of a registry model (`weights/recipes/<record>.json`, what the registry serves) with
+    the fitted recipe (called `name`) in `role`: `default`, the model's default recipe with the named recipes'
+    0-100 calibrations; another role (`fast`, `froq`), one of its `variants`. What wrote each (`written_by`: the
+    command line, commit, date and machine, `fiqa_trt.benchmark.provenance`, with the data: its path as given, image
+    count, protocol, split and seed, template check, and the model file) is kept beside it. `previous`: the file as
+    it is, whose other roles are kept."""
     report = calibration.report
     data = {"path": images, "images": report["images"], "protocol": report["protocol"], "split": report["split"],
             "split_seed": report["split_seed"], "template_check": report["template_check"]}
-    return {"model": record, "sha256": sha256, "written_by": {**written_by, "data": data,
-                                                              "model_file": Path(model).name},
-            "recipe": replace(calibration.recipe, name=name or calibration.recipe.name).to_dict(),
-            "calibrations": {k: list(v) for k, v in calibration.calibrations.items()}}
+    wrote = {**written_by, "data": data, "model_file": Path(model).name}
+    recipe = replace(calibration.recipe, name=name or calibration.recipe.name).to_dict()
+    document = dict(previous or {}) | {"model": record, "sha256": sha256}
+    if role == "default":
+        document |= {"written_by": wrote, "recipe": recipe,
+                     "calibrations": {k: list(v) for k, v in calibration.calibrations.items()}}
+    else:
+        document["variants"] = {**document.get("variants", {}), role: recipe}
+        document["variants_written_by"] = {**document.get("variants_written_by", {}), role: wrote}
+    order = ("model", "sha256", "written_by", "recipe", "calibrations", "variants", "variants_written_by")
+    return {k: document[k] for k in order if k in document} | {k: v for k, v in document.items() if k not in order}

@@ -164,8 +164,9 @@ def calibrate_unlabelled(runner, root, recipe, seed: int = 0, batch_size: int = 
             raise FiqaError("fewer than 3 sampled images could be read: no pseudo-labels")
         phase("pseudo-labels: each sampled face, its mirror and 64 occluded copies", len(crops))
         parts = components(runner, np.stack(crops), centre, progress=progress)
-        recipe, layers = calibrate.with_froq_layers(runner, centre_scorer, recipe, folder, chosen, progress, phase,
-                                                    labelled=(crops, parts["stability"]))
+        recipe, layers = calibrate.with_layers(runner, centre_scorer, recipe, folder, chosen, progress, phase,
+                                               labelled=(crops, parts["stability"]),
+                                               check_keys=names[: degradations.SAMPLE], seed=seed)
         session = calibrate.fit_session(runner, base, recipe, mode)
         scorer, aligner = session.scorer, session.scorer.aligner
         phase("embedding", len(chosen))
@@ -193,7 +194,7 @@ def calibrate_unlabelled(runner, root, recipe, seed: int = 0, batch_size: int = 
         "component_correlation": {n: round(spearman(v, labels), 4) for n, v in parts.items()},
         "fitted_correlation": round(spearman(fused[rows], labels), 4)},
         "centre": f"{recipe.centre_view} views of {len(chosen)} sampled images",
-        "layers": None if layers is None else layers.to_dict(),
+        "layers": layers,
         "weights": weights,
         "degradation_check": {"faces": int(len(check["clean"][own[0]])), "floor": round(degradations.FLOOR, 4),
                               "agreement": {k: round(v, 3) for k, v in agreed.items()},

@@ -7,7 +7,9 @@ A recipe names
   obs-all:<i>, froq);
 - `layers`: for the observer signals, the model's layers (tensor names of its ONNX graph) whose activations'
   L2 norms the runner returns with the embeddings (`onnx_export.observers`); a recipe may then hold no view at all
-  (one forward per image);
+  (one forward per image). `fiqa-trt calibrate` chooses them where a recipe names none: FROQ's selection for
+  `froq`; for `obs:<i>` / `obs-all:<i>`, the check layer first (the layer whose norm drops under the degradation
+  check's kinds for the most dev faces, `evaluation.degradations.check_layer`), then FROQ's;
 - `centre`: for the ui signals, the model's unrecognisable-identity centre (`quality.signals.unit_centre` of the
   embeddings of dev faces shrunk to a few pixels, the `centre_view`; computed by `fiqa-trt calibrate`);
 - `fusion`: `stability` (the seed's score: `kernels.quality`, the mean, min or median of every view's cosine with
@@ -144,6 +146,12 @@ class Recipe:
         return any(w != 0 and sig.signal_class(n).reads_layers for n, w in self.signals)
 
     @property
+    def reads_check_layer(self) -> bool:
+        """An `obs:<i>` or `obs-all:<i>` signal: the layers `fiqa-trt calibrate` chooses for it start with the check
+        layer (`evaluation.calibrate.with_layers`)."""
+        return any(sig.signal_class(n) in (sig.LayerNorm, sig.LayerNormAll) for n, _ in self.signals)
+
+    @property
     def observers(self):
         """The observer outputs a pass of this recipe needs (`onnx_export.observers.Observers`: the L2 norm of each
         of its layers), or None when it reads none."""
@@ -258,4 +266,22 @@ LOGNORM_UI_FLIP = Recipe("lognorm-ui-flip", (FLIP_SPEC,), "weighted_log", "mean"
 # layers are chosen per model by `fiqa-trt calibrate --recipe froq` (evaluation.froq: pseudo-labels, greedy selection)
 FROQ = Recipe("froq", (), "weighted_log", "mean", (("froq", 1.0),), "auto")
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (SEED, STABILITY, NORM_FLIP, NORM, LOGNORM_UI_FLIP, FROQ)}
+# Observer recipes (`fiqa-trt calibrate` chooses their layers: obs:0 the check layer, obs:1 FROQ's first, and fits
+# the centre and weights per model); what benchmarks/quality_forwards.py compares at 1, 2 and 4 forwards per image.
+# One forward: the log-norm, the distance to the centre and the check layer's norm, with or without FROQ's layer
+LOGNORM_UI_CHECK = Recipe("lognorm-ui-check", (), "weighted_log", "mean",
+                          (("lognorm", 1.0), ("ui", 1.0), ("obs:0", 1.0)), "auto")
+LOGNORM_UI_FROQ_CHECK = Recipe("lognorm-ui-froq-check", (), "weighted_log", "mean",
+                               (("lognorm", 1.0), ("ui", 1.0), ("obs:1", 1.0), ("obs:0", 1.0)), "auto")
+# Two forwards: the crop and the seed's view; each signal over both forwards and the view's cosine
+LOGNORM_UI_SEED_CHECK = Recipe("lognorm-ui-seed-check", (SEED_SPEC,), "weighted_log", "mean",
+                               (("lognorm:all", 1.0), ("ui:all", 1.0), ("cos:0", 1.0), ("obs-all:0", 1.0)), "auto")
+# Four forwards: the cosines of three views (the seed's, a 6 degree rotation, a 0.95 zoom), the distance to the
+# centre and the check layer's norm over every forward
+COS3_UI_CHECK = Recipe("cos3-ui-check", (SEED_SPEC, "affine:rot=6,scale=1,flip=0", "affine:rot=0,scale=0.95,flip=0"),
+                       "weighted_log", "mean",
+                       (("cos:0", 1.0), ("cos:1", 1.0), ("cos:2", 1.0), ("ui:all", 1.0), ("obs-all:0", 1.0)), "auto")
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (SEED, STABILITY, NORM_FLIP, NORM, LOGNORM_UI_FLIP, FROQ,
+                                                  LOGNORM_UI_CHECK, LOGNORM_UI_FROQ_CHECK, LOGNORM_UI_SEED_CHECK,
+                                                  COS3_UI_CHECK)}
