@@ -218,6 +218,7 @@ def main() -> None:  # noqa: C901 (one experiment, in order)
 def choose(model, recipes: dict, standard, keys, dev, check, sub, inner_splits: int) -> dict:
     """The selection on the dev half (see the module docstring): each candidate's inner cross-validation, the
     default by the one-standard-error rule, the fast recipe."""
+    from benchmarks.quality_select import one_se_choice
     from fiqa_trt.evaluation import calibrate, degradations, split
     from fiqa_trt.evaluation.sweep import pair_similarities
     from fiqa_trt.quality import fuse
@@ -252,15 +253,7 @@ def choose(model, recipes: dict, standard, keys, dev, check, sub, inner_splits: 
     eligible = [n for n in cv if cv[n]["degradation_agreement_min"] >= round(degradations.FLOOR, 3)]
     if not eligible:
         raise SystemExit(f"{model}: no candidate meets the degradation floor in every inner fit")
-    lowest = min(eligible, key=lambda c: cv[c]["inner_mean_npauc30"])
-    near = []
-    for c in eligible:
-        d = scores_of[c] - scores_of[lowest]
-        se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if c != lowest else 0.0
-        cv[c]["paired_difference_to_lowest"] = [round(float(d.mean()), 4), round(se, 4)]
-        if d.mean() <= se:
-            near.append(c)
-    chosen = min(near, key=lambda c: (cv[c]["forwards"], cv[c]["inner_mean_npauc30"]))
+    lowest, chosen = one_se_choice(cv, scores_of, eligible)
     ones = [c for c in eligible if cv[c]["forwards"] == 1]
     fast = min(ones, key=lambda c: cv[c]["inner_mean_npauc30"]) if ones else None
     print(model, "lowest", lowest, "chosen", chosen, "fast", fast, flush=True)
