@@ -410,6 +410,9 @@ def with_layers(runner, scorer, recipe, root, keys: list[str], progress=None, ph
     the degradations, `obs:1` FROQ's first layer (its second where the first is the check layer)."""
     if not (recipe.uses_layers and not recipe.layers):
         return recipe, None
+    if recipe.reads_check_layer and any(n == "froq" for n, _ in recipe.signals):
+        raise FiqaError(f"recipe '{recipe.name}' reads froq (the mean of all its layers) and obs signals: the check "
+                        "layer would enter FROQ's mean; use one or the other")
     crops, labels = labelled if labelled is not None else (aligned_crops(scorer, root, keys, scorer.aligner)[0], None)
     if len(crops) < 3:
         raise FiqaError("fewer than 3 faces could be read to choose FROQ's layers")
@@ -423,9 +426,6 @@ def with_layers(runner, scorer, recipe, root, keys: list[str], progress=None, ph
         ranked = [info["check_layer"]] + [n for n, _ in selection.steps if n != info["check_layer"]]
         named = 1 + max(s.index for s in (recipe.signal(n) for n, _ in recipe.signals)
                         if s.reads_layers and s.indexed)
-        if any(n == "froq" for n, _ in recipe.signals):
-            raise FiqaError(f"recipe '{recipe.name}' reads froq (the mean of all its layers) and obs signals: the "
-                            "check layer would enter FROQ's mean; use one or the other")
         if named > len(ranked):
             raise FiqaError(f"recipe '{recipe.name}' names layer {named - 1}, but the check layer and FROQ's "
                             f"ranking hold {len(ranked)}")
