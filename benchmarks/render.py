@@ -418,11 +418,8 @@ class AgreementTable(Table):
 
 
 RESULTS: list[Result] = [
-    Result("quality_iso.json", QUALITY, "The previous default recipes through the engine",
-           "python benchmarks/quality_iso.py",
-           "The previous default recipes (4 forwards each, before quality per forward above replaced them), as "
-           "this script measured them: all 13,233 shared LFW crops through the Scorer with the recipe and the "
-           "template check "
+    Result("quality_iso.json", QUALITY, "Default recipes through the engine", "python benchmarks/quality_iso.py",
+           "All 13,233 shared LFW crops through the Scorer with each model's default recipe and the template check "
            "(`--realign auto`); the all-mated protocol over the identities with two or more images, the identity "
            "split seed 0, the recipe's weights refitted on the dev half from the engine's signals and the test "
            "half reported. Verification on the template-aligned crops, as `fiqa-trt eval` compares them, and, for "
