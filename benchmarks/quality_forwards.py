@@ -208,7 +208,7 @@ def main() -> None:  # noqa: C901 (one experiment, in order)
                 print(model, protocol, json.dumps(out["test"][protocol]["npauc30"]), flush=True)
                 print(model, protocol, json.dumps(out["test"][protocol]["minus_90"]), flush=True)
             out["recipes"] = {n: {"name": r.name, "forwards": r.forwards, "describe": r.describe()}
-                              for n, r in roles.items()} | {"seed": {"name": "seed", "forwards": 2,
+                              for n, r in roles.items()} | {"seed": {"name": "seed", "forwards": SEED_RECIPE.forwards,
                                                                      "describe": SEED_RECIPE.describe()}}
             out["scores_per_s"] = throughput(runner, path, roles, args.images)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

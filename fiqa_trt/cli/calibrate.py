@@ -215,7 +215,8 @@ def _report_degradations(report: dict) -> None:
         beyond = report["degradation_check"]["out_of_reach"]
         err.print(f"[yellow]warning:[/] the fitted recipe keeps a degraded face below the face for fewer than "
                   f"{report['degradation_check']['floor']:.0%} of the faces under some kind: its signals cannot "
-                  "rank those degradations for this model (a recipe with the ui signals may; or --no-store)"
+                  "rank those degradations for this model (a recipe with the check layer's obs:0 may, e.g. --recipe "
+                  "lognorm-ui-check; or --no-store)"
                   + (f"; no signal alone reaches the floor under {', '.join(beyond)}, so the fit left "
                      f"{'it' if len(beyond) == 1 else 'them'} out" if beyond else ""))
 

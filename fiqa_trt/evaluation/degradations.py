@@ -151,8 +151,8 @@ def check_layer(clean: np.ndarray, degraded: dict[str, np.ndarray], names: list[
     """The layer whose activation norm drops most reliably under every kind of the check: of the layers `names`
     (columns of the L2 norms (N, L) of the faces, `clean`, and of their copies of each kind, `degraded`), the one
     whose agreement (the share of faces whose copy lowers its norm) is highest for the kind it agrees least on
-    (ties: the highest mean agreement), and that agreement per kind. No label is read: what the observer signal `obs:0` of a fitted recipe reads
-    (`evaluation.calibrate.with_layers`)."""
+    (ties: the highest mean agreement), and that agreement per kind. No label is read. What the observer signal
+    `obs:0` of a fitted recipe reads (`evaluation.calibrate.with_layers`)."""
     clean = np.asarray(clean, np.float64)
     if clean.ndim != 2 or clean.shape[1] != len(names) or not degraded:
         raise ValueError("check_layer: clean norms (N, L) of the layers `names` and at least one degraded kind")

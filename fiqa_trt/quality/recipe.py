@@ -8,8 +8,9 @@ A recipe names
 - `layers`: for the observer signals, the model's layers (tensor names of its ONNX graph) whose activations'
   L2 norms the runner returns with the embeddings (`onnx_export.observers`); a recipe may then hold no view at all
   (one forward per image). `fiqa-trt calibrate` chooses them where a recipe names none: FROQ's selection for
-  `froq`; for `obs:<i>` / `obs-all:<i>`, the check layer first (the layer whose norm drops under the degradation
-  check's kinds for the most dev faces, `evaluation.degradations.check_layer`), then FROQ's;
+  `froq`; for `obs:<i>` / `obs-all:<i>`, the check layer first (the layer whose norm drops most reliably under every
+  kind of the degradation check on dev faces, `evaluation.degradations.check_layer`), then FROQ's greedy order
+  without it, as many layers as the signals name;
 - `centre`: for the ui signals, the model's unrecognisable-identity centre (`quality.signals.unit_centre` of the
   embeddings of dev faces shrunk to a few pixels, the `centre_view`; computed by `fiqa-trt calibrate`);
 - `fusion`: `stability` (the seed's score: `kernels.quality`, the mean, min or median of every view's cosine with
@@ -149,7 +150,7 @@ class Recipe:
     def reads_check_layer(self) -> bool:
         """An `obs:<i>` or `obs-all:<i>` signal: the layers `fiqa-trt calibrate` chooses for it start with the check
         layer (`evaluation.calibrate.with_layers`)."""
-        return any(sig.signal_class(n) in (sig.LayerNorm, sig.LayerNormAll) for n, _ in self.signals)
+        return any(c.reads_layers and c.indexed for c in map(sig.signal_class, (n for n, _ in self.signals)))
 
     @property
     def observers(self):
